@@ -1,0 +1,260 @@
+//! The whole pipeline over a set of source files.
+//!
+//! ```text
+//! SourceFile… ──policy_dsl::check_source──► checked::Policy…
+//!             ──lower::number_rules / lower──► HookTable per hook
+//!             ──assemble──► PolicyBundle (digest last)
+//! ```
+//!
+//! Pure: sources come in as text, the bundle and diagnostics go out.
+
+use miette::{Diagnostic as _, SourceSpan};
+use policy_dsl::ast::Action;
+
+use crate::bundle::{
+    BundleSpec, Metadata, PolicyBundle, PolicyInfo, RuleEntry, SourceLocation, Verdict, API_VERSION, KIND,
+    SCHEMA_VERSION,
+};
+use crate::lower::{self, LowerError};
+
+/// One source file: its name as the user gave it (used in diagnostics and the
+/// bundle's source locations) and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    /// Path or label, e.g. `policies/sudo-audit.policy`.
+    pub name: String,
+    /// UTF-8 source text.
+    pub text: String,
+}
+
+/// Two files declare policies of the same name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
+#[error("policy `{name}` is also declared in `{other_file}`")]
+#[diagnostic(code(policyc::duplicate_policy_name), help("policy names identify events and metrics; rename one"))]
+pub struct DuplicatePolicyName {
+    /// The name.
+    pub name: String,
+    /// The file that declared it first.
+    pub other_file: String,
+    /// This declaration's name.
+    #[label("declared again here")]
+    pub span: SourceSpan,
+}
+
+/// The bundle's name is not a Kubernetes object name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
+#[error("bundle name `{name}` is not a valid Kubernetes object name")]
+#[diagnostic(
+    code(policyc::invalid_bundle_name),
+    help("use at most 253 lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit")
+)]
+pub struct InvalidBundleName {
+    /// The name.
+    pub name: String,
+}
+
+/// Any compile diagnostic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
+#[allow(missing_docs)]
+pub enum Diagnostic {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Front(#[from] policy_dsl::Error),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Lower(#[from] LowerError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    DuplicatePolicyName(#[from] DuplicatePolicyName),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    InvalidBundleName(#[from] InvalidBundleName),
+}
+
+impl Diagnostic {
+    /// Whether this is a warning rather than an error.
+    pub fn is_warning(&self) -> bool {
+        matches!(self.severity(), Some(miette::Severity::Warning))
+    }
+}
+
+/// A diagnostic and the file it points into (`None`: not tied to a file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    /// Index into the compiled [`SourceFile`]s.
+    pub file: Option<usize>,
+    /// The diagnostic.
+    pub diagnostic: Diagnostic,
+}
+
+/// A successful compilation.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// The bundle.
+    pub bundle: PolicyBundle,
+    /// Warnings found on the way.
+    pub warnings: Vec<Located>,
+}
+
+/// A failed compilation: every error and warning, per file, in order.
+#[derive(Debug, Clone)]
+pub struct CompileFailure {
+    /// The diagnostics (at least one error).
+    pub diagnostics: Vec<Located>,
+    /// The sources, kept for rendering.
+    pub sources: Vec<SourceFile>,
+}
+
+impl std::fmt::Display for CompileFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::render::render(&self.diagnostics, &self.sources, false, 100))
+    }
+}
+
+impl std::error::Error for CompileFailure {}
+
+/// Parse and check every file. Returns the checked policies when no file has
+/// an error, and all diagnostics in any case.
+pub fn check(sources: &[SourceFile]) -> (Option<Vec<policy_dsl::checked::Policy>>, Vec<Located>) {
+    let mut diagnostics = Vec::new();
+    let mut policies = Vec::new();
+    let mut ok = true;
+    for (i, source) in sources.iter().enumerate() {
+        let report = policy_dsl::check_source(&source.text);
+        ok &= !report.has_errors();
+        diagnostics.extend(report.diagnostics.into_iter().map(|d| Located { file: Some(i), diagnostic: d.into() }));
+        if let Some(p) = report.policy {
+            if let Some(first) = policies.iter().position(|(_, q): &(usize, policy_dsl::checked::Policy)| q.name == p.name) {
+                ok = false;
+                diagnostics.push(Located {
+                    file: Some(i),
+                    diagnostic: DuplicatePolicyName {
+                        name: p.name.clone(),
+                        other_file: sources[policies[first].0].name.clone(),
+                        span: SourceSpan::from(p.name_span.start..p.name_span.end),
+                    }
+                    .into(),
+                });
+            }
+            policies.push((i, p));
+        }
+    }
+    (ok.then(|| policies.into_iter().map(|(_, p)| p).collect()), diagnostics)
+}
+
+/// Compile `sources` into a bundle named `name`.
+///
+/// # Errors
+/// A [`CompileFailure`] holding every diagnostic when any file has an error,
+/// a hook exceeds a kernel limit, or `name` is not a Kubernetes object name.
+pub fn compile(sources: &[SourceFile], name: &str) -> Result<Compiled, CompileFailure> {
+    let fail = |diagnostics| CompileFailure { diagnostics, sources: sources.to_vec() };
+    let (policies, mut diagnostics) = check(sources);
+    if !is_dns1123_subdomain(name) {
+        diagnostics.push(Located { file: None, diagnostic: InvalidBundleName { name: name.into() }.into() });
+    }
+    let Some(policies) = policies.filter(|_| !diagnostics.iter().any(|d| !d.diagnostic.is_warning())) else {
+        return Err(fail(diagnostics));
+    };
+    let rules = lower::number_rules(&policies);
+    let hooks = match lower::lower(&rules) {
+        Ok(h) => h,
+        Err(e) => {
+            let LowerError::TooManyTerms { file, .. } = &e;
+            diagnostics.push(Located { file: Some(*file), diagnostic: e.clone().into() });
+            return Err(fail(diagnostics));
+        }
+    };
+    let rule_entries = rules
+        .iter()
+        .map(|r| {
+            let source = &sources[r.file];
+            let (line, column) = line_column(&source.text, r.rule.name_span.start);
+            RuleEntry {
+                id: r.id,
+                name: r.rule.name.clone(),
+                policy: policies[r.file].name.clone(),
+                hook: r.rule.hook,
+                verdict: r.rule.action.map(|a| match a {
+                    Action::Allow => Verdict::Allow,
+                    Action::Deny => Verdict::Deny,
+                    Action::Kill => Verdict::Kill,
+                }),
+                audit: r.rule.audit,
+                severity: r.rule.severity,
+                message: r.rule.message.clone(),
+                source: SourceLocation { file: source.name.clone(), line, column },
+            }
+        })
+        .collect();
+    let mut spec = BundleSpec {
+        schema_version: SCHEMA_VERSION,
+        compiler: format!("policyc {}", env!("CARGO_PKG_VERSION")),
+        digest: String::new(),
+        policies: policies
+            .iter()
+            .zip(sources)
+            .map(|(p, s)| PolicyInfo { name: p.name.clone(), description: p.description.clone(), source: s.name.clone() })
+            .collect(),
+        rules: rule_entries,
+        hooks,
+    };
+    spec.digest = spec.compute_digest();
+    let bundle = PolicyBundle {
+        api_version: API_VERSION.into(),
+        kind: KIND.into(),
+        metadata: Metadata { name: name.into() },
+        spec,
+    };
+    Ok(Compiled { bundle, warnings: diagnostics })
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+pub fn line_column(text: &str, offset: usize) -> (u32, u32) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line as u32, column as u32)
+}
+
+/// Whether `name` is a Kubernetes object name (RFC 1123 subdomain).
+pub fn is_dns1123_subdomain(name: &str) -> bool {
+    name.len() <= 253
+        && !name.is_empty()
+        && name.split('.').all(|label| {
+            let b = label.as_bytes();
+            !b.is_empty()
+                && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                && b[0] != b'-'
+                && b[b.len() - 1] != b'-'
+        })
+}
+
+/// Turn a file stem such as `sudo_audit` into a bundle name (`sudo-audit`):
+/// lowercase, runs of other characters become `-`. Result may still be
+/// invalid (e.g. empty); [`compile`] checks it.
+pub fn bundle_name_from(stem: &str) -> String {
+    let mut out = String::new();
+    for c in stem.chars() {
+        if c.is_ascii_alphanumeric() || c == '.' {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_matches(['-', '.']).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(is_dns1123_subdomain("sudo-audit"));
+        assert!(!is_dns1123_subdomain("Sudo"));
+        assert!(!is_dns1123_subdomain("-a"));
+        assert_eq!(bundle_name_from("Sudo_Audit.bundle"), "sudo-audit.bundle");
+        assert_eq!(line_column("ab\ncd", 4), (2, 2));
+    }
+}

@@ -1,0 +1,18 @@
+//! policy-compiler: checked policies → [`bundle::PolicyBundle`].
+//!
+//! ```text
+//! compile ─► policy_dsl (parse, check) ─► lower (DNF terms, tables) ─► bundle
+//!                                    eval: reference evaluators over rules and bundle
+//! ```
+//!
+//! Everything here is pure except the `policyc` binary, which reads and writes
+//! files.
+
+pub mod bundle;
+pub mod compile;
+pub mod eval;
+pub mod limits;
+pub mod lower;
+pub mod render;
+
+pub use compile::{compile, CompileFailure, Compiled, SourceFile};

@@ -1,0 +1,30 @@
+//! Kernel-side limits shared by the compiler, the runtime and the BPF templates.
+//!
+//! This file has no dependencies so that `runtime/build.rs` can include it and
+//! pass the same numbers to clang (`-DPOLICY_MASK_WORDS=…`), keeping the three
+//! sides of the ABI in one place. A bundle that respects these limits loads; the
+//! compiler refuses anything past them with a diagnostic instead of truncating.
+
+/// Number of `u64` words in a term bitmask, in the kernel and in the bundle
+/// evaluator. Fixed at build time because it sizes BPF map values.
+pub const MASK_WORDS: usize = 4;
+
+/// Most terms (rule conjunctions) one hook can hold: one bit per term.
+pub const MAX_TERMS_PER_HOOK: usize = MASK_WORDS * 64;
+
+/// Size in bytes of the path key used by the exact-path hash map and the data
+/// part of the path-prefix LPM trie. Keys are zero-padded to this size.
+pub const PATH_KEY_LEN: usize = 256;
+
+/// Longest path literal (exact or prefix), in bytes. One byte less than the key
+/// so that a key always ends in NUL: a kernel path longer than this can never
+/// equal a literal, which keeps exact matching sound for long paths.
+pub const MAX_PATH_LITERAL_LEN: usize = PATH_KEY_LEN - 1;
+
+/// Size in bytes of the kernel's path buffer (`PATH_MAX`). A path that does not
+/// fit is reported as truncated in the event and counted.
+pub const PATH_BUF_LEN: usize = 4096;
+
+/// Most bytes of `argv` copied into an event; longer argument lists are
+/// truncated, flagged in the event and counted.
+pub const ARGS_BUF_LEN: usize = 1024;

@@ -1,0 +1,485 @@
+//! Text → [`ast::File`], reporting every syntax error of a file.
+//!
+//! pest stops at the first error, so the file is first cut into top-level
+//! chunks (one per `policy`, `set` or `rule` declaration, see [`chunks`]) and
+//! each chunk is parsed on its own: an error in one declaration does not hide
+//! errors in the next.
+
+use pest::iterators::Pair;
+use pest::Parser as _;
+use pest_derive::Parser;
+
+use crate::ast::*;
+use crate::diagnostic::{span, Error, InvalidEscape, SyntaxError};
+
+#[derive(Parser)]
+#[grammar = "grammar.pest"]
+struct Grammar;
+
+/// Parse one file. Returns the items that parsed and the errors of those that
+/// did not; the tree is usable for further checks even when errors exist.
+pub fn parse(source: &str) -> (File, Vec<Error>) {
+    let mut file = File::default();
+    let mut errors = Vec::new();
+    for range in chunks(source) {
+        let text = &source[range.clone()];
+        match Grammar::parse(Rule::item_only, text) {
+            Ok(mut pairs) => {
+                let item_only = pairs.next().expect("item_only matched");
+                let mut builder = Builder { base: range.start, errors: &mut errors };
+                for pair in item_only.into_inner() {
+                    if pair.as_rule() != Rule::EOI {
+                        file.items.push(builder.item(pair));
+                    }
+                }
+            }
+            Err(e) => errors.push(syntax_error(source, range.start, e).into()),
+        }
+    }
+    (file, errors)
+}
+
+/// Keywords that start a top-level declaration.
+const ITEM_KEYWORDS: [&str; 3] = ["policy", "set", "rule"];
+
+/// Cut `source` into byte ranges, one per top-level declaration.
+///
+/// A chunk starts at an item keyword outside braces, or at an item keyword that
+/// is the first token of its line (a missing `}` then costs one declaration,
+/// not the rest of the file). Strings and comments are skipped. Text before the
+/// first keyword forms its own chunk so that it is reported, not ignored.
+fn chunks(source: &str) -> Vec<std::ops::Range<usize>> {
+    let bytes = source.as_bytes();
+    let mut starts = Vec::new();
+    let mut depth = 0usize;
+    let mut line_start = true;
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        match c {
+            b'\n' => {
+                line_start = true;
+                i += 1;
+                continue;
+            }
+            b' ' | b'\t' | b'\r' => {
+                i += 1;
+                continue;
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'{' => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                    i += 1;
+                }
+                let word = &source[start..i];
+                if ITEM_KEYWORDS.contains(&word) && (depth == 0 || line_start) {
+                    depth = 0;
+                    starts.push(start);
+                }
+            }
+            _ => i += 1,
+        }
+        line_start = false;
+    }
+    let mut ranges = Vec::new();
+    let first = starts.first().copied().unwrap_or(source.len());
+    if !source[..first].trim().is_empty() && !only_comments(&source[..first]) {
+        ranges.push(0..first);
+    }
+    for (n, &s) in starts.iter().enumerate() {
+        let end = starts.get(n + 1).copied().unwrap_or(source.len());
+        ranges.push(s..end);
+    }
+    ranges
+}
+
+fn only_comments(text: &str) -> bool {
+    text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with("//")
+    })
+}
+
+/// Describe a pest error in the language's own words.
+fn syntax_error(source: &str, base: usize, e: pest::error::Error<Rule>) -> SyntaxError {
+    let pos = match e.location {
+        pest::error::InputLocation::Pos(p) => p,
+        pest::error::InputLocation::Span((s, _)) => s,
+    } + base;
+    let mut expected: Vec<&'static str> = match &e.variant {
+        pest::error::ErrorVariant::ParsingError { positives, .. } => {
+            positives.iter().filter_map(|r| describe(*r)).collect()
+        }
+        pest::error::ErrorVariant::CustomError { .. } => Vec::new(),
+    };
+    expected.sort_unstable();
+    expected.dedup();
+    let expected = match expected.len() {
+        0 => "a declaration (`policy`, `set` or `rule`)".to_string(),
+        1 => expected[0].to_string(),
+        n => format!("{} or {}", expected[..n - 1].join(", "), expected[n - 1]),
+    };
+    let (found, found_span) = token_at(source, pos);
+    let help = if found == "end of file" {
+        Some("the declaration is incomplete; check for a missing `}` or `\"`".to_string())
+    } else {
+        None
+    };
+    SyntaxError { expected, found, span: span(&found_span), help }
+}
+
+/// The token that starts at `pos`, described for a message, and its span.
+fn token_at(source: &str, pos: usize) -> (String, std::ops::Range<usize>) {
+    let rest = &source[pos.min(source.len())..];
+    let Some(c) = rest.chars().next() else {
+        return ("end of file".into(), source.len()..source.len());
+    };
+    let len = if c.is_alphanumeric() || c == '_' {
+        rest.find(|ch: char| !(ch.is_alphanumeric() || ch == '_' || ch == '.'))
+            .unwrap_or(rest.len())
+    } else if c == '"' {
+        rest[1..].find(['"', '\n']).map(|n| n + 2).unwrap_or(rest.len()).min(rest.len())
+    } else {
+        c.len_utf8()
+    };
+    let text = &rest[..len];
+    let shown: String = if text.chars().count() > 40 {
+        text.chars().take(40).chain("…".chars()).collect()
+    } else {
+        text.to_string()
+    };
+    (format!("`{shown}`"), pos..pos + len)
+}
+
+/// The grammar rule's meaning for a reader, or `None` for rules that are never
+/// the thing a user is missing.
+fn describe(rule: Rule) -> Option<&'static str> {
+    Some(match rule {
+        Rule::EOI => "end of file",
+        Rule::policy_decl | Rule::kw_policy => "`policy`",
+        Rule::set_decl | Rule::kw_set => "`set`",
+        Rule::rule_decl | Rule::kw_rule => "`rule`",
+        Rule::policy_attr | Rule::kw_description => "`description`",
+        Rule::kw_on => "`on`",
+        Rule::when_clause | Rule::kw_when => "`when`",
+        Rule::action | Rule::kw_allow | Rule::kw_deny | Rule::kw_kill => {
+            "a verdict (`allow`, `deny`, `kill`)"
+        }
+        Rule::audit_clause | Rule::kw_audit => "`audit`",
+        Rule::severity_clause | Rule::kw_severity => "`severity`",
+        Rule::kw_and => "`and`",
+        Rule::kw_or => "`or`",
+        Rule::kw_not | Rule::not_op => "`not`",
+        Rule::kw_in => "`in`",
+        Rule::operator | Rule::op_eq | Rule::op_ne | Rule::op_in | Rule::op_not_in | Rule::op_startswith => {
+            "an operator (`==`, `!=`, `in`, `not in`, `startswith`)"
+        }
+        Rule::expr | Rule::and_expr | Rule::unary | Rule::comparison => "a condition",
+        Rule::field => "a field such as `process.binary`",
+        Rule::name | Rule::ident => "a name",
+        Rule::hook_name => "a hook name such as `exec`",
+        Rule::severity_name => "a severity (`info`, `low`, `medium`, `high`, `critical`)",
+        Rule::string | Rule::string_body => "a string in double quotes",
+        Rule::set_literal => "a set such as `{ \"/usr/bin/sudo\" }`",
+        Rule::set_ref => "a set name",
+        Rule::lbrace => "`{`",
+        Rule::rbrace => "`}`",
+        Rule::lparen => "`(`",
+        Rule::rparen => "`)`",
+        Rule::comma => "`,`",
+        Rule::assign => "`=`",
+        Rule::file | Rule::item_only | Rule::WHITESPACE | Rule::COMMENT => return None,
+        #[allow(unreachable_patterns)]
+        _ => return None,
+    })
+}
+
+/// Builds AST nodes from pest pairs of one chunk starting at byte `base`.
+struct Builder<'e> {
+    base: usize,
+    errors: &'e mut Vec<Error>,
+}
+
+impl Builder<'_> {
+    fn span(&self, pair: &Pair<Rule>) -> Span {
+        let s = pair.as_span();
+        self.base + s.start()..self.base + s.end()
+    }
+
+    fn ident(&self, pair: Pair<Rule>) -> Ident {
+        Ident { name: pair.as_str().to_string(), span: self.span(&pair) }
+    }
+
+    fn item(&mut self, pair: Pair<Rule>) -> Item {
+        match pair.as_rule() {
+            Rule::policy_decl => Item::Policy(self.policy(pair)),
+            Rule::set_decl => Item::Set(self.set_decl(pair)),
+            Rule::rule_decl => Item::Rule(self.rule(pair)),
+            r => unreachable!("grammar yields only declarations as items, got {r:?}"),
+        }
+    }
+
+    fn policy(&mut self, pair: Pair<Rule>) -> PolicyDecl {
+        let span = self.span(&pair);
+        let mut name = None;
+        let mut description = None;
+        for p in pair.into_inner() {
+            match p.as_rule() {
+                Rule::name => name = Some(self.ident(p)),
+                Rule::policy_attr => {
+                    let s = p.into_inner().find(|q| q.as_rule() == Rule::string);
+                    description = s.map(|s| self.string(s));
+                }
+                _ => {}
+            }
+        }
+        PolicyDecl { name: name.expect("policy has a name"), description, span }
+    }
+
+    fn set_decl(&mut self, pair: Pair<Rule>) -> SetDecl {
+        let span = self.span(&pair);
+        let mut name = None;
+        let mut value = None;
+        for p in pair.into_inner() {
+            match p.as_rule() {
+                Rule::name => name = Some(self.ident(p)),
+                Rule::set_literal => value = Some(self.set_literal(p)),
+                _ => {}
+            }
+        }
+        SetDecl { name: name.expect("set has a name"), value: value.expect("set has a value"), span }
+    }
+
+    fn rule(&mut self, pair: Pair<Rule>) -> RuleDecl {
+        let span = self.span(&pair);
+        let (mut name, mut hook, mut condition, mut action, mut audit) = (None, None, None, None, None);
+        for p in pair.into_inner() {
+            match p.as_rule() {
+                Rule::name => name = Some(self.ident(p)),
+                Rule::hook_name => hook = Some(self.ident(p)),
+                Rule::when_clause => {
+                    let e = p.into_inner().find(|q| q.as_rule() == Rule::expr).expect("when has expr");
+                    condition = Some(self.expr(e));
+                }
+                Rule::action => {
+                    let sp = self.span(&p);
+                    let kw = p.into_inner().next().expect("action keyword");
+                    let a = match kw.as_rule() {
+                        Rule::kw_allow => Action::Allow,
+                        Rule::kw_deny => Action::Deny,
+                        _ => Action::Kill,
+                    };
+                    action = Some((a, sp));
+                }
+                Rule::audit_clause => audit = Some(self.audit(p)),
+                _ => {}
+            }
+        }
+        RuleDecl {
+            name: name.expect("rule has a name"),
+            hook: hook.expect("rule has a hook"),
+            condition: condition.expect("rule has a condition"),
+            action,
+            audit,
+            span,
+        }
+    }
+
+    fn audit(&mut self, pair: Pair<Rule>) -> AuditClause {
+        let span = self.span(&pair);
+        let mut severity = None;
+        let mut message = None;
+        for p in pair.into_inner() {
+            match p.as_rule() {
+                Rule::severity_clause => {
+                    severity = p.into_inner().find(|q| q.as_rule() == Rule::severity_name).map(|q| self.ident(q));
+                }
+                Rule::string => message = Some(self.string(p)),
+                _ => {}
+            }
+        }
+        AuditClause { severity, message, span }
+    }
+
+    fn expr(&mut self, pair: Pair<Rule>) -> Expr {
+        let span = self.span(&pair);
+        match pair.as_rule() {
+            Rule::expr | Rule::and_expr => {
+                let is_or = pair.as_rule() == Rule::expr;
+                let operands: Vec<Expr> = pair
+                    .into_inner()
+                    .filter(|p| !matches!(p.as_rule(), Rule::kw_or | Rule::kw_and))
+                    .map(|p| self.expr(p))
+                    .collect();
+                if operands.len() == 1 {
+                    return operands.into_iter().next().expect("one operand");
+                }
+                let kind = if is_or { ExprKind::Or(operands) } else { ExprKind::And(operands) };
+                Expr { kind, span }
+            }
+            Rule::unary => {
+                let mut nots = Vec::new();
+                let mut inner = None;
+                for p in pair.into_inner() {
+                    match p.as_rule() {
+                        Rule::not_op => nots.push(self.span(&p).start),
+                        Rule::lparen | Rule::rparen => {}
+                        _ => inner = Some(self.expr(p)),
+                    }
+                }
+                let mut e = inner.expect("unary has an operand");
+                let end = span.end;
+                for start in nots.into_iter().rev() {
+                    e = Expr { kind: ExprKind::Not(Box::new(e)), span: start..end };
+                }
+                // A parenthesised expression keeps the span with its parentheses.
+                if let ExprKind::Not(_) = e.kind {
+                } else {
+                    e.span = span;
+                }
+                e
+            }
+            Rule::comparison => Expr { kind: ExprKind::Compare(self.comparison(pair)), span },
+            r => unreachable!("not an expression rule: {r:?}"),
+        }
+    }
+
+    fn comparison(&mut self, pair: Pair<Rule>) -> Comparison {
+        let mut inner = pair.into_inner();
+        let field = self.ident(inner.next().expect("field"));
+        let op_pair = inner.next().expect("operator");
+        let op_span = self.span(&op_pair);
+        let op = match op_pair.into_inner().next().expect("operator kind").as_rule() {
+            Rule::op_eq => CompareOp::Eq,
+            Rule::op_ne => CompareOp::Ne,
+            Rule::op_in => CompareOp::In,
+            Rule::op_not_in => CompareOp::NotIn,
+            _ => CompareOp::StartsWith,
+        };
+        let rhs = inner.next().expect("operand");
+        let operand = match rhs.as_rule() {
+            Rule::string => Operand::String(self.string(rhs)),
+            Rule::set_literal => Operand::Set(self.set_literal(rhs)),
+            _ => Operand::SetRef(self.ident(rhs)),
+        };
+        Comparison { field, op: (op, op_span), operand }
+    }
+
+    fn set_literal(&mut self, pair: Pair<Rule>) -> SetLiteral {
+        let span = self.span(&pair);
+        let elements = pair
+            .into_inner()
+            .filter(|p| p.as_rule() == Rule::string)
+            .map(|p| self.string(p))
+            .collect();
+        SetLiteral { elements, span }
+    }
+
+    /// Decode a string literal; unknown escapes are reported and kept verbatim.
+    fn string(&mut self, pair: Pair<Rule>) -> StringLit {
+        let span = self.span(&pair);
+        let body = pair.into_inner().next().expect("string body");
+        let body_start = self.span(&body).start;
+        let raw = body.as_str();
+        let mut value = String::with_capacity(raw.len());
+        let mut chars = raw.char_indices();
+        while let Some((i, c)) = chars.next() {
+            if c != '\\' {
+                value.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some((_, '"')) => value.push('"'),
+                Some((_, '\\')) => value.push('\\'),
+                Some((_, 'n')) => value.push('\n'),
+                Some((_, 't')) => value.push('\t'),
+                Some((_, other)) => {
+                    let at = body_start + i;
+                    self.errors.push(
+                        InvalidEscape {
+                            escape: format!("\\{other}"),
+                            span: crate::diagnostic::span(&(at..at + 1 + other.len_utf8())),
+                        }
+                        .into(),
+                    );
+                    value.push('\\');
+                    value.push(other);
+                }
+                None => value.push('\\'),
+            }
+        }
+        StringLit { value, span }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_split_at_top_level_keywords() {
+        let src = "policy p { }\nset s = { \"rule\" }\n// rule in comment\nrule r on exec { when a.b == \"x\" }\n";
+        let c = chunks(src);
+        assert_eq!(c.len(), 3);
+        assert!(src[c[1].clone()].starts_with("set s"));
+        assert!(src[c[2].clone()].starts_with("rule r"));
+    }
+
+    #[test]
+    fn missing_brace_costs_one_declaration() {
+        let src = "policy p {\n\nrule a on exec { when process.binary == \"/x\"\nrule b on exec { when process.binary == \"/y\" deny }\n";
+        let (file, errors) = parse(src);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(file.items.len(), 1);
+    }
+
+    #[test]
+    fn precedence_and_binds_tighter_than_or() {
+        let src = "rule r on exec { when a.b == \"/1\" or a.b == \"/2\" and not a.b == \"/3\" }";
+        let (file, errors) = parse(src);
+        assert!(errors.is_empty(), "{errors:?}");
+        let Item::Rule(r) = &file.items[0] else { panic!() };
+        let ExprKind::Or(ops) = &r.condition.kind else { panic!("{:?}", r.condition) };
+        assert_eq!(ops.len(), 2);
+        let ExprKind::And(ands) = &ops[1].kind else { panic!() };
+        assert!(matches!(ands[1].kind, ExprKind::Not(_)));
+        assert_eq!(&src[ands[1].span.clone()], "not a.b == \"/3\"");
+    }
+
+    #[test]
+    fn syntax_error_names_language_terms() {
+        let (_, errors) = parse("rule r on exec { when process.binary is \"/x\" }");
+        let Error::Syntax(e) = &errors[0] else { panic!("{errors:?}") };
+        assert_eq!(e.expected, "an operator (`==`, `!=`, `in`, `not in`, `startswith`)");
+        assert_eq!(e.found, "`is`");
+    }
+
+    #[test]
+    fn escapes_are_decoded() {
+        let (file, errors) = parse("set s = { \"a\\\"b\\\\c\" }");
+        assert!(errors.is_empty());
+        let Item::Set(s) = &file.items[0] else { panic!() };
+        assert_eq!(s.value.elements[0].value, "a\"b\\c");
+    }
+}
