@@ -324,8 +324,9 @@ impl PolicyBundle {
         struct SpecHeader {
             schema_version: Option<u32>,
         }
-        let header: Header = serde_yaml::from_str(text)
-            .map_err(|e| BundleError::Malformed { message: e.to_string() })?;
+        let header: Header = serde_yaml::from_str(text).map_err(|e| BundleError::Malformed {
+            message: e.to_string(),
+        })?;
         let api = header.api_version.unwrap_or_default();
         let kind = header.kind.unwrap_or_default();
         let schema = header.spec.and_then(|s| s.schema_version);
@@ -333,12 +334,16 @@ impl PolicyBundle {
             return Err(BundleError::UnsupportedVersion {
                 found: format!(
                     "apiVersion `{api}`, kind `{kind}`, schemaVersion `{}`",
-                    schema.map(|v| v.to_string()).unwrap_or_else(|| "missing".into())
+                    schema
+                        .map(|v| v.to_string())
+                        .unwrap_or_else(|| "missing".into())
                 ),
             });
         }
-        let bundle: PolicyBundle = serde_yaml::from_str(text)
-            .map_err(|e| BundleError::Malformed { message: e.to_string() })?;
+        let bundle: PolicyBundle =
+            serde_yaml::from_str(text).map_err(|e| BundleError::Malformed {
+                message: e.to_string(),
+            })?;
         bundle.validate()?;
         Ok(bundle)
     }
@@ -358,7 +363,10 @@ impl PolicyBundle {
         let invalid = |message: String| Err(BundleError::Invalid { message });
         for (i, rule) in self.spec.rules.iter().enumerate() {
             if rule.id as usize != i {
-                return invalid(format!("rule `{}` has id {} at index {i}", rule.name, rule.id));
+                return invalid(format!(
+                    "rule `{}` has id {} at index {i}",
+                    rule.name, rule.id
+                ));
             }
         }
         for (hook, table) in &self.spec.hooks {
@@ -375,12 +383,10 @@ impl PolicyBundle {
                 }
                 match self.spec.rules.get(term.rule as usize) {
                     Some(rule) if rule.hook.as_str() == hook => {}
-                    _ => {
-                        return invalid(format!(
-                            "hook `{hook}`: term {i} refers to rule {}, which is not an `{hook}` rule",
-                            term.rule
-                        ))
-                    }
+                    _ => return invalid(format!(
+                        "hook `{hook}`: term {i} refers to rule {}, which is not an `{hook}` rule",
+                        term.rule
+                    )),
                 }
             }
             let n = table.terms.len() as u32;
@@ -402,7 +408,10 @@ impl PolicyBundle {
             for (field, dim) in &table.dimensions {
                 check_set(&format!("dimension `{field}` default"), &dim.default)?;
                 for entry in dim.exact.iter().chain(&dim.prefix) {
-                    check_set(&format!("dimension `{field}` entry `{}`", entry.value), &entry.terms)?;
+                    check_set(
+                        &format!("dimension `{field}` entry `{}`", entry.value),
+                        &entry.terms,
+                    )?;
                     match dim.kind {
                         DimensionKind::Path => {
                             if !entry.value.starts_with('/')

@@ -12,8 +12,8 @@ use miette::{Diagnostic as _, SourceSpan};
 use policy_dsl::ast::Action;
 
 use crate::bundle::{
-    BundleSpec, Metadata, PolicyBundle, PolicyInfo, RuleEntry, SourceLocation, Verdict, API_VERSION, KIND,
-    SCHEMA_VERSION,
+    BundleSpec, Metadata, PolicyBundle, PolicyInfo, RuleEntry, SourceLocation, Verdict,
+    API_VERSION, KIND, SCHEMA_VERSION,
 };
 use crate::lower::{self, LowerError};
 
@@ -30,7 +30,10 @@ pub struct SourceFile {
 /// Two files declare policies of the same name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
 #[error("policy `{name}` is also declared in `{other_file}`")]
-#[diagnostic(code(policyc::duplicate_policy_name), help("policy names identify events and metrics; rename one"))]
+#[diagnostic(
+    code(policyc::duplicate_policy_name),
+    help("policy names identify events and metrics; rename one")
+)]
 pub struct DuplicatePolicyName {
     /// The name.
     pub name: String,
@@ -107,7 +110,12 @@ pub struct CompileFailure {
 
 impl std::fmt::Display for CompileFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&crate::render::render(&self.diagnostics, &self.sources, false, 100))
+        f.write_str(&crate::render::render(
+            &self.diagnostics,
+            &self.sources,
+            false,
+            100,
+        ))
     }
 }
 
@@ -122,9 +130,15 @@ pub fn check(sources: &[SourceFile]) -> (Option<Vec<policy_dsl::checked::Policy>
     for (i, source) in sources.iter().enumerate() {
         let report = policy_dsl::check_source(&source.text);
         ok &= !report.has_errors();
-        diagnostics.extend(report.diagnostics.into_iter().map(|d| Located { file: Some(i), diagnostic: d.into() }));
+        diagnostics.extend(report.diagnostics.into_iter().map(|d| Located {
+            file: Some(i),
+            diagnostic: d.into(),
+        }));
         if let Some(p) = report.policy {
-            if let Some(first) = policies.iter().position(|(_, q): &(usize, policy_dsl::checked::Policy)| q.name == p.name) {
+            if let Some(first) = policies
+                .iter()
+                .position(|(_, q): &(usize, policy_dsl::checked::Policy)| q.name == p.name)
+            {
                 ok = false;
                 diagnostics.push(Located {
                     file: Some(i),
@@ -139,7 +153,10 @@ pub fn check(sources: &[SourceFile]) -> (Option<Vec<policy_dsl::checked::Policy>
             policies.push((i, p));
         }
     }
-    (ok.then(|| policies.into_iter().map(|(_, p)| p).collect()), diagnostics)
+    (
+        ok.then(|| policies.into_iter().map(|(_, p)| p).collect()),
+        diagnostics,
+    )
 }
 
 /// Compile `sources` into a bundle named `name`.
@@ -148,12 +165,20 @@ pub fn check(sources: &[SourceFile]) -> (Option<Vec<policy_dsl::checked::Policy>
 /// A [`CompileFailure`] holding every diagnostic when any file has an error,
 /// a hook exceeds a kernel limit, or `name` is not a Kubernetes object name.
 pub fn compile(sources: &[SourceFile], name: &str) -> Result<Compiled, CompileFailure> {
-    let fail = |diagnostics| CompileFailure { diagnostics, sources: sources.to_vec() };
+    let fail = |diagnostics| CompileFailure {
+        diagnostics,
+        sources: sources.to_vec(),
+    };
     let (policies, mut diagnostics) = check(sources);
     if !is_dns1123_subdomain(name) {
-        diagnostics.push(Located { file: None, diagnostic: InvalidBundleName { name: name.into() }.into() });
+        diagnostics.push(Located {
+            file: None,
+            diagnostic: InvalidBundleName { name: name.into() }.into(),
+        });
     }
-    let Some(policies) = policies.filter(|_| !diagnostics.iter().any(|d| !d.diagnostic.is_warning())) else {
+    let Some(policies) =
+        policies.filter(|_| !diagnostics.iter().any(|d| !d.diagnostic.is_warning()))
+    else {
         return Err(fail(diagnostics));
     };
     let rules = lower::number_rules(&policies);
@@ -161,7 +186,10 @@ pub fn compile(sources: &[SourceFile], name: &str) -> Result<Compiled, CompileFa
         Ok(h) => h,
         Err(e) => {
             let LowerError::TooManyTerms { file, .. } = &e;
-            diagnostics.push(Located { file: Some(*file), diagnostic: e.clone().into() });
+            diagnostics.push(Located {
+                file: Some(*file),
+                diagnostic: e.clone().into(),
+            });
             return Err(fail(diagnostics));
         }
     };
@@ -183,7 +211,11 @@ pub fn compile(sources: &[SourceFile], name: &str) -> Result<Compiled, CompileFa
                 audit: r.rule.audit,
                 severity: r.rule.severity,
                 message: r.rule.message.clone(),
-                source: SourceLocation { file: source.name.clone(), line, column },
+                source: SourceLocation {
+                    file: source.name.clone(),
+                    line,
+                    column,
+                },
             }
         })
         .collect();
@@ -194,7 +226,11 @@ pub fn compile(sources: &[SourceFile], name: &str) -> Result<Compiled, CompileFa
         policies: policies
             .iter()
             .zip(sources)
-            .map(|(p, s)| PolicyInfo { name: p.name.clone(), description: p.description.clone(), source: s.name.clone() })
+            .map(|(p, s)| PolicyInfo {
+                name: p.name.clone(),
+                description: p.description.clone(),
+                source: s.name.clone(),
+            })
             .collect(),
         rules: rule_entries,
         hooks,
@@ -206,7 +242,10 @@ pub fn compile(sources: &[SourceFile], name: &str) -> Result<Compiled, CompileFa
         metadata: Metadata { name: name.into() },
         spec,
     };
-    Ok(Compiled { bundle, warnings: diagnostics })
+    Ok(Compiled {
+        bundle,
+        warnings: diagnostics,
+    })
 }
 
 /// 1-based line and column (in characters) of byte `offset` in `text`.
@@ -224,7 +263,8 @@ pub fn is_dns1123_subdomain(name: &str) -> bool {
         && name.split('.').all(|label| {
             let b = label.as_bytes();
             !b.is_empty()
-                && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
                 && b[0] != b'-'
                 && b[b.len() - 1] != b'-'
         })

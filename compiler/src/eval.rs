@@ -50,8 +50,17 @@ fn decide(matched: Vec<u32>, action_of: impl Fn(u32) -> (Option<Action>, bool)) 
     } else {
         Verdict::Allow
     };
-    let audit = matched.iter().zip(&actions).filter(|(_, (_, a))| *a).map(|(r, _)| *r).collect();
-    Outcome { verdict, matched, audit }
+    let audit = matched
+        .iter()
+        .zip(&actions)
+        .filter(|(_, (_, a))| *a)
+        .map(|(r, _)| *r)
+        .collect();
+    Outcome {
+        verdict,
+        matched,
+        audit,
+    }
 }
 
 /// The language's meaning: evaluate each rule's condition on the event.
@@ -97,7 +106,10 @@ fn matched_rules(table: &HookTable, event: &Event) -> Vec<u32> {
         };
         terms = terms.intersection(&set).copied().collect();
     }
-    let rules: BTreeSet<u32> = terms.iter().map(|&t| table.terms[t as usize].rule).collect();
+    let rules: BTreeSet<u32> = terms
+        .iter()
+        .map(|&t| table.terms[t as usize].rule)
+        .collect();
     rules.into_iter().collect()
 }
 

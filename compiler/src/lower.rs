@@ -75,7 +75,11 @@ pub fn number_rules(policies: &[Policy]) -> Vec<RuleRef<'_>> {
     let mut out = Vec::new();
     for (file, p) in policies.iter().enumerate() {
         for rule in &p.rules {
-            out.push(RuleRef { id: out.len() as u32, file, rule });
+            out.push(RuleRef {
+                id: out.len() as u32,
+                file,
+                rule,
+            });
         }
     }
     out
@@ -114,7 +118,10 @@ pub fn lower(rules: &[RuleRef<'_>]) -> Result<BTreeMap<Hook, HookTable>, LowerEr
         .collect())
 }
 
-fn hook_table(terms: &[(u32, Conjunction)], actions: &BTreeMap<u32, (Option<Action>, bool)>) -> HookTable {
+fn hook_table(
+    terms: &[(u32, Conjunction)],
+    actions: &BTreeMap<u32, (Option<Action>, bool)>,
+) -> HookTable {
     let mut verdicts = VerdictMasks::default();
     for (id, (rule, _)) in terms.iter().enumerate() {
         let id = id as u32;
@@ -129,13 +136,23 @@ fn hook_table(terms: &[(u32, Conjunction)], actions: &BTreeMap<u32, (Option<Acti
             verdicts.audit.push(id);
         }
     }
-    let fields: BTreeSet<Field> = terms.iter().flat_map(|(_, c)| c.iter().map(|l| l.field)).collect();
+    let fields: BTreeSet<Field> = terms
+        .iter()
+        .flat_map(|(_, c)| c.iter().map(|l| l.field))
+        .collect();
     let dimensions = fields
         .into_iter()
         .map(|f| (f.as_str().to_string(), dimension(f, terms)))
         .collect();
     HookTable {
-        terms: terms.iter().enumerate().map(|(id, (rule, _))| Term { id: id as u32, rule: *rule }).collect(),
+        terms: terms
+            .iter()
+            .enumerate()
+            .map(|(id, (rule, _))| Term {
+                id: id as u32,
+                rule: *rule,
+            })
+            .collect(),
         dimensions,
         verdicts,
     }
@@ -171,7 +188,9 @@ impl Representative<'_> {
             .iter()
             .enumerate()
             .filter(|(_, (_, conj))| {
-                conj.iter().filter(|l| l.field == field).all(|l| self.satisfies(&l.pred) == l.positive)
+                conj.iter()
+                    .filter(|l| l.field == field)
+                    .all(|l| self.satisfies(&l.pred) == l.positive)
             })
             .map(|(id, _)| id as u32)
             .collect()
@@ -181,7 +200,11 @@ impl Representative<'_> {
 fn dimension(field: Field, terms: &[(u32, Conjunction)]) -> Dimension {
     let mut exact = BTreeSet::new();
     let mut prefix = BTreeSet::new();
-    for lit in terms.iter().flat_map(|(_, c)| c).filter(|l| l.field == field) {
+    for lit in terms
+        .iter()
+        .flat_map(|(_, c)| c)
+        .filter(|l| l.field == field)
+    {
         match &lit.pred {
             Pred::Eq(v) => {
                 exact.insert(v.as_str());
@@ -196,8 +219,15 @@ fn dimension(field: Field, terms: &[(u32, Conjunction)]) -> Dimension {
         values
             .into_iter()
             .map(|v| {
-                let class = if exact { Representative::Exact(v) } else { Representative::Prefix(v) };
-                Entry { value: v.to_string(), terms: class.terms(field, terms) }
+                let class = if exact {
+                    Representative::Exact(v)
+                } else {
+                    Representative::Prefix(v)
+                };
+                Entry {
+                    value: v.to_string(),
+                    terms: class.terms(field, terms),
+                }
             })
             .collect()
     };
@@ -217,7 +247,11 @@ fn dimension(field: Field, terms: &[(u32, Conjunction)]) -> Dimension {
 pub fn dnf(cond: &Cond, positive: bool, limit: usize) -> Option<Vec<Conjunction>> {
     let out = match (cond, positive) {
         (Cond::Test(Test { field, pred }), positive) => {
-            vec![vec![Literal { field: *field, pred: pred.clone(), positive }]]
+            vec![vec![Literal {
+                field: *field,
+                pred: pred.clone(),
+                positive,
+            }]]
         }
         (Cond::Not(c), p) => dnf(c, !p, limit)?,
         // Or, or the negation of an And: a union of the operands' terms.
@@ -241,7 +275,10 @@ pub fn dnf(cond: &Cond, positive: bool, limit: usize) -> Option<Vec<Conjunction>
                 }
                 out = out
                     .iter()
-                    .flat_map(|l| rhs.iter().map(move |r| l.iter().chain(r).cloned().collect()))
+                    .flat_map(|l| {
+                        rhs.iter()
+                            .map(move |r| l.iter().chain(r).cloned().collect())
+                    })
                     .collect();
             }
             out
@@ -255,12 +292,18 @@ mod tests {
     use super::*;
 
     fn eq(v: &str) -> Cond {
-        Cond::Test(Test { field: Field::ProcessBinary, pred: Pred::Eq(v.into()) })
+        Cond::Test(Test {
+            field: Field::ProcessBinary,
+            pred: Pred::Eq(v.into()),
+        })
     }
 
     #[test]
     fn dnf_distributes_and_over_or() {
-        let c = Cond::And(vec![Cond::Or(vec![eq("/a"), eq("/b")]), Cond::Not(Box::new(eq("/c")))]);
+        let c = Cond::And(vec![
+            Cond::Or(vec![eq("/a"), eq("/b")]),
+            Cond::Not(Box::new(eq("/c"))),
+        ]);
         let d = dnf(&c, true, 16).unwrap();
         assert_eq!(d.len(), 2);
         assert!(d.iter().all(|t| t.len() == 2 && !t[1].positive));

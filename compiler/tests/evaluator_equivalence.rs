@@ -15,7 +15,9 @@ use policy_dsl::schema::{Field, Hook, Severity};
 use proptest::prelude::*;
 
 /// A small path alphabet so that values, prefixes and events collide often.
-const PATHS: &[&str] = &["/", "/a", "/a/", "/a/b", "/a/bc", "/ab", "/b", "/b/a", "/bin/sh", "/a/b/c"];
+const PATHS: &[&str] = &[
+    "/", "/a", "/a/", "/a/b", "/a/bc", "/ab", "/b", "/b/a", "/bin/sh", "/a/b/c",
+];
 
 fn pred() -> impl Strategy<Value = Pred> {
     let path = proptest::sample::select(PATHS).prop_map(str::to_string);
@@ -27,7 +29,12 @@ fn pred() -> impl Strategy<Value = Pred> {
 }
 
 fn cond() -> impl Strategy<Value = Cond> {
-    let leaf = pred().prop_map(|pred| Cond::Test(Test { field: Field::ProcessBinary, pred }));
+    let leaf = pred().prop_map(|pred| {
+        Cond::Test(Test {
+            field: Field::ProcessBinary,
+            pred,
+        })
+    });
     leaf.prop_recursive(4, 24, 3, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 2..4).prop_map(Cond::And),
@@ -38,7 +45,11 @@ fn cond() -> impl Strategy<Value = Cond> {
 }
 
 fn rule() -> impl Strategy<Value = Rule> {
-    let action = proptest::option::of(prop_oneof![Just(Action::Allow), Just(Action::Deny), Just(Action::Kill)]);
+    let action = proptest::option::of(prop_oneof![
+        Just(Action::Allow),
+        Just(Action::Deny),
+        Just(Action::Kill)
+    ]);
     (cond(), action, any::<bool>()).prop_map(|(condition, action, audit)| Rule {
         name: String::new(),
         hook: Hook::Exec,
@@ -83,7 +94,11 @@ fn bundle_for(rules: &[RuleRef<'_>]) -> Option<PolicyBundle> {
                 audit: r.rule.audit,
                 severity: Severity::Info,
                 message: None,
-                source: policy_compiler::bundle::SourceLocation { file: "t".into(), line: 1, column: 1 },
+                source: policy_compiler::bundle::SourceLocation {
+                    file: "t".into(),
+                    line: 1,
+                    column: 1,
+                },
             })
             .collect(),
         hooks,
@@ -128,16 +143,32 @@ proptest! {
 fn edited_bundle_is_refused() {
     let src = SourceFile {
         name: "p.policy".into(),
-        text: "policy p {}\nrule r on exec { when process.binary == \"/usr/bin/sudo\" deny }".into(),
+        text: "policy p {}\nrule r on exec { when process.binary == \"/usr/bin/sudo\" deny }"
+            .into(),
     };
     let yaml = compile(&[src], "p").unwrap().bundle.to_yaml();
     let edited = yaml.replace("/usr/bin/sudo", "/usr/bin/sudx");
     let err = PolicyBundle::from_yaml(&edited).unwrap_err();
-    assert!(matches!(err, policy_compiler::bundle::BundleError::DigestMismatch { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            policy_compiler::bundle::BundleError::DigestMismatch { .. }
+        ),
+        "{err}"
+    );
     let future = yaml.replace("schemaVersion: 1", "schemaVersion: 2");
     let err = PolicyBundle::from_yaml(&future).unwrap_err();
-    assert!(matches!(err, policy_compiler::bundle::BundleError::UnsupportedVersion { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            policy_compiler::bundle::BundleError::UnsupportedVersion { .. }
+        ),
+        "{err}"
+    );
     let err = PolicyBundle::from_yaml("apiVersion: [").unwrap_err();
-    assert!(matches!(err, policy_compiler::bundle::BundleError::Malformed { .. }), "{err}");
+    assert!(
+        matches!(err, policy_compiler::bundle::BundleError::Malformed { .. }),
+        "{err}"
+    );
     let _ = BTreeSet::<u8>::new();
 }

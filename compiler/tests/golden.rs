@@ -13,13 +13,19 @@ use policy_compiler::compile::{compile, SourceFile};
 use policy_compiler::render::{render, summary};
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Load a case's sources, named relative to the workspace (no temp paths).
 fn sources(path: &Path) -> Vec<SourceFile> {
     let mut files: Vec<PathBuf> = if path.is_dir() {
-        std::fs::read_dir(path).unwrap().map(|e| e.unwrap().path()).collect()
+        std::fs::read_dir(path)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
     } else {
         vec![path.to_path_buf()]
     };
@@ -103,8 +109,14 @@ fn golden_cases() {
     assert!(!documented.is_empty());
     let undocumented: Vec<_> = seen.difference(&documented).collect();
     let untested: Vec<_> = documented.difference(&seen).collect();
-    assert!(undocumented.is_empty(), "codes without a section in docs/diagnostics.md: {undocumented:?}");
-    assert!(untested.is_empty(), "documented codes without a golden case: {untested:?}");
+    assert!(
+        undocumented.is_empty(),
+        "codes without a section in docs/diagnostics.md: {undocumented:?}"
+    );
+    assert!(
+        untested.is_empty(),
+        "documented codes without a golden case: {untested:?}"
+    );
 }
 
 #[test]

@@ -78,17 +78,29 @@ impl Checker {
         }
         for (name, (decl, _)) in &self.sets {
             if !self.used_sets.contains(name) {
-                self.errors.push(UnusedSet { name: name.clone(), span: span(decl) }.into());
+                self.errors.push(
+                    UnusedSet {
+                        name: name.clone(),
+                        span: span(decl),
+                    }
+                    .into(),
+                );
             }
         }
         let Some(header) = header else {
-            self.error(MissingPolicy { span: span(&(0..0)) });
+            self.error(MissingPolicy {
+                span: span(&(0..0)),
+            });
             return None;
         };
         Some(Policy {
             name: header.name.name.clone(),
             name_span: header.name.span.clone(),
-            description: header.description.as_ref().map(|d| d.value.clone()).unwrap_or_default(),
+            description: header
+                .description
+                .as_ref()
+                .map(|d| d.value.clone())
+                .unwrap_or_default(),
             rules,
         })
     }
@@ -106,13 +118,21 @@ impl Checker {
         }
         // Set elements are paths: the only element type of this language subset.
         let values = self.set_literal(&s.value, FieldType::Path, false);
-        self.sets.insert(s.name.name.clone(), (s.name.span.clone(), values));
+        self.sets
+            .insert(s.name.name.clone(), (s.name.span.clone(), values));
     }
 
     /// Check a set's elements as literals of `ty`; `None` if any is invalid.
-    fn set_literal(&mut self, set: &SetLiteral, ty: FieldType, prefix: bool) -> Option<BTreeSet<String>> {
+    fn set_literal(
+        &mut self,
+        set: &SetLiteral,
+        ty: FieldType,
+        prefix: bool,
+    ) -> Option<BTreeSet<String>> {
         if set.elements.is_empty() {
-            self.error(EmptySet { span: span(&set.span) });
+            self.error(EmptySet {
+                span: span(&set.span),
+            });
             return None;
         }
         let mut seen: BTreeMap<&str, &Span> = BTreeMap::new();
@@ -150,7 +170,11 @@ impl Checker {
             return false;
         }
         if v.len() > MAX_PATH_LITERAL_LEN {
-            self.error(PathTooLong { len: v.len(), max: MAX_PATH_LITERAL_LEN, span: span(&lit.span) });
+            self.error(PathTooLong {
+                len: v.len(),
+                max: MAX_PATH_LITERAL_LEN,
+                span: span(&lit.span),
+            });
             return false;
         }
         let problem = if v.contains('\0') {
@@ -226,7 +250,10 @@ impl Checker {
             },
         };
         if r.action.is_none() && r.audit.is_none() {
-            self.error(RuleWithoutEffect { name: r.name.name.clone(), span: span(&r.name.span) });
+            self.error(RuleWithoutEffect {
+                name: r.name.name.clone(),
+                span: span(&r.name.span),
+            });
         }
         let after = self.errors.iter().filter(|e| !e.is_warning()).count();
         if after > before {
@@ -239,7 +266,11 @@ impl Checker {
             action: r.action.as_ref().map(|(a, _)| *a),
             audit: r.audit.is_some(),
             severity,
-            message: r.audit.as_ref().and_then(|a| a.message.as_ref()).map(|m| m.value.clone()),
+            message: r
+                .audit
+                .as_ref()
+                .and_then(|a| a.message.as_ref())
+                .map(|m| m.value.clone()),
             name_span: r.name.span.clone(),
         })
     }
@@ -252,7 +283,11 @@ impl Checker {
                 let checked: Vec<Option<Cond>> = es.iter().map(|x| self.expr(x, hook)).collect();
                 let checked: Option<Vec<Cond>> = checked.into_iter().collect();
                 let cs = checked?;
-                Some(if matches!(e.kind, ExprKind::And(_)) { Cond::And(cs) } else { Cond::Or(cs) })
+                Some(if matches!(e.kind, ExprKind::And(_)) {
+                    Cond::And(cs)
+                } else {
+                    Cond::Or(cs)
+                })
             }
             ExprKind::Not(x) => Some(Cond::Not(Box::new(self.expr(x, hook)?))),
             ExprKind::Compare(c) => self.comparison(c, hook),
@@ -270,7 +305,11 @@ impl Checker {
                         name: c.field.name.clone(),
                         hook: h.as_str().into(),
                         span: span(&c.field.span),
-                        help: did_you_mean(&c.field.name, &format!("fields of `{}`", h.as_str()), &names),
+                        help: did_you_mean(
+                            &c.field.name,
+                            &format!("fields of `{}`", h.as_str()),
+                            &names,
+                        ),
                     });
                     None
                 }
@@ -302,9 +341,19 @@ impl Checker {
                     }
                 };
                 let (expected, help) = if wants_set {
-                    ("a set", format!("write `{} {} {{ \"…\" }}` or use `==`", c.field.name, op.as_str()))
+                    (
+                        "a set",
+                        format!(
+                            "write `{} {} {{ \"…\" }}` or use `==`",
+                            c.field.name,
+                            op.as_str()
+                        ),
+                    )
                 } else {
-                    ("a string", format!("use `in` to test membership: `{} in …`", c.field.name))
+                    (
+                        "a string",
+                        format!("use `in` to test membership: `{} in …`", c.field.name),
+                    )
                 };
                 self.error(OperandType {
                     op: op.as_str(),
@@ -317,7 +366,10 @@ impl Checker {
                 None
             }
         };
-        let test = Cond::Test(Test { field: field?, pred: pred? });
+        let test = Cond::Test(Test {
+            field: field?,
+            pred: pred?,
+        });
         Some(match op {
             CompareOp::Ne | CompareOp::NotIn => Cond::Not(Box::new(test)),
             _ => test,
@@ -340,7 +392,11 @@ impl Checker {
                 } else {
                     did_you_mean(&name.name, "sets in this file", &names)
                 };
-                self.error(UnknownSet { name: name.name.clone(), span: span(&name.span), help });
+                self.error(UnknownSet {
+                    name: name.name.clone(),
+                    span: span(&name.span),
+                    help,
+                });
                 None
             }
         }
@@ -378,7 +434,11 @@ mod tests {
         errors.extend(more);
         errors
             .iter()
-            .map(|e| miette::Diagnostic::code(e).map(|c| c.to_string()).unwrap_or_default())
+            .map(|e| {
+                miette::Diagnostic::code(e)
+                    .map(|c| c.to_string())
+                    .unwrap_or_default()
+            })
             .collect()
     }
 
@@ -400,24 +460,40 @@ mod tests {
         );
         assert_eq!(
             codes(&src),
-            ["policyc::unknown_hook", "policyc::unknown_field", "policyc::unknown_set", "policyc::relative_path"]
+            [
+                "policyc::unknown_hook",
+                "policyc::unknown_field",
+                "policyc::unknown_set",
+                "policyc::relative_path"
+            ]
         );
     }
 
     #[test]
     fn canonical_paths() {
-        assert_eq!(canonical("/usr//bin/./sudo", false).as_deref(), Some("/usr/bin/sudo"));
-        assert_eq!(canonical("/usr/lib/../bin/", true).as_deref(), Some("/usr/bin/"));
+        assert_eq!(
+            canonical("/usr//bin/./sudo", false).as_deref(),
+            Some("/usr/bin/sudo")
+        );
+        assert_eq!(
+            canonical("/usr/lib/../bin/", true).as_deref(),
+            Some("/usr/bin/")
+        );
         assert_eq!(canonical("/..", false), None);
-        let src = format!("{HEADER}rule r on exec {{ when process.binary startswith \"/usr/bin/.\" audit }}");
+        let src = format!(
+            "{HEADER}rule r on exec {{ when process.binary startswith \"/usr/bin/.\" audit }}"
+        );
         assert!(codes(&src).is_empty());
-        let src = format!("{HEADER}rule r on exec {{ when process.binary == \"/usr/bin/\" audit }}");
+        let src =
+            format!("{HEADER}rule r on exec {{ when process.binary == \"/usr/bin/\" audit }}");
         assert_eq!(codes(&src), ["policyc::non_canonical_path"]);
     }
 
     #[test]
     fn not_in_and_ne_become_negations() {
-        let (file, _) = parse(&format!("{HEADER}rule r on exec {{ when process.binary != \"/a\" audit }}"));
+        let (file, _) = parse(&format!(
+            "{HEADER}rule r on exec {{ when process.binary != \"/a\" audit }}"
+        ));
         let (policy, errors) = check(&file);
         assert!(errors.is_empty());
         let rule = &policy.unwrap().rules[0];

@@ -29,7 +29,10 @@ pub struct SyntaxError {
 /// A string literal holds an escape other than `\"`, `\\`, `\n`, `\t`.
 #[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
 #[error("unknown escape `{escape}` in string")]
-#[diagnostic(code(policyc::invalid_escape), help("strings accept `\\\"`, `\\\\`, `\\n` and `\\t`"))]
+#[diagnostic(
+    code(policyc::invalid_escape),
+    help("strings accept `\\\"`, `\\\\`, `\\n` and `\\t`")
+)]
 pub struct InvalidEscape {
     /// The escape as written.
     pub escape: String,
@@ -54,7 +57,10 @@ pub struct MissingPolicy {
 /// A file has more than one `policy` header.
 #[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
 #[error("second `policy` header `{name}` in one file")]
-#[diagnostic(code(policyc::duplicate_policy), help("each file holds exactly one policy; split it into two files"))]
+#[diagnostic(
+    code(policyc::duplicate_policy),
+    help("each file holds exactly one policy; split it into two files")
+)]
 pub struct DuplicatePolicy {
     /// Name in the second header.
     pub name: String,
@@ -233,7 +239,11 @@ pub struct EmptySet {
 /// A set lists the same value twice (warning).
 #[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
 #[error("`{value}` is listed twice in one set")]
-#[diagnostic(code(policyc::duplicate_element), severity(Warning), help("remove the second one"))]
+#[diagnostic(
+    code(policyc::duplicate_element),
+    severity(Warning),
+    help("remove the second one")
+)]
 pub struct DuplicateElement {
     /// The value.
     pub value: String,
@@ -248,7 +258,11 @@ pub struct DuplicateElement {
 /// A `set` is never referenced (warning).
 #[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
 #[error("set `{name}` is never used")]
-#[diagnostic(code(policyc::unused_set), severity(Warning), help("use it in a rule or remove it"))]
+#[diagnostic(
+    code(policyc::unused_set),
+    severity(Warning),
+    help("use it in a rule or remove it")
+)]
 pub struct UnusedSet {
     /// The set's name.
     pub name: String,

@@ -44,14 +44,27 @@ pub fn check_source(source: &str) -> FileReport {
     let (policy, more) = check::check(&file);
     diagnostics.extend(more);
     diagnostics.sort_by_key(|d| d.offset());
-    FileReport { policy, diagnostics }
+    FileReport {
+        policy,
+        diagnostics,
+    }
 }
 
 /// Render diagnostics of one file as miette's graphical report, with or
 /// without ANSI colour, `width` columns wide. Output ends with a newline per
 /// diagnostic.
-pub fn render(diagnostics: &[Error], file_name: &str, source: &str, color: bool, width: usize) -> String {
-    let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
+pub fn render(
+    diagnostics: &[Error],
+    file_name: &str,
+    source: &str,
+    color: bool,
+    width: usize,
+) -> String {
+    let theme = if color {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
     let handler = GraphicalReportHandler::new_themed(theme).with_width(width);
     let mut out = String::new();
     for d in diagnostics {

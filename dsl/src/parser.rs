@@ -26,7 +26,10 @@ pub fn parse(source: &str) -> (File, Vec<Error>) {
         match Grammar::parse(Rule::item_only, text) {
             Ok(mut pairs) => {
                 let item_only = pairs.next().expect("item_only matched");
-                let mut builder = Builder { base: range.start, errors: &mut errors };
+                let mut builder = Builder {
+                    base: range.start,
+                    errors: &mut errors,
+                };
                 for pair in item_only.into_inner() {
                     if pair.as_rule() != Rule::EOI {
                         file.items.push(builder.item(pair));
@@ -146,7 +149,12 @@ fn syntax_error(source: &str, base: usize, e: pest::error::Error<Rule>) -> Synta
     } else {
         None
     };
-    SyntaxError { expected, found, span: span(&found_span), help }
+    SyntaxError {
+        expected,
+        found,
+        span: span(&found_span),
+        help,
+    }
 }
 
 /// The token that starts at `pos`, described for a message, and its span.
@@ -159,7 +167,11 @@ fn token_at(source: &str, pos: usize) -> (String, std::ops::Range<usize>) {
         rest.find(|ch: char| !(ch.is_alphanumeric() || ch == '_' || ch == '.'))
             .unwrap_or(rest.len())
     } else if c == '"' {
-        rest[1..].find(['"', '\n']).map(|n| n + 2).unwrap_or(rest.len()).min(rest.len())
+        rest[1..]
+            .find(['"', '\n'])
+            .map(|n| n + 2)
+            .unwrap_or(rest.len())
+            .min(rest.len())
     } else {
         c.len_utf8()
     };
@@ -192,9 +204,12 @@ fn describe(rule: Rule) -> Option<&'static str> {
         Rule::kw_or => "`or`",
         Rule::kw_not | Rule::not_op => "`not`",
         Rule::kw_in => "`in`",
-        Rule::operator | Rule::op_eq | Rule::op_ne | Rule::op_in | Rule::op_not_in | Rule::op_startswith => {
-            "an operator (`==`, `!=`, `in`, `not in`, `startswith`)"
-        }
+        Rule::operator
+        | Rule::op_eq
+        | Rule::op_ne
+        | Rule::op_in
+        | Rule::op_not_in
+        | Rule::op_startswith => "an operator (`==`, `!=`, `in`, `not in`, `startswith`)",
         Rule::expr | Rule::and_expr | Rule::unary | Rule::comparison => "a condition",
         Rule::field => "a field such as `process.binary`",
         Rule::name | Rule::ident => "a name",
@@ -228,7 +243,10 @@ impl Builder<'_> {
     }
 
     fn ident(&self, pair: Pair<Rule>) -> Ident {
-        Ident { name: pair.as_str().to_string(), span: self.span(&pair) }
+        Ident {
+            name: pair.as_str().to_string(),
+            span: self.span(&pair),
+        }
     }
 
     fn item(&mut self, pair: Pair<Rule>) -> Item {
@@ -254,7 +272,11 @@ impl Builder<'_> {
                 _ => {}
             }
         }
-        PolicyDecl { name: name.expect("policy has a name"), description, span }
+        PolicyDecl {
+            name: name.expect("policy has a name"),
+            description,
+            span,
+        }
     }
 
     fn set_decl(&mut self, pair: Pair<Rule>) -> SetDecl {
@@ -268,18 +290,26 @@ impl Builder<'_> {
                 _ => {}
             }
         }
-        SetDecl { name: name.expect("set has a name"), value: value.expect("set has a value"), span }
+        SetDecl {
+            name: name.expect("set has a name"),
+            value: value.expect("set has a value"),
+            span,
+        }
     }
 
     fn rule(&mut self, pair: Pair<Rule>) -> RuleDecl {
         let span = self.span(&pair);
-        let (mut name, mut hook, mut condition, mut action, mut audit) = (None, None, None, None, None);
+        let (mut name, mut hook, mut condition, mut action, mut audit) =
+            (None, None, None, None, None);
         for p in pair.into_inner() {
             match p.as_rule() {
                 Rule::name => name = Some(self.ident(p)),
                 Rule::hook_name => hook = Some(self.ident(p)),
                 Rule::when_clause => {
-                    let e = p.into_inner().find(|q| q.as_rule() == Rule::expr).expect("when has expr");
+                    let e = p
+                        .into_inner()
+                        .find(|q| q.as_rule() == Rule::expr)
+                        .expect("when has expr");
                     condition = Some(self.expr(e));
                 }
                 Rule::action => {
@@ -313,13 +343,20 @@ impl Builder<'_> {
         for p in pair.into_inner() {
             match p.as_rule() {
                 Rule::severity_clause => {
-                    severity = p.into_inner().find(|q| q.as_rule() == Rule::severity_name).map(|q| self.ident(q));
+                    severity = p
+                        .into_inner()
+                        .find(|q| q.as_rule() == Rule::severity_name)
+                        .map(|q| self.ident(q));
                 }
                 Rule::string => message = Some(self.string(p)),
                 _ => {}
             }
         }
-        AuditClause { severity, message, span }
+        AuditClause {
+            severity,
+            message,
+            span,
+        }
     }
 
     fn expr(&mut self, pair: Pair<Rule>) -> Expr {
@@ -335,7 +372,11 @@ impl Builder<'_> {
                 if operands.len() == 1 {
                     return operands.into_iter().next().expect("one operand");
                 }
-                let kind = if is_or { ExprKind::Or(operands) } else { ExprKind::And(operands) };
+                let kind = if is_or {
+                    ExprKind::Or(operands)
+                } else {
+                    ExprKind::And(operands)
+                };
                 Expr { kind, span }
             }
             Rule::unary => {
@@ -351,7 +392,10 @@ impl Builder<'_> {
                 let mut e = inner.expect("unary has an operand");
                 let end = span.end;
                 for start in nots.into_iter().rev() {
-                    e = Expr { kind: ExprKind::Not(Box::new(e)), span: start..end };
+                    e = Expr {
+                        kind: ExprKind::Not(Box::new(e)),
+                        span: start..end,
+                    };
                 }
                 // A parenthesised expression keeps the span with its parentheses.
                 if let ExprKind::Not(_) = e.kind {
@@ -360,7 +404,10 @@ impl Builder<'_> {
                 }
                 e
             }
-            Rule::comparison => Expr { kind: ExprKind::Compare(self.comparison(pair)), span },
+            Rule::comparison => Expr {
+                kind: ExprKind::Compare(self.comparison(pair)),
+                span,
+            },
             r => unreachable!("not an expression rule: {r:?}"),
         }
     }
@@ -370,7 +417,12 @@ impl Builder<'_> {
         let field = self.ident(inner.next().expect("field"));
         let op_pair = inner.next().expect("operator");
         let op_span = self.span(&op_pair);
-        let op = match op_pair.into_inner().next().expect("operator kind").as_rule() {
+        let op = match op_pair
+            .into_inner()
+            .next()
+            .expect("operator kind")
+            .as_rule()
+        {
             Rule::op_eq => CompareOp::Eq,
             Rule::op_ne => CompareOp::Ne,
             Rule::op_in => CompareOp::In,
@@ -383,7 +435,11 @@ impl Builder<'_> {
             Rule::set_literal => Operand::Set(self.set_literal(rhs)),
             _ => Operand::SetRef(self.ident(rhs)),
         };
-        Comparison { field, op: (op, op_span), operand }
+        Comparison {
+            field,
+            op: (op, op_span),
+            operand,
+        }
     }
 
     fn set_literal(&mut self, pair: Pair<Rule>) -> SetLiteral {
@@ -459,10 +515,16 @@ mod tests {
         let src = "rule r on exec { when a.b == \"/1\" or a.b == \"/2\" and not a.b == \"/3\" }";
         let (file, errors) = parse(src);
         assert!(errors.is_empty(), "{errors:?}");
-        let Item::Rule(r) = &file.items[0] else { panic!() };
-        let ExprKind::Or(ops) = &r.condition.kind else { panic!("{:?}", r.condition) };
+        let Item::Rule(r) = &file.items[0] else {
+            panic!()
+        };
+        let ExprKind::Or(ops) = &r.condition.kind else {
+            panic!("{:?}", r.condition)
+        };
         assert_eq!(ops.len(), 2);
-        let ExprKind::And(ands) = &ops[1].kind else { panic!() };
+        let ExprKind::And(ands) = &ops[1].kind else {
+            panic!()
+        };
         assert!(matches!(ands[1].kind, ExprKind::Not(_)));
         assert_eq!(&src[ands[1].span.clone()], "not a.b == \"/3\"");
     }
@@ -470,8 +532,13 @@ mod tests {
     #[test]
     fn syntax_error_names_language_terms() {
         let (_, errors) = parse("rule r on exec { when process.binary is \"/x\" }");
-        let Error::Syntax(e) = &errors[0] else { panic!("{errors:?}") };
-        assert_eq!(e.expected, "an operator (`==`, `!=`, `in`, `not in`, `startswith`)");
+        let Error::Syntax(e) = &errors[0] else {
+            panic!("{errors:?}")
+        };
+        assert_eq!(
+            e.expected,
+            "an operator (`==`, `!=`, `in`, `not in`, `startswith`)"
+        );
         assert_eq!(e.found, "`is`");
     }
 
@@ -479,7 +546,9 @@ mod tests {
     fn escapes_are_decoded() {
         let (file, errors) = parse("set s = { \"a\\\"b\\\\c\" }");
         assert!(errors.is_empty());
-        let Item::Set(s) = &file.items[0] else { panic!() };
+        let Item::Set(s) = &file.items[0] else {
+            panic!()
+        };
         assert_eq!(s.value.elements[0].value, "a\"b\\c");
     }
 }

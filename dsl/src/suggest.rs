@@ -15,7 +15,11 @@ pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 /// A help line: "did you mean `x`?" when a candidate is close, followed by the
 /// list of what is allowed (`what` names the kind, e.g. "hooks").
 pub fn did_you_mean<'a>(name: &str, what: &str, candidates: &[&'a str]) -> String {
-    let list = candidates.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
+    let list = candidates
+        .iter()
+        .map(|c| format!("`{c}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
     match closest(name, candidates.iter().copied()) {
         Some(c) => format!("did you mean `{c}`? {what}: {list}"),
         None if candidates.is_empty() => format!("there are no {what}"),
@@ -30,7 +34,10 @@ mod tests {
     #[test]
     fn suggests_near_names_only() {
         assert_eq!(closest("exce", ["exec", "open"]), Some("exec"));
-        assert_eq!(closest("sudo_binaris", ["sudo_binaries", "shells"]), Some("sudo_binaries"));
+        assert_eq!(
+            closest("sudo_binaris", ["sudo_binaries", "shells"]),
+            Some("sudo_binaries")
+        );
         assert_eq!(closest("network", ["exec"]), None);
     }
 }

@@ -5,10 +5,45 @@ use proptest::prelude::*;
 
 /// Tokens of the language and near-misses, to build plausible token soups.
 const TOKENS: &[&str] = &[
-    "policy", "set", "rule", "on", "exec", "when", "allow", "deny", "kill", "audit", "severity", "high",
-    "and", "or", "not", "in", "startswith", "process.binary", "process.binray", "==", "!=", "=", "{", "}",
-    "(", ")", ",", "\"/usr/bin/sudo\"", "\"rel\"", "\"/a/../b\"", "\"\\q\"", "\"", "description", "//c\n",
-    "\n", " ", "x", "é", "\u{0}",
+    "policy",
+    "set",
+    "rule",
+    "on",
+    "exec",
+    "when",
+    "allow",
+    "deny",
+    "kill",
+    "audit",
+    "severity",
+    "high",
+    "and",
+    "or",
+    "not",
+    "in",
+    "startswith",
+    "process.binary",
+    "process.binray",
+    "==",
+    "!=",
+    "=",
+    "{",
+    "}",
+    "(",
+    ")",
+    ",",
+    "\"/usr/bin/sudo\"",
+    "\"rel\"",
+    "\"/a/../b\"",
+    "\"\\q\"",
+    "\"",
+    "description",
+    "//c\n",
+    "\n",
+    " ",
+    "x",
+    "é",
+    "\u{0}",
 ];
 
 fn check_spans(src: &str) {
@@ -21,7 +56,10 @@ fn check_spans(src: &str) {
                 (label.offset(), label.len()),
                 src.len()
             );
-            assert!(src.is_char_boundary(label.offset()), "label not on a char boundary: {d:?}");
+            assert!(
+                src.is_char_boundary(label.offset()),
+                "label not on a char boundary: {d:?}"
+            );
         }
     }
 }

@@ -11,7 +11,11 @@ use policy_compiler::compile::{self, Located, SourceFile};
 use policy_compiler::render;
 
 #[derive(Parser)]
-#[command(name = "policyc", version, about = "Compile runtime-security policies into PolicyBundle documents")]
+#[command(
+    name = "policyc",
+    version,
+    about = "Compile runtime-security policies into PolicyBundle documents"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -58,7 +62,9 @@ impl Color {
         match self {
             Color::Always => true,
             Color::Never => false,
-            Color::Auto => std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            Color::Auto => {
+                std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            }
         }
     }
 }
@@ -78,8 +84,12 @@ fn read_sources(files: &[PathBuf]) -> Result<Vec<SourceFile>, String> {
     files
         .iter()
         .map(|f| {
-            let text = std::fs::read_to_string(f).map_err(|e| format!("cannot read `{}`: {e}", f.display()))?;
-            Ok(SourceFile { name: f.display().to_string(), text })
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| format!("cannot read `{}`: {e}", f.display()))?;
+            Ok(SourceFile {
+                name: f.display().to_string(),
+                text,
+            })
         })
         .collect()
 }
@@ -89,7 +99,11 @@ fn report(diagnostics: &[Located], sources: &[SourceFile], color: Color) {
         return;
     }
     let mut err = std::io::stderr().lock();
-    let _ = write!(err, "{}", render::render(diagnostics, sources, color.enabled(), 100));
+    let _ = write!(
+        err,
+        "{}",
+        render::render(diagnostics, sources, color.enabled(), 100)
+    );
     let _ = writeln!(err, "{}", render::summary(diagnostics));
 }
 
@@ -99,14 +113,31 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let sources = read_sources(&files)?;
             let (policies, diagnostics) = compile::check(&sources);
             report(&diagnostics, &sources, color);
-            Ok(if policies.is_some() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if policies.is_some() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
-        Command::Compile { files, output, name, color } => {
+        Command::Compile {
+            files,
+            output,
+            name,
+            color,
+        } => {
             let sources = read_sources(&files)?;
             let to_stdout = output == Path::new("-");
             let name = name.unwrap_or_else(|| {
-                let stem_of = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-                let stem = if to_stdout { stem_of(&files[0]) } else { stem_of(&output) };
+                let stem_of = |p: &Path| {
+                    p.file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                };
+                let stem = if to_stdout {
+                    stem_of(&files[0])
+                } else {
+                    stem_of(&output)
+                };
                 compile::bundle_name_from(&stem)
             });
             match compile::compile(&sources, &name) {
@@ -132,9 +163,18 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
 /// Write to a temporary file beside `path`, then rename: a reader (or a
 /// `policyd` watching the file) never sees a half-written bundle.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let file_name = path.file_name().ok_or_else(|| format!("`{}` is not a file path", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| format!("`{}` is not a file path", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
     std::fs::write(&tmp, bytes).map_err(|e| format!("cannot write `{}`: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);

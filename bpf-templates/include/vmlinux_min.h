@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * vmlinux_min.h — the few kernel types the policyc BPF templates touch.
+ *
+ * Hand-written instead of `bpftool btf dump file /sys/kernel/btf/vmlinux`
+ * so that the build does not depend on the build host's kernel. Every record
+ * is marked preserve_access_index: field offsets are CO-RE relocations that
+ * the loader (aya) resolves against the *running* kernel's BTF, so only the
+ * names and types of the fields used here must match the kernel, not their
+ * positions or the other fields of each struct.
+ *
+ * Add a field here only when a template reads it.
+ */
+#ifndef POLICYC_VMLINUX_MIN_H
+#define POLICYC_VMLINUX_MIN_H
+
+typedef unsigned char __u8;
+typedef signed char __s8;
+typedef unsigned short __u16;
+typedef signed short __s16;
+typedef unsigned int __u32;
+typedef signed int __s32;
+typedef unsigned long long __u64;
+typedef signed long long __s64;
+typedef __u16 __be16;
+typedef __u32 __be32;
+typedef __u32 __wsum;
+
+typedef __u8 u8;
+typedef __u16 u16;
+typedef __u32 u32;
+typedef __u64 u64;
+typedef __s32 s32;
+typedef __s64 s64;
+typedef int pid_t;
+typedef unsigned int uid_t;
+typedef unsigned int gid_t;
+typedef _Bool bool;
+#define true 1
+#define false 0
+#define NULL ((void *)0)
+
+/* UAPI constants from <linux/bpf.h> (stable ABI, not CO-RE relocated). */
+enum {
+	BPF_MAP_TYPE_HASH = 1,
+	BPF_MAP_TYPE_ARRAY = 2,
+	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_LPM_TRIE = 11,
+	BPF_MAP_TYPE_RINGBUF = 27,
+};
+enum {
+	BPF_ANY = 0,
+	BPF_NOEXIST = 1,
+	BPF_EXIST = 2,
+};
+enum {
+	BPF_F_NO_PREALLOC = 1,
+};
+
+/* Context of BPF_PROG_TYPE_RAW_TRACEPOINT programs. */
+struct bpf_raw_tracepoint_args {
+	__u64 args[0];
+};
+
+#pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
+
+typedef struct {
+	uid_t val;
+} kuid_t;
+
+typedef struct {
+	gid_t val;
+} kgid_t;
+
+struct qstr {
+	union {
+		struct {
+			u32 hash;
+			u32 len;
+		};
+		u64 hash_len;
+	};
+	const unsigned char *name;
+};
+
+struct hlist_bl_node {
+	struct hlist_bl_node *next;
+	struct hlist_bl_node **pprev;
+};
+
+struct dentry {
+	struct hlist_bl_node d_hash;
+	struct dentry *d_parent;
+	struct qstr d_name;
+};
+
+struct vfsmount {
+	struct dentry *mnt_root;
+};
+
+/* fs/mount.h: the kernel-private mount that embeds each vfsmount. */
+struct mount {
+	struct mount *mnt_parent;
+	struct dentry *mnt_mountpoint;
+	struct vfsmount mnt;
+};
+
+struct path {
+	struct vfsmount *mnt;
+	struct dentry *dentry;
+};
+
+struct file {
+	struct path f_path;
+};
+
+struct fs_struct {
+	struct path root;
+	struct path pwd;
+};
+
+struct cred {
+	kuid_t uid;
+	kgid_t gid;
+	kuid_t euid;
+	kgid_t egid;
+};
+
+struct mm_struct {
+	unsigned long arg_start;
+	unsigned long arg_end;
+	struct file *exe_file;
+};
+
+struct task_struct {
+	pid_t pid;
+	pid_t tgid;
+	struct task_struct *real_parent;
+	const struct cred *cred;
+	char comm[16];
+	struct fs_struct *fs;
+	struct mm_struct *mm;
+	kuid_t loginuid;
+};
+
+struct linux_binprm {
+	struct file *file;
+	const char *filename;
+};
+
+#pragma clang attribute pop
+
+#endif /* POLICYC_VMLINUX_MIN_H */

@@ -1,0 +1,72 @@
+//! `policyd`: the policyc node runtime.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use policy_runtime::daemon::{self, RunOptions, DEFAULT_PIN_DIR};
+use policy_runtime::export::ExportTarget;
+
+/// Load compiled policy bundles into the kernel and export their decisions.
+#[derive(Debug, Parser)]
+#[command(name = "policyd", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Enforce and audit a bundle until SIGINT/SIGTERM.
+    Run {
+        /// PolicyBundle YAML written by `policyc compile`.
+        #[arg(long, value_name = "BUNDLE")]
+        bundle: PathBuf,
+        /// Where to write events, one JSON object per line: a file (appended
+        /// to) or `-` for stdout.
+        #[arg(long, value_name = "FILE|-", default_value = "-")]
+        export: String,
+        /// `node_name` of events [default: $NODE_NAME, else the hostname].
+        #[arg(long, value_name = "NAME")]
+        node_name: Option<String>,
+        /// Directory for map pins (used when its parent is a bpf filesystem).
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run {
+            bundle,
+            export,
+            node_name,
+            pin_dir,
+        } => {
+            let opts = RunOptions {
+                bundle,
+                export: ExportTarget::parse(&export),
+                node_name: daemon::node_name(node_name),
+                pin_dir,
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("policyd: cannot start the async runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match runtime.block_on(daemon::run(opts)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{:?}", miette::Report::new(e));
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! Decoding exec events from ring-buffer records.
+//!
+//! A record is `struct exec_event` (see `bpf-templates/include/exec_abi.h`,
+//! [`EXEC_EVENT_HEADER_SIZE`] bytes, native endian) followed by four strings
+//! back to back: binary path, argv, cwd, parent binary path, with the lengths
+//! given in the header and no terminators.
+
+use crate::abi::{Mask, EXEC_EVENT_HEADER_SIZE, MASK_WORDS};
+
+/// One exec event as the kernel wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecEvent {
+    /// Time of the exec, nanoseconds since boot including suspend
+    /// (`bpf_ktime_get_boot_ns`, `CLOCK_BOOTTIME`).
+    pub ktime_boot_ns: u64,
+    /// cgroup v2 id of the task (`bpf_get_current_cgroup_id`).
+    pub cgroup_id: u64,
+    /// Terms the event matched, after ANDing every dimension.
+    pub matched: Mask,
+    /// Process id (`task_struct.tgid`).
+    pub pid: u32,
+    /// Thread id (`task_struct.pid`).
+    pub tid: u32,
+    /// Parent process id (`task_struct.real_parent->tgid`).
+    pub ppid: u32,
+    /// Real uid after exec (`task_struct.cred->uid`).
+    pub uid: u32,
+    /// Effective uid after exec (`cred->euid`; 0 for a setuid-root binary).
+    pub euid: u32,
+    /// Real gid (`cred->gid`).
+    pub gid: u32,
+    /// Effective gid (`cred->egid`).
+    pub egid: u32,
+    /// Login uid (`task_struct.loginuid`), [`AUID_UNSET`] when unset.
+    pub auid: u32,
+    /// `abi::flags` bits.
+    pub flags: u32,
+    /// `task_struct.comm` after exec, up to the first NUL.
+    pub comm: String,
+    /// Canonical absolute path of the executed file (`bprm->file`).
+    pub binary: String,
+    /// argv as laid out in the new image (`mm->arg_start..arg_end`): each
+    /// argument followed by a NUL, possibly cut at `ARGS_BUF_LEN` bytes.
+    pub args_raw: Vec<u8>,
+    /// Working directory (`task_struct.fs->pwd`).
+    pub cwd: String,
+    /// Executable of the parent (`real_parent->mm->exe_file`), empty for a
+    /// kernel thread.
+    pub parent_binary: String,
+}
+
+/// `loginuid` of a task that never logged in: `(uid_t)-1`.
+pub const AUID_UNSET: u32 = u32::MAX;
+
+/// Why a ring-buffer record could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The record is shorter than the header.
+    #[error(
+        "event record of {len} bytes is shorter than the {EXEC_EVENT_HEADER_SIZE}-byte header"
+    )]
+    ShortHeader {
+        /// Record length.
+        len: usize,
+    },
+    /// The header's string lengths exceed the record.
+    #[error("event record of {len} bytes cannot hold the {need} bytes its header announces")]
+    ShortStrings {
+        /// Record length.
+        len: usize,
+        /// Header plus string lengths.
+        need: usize,
+    },
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let out: [u8; N] = self.buf[self.pos..self.pos + N]
+            .try_into()
+            .expect("length checked");
+        self.pos += N;
+        out
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_ne_bytes(self.take())
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_ne_bytes(self.take())
+    }
+    fn u16(&mut self) -> u16 {
+        u16::from_ne_bytes(self.take())
+    }
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+impl ExecEvent {
+    /// Decode one ring-buffer record.
+    ///
+    /// # Errors
+    /// [`DecodeError`] when the record is shorter than its header says.
+    /// Bytes past the announced strings are ignored. Non-UTF-8 paths are
+    /// decoded lossily (U+FFFD).
+    pub fn decode(buf: &[u8]) -> Result<ExecEvent, DecodeError> {
+        if buf.len() < EXEC_EVENT_HEADER_SIZE {
+            return Err(DecodeError::ShortHeader { len: buf.len() });
+        }
+        let mut r = Reader { buf, pos: 0 };
+        let ktime_boot_ns = r.u64();
+        let cgroup_id = r.u64();
+        let mut matched = [0u64; MASK_WORDS];
+        for w in &mut matched {
+            *w = r.u64();
+        }
+        let pid = r.u32();
+        let tid = r.u32();
+        let ppid = r.u32();
+        let uid = r.u32();
+        let euid = r.u32();
+        let gid = r.u32();
+        let egid = r.u32();
+        let auid = r.u32();
+        let flags = r.u32();
+        let lens = [r.u16(), r.u16(), r.u16(), r.u16()].map(usize::from);
+        let _pad = r.u32();
+        let comm_raw: [u8; 16] = r.take();
+        debug_assert_eq!(r.pos, EXEC_EVENT_HEADER_SIZE);
+        let comm_len = comm_raw.iter().position(|&b| b == 0).unwrap_or(16);
+
+        let need = EXEC_EVENT_HEADER_SIZE + lens.iter().sum::<usize>();
+        if buf.len() < need {
+            return Err(DecodeError::ShortStrings {
+                len: buf.len(),
+                need,
+            });
+        }
+        let mut pos = EXEC_EVENT_HEADER_SIZE;
+        let mut next = |len: usize| {
+            let s = &buf[pos..pos + len];
+            pos += len;
+            s
+        };
+        let binary = lossy(next(lens[0]));
+        let args_raw = next(lens[1]).to_vec();
+        let cwd = lossy(next(lens[2]));
+        let parent_binary = lossy(next(lens[3]));
+        Ok(ExecEvent {
+            ktime_boot_ns,
+            cgroup_id,
+            matched,
+            pid,
+            tid,
+            ppid,
+            uid,
+            euid,
+            gid,
+            egid,
+            auid,
+            flags,
+            comm: lossy(&comm_raw[..comm_len]),
+            binary,
+            args_raw,
+            cwd,
+            parent_binary,
+        })
+    }
+
+    /// argv split at NULs (a trailing NUL ends the last argument).
+    pub fn argv(&self) -> Vec<String> {
+        let raw = self.args_raw.strip_suffix(&[0]).unwrap_or(&self.args_raw);
+        if raw.is_empty() {
+            return Vec::new();
+        }
+        raw.split(|&b| b == 0).map(lossy).collect()
+    }
+
+    /// argv\[1..\] joined with single spaces, as Tetragon's `arguments`.
+    pub fn arguments(&self) -> String {
+        self.argv()
+            .into_iter()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// Encode an event the way the kernel does; for tests of the consumers.
+#[doc(hidden)]
+pub fn encode(ev: &ExecEvent) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend(ev.ktime_boot_ns.to_ne_bytes());
+    out.extend(ev.cgroup_id.to_ne_bytes());
+    for w in ev.matched {
+        out.extend(w.to_ne_bytes());
+    }
+    for v in [
+        ev.pid, ev.tid, ev.ppid, ev.uid, ev.euid, ev.gid, ev.egid, ev.auid, ev.flags,
+    ] {
+        out.extend(v.to_ne_bytes());
+    }
+    let strings = [
+        ev.binary.as_bytes(),
+        &ev.args_raw,
+        ev.cwd.as_bytes(),
+        ev.parent_binary.as_bytes(),
+    ];
+    for s in strings {
+        out.extend((s.len() as u16).to_ne_bytes());
+    }
+    out.extend(0u32.to_ne_bytes());
+    let mut comm = [0u8; 16];
+    let c = ev.comm.as_bytes();
+    comm[..c.len().min(15)].copy_from_slice(&c[..c.len().min(15)]);
+    out.extend(comm);
+    for s in strings {
+        out.extend(s);
+    }
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> ExecEvent {
+        ExecEvent {
+            ktime_boot_ns: 123_456_789,
+            cgroup_id: 42,
+            matched: [0b1, 0, 0, 1 << 63],
+            pid: 1000,
+            tid: 1000,
+            ppid: 999,
+            uid: 1000,
+            euid: 0,
+            gid: 100,
+            egid: 100,
+            auid: AUID_UNSET,
+            flags: crate::abi::flags::ARGS_TRUNCATED,
+            comm: "sudo".into(),
+            binary: "/usr/bin/sudo".into(),
+            args_raw: b"sudo\0-n\0true\0".to_vec(),
+            cwd: "/home/u".into(),
+            parent_binary: "/usr/bin/bash".into(),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let ev = sample();
+        let bytes = encode(&ev);
+        assert_eq!(bytes.len(), EXEC_EVENT_HEADER_SIZE + 13 + 13 + 7 + 13);
+        assert_eq!(ExecEvent::decode(&bytes).unwrap(), ev);
+    }
+
+    #[test]
+    fn header_field_offsets_match_c() {
+        // Offsets from struct exec_event in exec_abi.h.
+        let bytes = encode(&sample());
+        assert_eq!(
+            u64::from_ne_bytes(bytes[0..8].try_into().unwrap()),
+            123_456_789
+        );
+        assert_eq!(u64::from_ne_bytes(bytes[8..16].try_into().unwrap()), 42);
+        let o = 16 + 8 * MASK_WORDS;
+        assert_eq!(
+            u32::from_ne_bytes(bytes[o..o + 4].try_into().unwrap()),
+            1000
+        ); // pid
+        assert_eq!(
+            u32::from_ne_bytes(bytes[o + 28..o + 32].try_into().unwrap()),
+            AUID_UNSET
+        );
+        assert_eq!(
+            u16::from_ne_bytes(bytes[o + 36..o + 38].try_into().unwrap()),
+            13
+        ); // binary_len
+        assert_eq!(&bytes[o + 48..o + 52], b"sudo"); // comm
+    }
+
+    #[test]
+    fn arguments_skip_argv0() {
+        let ev = sample();
+        assert_eq!(ev.argv(), ["sudo", "-n", "true"]);
+        assert_eq!(ev.arguments(), "-n true");
+        let truncated = ExecEvent {
+            args_raw: b"sudo\0-n\0tr".to_vec(),
+            ..sample()
+        };
+        assert_eq!(truncated.arguments(), "-n tr");
+        let none = ExecEvent {
+            args_raw: vec![],
+            ..sample()
+        };
+        assert_eq!(none.arguments(), "");
+    }
+
+    #[test]
+    fn short_records_are_errors() {
+        let bytes = encode(&sample());
+        assert_eq!(
+            ExecEvent::decode(&bytes[..10]),
+            Err(DecodeError::ShortHeader { len: 10 })
+        );
+        let cut = bytes.len() - 1;
+        assert!(matches!(
+            ExecEvent::decode(&bytes[..cut]),
+            Err(DecodeError::ShortStrings { need, .. }) if need == bytes.len()
+        ));
+    }
+
+    #[test]
+    fn comm_stops_at_nul_and_paths_decode_lossily() {
+        let mut bytes = encode(&ExecEvent {
+            binary: "/x".into(),
+            ..sample()
+        });
+        let o = EXEC_EVENT_HEADER_SIZE;
+        bytes[o + 1] = 0xff;
+        let ev = ExecEvent::decode(&bytes).unwrap();
+        assert_eq!(ev.binary, "/\u{fffd}");
+        assert_eq!(ev.comm, "sudo");
+    }
+}

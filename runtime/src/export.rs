@@ -1,0 +1,348 @@
+//! Exported events: one JSON object per line, in the field shapes that
+//! consumers of Tetragon's `process_exec` events already use.
+//!
+//! ```json
+//! {"time":"2024-05-01T12:00:00.000000001Z","node_name":"n1",
+//!  "process_exec":{"process":{"binary":"/usr/bin/sudo","arguments":"-n true","pid":4242,
+//!     "tid":4242,"uid":1000,"euid":0,"gid":1000,"egid":1000,"auid":1000,"cwd":"/home/u",
+//!     "comm":"sudo","cgroup_id":1234},"parent":{"binary":"/usr/bin/bash","pid":4200}},
+//!  "policy":"sudo_audit","rule":"sudo_invoked","matched":["sudo_invoked"],
+//!  "verdict":"allow","audit":true,"severity":"info","message":"sudo invoked",
+//!  "bundle":{"name":"sudo-audit","digest":"sha256:…"}}
+//! ```
+//!
+//! `process.flags` (list of `abi::flags` names) is present only when some
+//! flag is set. `auid` is 4294967295 when the login uid is unset.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::abi::flags;
+use crate::clock::{rfc3339, wall_time};
+use crate::decision::Decision;
+use crate::event::ExecEvent;
+
+/// One exported event line.
+#[derive(Debug, Serialize)]
+pub struct ExportEvent<'a> {
+    /// Wall-clock time of the exec, RFC 3339 with nanoseconds, UTC.
+    pub time: String,
+    /// The node's name (`--node-name`, `$NODE_NAME` or the hostname).
+    pub node_name: &'a str,
+    /// The exec, Tetragon-shaped.
+    pub process_exec: ProcessExec<'a>,
+    /// Policy of the deciding rule.
+    pub policy: Option<&'a str>,
+    /// Name of the deciding rule (see [`crate::decision`]).
+    pub rule: Option<&'a str>,
+    /// Names of every matched rule, by rule id.
+    pub matched: Vec<&'a str>,
+    /// `"allow"` or `"kill"` (`"deny"` is reserved for hooks that can refuse).
+    pub verdict: &'static str,
+    /// Whether a matched rule audits.
+    pub audit: bool,
+    /// Severity of the deciding rule.
+    pub severity: Option<&'static str>,
+    /// Message of the deciding rule, if it has one.
+    pub message: Option<&'a str>,
+    /// The bundle that decided.
+    pub bundle: BundleRef<'a>,
+}
+
+/// `process_exec`: the process and its parent.
+#[derive(Debug, Serialize)]
+pub struct ProcessExec<'a> {
+    /// The process after exec.
+    pub process: Process<'a>,
+    /// Its parent.
+    pub parent: Parent<'a>,
+}
+
+/// `process_exec.process`.
+#[derive(Debug, Serialize)]
+pub struct Process<'a> {
+    /// Canonical absolute path of the executed file.
+    pub binary: &'a str,
+    /// argv\[1..\] joined with spaces.
+    pub arguments: String,
+    /// Process id (tgid).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Real uid.
+    pub uid: u32,
+    /// Effective uid.
+    pub euid: u32,
+    /// Real gid.
+    pub gid: u32,
+    /// Effective gid.
+    pub egid: u32,
+    /// Login uid, 4294967295 when unset.
+    pub auid: u32,
+    /// Working directory.
+    pub cwd: &'a str,
+    /// Task command name after exec (at most 15 bytes).
+    pub comm: &'a str,
+    /// cgroup v2 id.
+    pub cgroup_id: u64,
+    /// Names of the event flags that are set; absent when none is.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<&'static str>,
+}
+
+/// `process_exec.parent`.
+#[derive(Debug, Serialize)]
+pub struct Parent<'a> {
+    /// Parent's executable, empty for a kernel thread.
+    pub binary: &'a str,
+    /// Parent process id.
+    pub pid: u32,
+}
+
+/// `bundle`: which bundle decided.
+#[derive(Debug, Clone, Serialize)]
+pub struct BundleRef<'a> {
+    /// `metadata.name`.
+    pub name: &'a str,
+    /// `spec.digest`.
+    pub digest: &'a str,
+}
+
+/// Assemble the exported form of `ev` decided as `decision`.
+/// `boot_offset_ns` converts boot time to Unix time (see [`crate::clock`]).
+pub fn build<'a>(
+    ev: &'a ExecEvent,
+    decision: &Decision<'a>,
+    node_name: &'a str,
+    bundle: BundleRef<'a>,
+    boot_offset_ns: i128,
+) -> ExportEvent<'a> {
+    let rule = decision.rule;
+    ExportEvent {
+        time: rfc3339(wall_time(ev.ktime_boot_ns, boot_offset_ns)),
+        node_name,
+        process_exec: ProcessExec {
+            process: Process {
+                binary: &ev.binary,
+                arguments: ev.arguments(),
+                pid: ev.pid,
+                tid: ev.tid,
+                uid: ev.uid,
+                euid: ev.euid,
+                gid: ev.gid,
+                egid: ev.egid,
+                auid: ev.auid,
+                cwd: &ev.cwd,
+                comm: &ev.comm,
+                cgroup_id: ev.cgroup_id,
+                flags: flags::names(ev.flags),
+            },
+            parent: Parent {
+                binary: &ev.parent_binary,
+                pid: ev.ppid,
+            },
+        },
+        policy: rule.map(|r| r.policy.as_str()),
+        rule: rule.map(|r| r.name.as_str()),
+        matched: decision.matched.iter().map(|r| r.name.as_str()).collect(),
+        verdict: decision.verdict,
+        audit: decision.audit,
+        severity: rule.map(|r| r.severity.as_str()),
+        message: rule.and_then(|r| r.message.as_deref()),
+        bundle,
+    }
+}
+
+/// Where `--export` sends events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExportTarget {
+    /// Standard output (`--export -`, the default).
+    Stdout,
+    /// A file, created if absent and appended to.
+    File(PathBuf),
+}
+
+impl ExportTarget {
+    /// `-` means stdout, anything else a file path.
+    pub fn parse(arg: &str) -> ExportTarget {
+        if arg == "-" {
+            ExportTarget::Stdout
+        } else {
+            ExportTarget::File(PathBuf::from(arg))
+        }
+    }
+}
+
+/// Writes JSON lines, flushing after each one so that a reader (`tail -f`,
+/// `jq`, a test) sees every event as soon as it is decided.
+pub struct Exporter {
+    out: Box<dyn Write + Send>,
+}
+
+/// Why an event could not be exported.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ExportError {
+    /// The export file could not be opened.
+    #[error("cannot open export file {path}")]
+    #[diagnostic(code(policyd::export_open))]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Writing a line failed.
+    #[error("cannot write event")]
+    #[diagnostic(code(policyd::export_write))]
+    Write(#[from] io::Error),
+}
+
+impl Exporter {
+    /// Open `target`.
+    ///
+    /// # Errors
+    /// [`ExportError::Open`] when the file cannot be created or opened for appending.
+    pub fn open(target: &ExportTarget) -> Result<Exporter, ExportError> {
+        let out: Box<dyn Write + Send> = match target {
+            ExportTarget::Stdout => Box::new(io::stdout()),
+            ExportTarget::File(path) => Box::new(open_append(path)?),
+        };
+        Ok(Exporter { out })
+    }
+
+    /// An exporter writing to any sink (tests).
+    pub fn from_writer(out: Box<dyn Write + Send>) -> Exporter {
+        Exporter { out }
+    }
+
+    /// Write `event` as one line and flush.
+    ///
+    /// # Errors
+    /// [`ExportError::Write`] on an I/O error.
+    pub fn write(&mut self, event: &ExportEvent<'_>) -> Result<(), ExportError> {
+        let mut line = serde_json::to_vec(event).map_err(io::Error::other)?;
+        line.push(b'\n');
+        self.out.write_all(&line)?;
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
+fn open_append(path: &Path) -> Result<File, ExportError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| ExportError::Open {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use policy_compiler::bundle::mask_words;
+
+    use super::*;
+    use crate::decision::{decide, tests::fixture};
+    use crate::event::tests::sample;
+
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_shape() {
+        let (table, mut rules) = fixture();
+        rules[0].message = Some("sudo invoked".into());
+        rules[0].policy = "sudo_audit".into();
+        let ev = ExecEvent {
+            matched: mask_words(&vec![0]),
+            ..sample()
+        };
+        let d = decide(&table, &rules, &ev.matched);
+        let bundle = BundleRef {
+            name: "sudo-audit",
+            digest: "sha256:00",
+        };
+        let out = build(&ev, &d, "node-1", bundle, 1_700_000_000_000_000_000);
+
+        let sink = Sink::default();
+        let mut exp = Exporter::from_writer(Box::new(sink.clone()));
+        exp.write(&out).unwrap();
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        assert!(text.ends_with('\n') && text.matches('\n').count() == 1);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+
+        assert_eq!(v["time"], "2023-11-14T22:13:20.123456789Z");
+        assert_eq!(v["node_name"], "node-1");
+        let p = &v["process_exec"]["process"];
+        assert_eq!(p["binary"], "/usr/bin/sudo");
+        assert_eq!(p["arguments"], "-n true");
+        assert_eq!(p["pid"], 1000);
+        assert_eq!(p["uid"], 1000);
+        assert_eq!(p["euid"], 0);
+        assert_eq!(p["auid"], 4294967295u32);
+        assert_eq!(p["cwd"], "/home/u");
+        assert_eq!(p["flags"], serde_json::json!(["args_truncated"]));
+        assert_eq!(v["process_exec"]["parent"]["binary"], "/usr/bin/bash");
+        assert_eq!(v["process_exec"]["parent"]["pid"], 999);
+        assert_eq!(v["policy"], "sudo_audit");
+        assert_eq!(v["rule"], "sudo_invoked");
+        assert_eq!(v["matched"], serde_json::json!(["sudo_invoked"]));
+        assert_eq!(v["verdict"], "allow");
+        assert_eq!(v["audit"], true);
+        assert_eq!(v["severity"], "info");
+        assert_eq!(v["message"], "sudo invoked");
+        assert_eq!(v["bundle"]["name"], "sudo-audit");
+        assert_eq!(v["bundle"]["digest"], "sha256:00");
+    }
+
+    #[test]
+    fn no_flags_no_field() {
+        let (table, rules) = fixture();
+        let ev = ExecEvent {
+            flags: 0,
+            matched: mask_words(&vec![1]),
+            ..sample()
+        };
+        let d = decide(&table, &rules, &ev.matched);
+        let out = build(
+            &ev,
+            &d,
+            "n",
+            BundleRef {
+                name: "b",
+                digest: "d",
+            },
+            0,
+        );
+        let v = serde_json::to_value(&out).unwrap();
+        assert!(v["process_exec"]["process"].get("flags").is_none());
+        assert_eq!(v["verdict"], "kill");
+        assert_eq!(v["rule"], "deny_victim");
+        assert_eq!(v["message"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn export_target_parse() {
+        assert_eq!(ExportTarget::parse("-"), ExportTarget::Stdout);
+        assert_eq!(
+            ExportTarget::parse("/tmp/x"),
+            ExportTarget::File("/tmp/x".into())
+        );
+    }
+}

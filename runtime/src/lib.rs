@@ -1,0 +1,22 @@
+//! policy-runtime: the node runtime of policyc.
+//!
+//! `policyd` loads a [`PolicyBundle`](policy_compiler::bundle::PolicyBundle)
+//! into the kernel with eBPF and exports the events its rules audit or
+//! enforce. Modules, in the order data flows:
+//!
+//! - [`tables`]: bundle exec tables → map contents (pure);
+//! - [`loader`]: load `bpf-templates/exec.bpf.c` with aya, fill maps, attach, pin;
+//! - [`event`]: decode ring-buffer records (pure);
+//! - [`decision`]: name verdict and rules from the matched mask (pure);
+//! - [`export`]: the JSON line shape and its writer;
+//! - [`daemon`]: `policyd run`, tying it together with tokio;
+//! - [`abi`], [`clock`]: the kernel ABI mirror and time conversion.
+
+pub mod abi;
+pub mod clock;
+pub mod daemon;
+pub mod decision;
+pub mod event;
+pub mod export;
+pub mod loader;
+pub mod tables;
