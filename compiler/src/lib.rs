@@ -14,5 +14,6 @@ pub mod eval;
 pub mod limits;
 pub mod lower;
 pub mod render;
+pub mod report;
 
 pub use compile::{compile, CompileFailure, Compiled, SourceFile};

@@ -1,14 +1,19 @@
 //! `policyc`: check and compile policy sources.
 //!
-//! Exit codes: 0 success, 1 the sources have errors, 2 usage or IO error.
+//! Exit codes: 0 success, 1 the sources have errors (or warnings, with
+//! `--deny-warnings`), 2 usage or IO error.
+//!
+//! Diagnostics go to stderr in the human format, or as one JSON or SARIF
+//! document on stdout with `--format json|sarif` (and then nothing else goes
+//! to stdout).
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use policy_compiler::compile::{self, Located, SourceFile};
-use policy_compiler::render;
+use policy_compiler::{render, report};
 
 #[derive(Parser)]
 #[command(
@@ -23,14 +28,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Parse and check sources; print every diagnostic. Exit 1 on any error.
+    /// Parse and check sources; print every diagnostic. Exit 1 on any error
+    /// (or warning, with `--deny-warnings`).
     Check {
         /// Policy source files (`.policy`).
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// When to colour diagnostics.
-        #[arg(long, value_enum, default_value_t = Color::Auto)]
-        color: Color,
+        #[command(flatten)]
+        diagnostics: DiagnosticArgs,
     },
     /// Compile sources into one PolicyBundle YAML document.
     Compile {
@@ -44,10 +49,32 @@ enum Command {
         /// to the single policy file's stem when writing to stdout.
         #[arg(long)]
         name: Option<String>,
-        /// When to colour diagnostics.
-        #[arg(long, value_enum, default_value_t = Color::Auto)]
-        color: Color,
+        #[command(flatten)]
+        diagnostics: DiagnosticArgs,
     },
+}
+
+/// How diagnostics are reported; shared by `check` and `compile`.
+#[derive(Args)]
+struct DiagnosticArgs {
+    /// Diagnostics format: `human` (graphical, to stderr), `json` or `sarif`
+    /// (SARIF 2.1.0), each one document on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    format: Format,
+    /// When to colour diagnostics (human format only).
+    #[arg(long, value_enum, default_value_t = Color::Auto)]
+    color: Color,
+    /// Treat warnings as errors: exit 1 if there are any (and, for `compile`,
+    /// write no bundle).
+    #[arg(long)]
+    deny_warnings: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Human,
+    Json,
+    Sarif,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -94,39 +121,83 @@ fn read_sources(files: &[PathBuf]) -> Result<Vec<SourceFile>, String> {
         .collect()
 }
 
-fn report(diagnostics: &[Located], sources: &[SourceFile], color: Color) {
-    if diagnostics.is_empty() {
-        return;
+/// Write the diagnostics in the chosen format: human to stderr (nothing when
+/// there are none), json/sarif as one document on stdout (always, even empty).
+/// Returns whether they fail the run: any error, or any warning under
+/// `--deny-warnings`.
+fn emit_diagnostics(
+    diagnostics: &[Located],
+    sources: &[SourceFile],
+    args: &DiagnosticArgs,
+) -> Result<bool, String> {
+    let errors = diagnostics
+        .iter()
+        .filter(|d| !d.diagnostic.is_warning())
+        .count();
+    let warnings = diagnostics.len() - errors;
+    let denied = args.deny_warnings && warnings > 0;
+    match args.format {
+        Format::Human => {
+            if !diagnostics.is_empty() {
+                let mut err = std::io::stderr().lock();
+                let _ = write!(
+                    err,
+                    "{}",
+                    render::render(diagnostics, sources, args.color.enabled(), 100)
+                );
+                let _ = writeln!(err, "{}", render::summary(diagnostics));
+                if denied && errors == 0 {
+                    let _ = writeln!(err, "policyc: warnings are denied (--deny-warnings)");
+                }
+            }
+        }
+        Format::Json | Format::Sarif => {
+            let document = if args.format == Format::Json {
+                report::json(diagnostics, sources)
+            } else {
+                report::sarif(diagnostics, sources)
+            };
+            let mut out = std::io::stdout().lock();
+            out.write_all(document.as_bytes())
+                .and_then(|()| out.flush())
+                .map_err(|e| format!("cannot write to stdout: {e}"))?;
+        }
     }
-    let mut err = std::io::stderr().lock();
-    let _ = write!(
-        err,
-        "{}",
-        render::render(diagnostics, sources, color.enabled(), 100)
-    );
-    let _ = writeln!(err, "{}", render::summary(diagnostics));
+    Ok(errors > 0 || denied)
+}
+
+fn exit(failed: bool) -> ExitCode {
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
-        Command::Check { files, color } => {
+        Command::Check {
+            files,
+            diagnostics: args,
+        } => {
             let sources = read_sources(&files)?;
             let (policies, diagnostics) = compile::check(&sources);
-            report(&diagnostics, &sources, color);
-            Ok(if policies.is_some() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            let failed = emit_diagnostics(&diagnostics, &sources, &args)?;
+            Ok(exit(failed || policies.is_none()))
         }
         Command::Compile {
             files,
             output,
             name,
-            color,
+            diagnostics: args,
         } => {
-            let sources = read_sources(&files)?;
             let to_stdout = output == Path::new("-");
+            if to_stdout && args.format != Format::Human {
+                return Err("`--format json|sarif` writes the diagnostics to stdout; \
+                     write the bundle to a file with `-o FILE`"
+                    .into());
+            }
+            let sources = read_sources(&files)?;
             let name = name.unwrap_or_else(|| {
                 let stem_of = |p: &Path| {
                     p.file_stem()
@@ -142,18 +213,21 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             });
             match compile::compile(&sources, &name) {
                 Err(failure) => {
-                    report(&failure.diagnostics, &sources, color);
-                    Ok(ExitCode::from(1))
+                    emit_diagnostics(&failure.diagnostics, &sources, &args)?;
+                    Ok(exit(true))
                 }
                 Ok(compiled) => {
-                    report(&compiled.warnings, &sources, color);
+                    if emit_diagnostics(&compiled.warnings, &sources, &args)? {
+                        // --deny-warnings: no bundle.
+                        return Ok(exit(true));
+                    }
                     let yaml = compiled.bundle.to_yaml();
                     if to_stdout {
                         print!("{yaml}");
                     } else {
                         write_atomically(&output, yaml.as_bytes())?;
                     }
-                    Ok(ExitCode::SUCCESS)
+                    Ok(exit(false))
                 }
             }
         }
