@@ -121,42 +121,44 @@ impl std::fmt::Display for CompileFailure {
 
 impl std::error::Error for CompileFailure {}
 
-/// Parse and check every file. Returns the checked policies when no file has
-/// an error, and all diagnostics in any case.
+/// Parse and check every file (together: qualified names reach across
+/// files). Returns the checked policies when no file has an error, and all
+/// diagnostics in any case, per file in input order.
 pub fn check(sources: &[SourceFile]) -> (Option<Vec<policy_dsl::checked::Policy>>, Vec<Located>) {
-    let mut diagnostics = Vec::new();
-    let mut policies = Vec::new();
-    let mut ok = true;
+    let mut files = Vec::with_capacity(sources.len());
+    let mut diagnostics: Vec<(usize, policy_dsl::Error)> = Vec::new();
     for (i, source) in sources.iter().enumerate() {
-        let report = policy_dsl::check_source(&source.text);
-        ok &= !report.has_errors();
-        diagnostics.extend(report.diagnostics.into_iter().map(|d| Located {
-            file: Some(i),
-            diagnostic: d.into(),
-        }));
-        if let Some(p) = report.policy {
-            if let Some(first) = policies
-                .iter()
-                .position(|(_, q): &(usize, policy_dsl::checked::Policy)| q.name == p.name)
-            {
-                ok = false;
-                diagnostics.push(Located {
-                    file: Some(i),
-                    diagnostic: DuplicatePolicyName {
-                        name: p.name.clone(),
-                        other_file: sources[policies[first].0].name.clone(),
-                        span: SourceSpan::from(p.name_span.start..p.name_span.end),
-                    }
-                    .into(),
-                });
-            }
-            policies.push((i, p));
-        }
+        let (file, syntax) = policy_dsl::parser::parse(&source.text);
+        diagnostics.extend(syntax.into_iter().map(|d| (i, d)));
+        files.push(file);
     }
-    (
-        ok.then(|| policies.into_iter().map(|(_, p)| p).collect()),
-        diagnostics,
-    )
+    let checked = policy_dsl::check::check_files(&files);
+    diagnostics.extend(checked.diagnostics);
+    diagnostics.sort_by_key(|(f, d)| (*f, d.offset()));
+    let mut ok = !diagnostics.iter().any(|(_, d)| !d.is_warning());
+    let mut located: Vec<Located> =
+        diagnostics.into_iter().map(|(f, d)| Located { file: Some(f), diagnostic: d.into() }).collect();
+    let mut policies: Vec<(usize, policy_dsl::checked::Policy)> = Vec::new();
+    for (i, p) in checked.policies.into_iter().enumerate() {
+        let Some(p) = p else {
+            ok = false;
+            continue;
+        };
+        if let Some((first, _)) = policies.iter().find(|(_, q)| q.name == p.name) {
+            ok = false;
+            located.push(Located {
+                file: Some(i),
+                diagnostic: DuplicatePolicyName {
+                    name: p.name.clone(),
+                    other_file: sources[*first].name.clone(),
+                    span: SourceSpan::from(p.name_span.start..p.name_span.end),
+                }
+                .into(),
+            });
+        }
+        policies.push((i, p));
+    }
+    (ok.then(|| policies.into_iter().map(|(_, p)| p).collect()), located)
 }
 
 /// Compile `sources` into a bundle named `name`.
@@ -181,15 +183,17 @@ pub fn compile(sources: &[SourceFile], name: &str) -> Result<Compiled, CompileFa
     else {
         return Err(fail(diagnostics));
     };
+    let unsupported: Vec<LowerError> =
+        policies.iter().enumerate().flat_map(|(i, p)| lower::unsupported(i, p)).collect();
+    if !unsupported.is_empty() {
+        diagnostics.extend(unsupported.into_iter().map(|e| Located { file: Some(e.file()), diagnostic: e.into() }));
+        return Err(fail(diagnostics));
+    }
     let rules = lower::number_rules(&policies);
     let hooks = match lower::lower(&rules) {
         Ok(h) => h,
         Err(e) => {
-            let LowerError::TooManyTerms { file, .. } = &e;
-            diagnostics.push(Located {
-                file: Some(*file),
-                diagnostic: e.clone().into(),
-            });
+            diagnostics.push(Located { file: Some(e.file()), diagnostic: e.into() });
             return Err(fail(diagnostics));
         }
     };

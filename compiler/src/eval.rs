@@ -12,21 +12,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use policy_dsl::schema::{Field, Hook};
+use policy_dsl::checked::{Event, FieldKey, Value};
 
 use crate::bundle::{Dimension, HookTable, PolicyBundle, TermSet, Verdict};
 use crate::limits::MAX_PATH_LITERAL_LEN;
 use crate::lower::RuleRef;
 use policy_dsl::ast::Action;
-
-/// One event: the hook it happened on and the field values it supplies.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    /// The hook.
-    pub hook: Hook,
-    /// Field values, e.g. `process.binary` → `/usr/bin/sudo`.
-    pub fields: BTreeMap<Field, String>,
-}
 
 /// What a policy decides for an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,10 +56,9 @@ fn decide(matched: Vec<u32>, action_of: impl Fn(u32) -> (Option<Action>, bool)) 
 
 /// The language's meaning: evaluate each rule's condition on the event.
 pub fn eval_rules(rules: &[RuleRef<'_>], event: &Event) -> Outcome {
-    let value_of = |f: Field| event.fields.get(&f).cloned();
     let matched = rules
         .iter()
-        .filter(|r| r.rule.hook == event.hook && r.rule.condition.eval(&value_of))
+        .filter(|r| r.rule.hook == event.hook && r.rule.condition.eval(event))
         .map(|r| r.id)
         .collect();
     let by_id: BTreeMap<u32, _> = rules.iter().map(|r| (r.id, r.rule)).collect();
@@ -96,13 +86,13 @@ pub fn eval_bundle(bundle: &PolicyBundle, event: &Event) -> Outcome {
 /// Rules with at least one matched term.
 fn matched_rules(table: &HookTable, event: &Event) -> Vec<u32> {
     let mut terms: BTreeSet<u32> = (0..table.terms.len() as u32).collect();
+    let fields: BTreeMap<String, &Value> = event.fields.iter().map(|(k, v): (&FieldKey, _)| (k.to_string(), v)).collect();
     for (name, dim) in &table.dimensions {
-        let field = Field::from_name(name).expect("bundle dimensions are known fields");
-        let set: BTreeSet<u32> = match event.fields.get(&field) {
-            Some(v) => lookup(dim, v).iter().copied().collect(),
+        let set: BTreeSet<u32> = match fields.get(name) {
+            Some(Value::Str(v)) => lookup(dim, v).iter().copied().collect(),
             // An event without the field satisfies no test of it (as in
             // `Cond::eval`), which is exactly the default class.
-            None => dim.default.iter().copied().collect(),
+            _ => dim.default.iter().copied().collect(),
         };
         terms = terms.intersection(&set).copied().collect();
     }

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use policy_dsl::checked::{Cond, Policy, Pred, Rule, Test};
+use policy_dsl::checked::{Cond, FieldKey, Member, Policy, Pred, Rule, Test, Value};
 use policy_dsl::schema::{Field, FieldType, Hook};
 
 use crate::bundle::{Dimension, DimensionKind, Entry, HookTable, Term, TermSet, VerdictMasks};
@@ -25,7 +25,7 @@ use policy_dsl::ast::Action;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Literal {
     /// The field tested.
-    pub field: Field,
+    pub field: FieldKey,
     /// The predicate.
     pub pred: Pred,
     /// `false` for a negated test.
@@ -57,6 +57,84 @@ pub enum LowerError {
         #[label("this rule crosses the limit")]
         span: miette::SourceSpan,
     },
+    /// The rule uses something the kernel templates cannot enforce yet.
+    #[error("{what} is not supported by the kernel back end yet")]
+    #[diagnostic(
+        code(policyc::unsupported),
+        help("`policyc check` accepts it, but no bundle is written rather than one that silently drops it; the back end supports `exec` rules testing `process.binary` with `==`, `!=`, `in`, `not in` and `startswith`")
+    )]
+    Unsupported {
+        /// What, e.g. "field `file.path`".
+        what: String,
+        /// File index of the declaration.
+        file: usize,
+        /// Span of the declaration's name.
+        #[label("uses it")]
+        span: miette::SourceSpan,
+    },
+}
+
+impl LowerError {
+    /// Index of the file the error points into.
+    pub fn file(&self) -> usize {
+        match self {
+            LowerError::TooManyTerms { file, .. } | LowerError::Unsupported { file, .. } => *file,
+        }
+    }
+}
+
+/// Why a checked policy cannot be lowered yet, if it cannot: the first
+/// construct of each declaration that the kernel templates do not implement.
+pub fn unsupported(file: usize, policy: &Policy) -> Vec<LowerError> {
+    let mut out = Vec::new();
+    let at = |what: String, sp: &policy_dsl::ast::Span| LowerError::Unsupported {
+        what,
+        file,
+        span: miette::SourceSpan::from(sp.start..sp.end),
+    };
+    for rule in &policy.rules {
+        let what = if rule.hook != Hook::Exec {
+            Some(format!("hook `{}`", rule.hook.as_str()))
+        } else if !rule.counts.is_empty() {
+            Some("`count`".to_string())
+        } else if rule.rate.is_some() {
+            Some("`rate`".to_string())
+        } else {
+            unsupported_in(&rule.condition)
+        };
+        if let Some(what) = what {
+            out.push(at(what, &rule.name_span));
+        }
+    }
+    for scope in &policy.defaults {
+        out.push(at("`default deny`".into(), &scope.span));
+    }
+    if policy.mode != policy_dsl::schema::Mode::Enforce {
+        out.push(at("`mode = monitor`".into(), &policy.name_span));
+    }
+    out
+}
+
+fn unsupported_in(cond: &Cond) -> Option<String> {
+    match cond {
+        Cond::True | Cond::False => None,
+        Cond::And(cs) | Cond::Or(cs) => cs.iter().find_map(unsupported_in),
+        Cond::Not(c) => unsupported_in(c),
+        Cond::Test(Test { field, pred }) => {
+            if field.field != Field::ProcessBinary {
+                return Some(format!("field `{field}`"));
+            }
+            let strings = |set: &BTreeSet<Member>| set.iter().all(|m| matches!(m, Member::Value(Value::Str(_))));
+            match pred {
+                Pred::Eq(Value::Str(_)) | Pred::StartsWith(_) => None,
+                Pred::In(set) if strings(set) => None,
+                Pred::EndsWith(_) => Some("`endswith`".into()),
+                Pred::Glob(_) => Some("`matches`".into()),
+                Pred::Relation(..) => Some("a relation between fields".into()),
+                _ => Some(format!("this test of `{field}`")),
+            }
+        }
+    }
 }
 
 /// A rule placed in the bundle: its global id and where it came from.
@@ -136,14 +214,8 @@ fn hook_table(
             verdicts.audit.push(id);
         }
     }
-    let fields: BTreeSet<Field> = terms
-        .iter()
-        .flat_map(|(_, c)| c.iter().map(|l| l.field))
-        .collect();
-    let dimensions = fields
-        .into_iter()
-        .map(|f| (f.as_str().to_string(), dimension(f, terms)))
-        .collect();
+    let fields: BTreeSet<&FieldKey> = terms.iter().flat_map(|(_, c)| c.iter().map(|l| &l.field)).collect();
+    let dimensions = fields.into_iter().map(|f| (f.to_string(), dimension(f, terms))).collect();
     HookTable {
         terms: terms
             .iter()
@@ -172,24 +244,24 @@ enum Representative<'a> {
 impl Representative<'_> {
     fn satisfies(&self, pred: &Pred) -> bool {
         match (self, pred) {
-            (Representative::Exact(v), p) => p.holds(v),
+            (Representative::Exact(v), p) => p.holds(&Value::Str(v.to_string()), &|_| None),
             // Mentioned prefix q holds iff q is a prefix of p: both are prefixes
             // of the value, and p is the longest of them.
             (Representative::Prefix(p), Pred::StartsWith(q)) => p.starts_with(q.as_str()),
-            (Representative::Prefix(_), Pred::Eq(_) | Pred::In(_)) => false,
+            (Representative::Prefix(_), _) => false,
             (Representative::Other, _) => false,
         }
     }
 
     /// Terms whose literals on `field` all hold for this class. Terms that do
     /// not test `field` are unconstrained by it and always included.
-    fn terms(&self, field: Field, terms: &[(u32, Conjunction)]) -> TermSet {
+    fn terms(&self, field: &FieldKey, terms: &[(u32, Conjunction)]) -> TermSet {
         terms
             .iter()
             .enumerate()
             .filter(|(_, (_, conj))| {
                 conj.iter()
-                    .filter(|l| l.field == field)
+                    .filter(|l| l.field == *field)
                     .all(|l| self.satisfies(&l.pred) == l.positive)
             })
             .map(|(id, _)| id as u32)
@@ -197,22 +269,24 @@ impl Representative<'_> {
     }
 }
 
-fn dimension(field: Field, terms: &[(u32, Conjunction)]) -> Dimension {
+/// Build one path dimension. Callers have checked with [`unsupported`] that
+/// only string equality, membership and prefixes occur.
+fn dimension(field: &FieldKey, terms: &[(u32, Conjunction)]) -> Dimension {
     let mut exact = BTreeSet::new();
     let mut prefix = BTreeSet::new();
-    for lit in terms
-        .iter()
-        .flat_map(|(_, c)| c)
-        .filter(|l| l.field == field)
-    {
+    for lit in terms.iter().flat_map(|(_, c)| c).filter(|l| l.field == *field) {
         match &lit.pred {
-            Pred::Eq(v) => {
+            Pred::Eq(Value::Str(v)) => {
                 exact.insert(v.as_str());
             }
-            Pred::In(set) => exact.extend(set.iter().map(String::as_str)),
+            Pred::In(set) => exact.extend(set.iter().filter_map(|m| match m {
+                Member::Value(Value::Str(v)) => Some(v.as_str()),
+                _ => None,
+            })),
             Pred::StartsWith(p) => {
                 prefix.insert(p.as_str());
             }
+            _ => {}
         }
     }
     let entries = |values: BTreeSet<&str>, exact: bool| -> Vec<Entry> {
@@ -231,8 +305,9 @@ fn dimension(field: Field, terms: &[(u32, Conjunction)]) -> Dimension {
             })
             .collect()
     };
-    let kind = match field.ty() {
+    let kind = match field.field.ty() {
         FieldType::Path => DimensionKind::Path,
+        other => unreachable!("`unsupported` refuses dimensions of type {other:?}"),
     };
     Dimension {
         kind,
@@ -246,9 +321,11 @@ fn dimension(field: Field, terms: &[(u32, Conjunction)]) -> Dimension {
 /// `None` once it would exceed `limit` terms.
 pub fn dnf(cond: &Cond, positive: bool, limit: usize) -> Option<Vec<Conjunction>> {
     let out = match (cond, positive) {
+        (Cond::True, true) | (Cond::False, false) => vec![Vec::new()],
+        (Cond::True, false) | (Cond::False, true) => Vec::new(),
         (Cond::Test(Test { field, pred }), positive) => {
             vec![vec![Literal {
-                field: *field,
+                field: field.clone(),
                 pred: pred.clone(),
                 positive,
             }]]
@@ -293,8 +370,8 @@ mod tests {
 
     fn eq(v: &str) -> Cond {
         Cond::Test(Test {
-            field: Field::ProcessBinary,
-            pred: Pred::Eq(v.into()),
+            field: FieldKey::plain(Field::ProcessBinary),
+            pred: Pred::Eq(Value::Str(v.into())),
         })
     }
 

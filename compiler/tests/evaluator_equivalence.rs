@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use policy_compiler::bundle::PolicyBundle;
 use policy_compiler::compile::{compile, SourceFile};
-use policy_compiler::eval::{eval_bundle, eval_rules, Event};
+use policy_compiler::eval::{eval_bundle, eval_rules};
 use policy_compiler::lower::{lower, RuleRef};
 use policy_dsl::ast::Action;
-use policy_dsl::checked::{Cond, Pred, Rule, Test};
+use policy_dsl::checked::{Cond, Event, FieldKey, Member, Pred, Rule, Test, Value};
 use policy_dsl::schema::{Field, Hook, Severity};
 use proptest::prelude::*;
 
@@ -22,19 +22,15 @@ const PATHS: &[&str] = &[
 fn pred() -> impl Strategy<Value = Pred> {
     let path = proptest::sample::select(PATHS).prop_map(str::to_string);
     prop_oneof![
-        path.clone().prop_map(Pred::Eq),
-        proptest::collection::btree_set(path.clone(), 1..4).prop_map(Pred::In),
+        path.clone().prop_map(|p| Pred::Eq(Value::Str(p))),
+        proptest::collection::btree_set(path.clone(), 1..4)
+            .prop_map(|s| Pred::In(s.into_iter().map(|p| Member::Value(Value::Str(p))).collect())),
         path.prop_map(Pred::StartsWith),
     ]
 }
 
 fn cond() -> impl Strategy<Value = Cond> {
-    let leaf = pred().prop_map(|pred| {
-        Cond::Test(Test {
-            field: Field::ProcessBinary,
-            pred,
-        })
-    });
+    let leaf = pred().prop_map(|pred| Cond::Test(Test { field: FieldKey::plain(Field::ProcessBinary), pred }));
     leaf.prop_recursive(4, 24, 3, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 2..4).prop_map(Cond::And),
@@ -58,6 +54,8 @@ fn rule() -> impl Strategy<Value = Rule> {
         audit,
         severity: Severity::Info,
         message: None,
+        counts: Vec::new(),
+        rate: None,
         name_span: 0..0,
     })
 }
@@ -125,7 +123,10 @@ proptest! {
         let Some(bundle) = bundle_for(&refs) else { return Ok(()) };
         bundle.validate().unwrap();
         for path in paths {
-            let event = Event { hook: Hook::Exec, fields: BTreeMap::from([(Field::ProcessBinary, path.clone())]) };
+            let event = Event {
+                hook: Hook::Exec,
+                fields: BTreeMap::from([(FieldKey::plain(Field::ProcessBinary), Value::Str(path.clone()))]),
+            };
             prop_assert_eq!(eval_rules(&refs, &event), eval_bundle(&bundle, &event), "event {}", path);
         }
     }

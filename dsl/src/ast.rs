@@ -1,14 +1,15 @@
 //! The syntax tree, as written: every node keeps the byte span it came from.
 //!
 //! Spans are byte ranges into the source text of one file (what miette's
-//! `SourceSpan` expects). Names are not resolved here; see [`crate::check`].
+//! `SourceSpan` expects). Names are not resolved and literals are not
+//! validated here; see [`crate::check`].
 
 use std::ops::Range;
 
 /// A byte range `start..end` into the source of one file.
 pub type Span = Range<usize>;
 
-/// An identifier or a dotted field name, with its span.
+/// An identifier or a dotted name (`process.binary`, `other_policy.shells`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ident {
     /// The text as written.
@@ -26,11 +27,39 @@ pub struct StringLit {
     pub span: Span,
 }
 
-/// A set literal `{ "a", "b" }`.
+/// A literal value, typed only by its spelling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Literal {
+    /// What was written.
+    pub kind: LiteralKind,
+    /// Where.
+    pub span: Span,
+}
+
+/// The spellings a literal can have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiteralKind {
+    /// `"…"`, escapes decoded.
+    Str(String),
+    /// A decimal integer, as written (range checked by the checker).
+    Int(String),
+    /// `a..b`, both ends as written.
+    Range(String, String),
+    /// An IPv4/IPv6 address or CIDR block, as written.
+    Ip(String),
+    /// `CAP_…`, as written.
+    Cap(String),
+    /// `unset` (a login uid that was never set).
+    Unset,
+    /// `true` / `false`.
+    Bool(bool),
+}
+
+/// A set literal `{ a, b, … }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetLiteral {
     /// Elements in source order (duplicates kept; the checker reports them).
-    pub elements: Vec<StringLit>,
+    pub elements: Vec<Literal>,
     /// Span from `{` to `}`.
     pub span: Span,
 }
@@ -50,8 +79,28 @@ pub enum Item {
     Policy(PolicyDecl),
     /// `set NAME = { … }`
     Set(SetDecl),
+    /// `let NAME = COND`
+    Let(LetDecl),
     /// `rule NAME on HOOK { … }`
     Rule(RuleDecl),
+    /// `default deny HOOK (when COND)?`
+    Default(DefaultDecl),
+    /// `test "name" { … }`
+    Test(TestDecl),
+}
+
+impl Item {
+    /// Span of the whole item.
+    pub fn span(&self) -> &Span {
+        match self {
+            Item::Policy(d) => &d.span,
+            Item::Set(d) => &d.span,
+            Item::Let(d) => &d.span,
+            Item::Rule(d) => &d.span,
+            Item::Default(d) => &d.span,
+            Item::Test(d) => &d.span,
+        }
+    }
 }
 
 /// The policy header.
@@ -59,10 +108,30 @@ pub enum Item {
 pub struct PolicyDecl {
     /// Policy name.
     pub name: Ident,
-    /// `description = "…"`, if given.
-    pub description: Option<StringLit>,
+    /// `NAME = VALUE` attributes in source order (`description`, `mode`, `tags`).
+    pub attrs: Vec<Attr>,
     /// Span of the whole declaration.
     pub span: Span,
+}
+
+/// One `NAME = VALUE` attribute of the policy header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    /// Attribute name.
+    pub name: Ident,
+    /// Its value.
+    pub value: AttrValue,
+}
+
+/// The value of a header attribute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttrValue {
+    /// A string.
+    Str(StringLit),
+    /// A set literal (for `tags`).
+    Set(SetLiteral),
+    /// A bare name (for `mode`).
+    Name(Ident),
 }
 
 /// A named set of values.
@@ -72,6 +141,17 @@ pub struct SetDecl {
     pub name: Ident,
     /// The values.
     pub value: SetLiteral,
+    /// Span of the whole declaration.
+    pub span: Span,
+}
+
+/// A named predicate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LetDecl {
+    /// Its name.
+    pub name: Ident,
+    /// The condition it stands for.
+    pub body: Expr,
     /// Span of the whole declaration.
     pub span: Span,
 }
@@ -87,6 +167,17 @@ pub enum Action {
     Kill,
 }
 
+impl Action {
+    /// The keyword.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Deny => "deny",
+            Action::Kill => "kill",
+        }
+    }
+}
+
 /// A rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleDecl {
@@ -95,11 +186,17 @@ pub struct RuleDecl {
     /// Hook name after `on`.
     pub hook: Ident,
     /// The `when` condition.
-    pub condition: Expr,
+    pub when: Expr,
+    /// The `unless` condition, if any.
+    pub unless: Option<Expr>,
     /// The verdict keyword, if any, with its span.
     pub action: Option<(Action, Span)>,
     /// The `audit` clause, if any.
     pub audit: Option<AuditClause>,
+    /// `count "name"` clauses.
+    pub counts: Vec<StringLit>,
+    /// `rate N per DURATION`, if any.
+    pub rate: Option<RateClause>,
     /// Span of the whole rule.
     pub span: Span,
 }
@@ -115,12 +212,80 @@ pub struct AuditClause {
     pub span: Span,
 }
 
+/// `rate N per DURATION`: at most N audit events per period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateClause {
+    /// N, as written.
+    pub count: Ident,
+    /// The period as written, e.g. `1m`.
+    pub per: Ident,
+    /// Span of the clause.
+    pub span: Span,
+}
+
+/// `default deny HOOK (when COND)?`: deny what no rule allows, in a scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultDecl {
+    /// The hook.
+    pub hook: Ident,
+    /// The scope; the whole hook when absent.
+    pub when: Option<Expr>,
+    /// Span of the whole declaration.
+    pub span: Span,
+}
+
+/// `test "name" { HOOK { field = value, … } expect … }`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestDecl {
+    /// The test's name.
+    pub name: StringLit,
+    /// The event's hook.
+    pub hook: Ident,
+    /// The event's field values.
+    pub fields: Vec<(FieldRef, TestValue)>,
+    /// What must happen.
+    pub expects: Vec<Expectation>,
+    /// Span of the whole declaration.
+    pub span: Span,
+}
+
+/// A value in a test event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TestValue {
+    /// A single value.
+    Literal(Literal),
+    /// A set of values (capability sets).
+    Set(SetLiteral),
+}
+
+/// One `expect …` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expectation {
+    /// What is expected.
+    pub kind: ExpectKind,
+    /// Span of the line.
+    pub span: Span,
+}
+
+/// The expectations a test can state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpectKind {
+    /// `expect allow|deny|kill`
+    Verdict(Action),
+    /// `expect audit RULE, …`: these rules audit the event (others may too).
+    Audit(Vec<Ident>),
+    /// `expect no audit`: no rule audits the event.
+    NoAudit,
+    /// `expect count "name"`: the counter is incremented.
+    Count(StringLit),
+}
+
 /// A condition node with its span.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expr {
     /// The node.
     pub kind: ExprKind,
-    /// Span of the whole sub-expression.
+    /// Span of the whole sub-expression (with its parentheses, if any).
     pub span: Span,
 }
 
@@ -133,23 +298,43 @@ pub enum ExprKind {
     And(Vec<Expr>),
     /// `not a`.
     Not(Box<Expr>),
+    /// `( a )`: kept so that the formatter can keep the author's parentheses.
+    Paren(Box<Expr>),
     /// `field OP operand`.
     Compare(Comparison),
+    /// `true` / `false`.
+    Bool(bool),
+    /// A bare name: a boolean field or a `let` (possibly qualified).
+    Ref(Ident),
 }
 
 /// Comparison operators.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum CompareOp {
     /// `==`
     Eq,
     /// `!=`
     Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
     /// `in`
     In,
     /// `not in`
     NotIn,
     /// `startswith`
     StartsWith,
+    /// `endswith`
+    EndsWith,
+    /// `matches` (glob)
+    Matches,
+    /// `has` (capabilities)
+    Has,
 }
 
 impl CompareOp {
@@ -158,18 +343,36 @@ impl CompareOp {
         match self {
             CompareOp::Eq => "==",
             CompareOp::Ne => "!=",
+            CompareOp::Lt => "<",
+            CompareOp::Le => "<=",
+            CompareOp::Gt => ">",
+            CompareOp::Ge => ">=",
             CompareOp::In => "in",
             CompareOp::NotIn => "not in",
             CompareOp::StartsWith => "startswith",
+            CompareOp::EndsWith => "endswith",
+            CompareOp::Matches => "matches",
+            CompareOp::Has => "has",
         }
     }
+}
+
+/// A field reference, optionally indexed: `k8s.label["app"]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldRef {
+    /// The dotted name.
+    pub name: Ident,
+    /// The index key, if any.
+    pub key: Option<StringLit>,
+    /// Span of the whole reference.
+    pub span: Span,
 }
 
 /// `field OP operand`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Comparison {
-    /// Dotted field name, e.g. `process.binary`.
-    pub field: Ident,
+    /// Left-hand side.
+    pub field: FieldRef,
     /// Operator and its span.
     pub op: (CompareOp, Span),
     /// Right-hand side.
@@ -179,21 +382,22 @@ pub struct Comparison {
 /// Right-hand side of a comparison.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operand {
-    /// A string literal.
-    String(StringLit),
+    /// A literal.
+    Literal(Literal),
     /// A set literal.
     Set(SetLiteral),
-    /// A reference to a `set` declaration.
-    SetRef(Ident),
+    /// A name: a `set` (possibly qualified) or a field (a relation between
+    /// two fields, `user.uid != user.euid`).
+    Name(Ident),
 }
 
 impl Operand {
     /// Span of the operand.
     pub fn span(&self) -> Span {
         match self {
-            Operand::String(s) => s.span.clone(),
+            Operand::Literal(l) => l.span.clone(),
             Operand::Set(s) => s.span.clone(),
-            Operand::SetRef(i) => i.span.clone(),
+            Operand::Name(i) => i.span.clone(),
         }
     }
 }

@@ -287,6 +287,407 @@ pub struct RuleWithoutEffect {
     pub span: SourceSpan,
 }
 
+
+/// An unqualified or qualified name in a condition resolves to nothing.
+#[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
+#[error("unknown name `{name}`")]
+#[diagnostic(code(policyc::unknown_name))]
+pub struct UnknownName {
+    /// The name as written.
+    pub name: String,
+    /// Where.
+    #[label("not a `let`, a boolean field or a policy's declaration")]
+    pub span: SourceSpan,
+    /// Suggestion.
+    #[help]
+    pub help: String,
+}
+
+/// A field used on a hook that cannot supply it.
+#[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
+#[error("field `{field}` is not available on hook `{hook}`")]
+#[diagnostic(code(policyc::field_not_on_hook))]
+pub struct FieldNotOnHook {
+    /// The field.
+    pub field: String,
+    /// The hook.
+    pub hook: String,
+    /// Where the field is used.
+    #[label("`{hook}` events have no `{field}`")]
+    pub span: SourceSpan,
+    /// Hooks that supply it.
+    #[help]
+    pub help: String,
+}
+
+/// An operator that does not apply to the field's type.
+#[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
+#[error("`{op}` does not apply to `{field}`, which is {ty}")]
+#[diagnostic(code(policyc::operator_not_applicable))]
+pub struct OperatorNotApplicable {
+    /// The operator.
+    pub op: &'static str,
+    /// The field.
+    pub field: String,
+    /// The field's type, with an article.
+    pub ty: &'static str,
+    /// The operator.
+    #[label("not an operator for {ty}")]
+    pub span: SourceSpan,
+    /// The operators that apply.
+    #[help]
+    pub help: String,
+}
+
+/// A literal of the wrong type for its field.
+#[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
+#[error("expected {expected}, found {found}")]
+#[diagnostic(code(policyc::type_mismatch))]
+pub struct TypeMismatch {
+    /// What the field takes.
+    pub expected: String,
+    /// What was written.
+    pub found: &'static str,
+    /// The literal.
+    #[label("{found}")]
+    pub span: SourceSpan,
+    /// How to write a value of the right type.
+    #[help]
+    pub help: String,
+}
+
+/// A number past the largest value of its type.
+#[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
+#[error("`{value}` is out of range for {ty} (at most {max})")]
+#[diagnostic(code(policyc::number_out_of_range), help("{ty} holds values from 0 to {max}"))]
+pub struct NumberOutOfRange {
+    /// The number as written.
+    pub value: String,
+    /// The type, with an article.
+    pub ty: &'static str,
+    /// The largest value.
+    pub max: u64,
+    /// Where.
+    #[label("too large")]
+    pub span: SourceSpan,
+}
+
+/// A range whose start is past its end.
+#[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
+#[error("range `{text}` is empty")]
+#[diagnostic(code(policyc::empty_range), help("write the smaller bound first: `{lo}..{hi}`"))]
+pub struct EmptyRange {
+    /// The range as written.
+    pub text: String,
+    /// The smaller bound.
+    pub lo: String,
+    /// The larger bound.
+    pub hi: String,
+    /// Where.
+    #[label("start is past end")]
+    pub span: SourceSpan,
+}
+
+/// An address or CIDR block that does not parse or is not canonical.
+#[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
+#[error("invalid address `{text}`: {reason}")]
+#[diagnostic(code(policyc::invalid_address))]
+pub struct InvalidAddress {
+    /// As written.
+    pub text: String,
+    /// What is wrong.
+    pub reason: String,
+    /// Where.
+    #[label("{reason}")]
+    pub span: SourceSpan,
+    /// The fix.
+    #[help]
+    pub help: String,
+}
+
+/// A `CAP_*` name that is not a Linux capability.
+#[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
+#[error("unknown capability `{name}`")]
+#[diagnostic(code(policyc::unknown_capability))]
+pub struct UnknownCapability {
+    /// As written.
+    pub name: String,
+    /// Where.
+    #[label("not a Linux capability")]
+    pub span: SourceSpan,
+    /// Suggestion.
+    #[help]
+    pub help: String,
+}
+
+/// A value outside a field's fixed list (`net.protocol == "sctp"`).
+#[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
+#[error("`{value}` is not a value of `{field}`")]
+#[diagnostic(code(policyc::unknown_value))]
+pub struct UnknownValue {
+    /// As written.
+    pub value: String,
+    /// The field.
+    pub field: String,
+    /// Where.
+    #[label("not one of the allowed values")]
+    pub span: SourceSpan,
+    /// The allowed values.
+    #[help]
+    pub help: String,
+}
+
+/// A string literal longer than the kernel's buffer for its field.
+#[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
+#[error("`{field}` holds at most {max} bytes, this string has {len}")]
+#[diagnostic(code(policyc::string_too_long))]
+pub struct StringTooLong {
+    /// The field.
+    pub field: String,
+    /// Length in bytes.
+    pub len: usize,
+    /// Limit in bytes.
+    pub max: usize,
+    /// Where.
+    #[label("{len} bytes")]
+    pub span: SourceSpan,
+    /// Why the limit exists.
+    #[help]
+    pub help: String,
+}
+
+/// A glob that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
+#[error("invalid glob: {reason}")]
+#[diagnostic(
+    code(policyc::invalid_glob),
+    help("globs use `*` (within one path component), `**` (across components), `?` and `[a-z]` / `[!a-z]` classes")
+)]
+pub struct InvalidGlob {
+    /// What is wrong.
+    pub reason: String,
+    /// Where.
+    #[label("{reason}")]
+    pub span: SourceSpan,
+}
+
+/// A user or group name that cannot be one.
+#[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
+#[error("`{name}` is not a valid user or group name")]
+#[diagnostic(
+    code(policyc::invalid_account_name),
+    help("names are 1 to 32 characters of letters, digits, `_`, `-` and `.`, not starting with `-` or a digit; write numeric ids without quotes")
+)]
+pub struct InvalidAccountName {
+    /// As written.
+    pub name: String,
+    /// Where.
+    #[label("not an account name")]
+    pub span: SourceSpan,
+}
+
+/// An indexed field without an index, or an index on a plain field, or a
+/// label key that Kubernetes would refuse.
+#[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
+#[error("{message}")]
+#[diagnostic(code(policyc::field_index))]
+pub struct FieldIndex {
+    /// What is wrong.
+    pub message: String,
+    /// Where.
+    #[label("here")]
+    pub span: SourceSpan,
+    /// How to write it.
+    #[help]
+    pub help: String,
+}
+
+/// `let` declarations that refer to each other in a cycle.
+#[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
+#[error("`let {name}` refers to itself: {chain}")]
+#[diagnostic(code(policyc::let_cycle), help("a `let` may use other `let`s, but not itself, directly or through others"))]
+pub struct LetCycle {
+    /// The let that closes the cycle.
+    pub name: String,
+    /// The cycle, `a -> b -> a`.
+    pub chain: String,
+    /// The reference that closes it.
+    #[label("refers back to `{name}`")]
+    pub span: SourceSpan,
+}
+
+/// A `let` is never used (warning).
+#[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
+#[error("let `{name}` is never used")]
+#[diagnostic(code(policyc::unused_let), severity(Warning), help("use it in a condition or remove it"))]
+pub struct UnusedLet {
+    /// Its name.
+    pub name: String,
+    /// Its declaration.
+    #[label("declared here")]
+    pub span: SourceSpan,
+}
+
+/// A name used as a condition is not a condition.
+#[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
+#[error("`{name}` is {what}, not a condition")]
+#[diagnostic(code(policyc::not_a_condition))]
+pub struct NotACondition {
+    /// The name.
+    pub name: String,
+    /// What it is.
+    pub what: String,
+    /// Where.
+    #[label("used as a condition")]
+    pub span: SourceSpan,
+    /// How to make a condition of it.
+    #[help]
+    pub help: String,
+}
+
+/// A policy header attribute that does not exist or has the wrong value.
+#[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
+#[error("{message}")]
+#[diagnostic(code(policyc::invalid_attribute))]
+pub struct InvalidAttribute {
+    /// What is wrong.
+    pub message: String,
+    /// Where.
+    #[label("here")]
+    pub span: SourceSpan,
+    /// What is accepted.
+    #[help]
+    pub help: String,
+}
+
+/// A `rate` clause that cannot be enforced.
+#[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
+#[error("invalid rate: {reason}")]
+#[diagnostic(code(policyc::invalid_rate), help("write `rate N per DURATION` with N ≥ 1 and a duration such as `30s`, `5m`, `1h`, `1d`"))]
+pub struct InvalidRate {
+    /// What is wrong.
+    pub reason: String,
+    /// Where.
+    #[label("{reason}")]
+    pub span: SourceSpan,
+}
+
+/// A `rate` on a rule that does not audit (warning).
+#[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
+#[error("`rate` limits audit events, and rule `{name}` does not audit")]
+#[diagnostic(code(policyc::rate_without_audit), severity(Warning), help("add an `audit` clause or remove the `rate`"))]
+pub struct RateWithoutAudit {
+    /// The rule.
+    pub name: String,
+    /// The rate clause.
+    #[label("has no effect")]
+    pub span: SourceSpan,
+}
+
+/// A counter name unusable as a metric label value.
+#[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
+#[error("invalid counter name `{name}`")]
+#[diagnostic(
+    code(policyc::invalid_counter_name),
+    help("counter names are 1 to 64 characters of letters, digits, `_`, `-`, `.` and `:`")
+)]
+pub struct InvalidCounterName {
+    /// As written.
+    pub name: String,
+    /// Where.
+    #[label("not a counter name")]
+    pub span: SourceSpan,
+}
+
+/// `expect audit RULE` names no rule.
+#[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
+#[error("unknown rule `{name}`")]
+#[diagnostic(code(policyc::unknown_rule))]
+pub struct UnknownRule {
+    /// As written.
+    pub name: String,
+    /// Where.
+    #[label("no rule of this name")]
+    pub span: SourceSpan,
+    /// Suggestion.
+    #[help]
+    pub help: String,
+}
+
+/// `expect count "name"` names a counter no rule increments.
+#[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
+#[error("no rule counts `{name}`")]
+#[diagnostic(code(policyc::unknown_counter))]
+pub struct UnknownCounter {
+    /// As written.
+    pub name: String,
+    /// Where.
+    #[label("never incremented")]
+    pub span: SourceSpan,
+    /// Suggestion.
+    #[help]
+    pub help: String,
+}
+
+/// Two expectations of a test that cannot both hold.
+#[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
+#[error("test expects two verdicts")]
+#[diagnostic(code(policyc::conflicting_expectations), help("an event has one verdict; keep one `expect allow|deny|kill`"))]
+pub struct ConflictingExpectations {
+    /// The second expectation.
+    #[label("second verdict")]
+    pub span: SourceSpan,
+    /// The first.
+    #[label("first verdict")]
+    pub first: SourceSpan,
+}
+
+/// A policy named like a field namespace, which would make qualified names
+/// ambiguous.
+#[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
+#[error("policy name `{name}` is reserved")]
+#[diagnostic(
+    code(policyc::reserved_name),
+    help("`process`, `parent`, `user`, `k8s`, `file`, `net`, `cred`, `module` and `target` begin field names; choose another policy name")
+)]
+pub struct ReservedName {
+    /// The name.
+    pub name: String,
+    /// Where.
+    #[label("reserved")]
+    pub span: SourceSpan,
+}
+
+/// A condition that holds for every event (warning).
+#[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
+#[error("condition of {what} is always true")]
+#[diagnostic(code(policyc::always_true), severity(Warning), help("{help}"))]
+pub struct AlwaysTrue {
+    /// `rule NAME`, `default deny exec`.
+    pub what: String,
+    /// Why it matters.
+    pub help: String,
+    /// The declaration's name.
+    #[label("matches every `{hook}` event")]
+    pub span: SourceSpan,
+    /// The hook.
+    pub hook: String,
+}
+
+/// A condition that holds for no event (warning).
+#[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
+#[error("condition of {what} is always false")]
+#[diagnostic(code(policyc::always_false), severity(Warning), help("it contradicts itself, so the {kind} never applies; check `and`/`or` and the values"))]
+pub struct AlwaysFalse {
+    /// `rule NAME`, `default deny exec`.
+    pub what: String,
+    /// `rule` or `scope`.
+    pub kind: &'static str,
+    /// The declaration's name.
+    #[label("never matches")]
+    pub span: SourceSpan,
+}
+
 /// Any front-end diagnostic.
 #[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
 #[allow(missing_docs)]
@@ -342,6 +743,84 @@ pub enum Error {
     #[error(transparent)]
     #[diagnostic(transparent)]
     RuleWithoutEffect(#[from] RuleWithoutEffect),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    UnknownName(#[from] UnknownName),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    FieldNotOnHook(#[from] FieldNotOnHook),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    OperatorNotApplicable(#[from] OperatorNotApplicable),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    TypeMismatch(#[from] TypeMismatch),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    NumberOutOfRange(#[from] NumberOutOfRange),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    EmptyRange(#[from] EmptyRange),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    InvalidAddress(#[from] InvalidAddress),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    UnknownCapability(#[from] UnknownCapability),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    UnknownValue(#[from] UnknownValue),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    StringTooLong(#[from] StringTooLong),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    InvalidGlob(#[from] InvalidGlob),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    InvalidAccountName(#[from] InvalidAccountName),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    FieldIndex(#[from] FieldIndex),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    LetCycle(#[from] LetCycle),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    UnusedLet(#[from] UnusedLet),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    NotACondition(#[from] NotACondition),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    InvalidAttribute(#[from] InvalidAttribute),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    InvalidRate(#[from] InvalidRate),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    RateWithoutAudit(#[from] RateWithoutAudit),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    InvalidCounterName(#[from] InvalidCounterName),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    UnknownRule(#[from] UnknownRule),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    UnknownCounter(#[from] UnknownCounter),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    ConflictingExpectations(#[from] ConflictingExpectations),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    ReservedName(#[from] ReservedName),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    AlwaysTrue(#[from] AlwaysTrue),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    AlwaysFalse(#[from] AlwaysFalse),
 }
 
 impl Error {

@@ -9,6 +9,7 @@
 //! Pure: no IO, no kernel. Callers hand in text and get trees and diagnostics
 //! back; [`render`] turns diagnostics into text for a terminal or a file.
 
+pub mod analysis;
 pub mod ast;
 pub mod check;
 pub mod checked;
