@@ -9,8 +9,9 @@
 //!
 //! Serialisation is deterministic: every collection is a `Vec` in a defined
 //! order or a `BTreeMap`, so the same input gives byte-identical YAML. The
-//! `digest` is the SHA-256 of the canonical JSON of the spec without the digest
-//! field, so any edit to a bundle after compilation is detected on load.
+//! `digest` is the SHA-256 of the canonical JSON of the bundle's name and its
+//! spec without the digest field, so any edit to a bundle after compilation
+//! is detected on load.
 
 use std::collections::BTreeMap;
 
@@ -267,10 +268,12 @@ pub enum BundleError {
     },
 }
 
-/// The fields the digest covers: every spec field but the digest itself.
+/// The fields the digest covers: the bundle's name and every spec field but
+/// the digest itself.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct DigestInput<'a> {
+    name: &'a str,
     schema_version: u32,
     compiler: &'a str,
     policies: &'a [PolicyInfo],
@@ -279,10 +282,11 @@ struct DigestInput<'a> {
 }
 
 impl BundleSpec {
-    /// SHA-256 of the canonical JSON of every field except `digest`, as
-    /// `sha256:<64 hex digits>`.
-    pub fn compute_digest(&self) -> String {
+    /// SHA-256 of the canonical JSON of the bundle's `name` (`metadata.name`)
+    /// and every spec field except `digest`, as `sha256:<64 hex digits>`.
+    pub fn compute_digest(&self, name: &str) -> String {
         let input = DigestInput {
+            name,
             schema_version: self.schema_version,
             compiler: &self.compiler,
             policies: &self.policies,
@@ -324,6 +328,9 @@ impl PolicyBundle {
         struct SpecHeader {
             schema_version: Option<u32>,
         }
+        if text.trim().is_empty() {
+            return Err(BundleError::Malformed { message: "the file is empty".into() });
+        }
         let header: Header = serde_yaml::from_str(text).map_err(|e| BundleError::Malformed {
             message: e.to_string(),
         })?;
@@ -353,7 +360,7 @@ impl PolicyBundle {
     /// # Errors
     /// See [`PolicyBundle::from_yaml`].
     pub fn validate(&self) -> Result<(), BundleError> {
-        let actual = self.spec.compute_digest();
+        let actual = self.spec.compute_digest(&self.metadata.name);
         if actual != self.spec.digest {
             return Err(BundleError::DigestMismatch {
                 declared: self.spec.digest.clone(),
@@ -362,6 +369,9 @@ impl PolicyBundle {
         }
         let invalid = |message: String| Err(BundleError::Invalid { message });
         for (i, rule) in self.spec.rules.iter().enumerate() {
+            if !self.spec.policies.iter().any(|p| p.name == rule.policy) {
+                return invalid(format!("rule `{}` belongs to policy `{}`, which the bundle does not list", rule.name, rule.policy));
+            }
             if rule.id as usize != i {
                 return invalid(format!(
                     "rule `{}` has id {} at index {i}",
@@ -417,6 +427,8 @@ impl PolicyBundle {
                             if !entry.value.starts_with('/')
                                 || entry.value.len() > MAX_PATH_LITERAL_LEN
                                 || entry.value.contains('\0')
+                                || entry.value.contains("//")
+                                || entry.value.split('/').any(|c| c == "." || c == "..")
                             {
                                 return invalid(format!(
                                     "dimension `{field}`: `{}` is not an absolute path of at most {MAX_PATH_LITERAL_LEN} bytes",

@@ -56,6 +56,19 @@ pub struct InvalidBundleName {
     pub name: String,
 }
 
+/// A policy with no rule and no `default deny` (warning): it compiles to
+/// nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
+#[error("policy `{name}` has no rules")]
+#[diagnostic(code(policyc::empty_policy), severity(Warning), help("add a `rule`, or leave the file out of the bundle"))]
+pub struct EmptyPolicy {
+    /// The policy.
+    pub name: String,
+    /// Its name in the header.
+    #[label("nothing to enforce or audit")]
+    pub span: SourceSpan,
+}
+
 /// Any compile diagnostic.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
 #[allow(missing_docs)]
@@ -72,6 +85,9 @@ pub enum Diagnostic {
     #[error(transparent)]
     #[diagnostic(transparent)]
     InvalidBundleName(#[from] InvalidBundleName),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    EmptyPolicy(#[from] EmptyPolicy),
 }
 
 impl Diagnostic {
@@ -127,15 +143,30 @@ impl std::error::Error for CompileFailure {}
 pub fn check(sources: &[SourceFile]) -> (Option<Vec<policy_dsl::checked::Policy>>, Vec<Located>) {
     let mut files = Vec::with_capacity(sources.len());
     let mut diagnostics: Vec<(usize, policy_dsl::Error)> = Vec::new();
+    let mut failed = Vec::with_capacity(sources.len());
     for (i, source) in sources.iter().enumerate() {
-        let (file, syntax) = policy_dsl::parser::parse(&source.text);
-        diagnostics.extend(syntax.into_iter().map(|d| (i, d)));
-        files.push(file);
+        let parsed = policy_dsl::parser::parse_declarations(&source.text);
+        diagnostics.extend(parsed.errors.into_iter().map(|d| (i, d)));
+        files.push(parsed.file);
+        failed.push(parsed.failed);
     }
     let checked = policy_dsl::check::check_files(&files);
-    diagnostics.extend(checked.diagnostics);
+    // A declaration that did not parse has its syntax error; do not also
+    // report it as missing, or names it declares as unknown.
+    diagnostics.extend(checked.diagnostics.into_iter().filter(|(f, d)| {
+        let failed = &failed[*f];
+        match d {
+            policy_dsl::Error::MissingPolicy(_) => !failed.iter().any(|x| x.keyword == "policy"),
+            policy_dsl::Error::UnknownSet(policy_dsl::diagnostic::UnknownSet { name, .. })
+            | policy_dsl::Error::UnknownName(policy_dsl::diagnostic::UnknownName { name, .. }) => {
+                !failed.iter().any(|x| x.name.as_deref() == Some(name.as_str()))
+            }
+            _ => true,
+        }
+    }));
     diagnostics.sort_by_key(|(f, d)| (*f, d.offset()));
-    let mut ok = !diagnostics.iter().any(|(_, d)| !d.is_warning());
+    let mut ok = !diagnostics.iter().any(|(_, d)| !d.is_warning())
+        && failed.iter().all(|f| !f.iter().any(|x| x.keyword == "policy"));
     let mut located: Vec<Located> =
         diagnostics.into_iter().map(|(f, d)| Located { file: Some(f), diagnostic: d.into() }).collect();
     let mut policies: Vec<(usize, policy_dsl::checked::Policy)> = Vec::new();
@@ -161,34 +192,55 @@ pub fn check(sources: &[SourceFile]) -> (Option<Vec<policy_dsl::checked::Policy>
     (ok.then(|| policies.into_iter().map(|(_, p)| p).collect()), located)
 }
 
+/// Everything `compile` checks, without building tables: the front end, the
+/// kernel's term limit on every hook, and what the back end cannot enforce
+/// yet. `policyc check` reports this, so a clean check means a compile that
+/// succeeds.
+pub fn analyze(sources: &[SourceFile]) -> (Option<Vec<policy_dsl::checked::Policy>>, Vec<Located>) {
+    let (policies, mut diagnostics) = check(sources);
+    let Some(policies) = policies else { return (None, diagnostics) };
+    let mut ok = true;
+    for (i, p) in policies.iter().enumerate() {
+        if p.rules.is_empty() && p.defaults.is_empty() {
+            diagnostics.push(Located {
+                file: Some(i),
+                diagnostic: EmptyPolicy { name: p.name.clone(), span: SourceSpan::from(p.name_span.start..p.name_span.end) }.into(),
+            });
+        }
+    }
+    if let Err(e) = lower::terms_per_hook(&lower::number_rules(&policies)) {
+        ok = false;
+        diagnostics.push(Located { file: Some(e.file()), diagnostic: e.into() });
+    }
+    for (i, p) in policies.iter().enumerate() {
+        for e in lower::unsupported(i, p) {
+            ok = false;
+            diagnostics.push(Located { file: Some(e.file()), diagnostic: e.into() });
+        }
+    }
+    diagnostics.sort_by_key(|d| (d.file, label_offset(&d.diagnostic)));
+    (ok.then_some(policies), diagnostics)
+}
+
+fn label_offset(d: &Diagnostic) -> usize {
+    d.labels().and_then(|mut l| l.next()).map(|l| l.offset()).unwrap_or(0)
+}
+
 /// Compile `sources` into a bundle named `name`.
 ///
 /// # Errors
 /// A [`CompileFailure`] holding every diagnostic when any file has an error,
-/// a hook exceeds a kernel limit, or `name` is not a Kubernetes object name.
+/// a hook exceeds a kernel limit, something cannot be enforced yet, or `name`
+/// is not a Kubernetes object name.
 pub fn compile(sources: &[SourceFile], name: &str) -> Result<Compiled, CompileFailure> {
-    let fail = |diagnostics| CompileFailure {
-        diagnostics,
-        sources: sources.to_vec(),
-    };
-    let (policies, mut diagnostics) = check(sources);
+    let fail = |diagnostics| CompileFailure { diagnostics, sources: sources.to_vec() };
+    let (policies, mut diagnostics) = analyze(sources);
     if !is_dns1123_subdomain(name) {
-        diagnostics.push(Located {
-            file: None,
-            diagnostic: InvalidBundleName { name: name.into() }.into(),
-        });
+        diagnostics.push(Located { file: None, diagnostic: InvalidBundleName { name: name.into() }.into() });
     }
-    let Some(policies) =
-        policies.filter(|_| !diagnostics.iter().any(|d| !d.diagnostic.is_warning()))
-    else {
+    let Some(policies) = policies.filter(|_| !diagnostics.iter().any(|d| !d.diagnostic.is_warning())) else {
         return Err(fail(diagnostics));
     };
-    let unsupported: Vec<LowerError> =
-        policies.iter().enumerate().flat_map(|(i, p)| lower::unsupported(i, p)).collect();
-    if !unsupported.is_empty() {
-        diagnostics.extend(unsupported.into_iter().map(|e| Located { file: Some(e.file()), diagnostic: e.into() }));
-        return Err(fail(diagnostics));
-    }
     let rules = lower::number_rules(&policies);
     let hooks = match lower::lower(&rules) {
         Ok(h) => h,
@@ -239,7 +291,7 @@ pub fn compile(sources: &[SourceFile], name: &str) -> Result<Compiled, CompileFa
         rules: rule_entries,
         hooks,
     };
-    spec.digest = spec.compute_digest();
+    spec.digest = spec.compute_digest(name);
     let bundle = PolicyBundle {
         api_version: API_VERSION.into(),
         kind: KIND.into(),

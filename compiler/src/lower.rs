@@ -39,7 +39,7 @@ pub type Conjunction = Vec<Literal>;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
 pub enum LowerError {
     /// A hook's rules need more terms than the kernel mask holds.
-    #[error("hook `{hook}` needs {count} terms, the kernel holds at most {max}")]
+    #[error("hook `{hook}` needs more than {max} terms, the most the kernel holds")]
     #[diagnostic(
         code(policyc::too_many_terms),
         help("each `or` branch of a rule is one term; merge rules that share a verdict, or use sets (`in {{ … }}`), which cost one term whatever their size")
@@ -47,14 +47,14 @@ pub enum LowerError {
     TooManyTerms {
         /// The hook.
         hook: &'static str,
-        /// Terms needed once this rule is added.
-        count: usize,
+        /// Terms of the hook's earlier rules, before this one.
+        before: usize,
         /// [`MAX_TERMS_PER_HOOK`].
         max: usize,
         /// File index of the rule that crossed the limit.
         file: usize,
         /// Span of that rule's name.
-        #[label("this rule crosses the limit")]
+        #[label("this rule crosses the limit ({before} terms before it)")]
         span: miette::SourceSpan,
     },
     /// The rule uses something the kernel templates cannot enforce yet.
@@ -169,31 +169,35 @@ pub fn number_rules(policies: &[Policy]) -> Vec<RuleRef<'_>> {
 /// [`LowerError::TooManyTerms`] when a hook needs more than
 /// [`MAX_TERMS_PER_HOOK`] terms.
 pub fn lower(rules: &[RuleRef<'_>]) -> Result<BTreeMap<Hook, HookTable>, LowerError> {
+    let per_hook = terms_per_hook(rules)?;
+    let actions: BTreeMap<u32, (Option<Action>, bool)> =
+        rules.iter().map(|r| (r.id, (r.rule.action, r.rule.audit))).collect();
+    Ok(per_hook.into_iter().map(|(hook, terms)| (hook, hook_table(&terms, &actions))).collect())
+}
+
+/// The terms of every hook: each rule's DNF, in rule order.
+///
+/// # Errors
+/// [`LowerError::TooManyTerms`] for the first rule that takes a hook past
+/// [`MAX_TERMS_PER_HOOK`]; expansion stops there, so a condition with an
+/// exponential DNF costs no more than the limit.
+pub fn terms_per_hook(rules: &[RuleRef<'_>]) -> Result<BTreeMap<Hook, Vec<(u32, Conjunction)>>, LowerError> {
     let mut per_hook: BTreeMap<Hook, Vec<(u32, Conjunction)>> = BTreeMap::new();
-    let mut actions: BTreeMap<u32, (Option<Action>, bool)> = BTreeMap::new();
     for r in rules {
         let terms = per_hook.entry(r.rule.hook).or_default();
-        // Count before expanding fully so a blow-up stops at the limit.
-        let room = MAX_TERMS_PER_HOOK.saturating_sub(terms.len());
-        let dnf = dnf(&r.rule.condition, true, room + 1);
-        let too_many = |count| LowerError::TooManyTerms {
-            hook: r.rule.hook.as_str(),
-            count,
-            max: MAX_TERMS_PER_HOOK,
-            file: r.file,
-            span: miette::SourceSpan::from(r.rule.name_span.start..r.rule.name_span.end),
+        let room = MAX_TERMS_PER_HOOK - terms.len();
+        let Some(dnf) = dnf(&r.rule.condition, true, room) else {
+            return Err(LowerError::TooManyTerms {
+                hook: r.rule.hook.as_str(),
+                before: terms.len(),
+                max: MAX_TERMS_PER_HOOK,
+                file: r.file,
+                span: miette::SourceSpan::from(r.rule.name_span.start..r.rule.name_span.end),
+            });
         };
-        let dnf = dnf.ok_or_else(|| too_many(terms.len() + room + 1))?;
-        if terms.len() + dnf.len() > MAX_TERMS_PER_HOOK {
-            return Err(too_many(terms.len() + dnf.len()));
-        }
         terms.extend(dnf.into_iter().map(|c| (r.id, c)));
-        actions.insert(r.id, (r.rule.action, r.rule.audit));
     }
-    Ok(per_hook
-        .into_iter()
-        .map(|(hook, terms)| (hook, hook_table(&terms, &actions)))
-        .collect())
+    Ok(per_hook)
 }
 
 fn hook_table(

@@ -76,7 +76,7 @@ fn bundle_for(rules: &[RuleRef<'_>]) -> Option<PolicyBundle> {
         schema_version: policy_compiler::bundle::SCHEMA_VERSION,
         compiler: "test".into(),
         digest: String::new(),
-        policies: vec![],
+        policies: vec![policy_compiler::bundle::PolicyInfo { name: "p".into(), description: String::new(), source: "t".into() }],
         rules: rules
             .iter()
             .map(|r| policy_compiler::bundle::RuleEntry {
@@ -101,7 +101,7 @@ fn bundle_for(rules: &[RuleRef<'_>]) -> Option<PolicyBundle> {
             .collect(),
         hooks,
     };
-    spec.digest = spec.compute_digest();
+    spec.digest = spec.compute_digest("t");
     Some(PolicyBundle {
         api_version: policy_compiler::bundle::API_VERSION.into(),
         kind: policy_compiler::bundle::KIND.into(),

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use crate::checked::{Cond, FieldKey, Member, Pred, Value};
+use crate::schema::FieldType;
 
 /// What is known about a condition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,12 +90,27 @@ fn term_unsatisfiable(term: &[Lit<'_>]) -> bool {
             entry.1.push(pred);
         }
     }
-    by_field.values().any(|(pos, neg)| field_unsatisfiable(pos, neg))
+    by_field.iter().any(|(field, (pos, neg))| field_unsatisfiable(field, pos, neg))
 }
 
-fn field_unsatisfiable(pos: &[&Pred], neg: &[&Pred]) -> bool {
+fn field_unsatisfiable(field: &FieldKey, pos: &[&Pred], neg: &[&Pred]) -> bool {
     // The same predicate asserted and denied.
     if pos.iter().any(|p| neg.contains(p)) {
+        return true;
+    }
+    // Every path starts with `/`: denying it is a contradiction.
+    if field.field.ty() == FieldType::Path && neg.iter().any(|p| matches!(p, Pred::StartsWith(q) if q == "/")) {
+        return true;
+    }
+    // Two prefixes of one value: one must be a prefix of the other.
+    let prefixes: Vec<&str> = pos
+        .iter()
+        .filter_map(|p| match p {
+            Pred::StartsWith(q) => Some(q.as_str()),
+            _ => None,
+        })
+        .collect();
+    if prefixes.iter().any(|a| prefixes.iter().any(|b| !a.starts_with(b) && !b.starts_with(a))) {
         return true;
     }
     if pos.iter().any(|p| matches!(p, Pred::In(set) if set.is_empty())) {
@@ -146,6 +162,12 @@ mod tests {
         assert_eq!(constant(&Cond::Or(vec![a.clone(), Cond::Not(Box::new(a.clone()))])), Constant::True);
         assert_eq!(constant(&Cond::Or(vec![a.clone(), b])), Constant::Unknown);
         let prefix = t(Pred::StartsWith("/usr/".into()));
-        assert_eq!(constant(&Cond::And(vec![a, prefix])), Constant::False);
+        assert_eq!(constant(&Cond::And(vec![a, prefix.clone()])), Constant::False);
+        let tmp = t(Pred::StartsWith("/tmp/".into()));
+        assert_eq!(constant(&Cond::And(vec![prefix.clone(), tmp])), Constant::False);
+        let nested = t(Pred::StartsWith("/usr/bin/".into()));
+        assert_eq!(constant(&Cond::And(vec![prefix, nested])), Constant::Unknown);
+        // Every path starts with `/`.
+        assert_eq!(constant(&t(Pred::StartsWith("/".into()))), Constant::True);
     }
 }

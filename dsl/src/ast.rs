@@ -401,3 +401,138 @@ impl Operand {
         }
     }
 }
+
+impl File {
+    /// Sets every span in the tree to `0..0`, so that two trees which differ
+    /// only in layout (what the formatter changes) compare equal.
+    pub fn strip_spans(&mut self) {
+        self.for_each_span_mut(&mut |s| *s = 0..0);
+    }
+
+    /// Calls `f` on every span in the tree.
+    pub fn for_each_span_mut(&mut self, f: &mut impl FnMut(&mut Span)) {
+        for item in &mut self.items {
+            spans::item(item, f);
+        }
+    }
+}
+
+/// The span walk behind [`File::for_each_span_mut`].
+mod spans {
+    use super::*;
+
+    pub(super) fn item(item: &mut Item, f: &mut impl FnMut(&mut Span)) {
+        match item {
+            Item::Policy(d) => {
+                f(&mut d.span);
+                f(&mut d.name.span);
+                for a in &mut d.attrs {
+                    f(&mut a.name.span);
+                    match &mut a.value {
+                        AttrValue::Str(s) => f(&mut s.span),
+                        AttrValue::Set(s) => set(s, f),
+                        AttrValue::Name(i) => f(&mut i.span),
+                    }
+                }
+            }
+            Item::Set(d) => {
+                f(&mut d.span);
+                f(&mut d.name.span);
+                set(&mut d.value, f);
+            }
+            Item::Let(d) => {
+                f(&mut d.span);
+                f(&mut d.name.span);
+                expr(&mut d.body, f);
+            }
+            Item::Rule(r) => {
+                f(&mut r.span);
+                f(&mut r.name.span);
+                f(&mut r.hook.span);
+                expr(&mut r.when, f);
+                if let Some(u) = &mut r.unless {
+                    expr(u, f);
+                }
+                if let Some((_, s)) = &mut r.action {
+                    f(s);
+                }
+                if let Some(a) = &mut r.audit {
+                    f(&mut a.span);
+                    if let Some(s) = &mut a.severity {
+                        f(&mut s.span);
+                    }
+                    if let Some(m) = &mut a.message {
+                        f(&mut m.span);
+                    }
+                }
+                for c in &mut r.counts {
+                    f(&mut c.span);
+                }
+                if let Some(rate) = &mut r.rate {
+                    f(&mut rate.span);
+                    f(&mut rate.count.span);
+                    f(&mut rate.per.span);
+                }
+            }
+            Item::Default(d) => {
+                f(&mut d.span);
+                f(&mut d.hook.span);
+                if let Some(w) = &mut d.when {
+                    expr(w, f);
+                }
+            }
+            Item::Test(t) => {
+                f(&mut t.span);
+                f(&mut t.name.span);
+                f(&mut t.hook.span);
+                for (field, value) in &mut t.fields {
+                    field_ref(field, f);
+                    match value {
+                        TestValue::Literal(l) => f(&mut l.span),
+                        TestValue::Set(s) => set(s, f),
+                    }
+                }
+                for e in &mut t.expects {
+                    f(&mut e.span);
+                    match &mut e.kind {
+                        ExpectKind::Audit(rules) => rules.iter_mut().for_each(|r| f(&mut r.span)),
+                        ExpectKind::Count(s) => f(&mut s.span),
+                        ExpectKind::Verdict(_) | ExpectKind::NoAudit => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn set(s: &mut SetLiteral, f: &mut impl FnMut(&mut Span)) {
+        f(&mut s.span);
+        s.elements.iter_mut().for_each(|l| f(&mut l.span));
+    }
+
+    fn field_ref(r: &mut FieldRef, f: &mut impl FnMut(&mut Span)) {
+        f(&mut r.span);
+        f(&mut r.name.span);
+        if let Some(k) = &mut r.key {
+            f(&mut k.span);
+        }
+    }
+
+    fn expr(e: &mut Expr, f: &mut impl FnMut(&mut Span)) {
+        f(&mut e.span);
+        match &mut e.kind {
+            ExprKind::Or(ops) | ExprKind::And(ops) => ops.iter_mut().for_each(|o| expr(o, f)),
+            ExprKind::Not(x) | ExprKind::Paren(x) => expr(x, f),
+            ExprKind::Compare(c) => {
+                field_ref(&mut c.field, f);
+                f(&mut c.op.1);
+                match &mut c.operand {
+                    Operand::Literal(l) => f(&mut l.span),
+                    Operand::Set(s) => set(s, f),
+                    Operand::Name(i) => f(&mut i.span),
+                }
+            }
+            ExprKind::Bool(_) => {}
+            ExprKind::Ref(i) => f(&mut i.span),
+        }
+    }
+}

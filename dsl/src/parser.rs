@@ -16,30 +16,62 @@ use crate::diagnostic::{span, Error, InvalidEscape, SyntaxError};
 #[grammar = "grammar.pest"]
 struct Grammar;
 
+/// A declaration that did not parse: its keyword and, when it got that far,
+/// its name. Checks use it to avoid follow-on errors ("unknown set `s`" when
+/// `set s` itself had a syntax error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedDecl {
+    /// `policy`, `set`, `let`, `rule`, `default` or `test`; empty for text
+    /// before the first declaration.
+    pub keyword: String,
+    /// The name after the keyword, if it is an identifier.
+    pub name: Option<String>,
+}
+
+/// A parsed file: the items that parsed, the syntax errors of those that did
+/// not, and which declarations failed.
+#[derive(Debug, Clone, Default)]
+pub struct Parsed {
+    /// The tree of the declarations that parsed.
+    pub file: File,
+    /// Syntax errors (and invalid escapes), in source order.
+    pub errors: Vec<Error>,
+    /// Declarations that did not parse.
+    pub failed: Vec<FailedDecl>,
+}
+
 /// Parse one file. Returns the items that parsed and the errors of those that
 /// did not; the tree is usable for further checks even when errors exist.
 pub fn parse(source: &str) -> (File, Vec<Error>) {
-    let mut file = File::default();
-    let mut errors = Vec::new();
+    let parsed = parse_declarations(source);
+    (parsed.file, parsed.errors)
+}
+
+/// Parse one file, also reporting which declarations failed.
+pub fn parse_declarations(source: &str) -> Parsed {
+    let mut parsed = Parsed::default();
     for range in chunks(source) {
         let text = &source[range.clone()];
         match Grammar::parse(Rule::item_only, text) {
             Ok(mut pairs) => {
                 let item_only = pairs.next().expect("item_only matched");
-                let mut builder = Builder {
-                    base: range.start,
-                    errors: &mut errors,
-                };
+                let mut builder = Builder { base: range.start, errors: &mut parsed.errors };
                 for pair in item_only.into_inner() {
                     if pair.as_rule() != Rule::EOI {
-                        file.items.push(builder.item(pair));
+                        parsed.file.items.push(builder.item(pair));
                     }
                 }
             }
-            Err(e) => errors.push(syntax_error(source, range.start, e).into()),
+            Err(e) => {
+                parsed.errors.push(syntax_error(source, range.start, e).into());
+                let mut words = text.split(|c: char| !(c.is_alphanumeric() || c == '_'));
+                let keyword = words.next().filter(|w| ITEM_KEYWORDS.contains(w)).unwrap_or_default();
+                let name = words.find(|w| !w.is_empty()).filter(|_| !keyword.is_empty());
+                parsed.failed.push(FailedDecl { keyword: keyword.to_string(), name: name.map(str::to_string) });
+            }
         }
     }
-    (file, errors)
+    parsed
 }
 
 /// Keywords that start a top-level declaration.
@@ -56,6 +88,9 @@ fn chunks(source: &str) -> Vec<std::ops::Range<usize>> {
     let mut starts = Vec::new();
     let mut depth = 0usize;
     let mut line_start = true;
+    // The previous word opened a declaration: the next word is its name, even
+    // when it is a keyword (`rule policy on exec`), so it starts nothing.
+    let mut after_item_keyword = false;
     let mut i = 0;
     while i < bytes.len() {
         let c = bytes[i];
@@ -96,18 +131,24 @@ fn chunks(source: &str) -> Vec<std::ops::Range<usize>> {
                     i += 1;
                 }
                 let word = &source[start..i];
-                if ITEM_KEYWORDS.contains(&word) && (depth == 0 || line_start) {
+                let is_item = ITEM_KEYWORDS.contains(&word);
+                if is_item && !after_item_keyword && (depth == 0 || line_start) {
                     depth = 0;
                     starts.push(start);
+                    after_item_keyword = true;
+                    line_start = false;
+                    continue;
                 }
             }
             _ => i += 1,
         }
+        after_item_keyword = false;
         line_start = false;
     }
     let mut ranges = Vec::new();
     let first = starts.first().copied().unwrap_or(source.len());
-    if !source[..first].trim().is_empty() && !only_comments(&source[..first]) {
+    let lead = source[..first].trim_start_matches('\u{feff}');
+    if !lead.trim().is_empty() && !only_comments(lead) {
         ranges.push(0..first);
     }
     for (n, &s) in starts.iter().enumerate() {
@@ -157,11 +198,29 @@ fn syntax_error(source: &str, base: usize, e: pest::error::Error<Rule>) -> Synta
         1 => expected[0].to_string(),
         n => format!("{} or {}", expected[..n - 1].join(", "), expected[n - 1]),
     };
+    let keyword = found.trim_matches('`');
     let help = if found == "end of file" {
         Some("the declaration is incomplete; check for a missing `}` or `\"`".to_string())
+    } else if expected.contains("a name") && is_keyword(keyword) {
+        Some(format!("`{keyword}` is a keyword of the language and cannot be used as a name; choose another"))
+    } else if expected.starts_with("an operator") {
+        Some("compare the field with a value, e.g. `process.binary == \"/usr/bin/sudo\"`".to_string())
+    } else if expected.starts_with("`,`") {
+        Some("separate the values of a set with `,`".to_string())
+    } else if expected.contains("a verdict") {
+        Some("a rule's clauses come in this order: `when`, `unless`, a verdict, `audit`, `count`, `rate`".to_string())
     } else {
-        None
+        Some("docs/language.md gives the form of every declaration".to_string())
     };
+    // A string that does not end on its line: say so, whatever pest expected.
+    if found.starts_with("`\"") && !source[pos..].lines().next().unwrap_or("")[1..].contains('"') {
+        return SyntaxError {
+            expected: "a closing `\"`".into(),
+            found: "a string that does not end on its line".into(),
+            span: span(&found_span),
+            help: Some("strings end on the line they start; write a quote inside a string as `\\\"`".into()),
+        };
+    }
     SyntaxError {
         expected,
         found,
@@ -195,6 +254,16 @@ fn token_at(source: &str, pos: usize) -> (String, std::ops::Range<usize>) {
         text.to_string()
     };
     (format!("`{shown}`"), pos..pos + len)
+}
+
+/// Whether `word` is a keyword of the language.
+fn is_keyword(word: &str) -> bool {
+    const KEYWORDS: [&str; 31] = [
+        "policy", "set", "let", "rule", "on", "when", "unless", "allow", "deny", "kill", "audit", "severity", "count",
+        "rate", "per", "default", "test", "expect", "no", "and", "or", "not", "in", "startswith", "endswith",
+        "matches", "has", "true", "false", "unset", "description",
+    ];
+    KEYWORDS.contains(&word) && word != "description"
 }
 
 /// How operators are named in messages.
