@@ -31,7 +31,7 @@ pub struct SyntaxError {
 #[error("unknown escape `{escape}` in string")]
 #[diagnostic(
     code(policyc::invalid_escape),
-    help("strings accept `\\\"`, `\\\\`, `\\n` and `\\t`")
+    help("strings accept `\\\"`, `\\\\`, `\\n`, `\\t`, `\\r` and `\\u{{HEX}}`")
 )]
 pub struct InvalidEscape {
     /// The escape as written.

@@ -353,6 +353,62 @@ fn describe(rule: Rule) -> Option<&'static str> {
     })
 }
 
+/// Decode the body of a string literal starting at byte `base` of the file.
+/// Escapes: `\"`, `\\`, `\n`, `\t`, `\r`, `\u{HEX}` (1 to 6 hex digits, a
+/// Unicode scalar value). Anything else after `\` is reported and kept as
+/// written.
+fn decode_string(raw: &str, base: usize) -> (String, Vec<Error>) {
+    let mut value = String::with_capacity(raw.len());
+    let mut errors = Vec::new();
+    let mut rest = raw;
+    while let Some(at) = rest.find('\\') {
+        value.push_str(&rest[..at]);
+        let offset = base + (raw.len() - rest.len()) + at;
+        let after = &rest[at + 1..];
+        let Some(c) = after.chars().next() else {
+            value.push('\\');
+            rest = after;
+            continue;
+        };
+        let (decoded, used) = match c {
+            '"' => (Some('"'), 1),
+            '\\' => (Some('\\'), 1),
+            'n' => (Some('\n'), 1),
+            't' => (Some('\t'), 1),
+            'r' => (Some('\r'), 1),
+            'u' if after[1..].starts_with('{') => match after[2..].find('}') {
+                Some(end) => {
+                    let hex = &after[2..2 + end];
+                    let c = (1..=6)
+                        .contains(&hex.len())
+                        .then(|| u32::from_str_radix(hex, 16).ok().and_then(char::from_u32))
+                        .flatten();
+                    (c, 3 + end)
+                }
+                None => (None, 1),
+            },
+            other => (None, other.len_utf8()),
+        };
+        match decoded {
+            Some(d) => value.push(d),
+            None => {
+                value.push('\\');
+                value.push_str(&after[..used]);
+                errors.push(
+                    InvalidEscape {
+                        escape: format!("\\{}", &after[..used]),
+                        span: crate::diagnostic::span(&(offset..offset + 1 + used)),
+                    }
+                    .into(),
+                );
+            }
+        }
+        rest = &after[used..];
+    }
+    value.push_str(rest);
+    (value, errors)
+}
+
 /// Builds AST nodes from pest pairs of one chunk starting at byte `base`.
 struct Builder<'e> {
     base: usize,
@@ -704,34 +760,8 @@ impl Builder<'_> {
         let span = self.span(&pair);
         let body = pair.into_inner().next().expect("string body");
         let body_start = self.span(&body).start;
-        let raw = body.as_str();
-        let mut value = String::with_capacity(raw.len());
-        let mut chars = raw.char_indices();
-        while let Some((i, c)) = chars.next() {
-            if c != '\\' {
-                value.push(c);
-                continue;
-            }
-            match chars.next() {
-                Some((_, '"')) => value.push('"'),
-                Some((_, '\\')) => value.push('\\'),
-                Some((_, 'n')) => value.push('\n'),
-                Some((_, 't')) => value.push('\t'),
-                Some((_, other)) => {
-                    let at = body_start + i;
-                    self.errors.push(
-                        InvalidEscape {
-                            escape: format!("\\{other}"),
-                            span: crate::diagnostic::span(&(at..at + 1 + other.len_utf8())),
-                        }
-                        .into(),
-                    );
-                    value.push('\\');
-                    value.push(other);
-                }
-                None => value.push('\\'),
-            }
-        }
+        let (value, errors) = decode_string(body.as_str(), body_start);
+        self.errors.extend(errors);
         StringLit { value, span }
     }
 }
@@ -784,6 +814,18 @@ mod tests {
         };
         assert!(e.expected.contains("an operator (`==`, `!=`"), "{}", e.expected);
         assert_eq!(e.found, "`is`");
+    }
+
+    #[test]
+    fn every_escape_decodes_and_bad_ones_are_reported_in_place() {
+        let (v, e) = decode_string(r#"a\"b\\c\n\t\r\u{41}\u{1F600}"#, 10);
+        assert_eq!(v, "a\"b\\c\n\t\rA\u{1F600}");
+        assert!(e.is_empty());
+        let (v, e) = decode_string(r"x\q\u{110000}", 10);
+        assert_eq!(v, r"x\q\u{110000}");
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0].offset(), 11);
+        assert_eq!(e[1].offset(), 13);
     }
 
     #[test]

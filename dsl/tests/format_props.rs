@@ -1,0 +1,602 @@
+//! Properties of the formatter (`policy_dsl::format`):
+//!
+//! (a) a generated tree printed by `format_file` parses back to itself (up to
+//!     spans), for trees covering every declaration, clause, expression kind,
+//!     operator and literal kind;
+//! (b) formatting is idempotent: on generated sources laid out badly (random
+//!     whitespace between every two tokens) and on every `.policy` file of the
+//!     repository;
+//! (c) every comment survives, same text, same order: comments inserted at
+//!     random line boundaries and between random tokens.
+
+use std::path::{Path, PathBuf};
+
+use policy_dsl::ast::*;
+use policy_dsl::format::{format_file, format_source, FormatError};
+use policy_dsl::parser::parse;
+use proptest::collection::vec;
+use proptest::prelude::*;
+
+// ---- strategies for trees -------------------------------------------------
+
+const KEYWORDS: &[&str] = &[
+    "policy",
+    "set",
+    "let",
+    "rule",
+    "on",
+    "when",
+    "unless",
+    "allow",
+    "deny",
+    "kill",
+    "audit",
+    "severity",
+    "count",
+    "rate",
+    "per",
+    "default",
+    "test",
+    "expect",
+    "no",
+    "and",
+    "or",
+    "not",
+    "in",
+    "startswith",
+    "endswith",
+    "matches",
+    "has",
+    "true",
+    "false",
+    "unset",
+];
+
+fn id(name: String) -> Ident {
+    Ident { name, span: 0..0 }
+}
+
+fn name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => "[a-z_][a-z0-9_]{0,7}",
+        1 => "[a-z][a-z0-9_]{8,20}",
+        // Keyword prefixes are names.
+        1 => proptest::sample::select(KEYWORDS).prop_map(|k| format!("{k}_x")),
+    ]
+    .prop_filter("not a keyword", |s| !KEYWORDS.contains(&s.as_str()))
+}
+
+fn dotted() -> impl Strategy<Value = String> {
+    vec(name(), 1..=3).prop_map(|parts| parts.join("."))
+}
+
+fn string_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => "[a-z/ .é\"\\\\\n\t\r{}()\u{feff}]{0,12}".prop_map(|s| s),
+        1 => Just("//not a comment".to_string()),
+        1 => "/[a-z/_.-]{20,50}",
+    ]
+}
+
+fn string_lit() -> impl Strategy<Value = StringLit> {
+    string_value().prop_map(|value| StringLit { value, span: 0..0 })
+}
+
+fn ip() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (
+            0u8..=255,
+            0u8..=255,
+            0u8..=255,
+            0u8..=255,
+            proptest::option::of(0u8..=40)
+        )
+            .prop_map(|(a, b, c, d, len)| match len {
+                Some(l) => format!("{a}.{b}.{c}.{d}/{l}"),
+                None => format!("{a}.{b}.{c}.{d}"),
+            }),
+        proptest::sample::select(
+            &[
+                "::1",
+                "fe80::1",
+                "2001:db8::/32",
+                "::ffff:10.0.0.1",
+                "1:2:3:4:5:6:7:8",
+                "::"
+            ][..]
+        )
+        .prop_map(str::to_string),
+    ]
+}
+
+fn literal() -> impl Strategy<Value = Literal> {
+    prop_oneof![
+        3 => string_value().prop_map(LiteralKind::Str),
+        1 => "[0-9]{1,6}".prop_map(LiteralKind::Int),
+        1 => ("[0-9]{1,5}", "[0-9]{1,5}").prop_map(|(a, b)| LiteralKind::Range(a, b)),
+        1 => ip().prop_map(LiteralKind::Ip),
+        1 => "CAP_[A-Z0-9_]{1,12}".prop_map(LiteralKind::Cap),
+        1 => Just(LiteralKind::Unset),
+        1 => any::<bool>().prop_map(LiteralKind::Bool),
+    ]
+    .prop_map(|kind| Literal { kind, span: 0..0 })
+}
+
+fn set_literal() -> impl Strategy<Value = SetLiteral> {
+    prop_oneof![vec(literal(), 0..4), vec(literal(), 4..10)].prop_map(|elements| SetLiteral {
+        elements,
+        span: 0..0,
+    })
+}
+
+fn field() -> impl Strategy<Value = FieldRef> {
+    (dotted(), proptest::option::of(string_lit())).prop_map(|(n, key)| FieldRef {
+        name: id(n),
+        key,
+        span: 0..0,
+    })
+}
+
+const OPS: [CompareOp; 12] = [
+    CompareOp::Eq,
+    CompareOp::Ne,
+    CompareOp::Lt,
+    CompareOp::Le,
+    CompareOp::Gt,
+    CompareOp::Ge,
+    CompareOp::In,
+    CompareOp::NotIn,
+    CompareOp::StartsWith,
+    CompareOp::EndsWith,
+    CompareOp::Matches,
+    CompareOp::Has,
+];
+
+fn e(kind: ExprKind) -> Expr {
+    Expr { kind, span: 0..0 }
+}
+
+fn leaf() -> impl Strategy<Value = Expr> {
+    let operand = prop_oneof![
+        3 => literal().prop_map(Operand::Literal),
+        1 => set_literal().prop_map(Operand::Set),
+        1 => dotted().prop_map(|n| Operand::Name(id(n))),
+    ];
+    prop_oneof![
+        4 => (field(), proptest::sample::select(&OPS[..]), operand)
+            .prop_map(|(field, op, operand)| e(ExprKind::Compare(Comparison { field, op: (op, 0..0), operand }))),
+        1 => any::<bool>().prop_map(|b| e(ExprKind::Bool(b))),
+        1 => dotted().prop_map(|n| e(ExprKind::Ref(id(n)))),
+    ]
+}
+
+/// `x` where only a `not` operand / `and` operand can stand: `or` and `and`
+/// need parentheses there (the parser's shape).
+fn unary(x: Expr) -> Expr {
+    match x.kind {
+        ExprKind::Or(_) | ExprKind::And(_) => e(ExprKind::Paren(Box::new(x))),
+        _ => x,
+    }
+}
+
+fn or_operand(x: Expr) -> Expr {
+    match x.kind {
+        ExprKind::Or(_) => e(ExprKind::Paren(Box::new(x))),
+        _ => x,
+    }
+}
+
+/// Conditions of the shape the parser produces.
+fn expr() -> impl Strategy<Value = Expr> {
+    leaf().prop_recursive(4, 40, 4, |inner| {
+        prop_oneof![
+            inner
+                .clone()
+                .prop_map(|x| e(ExprKind::Not(Box::new(unary(x))))),
+            inner.clone().prop_map(|x| e(ExprKind::Paren(Box::new(x)))),
+            vec(inner.clone(), 2..5)
+                .prop_map(|ops| e(ExprKind::And(ops.into_iter().map(unary).collect()))),
+            vec(inner, 2..5)
+                .prop_map(|ops| e(ExprKind::Or(ops.into_iter().map(or_operand).collect()))),
+        ]
+    })
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    proptest::sample::select(&[Action::Allow, Action::Deny, Action::Kill][..])
+}
+
+fn policy() -> impl Strategy<Value = Item> {
+    let value = prop_oneof![
+        string_lit().prop_map(AttrValue::Str),
+        set_literal().prop_map(AttrValue::Set),
+        name().prop_map(|n| AttrValue::Name(id(n))),
+    ];
+    (name(), vec((name(), value), 0..4)).prop_map(|(n, attrs)| {
+        Item::Policy(PolicyDecl {
+            name: id(n),
+            attrs: attrs
+                .into_iter()
+                .map(|(n, value)| Attr { name: id(n), value })
+                .collect(),
+            span: 0..0,
+        })
+    })
+}
+
+fn rule() -> impl Strategy<Value = Item> {
+    let audit = (
+        proptest::option::of(name()),
+        proptest::option::of(string_lit()),
+    )
+        .prop_map(|(s, message)| AuditClause {
+            severity: s.map(id),
+            message,
+            span: 0..0,
+        });
+    let rate = ("[0-9]{1,4}", "[0-9]{1,3}(ms|s|m|h|d)").prop_map(|(c, p)| RateClause {
+        count: id(c),
+        per: id(p),
+        span: 0..0,
+    });
+    (
+        (name(), name(), expr(), proptest::option::of(expr())),
+        (
+            proptest::option::of(action()),
+            proptest::option::of(audit),
+            vec(string_lit(), 0..3),
+            proptest::option::of(rate),
+        ),
+    )
+        .prop_map(|((n, hook, when, unless), (action, audit, counts, rate))| {
+            Item::Rule(RuleDecl {
+                name: id(n),
+                hook: id(hook),
+                when,
+                unless,
+                action: action.map(|a| (a, 0..0)),
+                audit,
+                counts,
+                rate,
+                span: 0..0,
+            })
+        })
+}
+
+fn test_decl() -> impl Strategy<Value = Item> {
+    let value = prop_oneof![3 => literal().prop_map(TestValue::Literal), 1 => set_literal().prop_map(TestValue::Set)];
+    let expect = prop_oneof![
+        action().prop_map(ExpectKind::Verdict),
+        vec(dotted().prop_map(id), 1..4).prop_map(ExpectKind::Audit),
+        Just(ExpectKind::NoAudit),
+        string_lit().prop_map(ExpectKind::Count),
+    ]
+    .prop_map(|kind| Expectation { kind, span: 0..0 });
+    (
+        string_lit(),
+        name(),
+        vec((field(), value), 0..4),
+        vec(expect, 0..4),
+    )
+        .prop_map(|(n, hook, fields, expects)| {
+            Item::Test(TestDecl {
+                name: n,
+                hook: id(hook),
+                fields,
+                expects,
+                span: 0..0,
+            })
+        })
+}
+
+fn item() -> impl Strategy<Value = Item> {
+    prop_oneof![
+        1 => policy(),
+        1 => (name(), set_literal()).prop_map(|(n, value)| Item::Set(SetDecl { name: id(n), value, span: 0..0 })),
+        1 => (name(), expr()).prop_map(|(n, body)| Item::Let(LetDecl { name: id(n), body, span: 0..0 })),
+        3 => rule(),
+        1 => (name(), proptest::option::of(expr()))
+            .prop_map(|(hook, when)| Item::Default(DefaultDecl { hook: id(hook), when, span: 0..0 })),
+        1 => test_decl(),
+    ]
+}
+
+fn file() -> impl Strategy<Value = File> {
+    vec(item(), 0..6).prop_map(|items| File { items })
+}
+
+// ---- helpers -------------------------------------------------------------------
+
+fn stripped(file: &File) -> File {
+    let mut f = file.clone();
+    f.strip_spans();
+    f
+}
+
+/// Parse text that must parse; its tree without spans.
+fn reparse(text: &str) -> File {
+    let (file, errors) = parse(text);
+    assert!(errors.is_empty(), "does not parse: {errors:?}\n{text}");
+    stripped(&file)
+}
+
+/// The comments of a text, trailing whitespace removed (a test-side scanner,
+/// independent of the formatter's).
+fn comments(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if c == '"' {
+            while let Some((_, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        chars.next();
+                    }
+                    '"' | '\n' => break,
+                    _ => {}
+                }
+            }
+        } else if c == '/' && text[i + 1..].starts_with('/') {
+            let end = text[i..].find('\n').map_or(text.len(), |n| i + n);
+            out.push(text[i..end].trim_end().to_string());
+            while chars.peek().is_some_and(|&(j, _)| j < end) {
+                chars.next();
+            }
+        }
+    }
+    out
+}
+
+/// Format, and check what every output must satisfy: same tree, same
+/// comments, idempotent.
+fn format_checked(src: &str) -> String {
+    let out = match format_source(src) {
+        Ok(out) => out,
+        Err(e) => panic!("{e}: {e:?}\n--- input:\n{src}"),
+    };
+    assert_eq!(
+        reparse(&out),
+        reparse(src),
+        "tree changed\n--- input:\n{src}\n--- output:\n{out}"
+    );
+    assert_eq!(
+        comments(&out),
+        comments(src),
+        "comments changed\n--- input:\n{src}\n--- output:\n{out}"
+    );
+    let again = format_source(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
+    assert_eq!(
+        again, out,
+        "not idempotent\n--- input:\n{src}\n--- first:\n{out}\n--- second:\n{again}"
+    );
+    out
+}
+
+/// Cut formatter output (which has no comments) into tokens that may be
+/// separated by any whitespace or comments. A field with an index,
+/// `k8s.label["app"]`, stays one token.
+fn tokens(text: &str) -> Vec<String> {
+    let b: Vec<char> = text.chars().collect();
+    let word = |c: char| c.is_alphanumeric() || matches!(c, '_' | '.' | ':' | '/');
+    let string_end = |mut i: usize| {
+        i += 1;
+        while b[i] != '"' {
+            i += if b[i] == '\\' { 2 } else { 1 };
+        }
+        i + 1
+    };
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let start = i;
+        if matches!(c, ' ' | '\n') {
+            i += 1;
+            continue;
+        } else if c == '"' {
+            i = string_end(i);
+        } else if word(c) {
+            while i < b.len() && word(b[i]) {
+                i += 1;
+            }
+            if b.get(i) == Some(&'[') {
+                i = string_end(i + 1) + 1;
+            }
+        } else if "=!<>".contains(c) && b.get(i + 1) == Some(&'=') {
+            i += 2;
+        } else {
+            i += 1;
+        }
+        out.push(b[start..i].iter().collect());
+    }
+    out
+}
+
+const SEPARATORS: &[&str] = &[
+    " ",
+    " ",
+    " ",
+    "  ",
+    "\n",
+    "\n  ",
+    "\n\n",
+    "\n\n\n    ",
+    "\t",
+    " \r\n",
+];
+
+/// Join tokens with separators picked by `choices`; where the choice says so,
+/// a comment (numbered, with `suffix`) goes between the two tokens.
+fn messy(tokens: &[String], choices: &[u8], suffixes: &[String], with_comments: bool) -> String {
+    let mut out = String::new();
+    let mut n = 0;
+    for (i, t) in tokens.iter().enumerate() {
+        if i > 0 {
+            let choice = choices[i % choices.len()] as usize;
+            if with_comments && choice.is_multiple_of(5) {
+                let text = format!("// c{n}{}", suffixes[n % suffixes.len()]);
+                n += 1;
+                if choice.is_multiple_of(2) {
+                    out.push_str(&format!(" {text}\n"));
+                } else {
+                    out.push_str(&format!(
+                        "\n{}{text}\n",
+                        if choice.is_multiple_of(3) { "\n" } else { "" }
+                    ));
+                }
+            } else {
+                out.push_str(SEPARATORS[choice % SEPARATORS.len()]);
+            }
+        }
+        out.push_str(t);
+    }
+    out
+}
+
+fn suffix() -> impl Strategy<Value = String> {
+    "[ a-z\"/{}()=]{0,10}"
+}
+
+// ---- properties -------------------------------------------------------------------
+
+proptest! {
+    // 512 cases by default; PROPTEST_CASES=… for a longer run.
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(512)
+    ))]
+
+    /// (a) `parse(format_file(ast)) == ast` up to spans, and the output is
+    /// already canonical for `format_source`.
+    #[test]
+    fn generated_trees_round_trip(file in file()) {
+        let text = format_file(&file);
+        prop_assert_eq!(reparse(&text), stripped(&file), "\n{}", text);
+        let again = format_source(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        prop_assert_eq!(again, text);
+    }
+
+    /// (b) badly laid-out sources format to the canonical text, idempotently.
+    #[test]
+    fn messy_sources_format_canonically(file in file(), choices in vec(any::<u8>(), 1..64)) {
+        let canonical = format_file(&file);
+        let src = messy(&tokens(&canonical), &choices, &[String::new()], false);
+        let out = format_checked(&src);
+        // Blank lines the messy layout left inside blocks are kept; otherwise
+        // the text is the canonical one.
+        let non_blank = |t: &str| t.lines().filter(|l| !l.is_empty()).map(str::to_string).collect::<Vec<_>>();
+        prop_assert_eq!(non_blank(&out), non_blank(&canonical));
+    }
+
+    /// (c) comments between random tokens all survive, in order, and the
+    /// result is idempotent.
+    #[test]
+    fn comments_between_tokens_survive(
+        file in file(),
+        choices in vec(any::<u8>(), 1..64),
+        suffixes in vec(suffix(), 1..8),
+    ) {
+        let canonical = format_file(&file);
+        let src = messy(&tokens(&canonical), &choices, &suffixes, true);
+        let out = format_checked(&src);
+        prop_assert_eq!(comments(&out).len(), comments(&src).len());
+    }
+
+    /// (c) comments at random line boundaries (own-line or end-of-line) all
+    /// survive, in order, and the result is idempotent.
+    #[test]
+    fn comments_at_line_boundaries_survive(
+        file in file(),
+        choices in vec(0u8..6, 1..64),
+        suffixes in vec(suffix(), 1..8),
+    ) {
+        let canonical = format_file(&file);
+        let mut src = String::new();
+        let mut n = 0;
+        for (i, line) in canonical.lines().enumerate() {
+            let choice = choices[i % choices.len()];
+            let mut comment = || {
+                n += 1;
+                format!("// c{n}{}", suffixes[n % suffixes.len()])
+            };
+            match choice {
+                0 => src.push_str(&format!("{}\n", comment())),
+                1 => src.push_str(&format!("\n  {}\n\n", comment())),
+                _ => {}
+            }
+            src.push_str(line);
+            if choice >= 4 {
+                src.push_str(&format!(" {}", comment()));
+            }
+            src.push('\n');
+        }
+        if choices[0] == 3 {
+            src.push_str("// at the end\n");
+        }
+        let out = format_checked(&src);
+        prop_assert_eq!(comments(&out).len(), comments(&src).len());
+    }
+}
+
+#[test]
+fn tokens_keep_indexed_fields_and_operators_whole() {
+    assert_eq!(
+        tokens("when k8s.label[\"a b\"] != 10.0.0.0/8 and x not in { \"a\\\"b\", 1..2 }"),
+        [
+            "when",
+            "k8s.label[\"a b\"]",
+            "!=",
+            "10.0.0.0/8",
+            "and",
+            "x",
+            "not",
+            "in",
+            "{",
+            "\"a\\\"b\"",
+            ",",
+            "1..2",
+            "}"
+        ]
+    );
+}
+
+// ---- every policy file of the repository ------------------------------------------
+
+fn policy_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let skip = path
+            .file_name()
+            .is_some_and(|n| n == "target" || n.to_string_lossy().starts_with('.'));
+        if path.is_dir() && !skip {
+            policy_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "policy") {
+            out.push(path);
+        }
+    }
+}
+
+/// (b) every `.policy` file of the repository that parses formats
+/// idempotently, to the same tree, with its comments; one that does not
+/// parse is refused.
+#[test]
+fn repository_policies_format_idempotently() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut files = Vec::new();
+    policy_files(root, &mut files);
+    assert!(files.len() > 10, "found only {files:?}");
+    let mut formatted = 0;
+    for path in files {
+        let src = std::fs::read_to_string(&path).unwrap();
+        if parse(&src).1.is_empty() {
+            format_checked(&src);
+            formatted += 1;
+        } else {
+            assert!(
+                matches!(format_source(&src), Err(FormatError::Syntax(_))),
+                "{} does not parse but was formatted",
+                path.display()
+            );
+        }
+    }
+    assert!(formatted > 10);
+}
