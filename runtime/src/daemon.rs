@@ -2,6 +2,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use aya::maps::{MapData, RingBuf};
 use policy_compiler::bundle::{BundleError, Hook, HookTable, PolicyBundle};
@@ -12,8 +13,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::clock::boot_to_unix_offset_ns;
 use crate::decision::decide;
 use crate::event::ExecEvent;
-use crate::export::{build, BundleRef, ExportError, ExportTarget, Exporter};
-use crate::loader::{is_bpffs, ExecHook, LoadError, EXEC_MECHANISM};
+use crate::export::{build, BundleRef, ExportError, ExportErrors, ExportTarget, Exporter};
+use crate::loader::{ExecHook, LoadError, EXEC_MECHANISM};
+use crate::pins::{self, PinError, PinLock, PinPlan};
 use crate::tables::{ExecTables, TablesError};
 
 /// Where the kernel exposes its BTF; CO-RE relocations need it.
@@ -28,9 +30,10 @@ pub struct RunOptions {
     pub bundle: PathBuf,
     /// Where events go.
     pub export: ExportTarget,
-    /// `node_name` of every event.
+    /// `node_name` of every event; not empty.
     pub node_name: String,
     /// Directory for map pins; used only when it is on a bpf filesystem.
+    /// One `policyd` per pin directory (see [`crate::pins`]).
     pub pin_dir: PathBuf,
 }
 
@@ -54,6 +57,13 @@ pub enum RunError {
         help("policyd's BPF programs are CO-RE: run a kernel built with CONFIG_DEBUG_INFO_BTF=y")
     )]
     NoBtf,
+    /// `--node-name` is empty.
+    #[error("the node name is empty")]
+    #[diagnostic(
+        code(policyd::empty_node_name),
+        help("give --node-name a name, or leave it out to use $NODE_NAME or the hostname")
+    )]
+    EmptyNodeName,
     /// The bundle file cannot be read.
     #[error("cannot read bundle {path}")]
     #[diagnostic(code(policyd::bundle_read))]
@@ -82,10 +92,15 @@ pub enum RunError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Load(#[from] LoadError),
-    /// Events could not be exported.
+    /// The export target could not be opened.
     #[error(transparent)]
     #[diagnostic(transparent)]
     Export(#[from] ExportError),
+    /// The pin directory cannot be used (held by another instance, the
+    /// root of a bpf filesystem, not a directory).
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Pins(#[from] PinError),
     /// Signal handling or ring-buffer polling failed.
     #[error("{what}")]
     #[diagnostic(code(policyd::io))]
@@ -128,11 +143,36 @@ pub fn read_bundle(path: &Path) -> Result<PolicyBundle, RunError> {
     })
 }
 
-/// The node name: `explicit`, else `$NODE_NAME`, else the hostname.
-pub fn node_name(explicit: Option<String>) -> String {
-    explicit
-        .or_else(|| std::env::var("NODE_NAME").ok().filter(|s| !s.is_empty()))
-        .unwrap_or_else(hostname)
+/// The node name: `explicit`, else `$NODE_NAME` when not blank, else the
+/// hostname.
+///
+/// # Errors
+/// [`RunError::EmptyNodeName`] when `explicit` is empty or blank.
+pub fn node_name(explicit: Option<String>) -> Result<String, RunError> {
+    choose_node_name(explicit, std::env::var("NODE_NAME").ok(), hostname)
+}
+
+fn choose_node_name(
+    explicit: Option<String>,
+    env: Option<String>,
+    hostname: impl FnOnce() -> String,
+) -> Result<String, RunError> {
+    match explicit {
+        Some(name) => {
+            check_node_name(&name)?;
+            Ok(name)
+        }
+        None => Ok(env
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(hostname)),
+    }
+}
+
+fn check_node_name(name: &str) -> Result<(), RunError> {
+    if name.trim().is_empty() {
+        return Err(RunError::EmptyNodeName);
+    }
+    Ok(())
 }
 
 fn hostname() -> String {
@@ -152,17 +192,21 @@ struct Pipeline<'a> {
     exec: HookTable,
     node_name: &'a str,
     exporter: Exporter,
+    target: &'a ExportTarget,
     decode_errors: u64,
+    export_errors: ExportErrors,
 }
 
 impl Pipeline<'_> {
-    fn handle(&mut self, record: &[u8]) -> Result<(), ExportError> {
+    /// Export one record. Never fails: an undecodable record or a failed
+    /// write is counted and logged, and enforcement goes on.
+    fn handle(&mut self, record: &[u8]) {
         let ev = match ExecEvent::decode(record) {
             Ok(ev) => ev,
             Err(e) => {
                 self.decode_errors += 1;
-                eprintln!("policyd: dropping undecodable event: {e}");
-                return Ok(());
+                say!("dropping undecodable event: {e}");
+                return;
             }
         };
         let decision = decide(&self.exec, &self.bundle.spec.rules, &ev.matched);
@@ -177,44 +221,70 @@ impl Pipeline<'_> {
             bundle,
             boot_to_unix_offset_ns(),
         );
-        self.exporter.write(&out)
+        if let Err(e) = self.exporter.write(&out) {
+            if let Some(line) = self.export_errors.failed(&e, self.target, Instant::now()) {
+                say!("{line}");
+            }
+        }
     }
 
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<(), ExportError> {
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
         while let Some(item) = ring.next() {
-            self.handle(&item)?;
+            self.handle(&item);
         }
-        Ok(())
     }
 }
 
-/// Run until SIGINT or SIGTERM: load `opts.bundle`, attach, export events.
-/// Prints `policyd: ready …` to stderr once attached. On a signal: detach,
-/// export what is left in the ring buffer, remove the pins, return `Ok`.
+/// Run until SIGINT, SIGTERM, SIGHUP or SIGQUIT: lock the pin directory,
+/// load `opts.bundle`, attach, export events. Prints `policyd: ready …` to
+/// stderr once attached. On a signal: detach, export what is left in the
+/// ring buffer, remove the pins, print the stats, return `Ok`. Failing to
+/// export events never stops it (see [`ExportErrors`]).
 ///
 /// # Errors
 /// Any [`RunError`]; the hook is detached and unpinned before returning.
 pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     preflight()?;
+    check_node_name(&opts.node_name)?;
     let bundle = read_bundle(&opts.bundle)?;
     let tables = ExecTables::from_bundle(&bundle)?;
     let exporter = Exporter::open(&opts.export)?;
+    let pin_dir = pins::absolute(&opts.pin_dir).map_err(|source| PinError::Inspect {
+        path: opts.pin_dir.clone(),
+        source,
+    })?;
+    // One instance per pin directory; the lock lives as long as the process.
+    let _lock = PinLock::acquire(&pin_dir)?;
+    let plan = pins::check_pin_dir(&pin_dir)?;
+    if plan == PinPlan::Pin {
+        // With the lock ours, pins still there were left by a dead instance.
+        let stale = pins::remove_stale_pins(&pin_dir)?;
+        if !stale.is_empty() {
+            say!(
+                "removed stale pins left in {} by a policyd that did not exit cleanly: {}",
+                pin_dir.display(),
+                stale.join(", ")
+            );
+        }
+    }
     let io_err = |what| move |source| RunError::Io { what, source };
     // Handlers first, so that a signal right after readiness is not fatal.
     let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("cannot handle SIGTERM"))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("cannot handle SIGINT"))?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(io_err("cannot handle SIGHUP"))?;
+    let mut sigquit = signal(SignalKind::quit()).map_err(io_err("cannot handle SIGQUIT"))?;
 
     let mut hook = ExecHook::load(&tables)?;
-    let pinned = is_bpffs(opts.pin_dir.parent().unwrap_or(Path::new("/")));
-    let pins = if pinned {
-        hook.pin(&opts.pin_dir)?;
-        opts.pin_dir.display().to_string()
-    } else {
-        eprintln!(
-            "policyd: {} is not on a bpf filesystem; maps are not pinned (mount -t bpf bpf /sys/fs/bpf)",
-            opts.pin_dir.display()
-        );
-        "none".to_string()
+    let pinned = plan == PinPlan::Pin;
+    let pins = match &plan {
+        PinPlan::Pin => {
+            hook.pin(&pin_dir)?;
+            pin_dir.display().to_string()
+        }
+        PinPlan::NoPin(why) => {
+            say!("{why}");
+            "none".to_string()
+        }
     };
     // After pinning: pinning needs every map still in the Ebpf.
     let ring = hook.take_events()?;
@@ -239,19 +309,22 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             dimensions: Default::default(),
             verdicts: Default::default(),
         });
-    eprintln!(
-        "policyd: ready hook=exec mechanism={EXEC_MECHANISM} bundle={} digest={} rules={} terms={} pins={pins}",
+    say!(
+        "ready hook=exec mechanism={EXEC_MECHANISM} bundle={} digest={} rules={} terms={} pins={pins} export={}",
         bundle.metadata.name,
         bundle.spec.digest,
         bundle.spec.rules.len(),
         exec.terms.len(),
+        opts.export,
     );
     let mut pipeline = Pipeline {
         bundle: &bundle,
         exec,
         node_name: &opts.node_name,
         exporter,
+        target: &opts.export,
         decode_errors: 0,
+        export_errors: ExportErrors::default(),
     };
 
     let result = loop {
@@ -261,36 +334,62 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                     Ok(g) => g,
                     Err(e) => break Err(RunError::Io { what: "cannot poll the ring buffer", source: e }),
                 };
-                if let Err(e) = pipeline.drain(guard.get_inner_mut()) {
-                    break Err(e.into());
-                }
+                pipeline.drain(guard.get_inner_mut());
                 guard.clear_ready();
             }
             _ = sigterm.recv() => break Ok("SIGTERM"),
             _ = sigint.recv() => break Ok("SIGINT"),
+            _ = sighup.recv() => break Ok("SIGHUP"),
+            _ = sigquit.recv() => break Ok("SIGQUIT"),
         }
     };
 
     hook.detach()?;
-    let drained = pipeline.drain(ring.get_mut());
+    pipeline.drain(ring.get_mut());
     let failed = hook.unpin();
     for (path, e) in &failed {
-        eprintln!("policyd: cannot remove pin {}: {e}", path.display());
+        say!("cannot remove pin {}: {e}", path.display());
     }
     if let Ok(stats) = hook.stats() {
         let line: Vec<String> = stats
             .iter()
             .map(|(s, v)| format!("{}={v}", s.name()))
             .collect();
-        eprintln!(
-            "policyd: stats {} decode_errors={}",
+        say!(
+            "stats {} decode_errors={} export_errors={}",
             line.join(" "),
-            pipeline.decode_errors
+            pipeline.decode_errors,
+            pipeline.export_errors.count,
         );
     }
     let signal = result?;
-    drained?;
     let unpinned = if pinned { ", pins removed" } else { "" };
-    eprintln!("policyd: {signal}: detached{unpinned}, exiting");
+    say!("{signal}: detached{unpinned}, exiting");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_name_is_never_empty() {
+        let host = || "host".to_string();
+        let pick = |explicit: Option<&str>, env: Option<&str>| {
+            choose_node_name(explicit.map(Into::into), env.map(Into::into), host)
+        };
+        assert_eq!(pick(Some("n1"), Some("env")).unwrap(), "n1");
+        assert!(matches!(
+            pick(Some(""), Some("env")),
+            Err(RunError::EmptyNodeName)
+        ));
+        assert!(matches!(
+            pick(Some("  "), None),
+            Err(RunError::EmptyNodeName)
+        ));
+        assert_eq!(pick(None, Some("env")).unwrap(), "env");
+        assert_eq!(pick(None, Some("")).unwrap(), "host");
+        assert_eq!(pick(None, Some(" ")).unwrap(), "host");
+        assert_eq!(pick(None, None).unwrap(), "host");
+    }
 }

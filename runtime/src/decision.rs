@@ -8,9 +8,15 @@
 //! - else `allow` (an explicit allow or the default);
 //! - `audit` when a matched term audits;
 //! - the deciding rule is the lowest rule id among matched deny/kill terms,
-//!   else among matched audit terms.
+//!   else among matched audit terms;
+//! - the severity is the highest among the matched rules that audit (so an
+//!   exec that a `low` deny rule kills and a `critical` audit rule records
+//!   is `critical`), else the deciding rule's.
+//!
+//! One exec gives one event, whatever the number of rules it matched: the
+//! event lists them all (`matched`) and names the deciding one (`rule`).
 
-use policy_compiler::bundle::{mask_terms, HookTable, RuleEntry, TermSet};
+use policy_compiler::bundle::{mask_terms, HookTable, RuleEntry, Severity, TermSet};
 
 use crate::abi::Mask;
 
@@ -26,6 +32,9 @@ pub struct Decision<'a> {
     pub rule: Option<&'a RuleEntry>,
     /// Every matched rule, by ascending id, without duplicates.
     pub matched: Vec<&'a RuleEntry>,
+    /// The highest severity among matched rules that audit, else the
+    /// deciding rule's; `None` without a deciding rule.
+    pub severity: Option<Severity>,
 }
 
 fn intersects(matched: &TermSet, set: &TermSet) -> Vec<u32> {
@@ -56,6 +65,13 @@ pub fn decide<'a>(table: &HookTable, rules: &'a [RuleEntry], matched: &Mask) -> 
     rule_ids.sort_unstable();
     rule_ids.dedup();
     let get = |id: u32| rules.get(id as usize);
+    let rule = deciding.and_then(get);
+    let severity = audit_terms
+        .iter()
+        .filter_map(|t| get(rule_of(t)))
+        .map(|r| r.severity)
+        .max()
+        .or_else(|| rule.map(|r| r.severity));
     Decision {
         verdict: if deny_kill.is_empty() {
             "allow"
@@ -63,8 +79,9 @@ pub fn decide<'a>(table: &HookTable, rules: &'a [RuleEntry], matched: &Mask) -> 
             "kill"
         },
         audit: !audit_terms.is_empty(),
-        rule: deciding.and_then(get),
+        rule,
         matched: rule_ids.into_iter().filter_map(get).collect(),
+        severity,
     }
 }
 
@@ -88,6 +105,7 @@ pub(crate) mod tests {
             audit,
             severity: Severity::Info,
             message: None,
+            rate: None,
             source: SourceLocation {
                 file: "p.policy".into(),
                 line: 1,
@@ -105,10 +123,26 @@ pub(crate) mod tests {
         ];
         let table = HookTable {
             terms: vec![
-                Term { id: 0, rule: 0 },
-                Term { id: 1, rule: 1 },
-                Term { id: 2, rule: 1 },
-                Term { id: 3, rule: 2 },
+                Term {
+                    id: 0,
+                    rule: 0,
+                    scope: false,
+                },
+                Term {
+                    id: 1,
+                    rule: 1,
+                    scope: false,
+                },
+                Term {
+                    id: 2,
+                    rule: 1,
+                    scope: false,
+                },
+                Term {
+                    id: 3,
+                    rule: 2,
+                    scope: false,
+                },
             ],
             dimensions: BTreeMap::new(),
             verdicts: VerdictMasks {
@@ -116,6 +150,7 @@ pub(crate) mod tests {
                 kill: vec![],
                 allow: vec![3],
                 audit: vec![0, 1, 2],
+                ..VerdictMasks::default()
             },
         };
         (table, rules)
@@ -154,10 +189,34 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn severity_is_the_highest_among_auditing_matches() {
+        let (t, mut r) = fixture();
+        r[0].severity = Severity::Critical; // audits
+        r[1].severity = Severity::Low; // denies and audits: decides
+        r[2].severity = Severity::High; // allows, does not audit: ignored
+        let d = decide(&t, &r, &mask_words(&vec![0, 1, 3]));
+        assert_eq!(d.rule.unwrap().name, "deny_victim");
+        assert_eq!(d.severity, Some(Severity::Critical));
+        let d = decide(&t, &r, &mask_words(&vec![1, 3]));
+        assert_eq!(d.severity, Some(Severity::Low));
+        // A deciding rule that does not audit gives its own severity.
+        let mut t2 = t.clone();
+        t2.verdicts.audit = vec![0];
+        r[1].severity = Severity::Medium;
+        let d = decide(&t2, &r, &mask_words(&vec![1, 3]));
+        assert_eq!((d.audit, d.severity), (false, Some(Severity::Medium)));
+        let d = decide(&t2, &r, &mask_words(&vec![0, 1]));
+        assert_eq!(d.severity, Some(Severity::Critical));
+    }
+
+    #[test]
     fn allow_alone_has_no_deciding_rule() {
         let (t, r) = fixture();
         let d = decide(&t, &r, &mask_words(&vec![3]));
-        assert_eq!((d.verdict, d.audit, d.rule), ("allow", false, None));
+        assert_eq!(
+            (d.verdict, d.audit, d.rule, d.severity),
+            ("allow", false, None, None)
+        );
     }
 
     #[test]

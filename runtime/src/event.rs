@@ -4,6 +4,10 @@
 //! [`EXEC_EVENT_HEADER_SIZE`] bytes, native endian) followed by four strings
 //! back to back: binary path, argv, cwd, parent binary path, with the lengths
 //! given in the header and no terminators.
+//!
+//! The kernel hands over bytes; events carry strings. A string that is not
+//! valid UTF-8 is decoded with U+FFFD for each invalid sequence, and a
+//! [`lossy`] flag says so.
 
 use crate::abi::{Mask, EXEC_EVENT_HEADER_SIZE, MASK_WORDS};
 
@@ -47,6 +51,42 @@ pub struct ExecEvent {
     /// Executable of the parent (`real_parent->mm->exe_file`), empty for a
     /// kernel thread.
     pub parent_binary: String,
+    /// [`lossy`] bits: which strings were not valid UTF-8 (decoded with
+    /// U+FFFD). Set by user space, not by the kernel.
+    pub lossy: u32,
+}
+
+/// Flags of strings that were not valid UTF-8, exported beside the kernel's
+/// `abi::flags` in `process.flags`.
+pub mod lossy {
+    /// `binary` had invalid UTF-8.
+    pub const BINARY: u32 = 1 << 0;
+    /// Some argument of argv\[1..\] had invalid UTF-8 (`argv`, `arguments`).
+    pub const ARGS: u32 = 1 << 1;
+    /// `cwd` had invalid UTF-8.
+    pub const CWD: u32 = 1 << 2;
+    /// The parent binary had invalid UTF-8.
+    pub const PARENT: u32 = 1 << 3;
+    /// `comm` had invalid UTF-8.
+    pub const COMM: u32 = 1 << 4;
+
+    /// Every flag with its exported name.
+    pub const NAMES: [(u32, &str); 5] = [
+        (BINARY, "binary_not_utf8"),
+        (ARGS, "args_not_utf8"),
+        (CWD, "cwd_not_utf8"),
+        (PARENT, "parent_not_utf8"),
+        (COMM, "comm_not_utf8"),
+    ];
+
+    /// The names of the flags set in `bits`.
+    pub fn names(bits: u32) -> Vec<&'static str> {
+        NAMES
+            .iter()
+            .filter(|(b, _)| bits & b != 0)
+            .map(|(_, n)| *n)
+            .collect()
+    }
 }
 
 /// `loginuid` of a task that never logged in: `(uid_t)-1`.
@@ -97,8 +137,17 @@ impl Reader<'_> {
     }
 }
 
-fn lossy(bytes: &[u8]) -> String {
+fn decode_lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Split NUL-separated argv (a trailing NUL ends the last argument).
+fn split_args(raw: &[u8]) -> Vec<&[u8]> {
+    let raw = raw.strip_suffix(&[0]).unwrap_or(raw);
+    if raw.is_empty() {
+        return Vec::new();
+    }
+    raw.split(|&b| b == 0).collect()
 }
 
 impl ExecEvent {
@@ -106,8 +155,8 @@ impl ExecEvent {
     ///
     /// # Errors
     /// [`DecodeError`] when the record is shorter than its header says.
-    /// Bytes past the announced strings are ignored. Non-UTF-8 paths are
-    /// decoded lossily (U+FFFD).
+    /// Bytes past the announced strings are ignored. Non-UTF-8 strings are
+    /// decoded lossily (U+FFFD) and flagged in [`ExecEvent::lossy`].
     pub fn decode(buf: &[u8]) -> Result<ExecEvent, DecodeError> {
         if buf.len() < EXEC_EVENT_HEADER_SIZE {
             return Err(DecodeError::ShortHeader { len: buf.len() });
@@ -147,10 +196,25 @@ impl ExecEvent {
             pos += len;
             s
         };
-        let binary = lossy(next(lens[0]));
+        let mut lossy_bits = 0;
+        let mut text = |bytes: &[u8], bit: u32| {
+            if std::str::from_utf8(bytes).is_err() {
+                lossy_bits |= bit;
+            }
+            decode_lossy(bytes)
+        };
+        let binary = text(next(lens[0]), lossy::BINARY);
         let args_raw = next(lens[1]).to_vec();
-        let cwd = lossy(next(lens[2]));
-        let parent_binary = lossy(next(lens[3]));
+        let cwd = text(next(lens[2]), lossy::CWD);
+        let parent_binary = text(next(lens[3]), lossy::PARENT);
+        let comm = text(&comm_raw[..comm_len], lossy::COMM);
+        if split_args(&args_raw)
+            .iter()
+            .skip(1)
+            .any(|a| std::str::from_utf8(a).is_err())
+        {
+            lossy_bits |= lossy::ARGS;
+        }
         Ok(ExecEvent {
             ktime_boot_ns,
             cgroup_id,
@@ -164,30 +228,34 @@ impl ExecEvent {
             egid,
             auid,
             flags,
-            comm: lossy(&comm_raw[..comm_len]),
+            comm,
             binary,
             args_raw,
             cwd,
             parent_binary,
+            lossy: lossy_bits,
         })
     }
 
-    /// argv split at NULs (a trailing NUL ends the last argument).
+    /// argv split at NULs (a trailing NUL ends the last argument), each
+    /// argument decoded lossily.
     pub fn argv(&self) -> Vec<String> {
-        let raw = self.args_raw.strip_suffix(&[0]).unwrap_or(&self.args_raw);
-        if raw.is_empty() {
-            return Vec::new();
-        }
-        raw.split(|&b| b == 0).map(lossy).collect()
+        split_args(&self.args_raw)
+            .into_iter()
+            .map(decode_lossy)
+            .collect()
     }
 
-    /// argv\[1..\] joined with single spaces, as Tetragon's `arguments`.
+    /// argv\[1..\], each argument exactly (but for lossy decoding): the
+    /// exported `argv`.
+    pub fn args(&self) -> Vec<String> {
+        self.argv().into_iter().skip(1).collect()
+    }
+
+    /// argv\[1..\] joined with single spaces, as Tetragon's `arguments`
+    /// (ambiguous when an argument holds a space: see [`ExecEvent::args`]).
     pub fn arguments(&self) -> String {
-        self.argv()
-            .into_iter()
-            .skip(1)
-            .collect::<Vec<_>>()
-            .join(" ")
+        self.args().join(" ")
     }
 }
 
@@ -248,6 +316,7 @@ pub(crate) mod tests {
             args_raw: b"sudo\0-n\0true\0".to_vec(),
             cwd: "/home/u".into(),
             parent_binary: "/usr/bin/bash".into(),
+            lossy: 0,
         }
     }
 
@@ -326,5 +395,53 @@ pub(crate) mod tests {
         let ev = ExecEvent::decode(&bytes).unwrap();
         assert_eq!(ev.binary, "/\u{fffd}");
         assert_eq!(ev.comm, "sudo");
+        assert_eq!(ev.lossy, lossy::BINARY);
+        assert_eq!(lossy::names(ev.lossy), ["binary_not_utf8"]);
+        assert_eq!(ExecEvent::decode(&encode(&sample())).unwrap().lossy, 0);
+    }
+
+    #[test]
+    fn every_lossy_string_is_flagged() {
+        // Same lengths as sample(): one byte of each string is made invalid.
+        let base = encode(&sample());
+        let o = EXEC_EVENT_HEADER_SIZE;
+        let at = |off: usize| {
+            let mut b = base.clone();
+            b[off] = 0xfe;
+            ExecEvent::decode(&b).unwrap()
+        };
+        // "/usr/bin/sudo" (13), "sudo\0-n\0true\0" (13), "/home/u" (7), "/usr/bin/bash".
+        assert_eq!(at(o + 1).lossy, lossy::BINARY);
+        assert_eq!(at(o + 13 + 6).lossy, lossy::ARGS);
+        let ev = at(o + 13 + 6);
+        assert_eq!(ev.args(), ["-\u{fffd}", "true"]);
+        assert_eq!(ev.arguments(), "-\u{fffd} true");
+        // argv[0] is not exported, so it is not flagged.
+        assert_eq!(at(o + 13).lossy, 0);
+        assert_eq!(at(o + 26 + 2).lossy, lossy::CWD);
+        assert_eq!(at(o + 33 + 3).lossy, lossy::PARENT);
+        let comm = o - 16;
+        let ev = at(comm + 1);
+        assert_eq!((ev.lossy, ev.comm.as_str()), (lossy::COMM, "s\u{fffd}do"));
+        assert_eq!(
+            lossy::names(lossy::BINARY | lossy::ARGS | lossy::CWD | lossy::PARENT | lossy::COMM),
+            [
+                "binary_not_utf8",
+                "args_not_utf8",
+                "cwd_not_utf8",
+                "parent_not_utf8",
+                "comm_not_utf8"
+            ]
+        );
+    }
+
+    #[test]
+    fn args_keep_spaces_and_empty_arguments() {
+        let ev = ExecEvent {
+            args_raw: b"prog\0a b\0\0c\0".to_vec(),
+            ..sample()
+        };
+        assert_eq!(ev.args(), ["a b", "", "c"]);
+        assert_eq!(ev.arguments(), "a b  c");
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! ```json
 //! {"time":"2024-05-01T12:00:00.000000001Z","node_name":"n1",
-//!  "process_exec":{"process":{"binary":"/usr/bin/sudo","arguments":"-n true","pid":4242,
+//!  "process_exec":{"process":{"binary":"/usr/bin/sudo","arguments":"-n true",
+//!     "argv":["-n","true"],"pid":4242,
 //!     "tid":4242,"uid":1000,"euid":0,"gid":1000,"egid":1000,"auid":1000,"cwd":"/home/u",
 //!     "comm":"sudo","cgroup_id":1234},"parent":{"binary":"/usr/bin/bash","pid":4200}},
 //!  "policy":"sudo_audit","rule":"sudo_invoked","matched":["sudo_invoked"],
@@ -11,19 +12,26 @@
 //!  "bundle":{"name":"sudo-audit","digest":"sha256:…"}}
 //! ```
 //!
-//! `process.flags` (list of `abi::flags` names) is present only when some
-//! flag is set. `auid` is 4294967295 when the login uid is unset.
+//! `process.flags` (names of `abi::flags`, then of `event::lossy`) is
+//! present only when some flag is set. `auid` is 4294967295 when the login
+//! uid is unset.
+//!
+//! A failed write never stops `policyd`: enforcement does not depend on the
+//! reader of the events. [`ExportErrors`] counts failures and decides what
+//! to log.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::abi::flags;
 use crate::clock::{rfc3339, wall_time};
 use crate::decision::Decision;
-use crate::event::ExecEvent;
+use crate::event::{lossy, ExecEvent};
 
 /// One exported event line.
 #[derive(Debug, Serialize)]
@@ -44,7 +52,8 @@ pub struct ExportEvent<'a> {
     pub verdict: &'static str,
     /// Whether a matched rule audits.
     pub audit: bool,
-    /// Severity of the deciding rule.
+    /// Highest severity among the matched rules that audit, else the
+    /// deciding rule's (see [`crate::decision`]).
     pub severity: Option<&'static str>,
     /// Message of the deciding rule, if it has one.
     pub message: Option<&'a str>,
@@ -66,8 +75,11 @@ pub struct ProcessExec<'a> {
 pub struct Process<'a> {
     /// Canonical absolute path of the executed file.
     pub binary: &'a str,
-    /// argv\[1..\] joined with spaces.
+    /// argv\[1..\] joined with spaces (Tetragon's field; ambiguous when an
+    /// argument holds a space).
     pub arguments: String,
+    /// argv\[1..\], one string per argument.
+    pub argv: Vec<String>,
     /// Process id (tgid).
     pub pid: u32,
     /// Thread id.
@@ -128,6 +140,7 @@ pub fn build<'a>(
             process: Process {
                 binary: &ev.binary,
                 arguments: ev.arguments(),
+                argv: ev.args(),
                 pid: ev.pid,
                 tid: ev.tid,
                 uid: ev.uid,
@@ -138,7 +151,10 @@ pub fn build<'a>(
                 cwd: &ev.cwd,
                 comm: &ev.comm,
                 cgroup_id: ev.cgroup_id,
-                flags: flags::names(ev.flags),
+                flags: flags::names(ev.flags)
+                    .into_iter()
+                    .chain(lossy::names(ev.lossy))
+                    .collect(),
             },
             parent: Parent {
                 binary: &ev.parent_binary,
@@ -150,7 +166,7 @@ pub fn build<'a>(
         matched: decision.matched.iter().map(|r| r.name.as_str()).collect(),
         verdict: decision.verdict,
         audit: decision.audit,
-        severity: rule.map(|r| r.severity.as_str()),
+        severity: decision.severity.map(|s| s.as_str()),
         message: rule.and_then(|r| r.message.as_deref()),
         bundle,
     }
@@ -176,10 +192,22 @@ impl ExportTarget {
     }
 }
 
-/// Writes JSON lines, flushing after each one so that a reader (`tail -f`,
-/// `jq`, a test) sees every event as soon as it is decided.
+impl std::fmt::Display for ExportTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExportTarget::Stdout => f.write_str("stdout"),
+            ExportTarget::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// Writes JSON lines, one `write` loop per line on an unbuffered file, so
+/// that a reader (`tail -f`, `jq`, a test) sees every event as soon as it is
+/// decided. After a write that failed part-way, the next line starts with a
+/// newline, so the cut line stays alone on its line.
 pub struct Exporter {
     out: Box<dyn Write + Send>,
+    partial: bool,
 }
 
 /// Why an event could not be exported.
@@ -194,6 +222,10 @@ pub enum ExportError {
         /// The OS error.
         source: io::Error,
     },
+    /// Standard output could not be duplicated for exporting.
+    #[error("cannot export to stdout")]
+    #[diagnostic(code(policyd::export_open))]
+    Stdout(#[source] io::Error),
     /// Writing a line failed.
     #[error("cannot write event")]
     #[diagnostic(code(policyd::export_write))]
@@ -204,18 +236,25 @@ impl Exporter {
     /// Open `target`.
     ///
     /// # Errors
-    /// [`ExportError::Open`] when the file cannot be created or opened for appending.
+    /// [`ExportError::Open`] when the file cannot be created or opened for
+    /// appending; [`ExportError::Stdout`] when stdout is closed.
     pub fn open(target: &ExportTarget) -> Result<Exporter, ExportError> {
         let out: Box<dyn Write + Send> = match target {
-            ExportTarget::Stdout => Box::new(io::stdout()),
+            ExportTarget::Stdout => Box::new(stdout_file()?),
             ExportTarget::File(path) => Box::new(open_append(path)?),
         };
-        Ok(Exporter { out })
+        Ok(Exporter {
+            out,
+            partial: false,
+        })
     }
 
     /// An exporter writing to any sink (tests).
     pub fn from_writer(out: Box<dyn Write + Send>) -> Exporter {
-        Exporter { out }
+        Exporter {
+            out,
+            partial: false,
+        }
     }
 
     /// Write `event` as one line and flush.
@@ -223,12 +262,43 @@ impl Exporter {
     /// # Errors
     /// [`ExportError::Write`] on an I/O error.
     pub fn write(&mut self, event: &ExportEvent<'_>) -> Result<(), ExportError> {
-        let mut line = serde_json::to_vec(event).map_err(io::Error::other)?;
+        let mut line = Vec::with_capacity(1024);
+        if self.partial {
+            line.push(b'\n');
+        }
+        let prefix = line.len();
+        serde_json::to_writer(&mut line, event).map_err(io::Error::other)?;
         line.push(b'\n');
-        self.out.write_all(&line)?;
+        let mut done = 0;
+        while done < line.len() {
+            match self.out.write(&line[done..]) {
+                Ok(0) => {
+                    self.partial = done != prefix;
+                    return Err(io::Error::from(io::ErrorKind::WriteZero).into());
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.partial = done != prefix;
+                    return Err(e.into());
+                }
+            }
+        }
+        self.partial = false;
         self.out.flush()?;
         Ok(())
     }
+}
+
+/// fd 1 as an unbuffered file (a duplicate, so fd 1 itself stays open).
+fn stdout_file() -> Result<File, ExportError> {
+    // SAFETY: F_DUPFD_CLOEXEC on fd 1 returns a new fd or -1.
+    let fd = unsafe { libc::fcntl(libc::STDOUT_FILENO, libc::F_DUPFD_CLOEXEC, 3) };
+    if fd < 0 {
+        return Err(ExportError::Stdout(io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
 fn open_append(path: &Path) -> Result<File, ExportError> {
@@ -240,6 +310,59 @@ fn open_append(path: &Path) -> Result<File, ExportError> {
             path: path.to_path_buf(),
             source,
         })
+}
+
+/// How often, at most, a run of export failures is logged after the first.
+pub const EXPORT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Counts failed exports and rate-limits what is said about them: the first
+/// failure is logged at once, then at most one line per
+/// [`EXPORT_ERROR_LOG_INTERVAL`] with the running count.
+#[derive(Debug, Default)]
+pub struct ExportErrors {
+    /// Failed writes so far (`export_errors` in the exit stats).
+    pub count: u64,
+    last_logged: Option<Instant>,
+}
+
+impl ExportErrors {
+    /// Record a failed write to `target` at `now`; the line to log, if any
+    /// (without the `policyd: ` prefix).
+    pub fn failed(
+        &mut self,
+        err: &ExportError,
+        target: &ExportTarget,
+        now: Instant,
+    ) -> Option<String> {
+        self.count += 1;
+        let cause = match err {
+            ExportError::Write(e) => e.to_string(),
+            other => other.to_string(),
+        };
+        let Some(last) = self.last_logged else {
+            self.last_logged = Some(now);
+            let broken_pipe =
+                matches!(err, ExportError::Write(e) if e.kind() == io::ErrorKind::BrokenPipe);
+            let what = if broken_pipe && *target == ExportTarget::Stdout {
+                "the reader of stdout went away (broken pipe): events are no longer exported"
+                    .to_string()
+            } else {
+                format!("cannot export an event to {target}: {cause}")
+            };
+            return Some(format!(
+                "{what}; enforcement continues, failed writes are counted as export_errors \
+                 (logged at most once a minute from now on)"
+            ));
+        };
+        if now.saturating_duration_since(last) < EXPORT_ERROR_LOG_INTERVAL {
+            return None;
+        }
+        self.last_logged = Some(now);
+        Some(format!(
+            "export_errors={}: events still cannot be exported to {target} ({cause}); enforcement continues",
+            self.count
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -292,6 +415,7 @@ mod tests {
         let p = &v["process_exec"]["process"];
         assert_eq!(p["binary"], "/usr/bin/sudo");
         assert_eq!(p["arguments"], "-n true");
+        assert_eq!(p["argv"], serde_json::json!(["-n", "true"]));
         assert_eq!(p["pid"], 1000);
         assert_eq!(p["uid"], 1000);
         assert_eq!(p["euid"], 0);
@@ -335,6 +459,141 @@ mod tests {
         assert_eq!(v["verdict"], "kill");
         assert_eq!(v["rule"], "deny_victim");
         assert_eq!(v["message"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn severity_and_lossy_flags() {
+        use policy_compiler::bundle::Severity;
+        let (table, mut rules) = fixture();
+        rules[0].severity = Severity::High;
+        rules[1].severity = Severity::Low;
+        let ev = ExecEvent {
+            matched: mask_words(&vec![0, 1]),
+            flags: flags::KILL_SENT,
+            lossy: lossy::BINARY | lossy::ARGS,
+            args_raw: b"x\0a b\0\xef\xbf\xbd\0".to_vec(),
+            ..sample()
+        };
+        let d = decide(&table, &rules, &ev.matched);
+        let bundle = BundleRef {
+            name: "b",
+            digest: "d",
+        };
+        let v = serde_json::to_value(build(&ev, &d, "n", bundle, 0)).unwrap();
+        assert_eq!(v["rule"], "deny_victim");
+        assert_eq!(v["severity"], "high");
+        let p = &v["process_exec"]["process"];
+        assert_eq!(
+            p["flags"],
+            serde_json::json!(["kill_sent", "binary_not_utf8", "args_not_utf8"])
+        );
+        assert_eq!(p["argv"], serde_json::json!(["a b", "\u{fffd}"]));
+        assert_eq!(p["arguments"], "a b \u{fffd}");
+    }
+
+    /// Accepts `room` bytes, then fails every write with ENOSPC.
+    struct Full {
+        data: Arc<Mutex<Vec<u8>>>,
+        room: Arc<Mutex<usize>>,
+    }
+    impl Write for Full {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let mut room = self.room.lock().unwrap();
+            if *room == 0 {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            let n = buf.len().min(*room);
+            *room -= n;
+            self.data.lock().unwrap().extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_cut_line_stays_alone_on_its_line() {
+        let (table, rules) = fixture();
+        let ev = sample();
+        let d = decide(&table, &rules, &ev.matched);
+        let b = || BundleRef {
+            name: "b",
+            digest: "d",
+        };
+        let out = build(&ev, &d, "n", b(), 0);
+        let data = Arc::new(Mutex::new(Vec::new()));
+        let room = Arc::new(Mutex::new(10));
+        let mut exp = Exporter::from_writer(Box::new(Full {
+            data: data.clone(),
+            room: room.clone(),
+        }));
+        assert!(exp.write(&out).is_err()); // 10 bytes written
+        assert!(exp.write(&out).is_err()); // nothing written
+        *room.lock().unwrap() = 1;
+        assert!(exp.write(&out).is_err()); // only the newline
+        *room.lock().unwrap() = usize::MAX;
+        exp.write(&out).unwrap();
+        exp.write(&out).unwrap();
+        let text = String::from_utf8(data.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[0].len(), 10);
+        for l in &lines[1..] {
+            serde_json::from_str::<serde_json::Value>(l).unwrap();
+        }
+    }
+
+    #[test]
+    fn export_errors_are_counted_and_logged_once_a_minute() {
+        let mut errs = ExportErrors::default();
+        let t0 = Instant::now();
+        let epipe = || ExportError::Write(io::Error::from_raw_os_error(libc::EPIPE));
+        let first = errs.failed(&epipe(), &ExportTarget::Stdout, t0).unwrap();
+        assert!(first.contains("reader of stdout went away"), "{first}");
+        assert!(first.contains("enforcement continues"), "{first}");
+        assert_eq!(
+            errs.failed(&epipe(), &ExportTarget::Stdout, t0 + Duration::from_secs(1)),
+            None
+        );
+        assert_eq!(
+            errs.failed(
+                &epipe(),
+                &ExportTarget::Stdout,
+                t0 + Duration::from_secs(59)
+            ),
+            None
+        );
+        let again = errs
+            .failed(
+                &epipe(),
+                &ExportTarget::Stdout,
+                t0 + Duration::from_secs(60),
+            )
+            .unwrap();
+        assert!(again.starts_with("export_errors=4:"), "{again}");
+        assert_eq!(
+            errs.failed(
+                &epipe(),
+                &ExportTarget::Stdout,
+                t0 + Duration::from_secs(61)
+            ),
+            None
+        );
+        assert_eq!(errs.count, 5);
+
+        let mut errs = ExportErrors::default();
+        let full = ExportError::Write(io::Error::from_raw_os_error(libc::ENOSPC));
+        let file = ExportTarget::File("/dev/full".into());
+        let first = errs.failed(&full, &file, t0).unwrap();
+        assert!(
+            first.starts_with("cannot export an event to /dev/full: No space left on device"),
+            "{first}"
+        );
+        // EPIPE on a file (a FIFO) is not "stdout's reader".
+        let mut errs = ExportErrors::default();
+        let first = errs.failed(&epipe(), &file, t0).unwrap();
+        assert!(first.contains("Broken pipe"), "{first}");
     }
 
     #[test]

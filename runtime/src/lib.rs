@@ -9,8 +9,23 @@
 //! - [`event`]: decode ring-buffer records (pure);
 //! - [`decision`]: name verdict and rules from the matched mask (pure);
 //! - [`export`]: the JSON line shape and its writer;
+//! - [`pins`]: the pin directory's lock and checks;
 //! - [`daemon`]: `policyd run`, tying it together with tokio;
 //! - [`abi`], [`clock`]: the kernel ABI mirror and time conversion.
+
+/// Print `policyd: …` on stderr, ignoring errors: after SIGHUP the terminal
+/// may be gone, and `eprintln!` would panic.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::say_args(format_args!($($arg)*))
+    };
+}
+
+#[doc(hidden)]
+pub fn say_args(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "policyd: {args}");
+}
 
 pub mod abi;
 pub mod clock;
@@ -19,4 +34,5 @@ pub mod decision;
 pub mod event;
 pub mod export;
 pub mod loader;
+pub mod pins;
 pub mod tables;

@@ -62,10 +62,7 @@ pub enum LoadError {
     },
     /// Pinning a map failed.
     #[error("cannot pin map `{name}` at {path}: {message}")]
-    #[diagnostic(
-        code(policyd::pin),
-        help("the pin directory must be on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)")
-    )]
+    #[diagnostic(code(policyd::pin))]
     Pin {
         /// Map name.
         name: &'static str,
@@ -84,6 +81,8 @@ pub struct ExecHook {
     link: Option<RawTracePointLinkId>,
     pins: Vec<PathBuf>,
     pin_dir: Option<PathBuf>,
+    /// Ancestors of `pin_dir` that `pin` created, deepest first.
+    created_dirs: Vec<PathBuf>,
 }
 
 fn map_err(name: &'static str) -> impl Fn(MapError) -> LoadError {
@@ -120,6 +119,7 @@ impl ExecHook {
             link: None,
             pins: Vec::new(),
             pin_dir: None,
+            created_dirs: Vec::new(),
         })
     }
 
@@ -165,23 +165,32 @@ impl ExecHook {
     }
 
     /// Pin the maps named in [`map_names::PINNED`] as `dir/<map name>`,
-    /// creating `dir`. Stale pins of a previous run are replaced. Returns the
-    /// pinned paths.
+    /// creating `dir` and its missing ancestors. A pin that already exists
+    /// is an error: remove stale pins first (see
+    /// [`crate::pins::remove_stale_pins`]). Returns the pinned paths.
     ///
     /// # Errors
     /// [`LoadError::Pin`] when `dir` cannot be created or a pin fails.
     pub fn pin(&mut self, dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+        let mut missing = Vec::new();
+        let mut p = dir;
+        while std::fs::symlink_metadata(p).is_err() {
+            missing.push(p.to_path_buf());
+            match p.parent() {
+                Some(q) => p = q,
+                None => break,
+            }
+        }
         std::fs::create_dir_all(dir).map_err(|e| LoadError::Pin {
             name: "-",
             path: dir.to_path_buf(),
             message: e.to_string(),
         })?;
         self.pin_dir = Some(dir.to_path_buf());
+        // `dir` itself is removed (when empty) whether or not we created it.
+        self.created_dirs = missing.into_iter().filter(|m| m != dir).collect();
         for name in map_names::PINNED {
             let path = dir.join(name);
-            if path.exists() {
-                let _ = std::fs::remove_file(&path);
-            }
             let map = self.ebpf.map(name).ok_or(LoadError::MissingMap(name))?;
             map.pin(&path).map_err(|e| LoadError::Pin {
                 name,
@@ -193,8 +202,9 @@ impl ExecHook {
         Ok(self.pins.clone())
     }
 
-    /// Remove the pins made by [`ExecHook::pin`] and the pin directory if it
-    /// is then empty. Returns the paths that could not be removed.
+    /// Remove the pins made by [`ExecHook::pin`], then the pin directory
+    /// and the ancestors `pin` created, each if it is then empty. Returns
+    /// the paths that could not be removed.
     pub fn unpin(&mut self) -> Vec<(PathBuf, std::io::Error)> {
         let mut failed = Vec::new();
         for path in self.pins.drain(..) {
@@ -205,7 +215,11 @@ impl ExecHook {
             }
         }
         if let Some(dir) = self.pin_dir.take() {
-            let _ = std::fs::remove_dir(dir); // fails when not empty: someone else's pins
+            // Each fails when not empty: someone else's files.
+            let _ = std::fs::remove_dir(dir);
+            for created in self.created_dirs.drain(..) {
+                let _ = std::fs::remove_dir(created);
+            }
         }
         failed
     }

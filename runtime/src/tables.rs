@@ -37,6 +37,18 @@ pub enum TablesError {
         /// The dimension's field name.
         field: String,
     },
+    /// The bundle uses something this runtime cannot enforce yet: another
+    /// hook, a `default deny` scope, monitor mode, counters, rate limits,
+    /// suffix tables. Loading it would silently drop those rules.
+    #[error("this policyd cannot enforce {what} yet")]
+    #[diagnostic(
+        code(policyd::unsupported_feature),
+        help("`policyc compile` refuses such policies for this runtime; the bundle was built another way, or by a newer policyc")
+    )]
+    UnsupportedFeature {
+        /// What, e.g. "hook `open`".
+        what: String,
+    },
     /// A path value does not fit a map key (the compiler never writes one).
     #[error("path `{value}` is {len} bytes, longer than the kernel key ({max} bytes)")]
     #[diagnostic(code(policyd::path_too_long))]
@@ -60,6 +72,24 @@ impl ExecTables {
     /// `process.binary`; [`TablesError::PathTooLong`] for a value of
     /// `PATH_KEY_LEN` bytes or more (excluded by bundle validation).
     pub fn from_bundle(bundle: &PolicyBundle) -> Result<ExecTables, TablesError> {
+        let unsupported = |what: String| Err(TablesError::UnsupportedFeature { what });
+        if let Some(hook) = bundle.spec.hooks.keys().find(|h| **h != Hook::Exec) {
+            return unsupported(format!("hook `{}`", hook.as_str()));
+        }
+        if !bundle.spec.scopes.is_empty() {
+            return unsupported("`default deny` scopes".into());
+        }
+        if let Some(rule) = bundle.spec.rules.iter().find(|r| r.rate.is_some()) {
+            return unsupported(format!("the `rate` of rule `{}`", rule.name));
+        }
+        if let Some(p) = bundle
+            .spec
+            .policies
+            .iter()
+            .find(|p| p.mode != policy_compiler::bundle::Mode::Enforce)
+        {
+            return unsupported(format!("`mode = monitor` (policy `{}`)", p.name));
+        }
         match bundle.spec.hooks.get(&Hook::Exec) {
             Some(table) => Self::from_hook_table(table),
             None => Ok(ExecTables::default()),
@@ -71,6 +101,12 @@ impl ExecTables {
     /// # Errors
     /// As [`ExecTables::from_bundle`].
     pub fn from_hook_table(table: &HookTable) -> Result<ExecTables, TablesError> {
+        let v = &table.verdicts;
+        if !v.default_deny.is_empty() || !v.monitor.is_empty() || !v.count.is_empty() {
+            return Err(TablesError::UnsupportedFeature {
+                what: "default-deny, monitor or counter masks".into(),
+            });
+        }
         let all_terms: Vec<u32> = table.terms.iter().map(|t| t.id).collect();
         let mut config = ExecConfig {
             terms: mask_words(&all_terms),
@@ -87,6 +123,11 @@ impl ExecTables {
             if field != DIM_PROCESS_BINARY || dim.kind != DimensionKind::Path {
                 return Err(TablesError::UnsupportedDimension {
                     field: field.clone(),
+                });
+            }
+            if !dim.suffix.is_empty() || dim.suffix_default.is_some() || dim.absent.is_some() {
+                return Err(TablesError::UnsupportedFeature {
+                    what: format!("suffix tables of `{field}`"),
                 });
             }
             config.dims |= EXEC_DIM_BINARY;
@@ -151,6 +192,48 @@ mod tests {
 
     use super::*;
 
+    /// Bundles `policyc compile` refuses for this runtime, built with the
+    /// evaluation-only compiler: each must be refused here too.
+    #[test]
+    fn what_the_kernel_cannot_enforce_is_refused() {
+        let cases = [
+            (
+                "rule r on open { when file.path == \"/etc/shadow\" deny }",
+                "hook `open`",
+            ),
+            (
+                "default deny exec when process.binary startswith \"/tmp/\"",
+                "`default deny` scopes",
+            ),
+            (
+                "rule r on exec { when process.binary == \"/a\" audit rate 1 per 1m }",
+                "the `rate` of rule `r`",
+            ),
+            (
+                "rule r on exec { when process.binary endswith \"/nc\" deny }",
+                "suffix tables of `process.binary`",
+            ),
+            (
+                "rule r on exec { when process.binary == \"/a\" count \"c\" }",
+                "default-deny, monitor or counter masks",
+            ),
+        ];
+        for (rule, what) in cases {
+            let text = format!("policy p {{}}\n{rule}\n");
+            let sources = [policy_compiler::SourceFile {
+                name: "p.policy".into(),
+                text,
+            }];
+            let (compiled, _) =
+                policy_compiler::compile::compile_for_evaluation(&sources, "p").unwrap();
+            let err = ExecTables::from_bundle(&compiled.bundle).unwrap_err();
+            assert!(
+                matches!(&err, TablesError::UnsupportedFeature { what: w } if w == what),
+                "{rule}: {err}"
+            );
+        }
+    }
+
     fn table() -> HookTable {
         let mut dimensions = BTreeMap::new();
         dimensions.insert(
@@ -172,13 +255,26 @@ mod tests {
                     terms: vec![1, 2],
                 }],
                 default: vec![2],
+                ..Dimension::default()
             },
         );
         HookTable {
             terms: vec![
-                Term { id: 0, rule: 0 },
-                Term { id: 1, rule: 1 },
-                Term { id: 2, rule: 2 },
+                Term {
+                    id: 0,
+                    rule: 0,
+                    scope: false,
+                },
+                Term {
+                    id: 1,
+                    rule: 1,
+                    scope: false,
+                },
+                Term {
+                    id: 2,
+                    rule: 2,
+                    scope: false,
+                },
             ],
             dimensions,
             verdicts: VerdictMasks {
@@ -186,6 +282,7 @@ mod tests {
                 kill: vec![],
                 allow: vec![],
                 audit: vec![0, 1],
+                ..VerdictMasks::default()
             },
         }
     }

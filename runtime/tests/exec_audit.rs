@@ -8,7 +8,9 @@
 //! must happen), never timing assertions.
 
 use std::collections::HashSet;
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -17,6 +19,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use policy_compiler::{compile, SourceFile};
+use policy_runtime::pins;
 use serde_json::Value;
 
 const SUDO: &str = "/usr/bin/sudo";
@@ -63,36 +66,55 @@ fn write_bundle(dir: &Path, file: &str, text: &str, name: &str) -> PathBuf {
     path
 }
 
+/// A fresh pin directory name under /sys/fs/bpf for one policyd of a test.
+fn test_pin_dir(tag: &str) -> PathBuf {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    PathBuf::from(format!(
+        "/sys/fs/bpf/policyd-test-{}-{}-{tag}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
 /// A running policyd; killed (and its pins removed) if the test fails early.
 struct Policyd {
     child: Option<Child>,
     export: PathBuf,
     pin_dir: PathBuf,
+    /// Removed (recursively) if the test fails early: `pin_dir` or the
+    /// first directory of it that policyd creates.
+    cleanup: PathBuf,
     pinned: bool,
     stderr: mpsc::Receiver<String>,
     stderr_seen: Vec<String>,
 }
 
 impl Policyd {
+    /// Start with events appended to `work/events.jsonl`, pins in a fresh
+    /// directory; wait until ready.
     fn start(bundle: &Path, work: &Path, tag: &str) -> Policyd {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let export = work.join("events.jsonl");
-        let pin_dir = PathBuf::from(format!(
-            "/sys/fs/bpf/policyd-test-{}-{}-{tag}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let pinned = is_bpffs(Path::new("/sys/fs/bpf"));
+        let mut d = Policyd::spawn(
+            bundle,
+            &test_pin_dir(tag),
+            work.join("events.jsonl").as_os_str(),
+            Stdio::null(),
+        );
+        d.wait_ready();
+        d
+    }
+
+    /// Spawn `policyd run` without waiting for it; `export` is `--export`.
+    fn spawn(bundle: &Path, pin_dir: &Path, export: &OsStr, stdout: Stdio) -> Policyd {
         let mut child = Command::new(env!("CARGO_BIN_EXE_policyd"))
             .args(["run", "--bundle"])
             .arg(bundle)
             .arg("--export")
-            .arg(&export)
+            .arg(export)
             .arg("--pin-dir")
-            .arg(&pin_dir)
+            .arg(pin_dir)
             .args(["--node-name", "test-node"])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn policyd");
@@ -106,50 +128,87 @@ impl Policyd {
                 }
             }
         });
-        let mut d = Policyd {
+        let pinned = pin_dir.starts_with("/sys/fs/bpf/") && is_bpffs(Path::new("/sys/fs/bpf"));
+        Policyd {
             child: Some(child),
-            export,
-            pin_dir,
+            export: PathBuf::from(export),
+            pin_dir: pin_dir.to_path_buf(),
+            cleanup: pin_dir.to_path_buf(),
             pinned,
             stderr: rx,
             stderr_seen: Vec::new(),
-        };
-        d.wait_ready();
-        d
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
     }
 
     fn wait_ready(&mut self) {
+        self.wait_stderr("the readiness line", |l| l.starts_with("policyd: ready"));
+    }
+
+    /// Wait until policyd prints a line that satisfies `want`; return it.
+    fn wait_stderr(&mut self, what: &str, want: impl Fn(&str) -> bool) -> String {
+        if let Some(l) = self.stderr_seen.iter().find(|l| want(l)) {
+            return l.clone();
+        }
         let end = Instant::now() + DEADLINE;
         loop {
             match self.stderr.recv_timeout(Duration::from_millis(200)) {
                 Ok(line) => {
-                    let ready = line.starts_with("policyd: ready");
-                    self.stderr_seen.push(line);
-                    if ready {
-                        return;
+                    let hit = want(&line);
+                    self.stderr_seen.push(line.clone());
+                    if hit {
+                        return line;
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let status = self.child.as_mut().unwrap().wait().unwrap();
                     panic!(
-                        "policyd exited ({status}) before ready:\n{}",
+                        "policyd exited ({status}) before printing {what}:\n{}",
                         self.stderr_seen.join("\n")
                     );
                 }
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!(
-                    "policyd exited ({status}) before ready:\n{}",
+                    "policyd exited ({status}) before printing {what}:\n{}",
                     self.stderr_seen.join("\n")
                 );
             }
             assert!(
                 Instant::now() < end,
-                "policyd not ready within {DEADLINE:?}:\n{}",
+                "policyd did not print {what} within {DEADLINE:?}:\n{}",
                 self.stderr_seen.join("\n")
             );
         }
+    }
+
+    /// Wait for policyd to exit on its own; its status and whole stderr.
+    fn wait_exit(mut self) -> (ExitStatus, String) {
+        let mut child = self.child.take().unwrap();
+        let end = Instant::now() + DEADLINE;
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() >= end {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "policyd did not exit within {DEADLINE:?}:\n{}",
+                    self.stderr_seen.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // The reader thread ends at EOF: collect what it still has.
+        while let Ok(line) = self.stderr.recv_timeout(DEADLINE) {
+            self.stderr_seen.push(line);
+        }
+        (status, self.stderr_seen.join("\n"))
     }
 
     /// Every complete event line exported so far.
@@ -186,8 +245,13 @@ impl Policyd {
     }
 
     /// SIGTERM, wait for the exit, and check it was clean and unpinned.
-    fn stop(mut self) {
-        let mut child = self.child.take().unwrap();
+    fn stop(self) -> Vec<String> {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// Send `sig`, wait for the exit, and check it was clean (status 0) and
+    /// unpinned. Returns every stderr line.
+    fn stop_with(self, sig: i32) -> Vec<String> {
         if self.pinned {
             assert!(
                 self.pin_dir.join("exec_config").exists(),
@@ -196,27 +260,36 @@ impl Policyd {
             );
         }
         // SAFETY: sending a signal to our own child.
-        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-        let end = Instant::now() + DEADLINE;
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(
-                Instant::now() < end,
-                "policyd did not exit within {DEADLINE:?} of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        assert_eq!(unsafe { libc::kill(self.pid() as i32, sig) }, 0);
+        let pin_dir = self.pin_dir.clone();
+        let cleanup = self.cleanup.clone();
+        let (status, stderr) = self.wait_exit();
+        let left_pins = pin_dir.exists();
+        let left_parents = cleanup.exists();
+        // Clean up before asserting, so that a failure leaves nothing behind.
+        if cleanup.starts_with("/sys/fs/bpf/") {
+            let _ = std::fs::remove_dir_all(&cleanup);
+        }
+        remove_lock_file(&pin_dir);
         assert!(
             status.success(),
-            "policyd exited with {status} after SIGTERM"
+            "policyd exited with {status} after signal {sig}:\n{stderr}"
         );
+        assert!(!left_pins, "pins left behind in {}", pin_dir.display());
         assert!(
-            !self.pin_dir.exists(),
-            "pins left behind in {}",
-            self.pin_dir.display()
+            !left_parents,
+            "pin directory parents left behind: {}",
+            cleanup.display()
         );
+        stderr.lines().map(str::to_string).collect()
+    }
+
+    /// SIGKILL, as a crash: the pins stay. Returns the pin directory.
+    fn crash(mut self) -> PathBuf {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        self.pin_dir.clone()
     }
 }
 
@@ -225,9 +298,53 @@ impl Drop for Policyd {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
-            let _ = std::fs::remove_dir_all(&self.pin_dir);
+            if self.cleanup.starts_with("/sys/fs/bpf/") {
+                let _ = std::fs::remove_dir_all(&self.cleanup);
+            }
+            remove_lock_file(&self.pin_dir);
         }
     }
+}
+
+/// Removes a test pin directory and its lock file when dropped.
+struct PinDirGuard(PathBuf);
+
+impl Drop for PinDirGuard {
+    fn drop(&mut self) {
+        if self.0.starts_with("/sys/fs/bpf/") {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+        remove_lock_file(&self.0);
+    }
+}
+
+/// Remove the lock file of a test pin directory once its policyd is gone.
+fn remove_lock_file(pin_dir: &Path) {
+    if let Ok(abs) = pins::absolute(pin_dir) {
+        let _ = std::fs::remove_file(pins::lock_path(&abs));
+    }
+}
+
+/// miette's report with its line wrapping and frame undone, for searching.
+fn unwrapped(report: &str) -> String {
+    report
+        .split(|c: char| c.is_whitespace() || c == '│')
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The value of `name=` in policyd's exit stats line.
+fn exit_stat(stderr: &[String], name: &str) -> u64 {
+    let line = stderr
+        .iter()
+        .find(|l| l.starts_with("policyd: stats "))
+        .unwrap_or_else(|| panic!("no stats line in:\n{}", stderr.join("\n")));
+    line.split(' ')
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+        .parse()
+        .unwrap()
 }
 
 /// Spawn and wait, returning (pid, status). Retries ETXTBSY: a binary copied
@@ -267,6 +384,7 @@ fn assert_one_sudo_event(d: &Policyd, pid: u32, uid: u32, cwd: &str) {
     assert_eq!(p["uid"], uid, "{e:#}");
     assert_eq!(p["euid"], 0, "sudo is setuid root: {e:#}");
     assert_eq!(p["arguments"], "-n true", "{e:#}");
+    assert_eq!(p["argv"], serde_json::json!(["-n", "true"]), "{e:#}");
     assert_eq!(p["cwd"], cwd, "{e:#}");
     assert_eq!(
         e["process_exec"]["parent"]["pid"],
@@ -483,6 +601,379 @@ fn refuses_clearly_without_root_or_with_a_bad_bundle() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("must run as root") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
+
+/// A temp dir with a copy of `/usr/bin/touch` named `victim` and a bundle
+/// that denies it: (temp dir guard, canonical dir, victim, bundle).
+fn deny_victim_setup(name: &str) -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().canonicalize().unwrap();
+    let victim = dir.join("victim");
+    std::fs::copy("/usr/bin/touch", &victim).unwrap();
+    let policy = format!(
+        "policy deny_test {{ description = \"kill a copied binary\" }}\n\
+         rule deny_victim on exec {{ when process.binary == \"{}\" deny }}\n",
+        victim.display()
+    );
+    let bundle = write_bundle(&dir, "deny-test.policy", &policy, name);
+    (work, dir, victim, bundle)
+}
+
+/// Run the victim with a marker argument; assert it was killed before it
+/// could create the marker.
+fn assert_victim_killed(victim: &Path, marker: &Path) -> u32 {
+    let (pid, status) = run(Command::new(victim).arg(marker));
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "victim was not killed: {status}"
+    );
+    assert!(
+        !marker.exists(),
+        "the denied binary ran user code: {} exists",
+        marker.display()
+    );
+    pid
+}
+
+#[test]
+fn one_instance_per_pin_dir_and_stale_pins_are_removed() {
+    if !kernel_tests_enabled("one_instance_per_pin_dir_and_stale_pins_are_removed") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().canonicalize().unwrap();
+    let bundle = write_bundle(
+        &dir,
+        "policies/sudo-audit.policy",
+        SUDO_POLICY,
+        "sudo-audit",
+    );
+    let first = Policyd::start(&bundle, &dir, "lock");
+    let pin_dir = first.pin_dir.clone();
+
+    // A second instance on the same pin directory is refused, naming the first.
+    let second = Policyd::spawn(
+        &bundle,
+        &pin_dir,
+        dir.join("second.jsonl").as_os_str(),
+        Stdio::null(),
+    );
+    let (status, stderr) = second.wait_exit();
+    let stderr = unwrapped(&stderr);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("in use by another policyd")
+            && stderr.contains(&format!("pid {}", first.pid()))
+            && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("policyd: ready"), "{stderr}");
+    // ... and left the first one's pins and hook alone.
+    assert!(pin_dir.join("exec_config").exists());
+    let (pid, _) = run(Command::new(SUDO).args(["-n", "true"]).current_dir(&dir));
+    assert_one_sudo_event(
+        &first,
+        pid,
+        unsafe { libc::getuid() },
+        dir.to_str().unwrap(),
+    );
+
+    // A crash leaves pins; the next instance removes them and says so.
+    let pin_dir = first.crash();
+    let _guard = PinDirGuard(pin_dir.clone());
+    let pinned = is_bpffs(Path::new("/sys/fs/bpf"));
+    if pinned {
+        assert!(
+            pin_dir.join("exec_config").exists(),
+            "no stale pins to test"
+        );
+    }
+    let mut third = Policyd::spawn(
+        &bundle,
+        &pin_dir,
+        dir.join("third.jsonl").as_os_str(),
+        Stdio::null(),
+    );
+    third.wait_ready();
+    if pinned {
+        let line = third.wait_stderr("the stale pin line", |l| l.contains("stale pins"));
+        assert!(
+            line.contains(pin_dir.to_str().unwrap()) && line.contains("exec_config"),
+            "{line}"
+        );
+    }
+    third.stop();
+}
+
+#[test]
+fn hangup_and_quit_detach_and_unpin_like_sigterm() {
+    if !kernel_tests_enabled("hangup_and_quit_detach_and_unpin_like_sigterm") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().canonicalize().unwrap();
+    let bundle = write_bundle(
+        &dir,
+        "policies/sudo-audit.policy",
+        SUDO_POLICY,
+        "sudo-audit",
+    );
+    for (sig, name) in [(libc::SIGHUP, "SIGHUP"), (libc::SIGQUIT, "SIGQUIT")] {
+        let d = Policyd::start(&bundle, &dir, name);
+        let stderr = d.stop_with(sig);
+        assert!(
+            stderr
+                .iter()
+                .any(|l| l.starts_with(&format!("policyd: {name}: detached"))),
+            "{stderr:#?}"
+        );
+    }
+}
+
+#[test]
+fn pin_dir_problems_are_named_precisely() {
+    if !kernel_tests_enabled("pin_dir_problems_are_named_precisely") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().canonicalize().unwrap();
+    let bundle = write_bundle(
+        &dir,
+        "policies/sudo-audit.policy",
+        SUDO_POLICY,
+        "sudo-audit",
+    );
+    assert!(
+        is_bpffs(Path::new("/sys/fs/bpf")),
+        "this test needs bpffs on /sys/fs/bpf (mount -t bpf bpf /sys/fs/bpf)"
+    );
+
+    // The bpffs root itself: refused, and the message says so.
+    let root = Path::new("/sys/fs/bpf");
+    let d = Policyd::spawn(
+        &bundle,
+        root,
+        dir.join("e.jsonl").as_os_str(),
+        Stdio::null(),
+    );
+    let (status, stderr) = d.wait_exit();
+    let stderr = unwrapped(&stderr);
+    remove_lock_file(root);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is the root of a bpf filesystem") && !stderr.contains("mount -t bpf"),
+        "{stderr}"
+    );
+
+    // Missing parents inside bpffs: created, used, and removed on exit.
+    let top = test_pin_dir("nested");
+    let nested = top.join("a/b/c");
+    let mut d = Policyd::spawn(
+        &bundle,
+        &nested,
+        dir.join("n.jsonl").as_os_str(),
+        Stdio::null(),
+    );
+    d.cleanup = top.clone();
+    d.wait_ready();
+    assert!(
+        nested.join("events").exists(),
+        "not pinned in {}",
+        nested.display()
+    );
+    let stderr = d.stop();
+    assert!(!top.exists(), "{} left behind", top.display());
+    assert!(
+        !stderr.iter().any(|l| l.contains("not on a bpf filesystem")),
+        "{stderr:#?}"
+    );
+
+    // Not on bpffs at all: runs unpinned, naming the filesystem and where bpffs is.
+    let plain = dir.join("pins");
+    let mut d = Policyd::spawn(
+        &bundle,
+        &plain,
+        dir.join("p.jsonl").as_os_str(),
+        Stdio::null(),
+    );
+    d.wait_ready();
+    let line = d.wait_stderr("the not-pinned line", |l| l.contains("maps are not pinned"));
+    assert!(
+        line.contains(&format!(
+            "{} does not exist and its nearest existing ancestor {} is on",
+            plain.display(),
+            dir.display()
+        )) && line.contains("bpf filesystems are mounted at /sys/fs/bpf"),
+        "{line}"
+    );
+    d.stop();
+}
+
+#[test]
+fn export_write_errors_do_not_stop_enforcement() {
+    if !kernel_tests_enabled("export_write_errors_do_not_stop_enforcement") {
+        return;
+    }
+    let (_work, dir, victim, bundle) = deny_victim_setup("deny-full");
+    let mut d = Policyd::spawn(
+        &bundle,
+        &test_pin_dir("full"),
+        OsStr::new("/dev/full"),
+        Stdio::null(),
+    );
+    d.wait_ready();
+    assert_victim_killed(&victim, &dir.join("marker1"));
+    let line = d.wait_stderr("the export failure", |l| {
+        l.contains("cannot export an event")
+    });
+    assert!(
+        line.contains("/dev/full") && line.contains("enforcement continues"),
+        "{line}"
+    );
+    // The first event failed to write; policyd still enforces.
+    assert_victim_killed(&victim, &dir.join("marker2"));
+    assert_victim_killed(&victim, &dir.join("marker3"));
+    let stderr = d.stop();
+    assert_eq!(exit_stat(&stderr, "export_errors"), 3, "{stderr:#?}");
+    assert_eq!(exit_stat(&stderr, "kills"), 3, "{stderr:#?}");
+    // Logged once, not per event.
+    assert_eq!(
+        stderr
+            .iter()
+            .filter(|l| l.contains("cannot export"))
+            .count(),
+        1,
+        "{stderr:#?}"
+    );
+}
+
+#[test]
+fn stdout_reader_going_away_is_said_and_enforcement_goes_on() {
+    if !kernel_tests_enabled("stdout_reader_going_away_is_said_and_enforcement_goes_on") {
+        return;
+    }
+    let (_work, dir, victim, bundle) = deny_victim_setup("deny-epipe");
+    let mut d = Policyd::spawn(
+        &bundle,
+        &test_pin_dir("epipe"),
+        OsStr::new("-"),
+        Stdio::piped(),
+    );
+    d.wait_ready();
+    // Like `policyd run … | head -1` once head has exited.
+    drop(d.child.as_mut().unwrap().stdout.take());
+    assert_victim_killed(&victim, &dir.join("marker1"));
+    let line = d.wait_stderr("the broken pipe", |l| {
+        l.contains("reader of stdout went away")
+    });
+    assert!(line.contains("enforcement continues"), "{line}");
+    assert_victim_killed(&victim, &dir.join("marker2"));
+    let stderr = d.stop();
+    assert_eq!(exit_stat(&stderr, "export_errors"), 2, "{stderr:#?}");
+}
+
+#[test]
+fn events_carry_exact_argv_lossy_flags_and_the_top_severity() {
+    if !kernel_tests_enabled("events_carry_exact_argv_lossy_flags_and_the_top_severity") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().canonicalize().unwrap();
+    let victim = dir.join("victim");
+    std::fs::copy("/usr/bin/touch", &victim).unwrap();
+    // Rule 0 kills the victim and audits low; rule 1 audits critical anything in the dir.
+    let policy = format!(
+        "policy sev_test {{ description = \"severity and argv\" }}\n\
+         rule deny_victim on exec {{\n  when process.binary == \"{victim}\"\n  deny\n  audit severity low \"victim\"\n}}\n\
+         rule in_work on exec {{\n  when process.binary startswith \"{dir}/\"\n  audit severity critical \"ran from the work dir\"\n}}\n",
+        victim = victim.display(),
+        dir = dir.display(),
+    );
+    let bundle = write_bundle(&dir, "sev.policy", &policy, "sev-test");
+    let d = Policyd::start(&bundle, &dir, "argv");
+
+    let pid = assert_victim_killed(&victim, &dir.join("marker"));
+    let evs = d.wait_events_of(pid);
+    assert_eq!(evs.len(), 1, "one event per exec: {evs:#?}");
+    let e = &evs[0];
+    assert_eq!(e["rule"], "deny_victim", "{e:#}");
+    assert_eq!(
+        e["matched"],
+        serde_json::json!(["deny_victim", "in_work"]),
+        "{e:#}"
+    );
+    assert_eq!(e["verdict"], "kill", "{e:#}");
+    assert_eq!(e["severity"], "critical", "{e:#}");
+    assert_eq!(e["message"], "victim", "{e:#}");
+
+    // A binary and cwd whose names are not UTF-8, with awkward arguments.
+    let odd_dir = dir.join(OsStr::from_bytes(b"dir-\xff"));
+    std::fs::create_dir(&odd_dir).unwrap();
+    let odd = odd_dir.join(OsStr::from_bytes(b"true-\xfe"));
+    std::fs::copy("/bin/true", &odd).unwrap();
+    let (pid, status) = run(Command::new(&odd)
+        .args([
+            OsStr::new("a b"),
+            OsStr::new(""),
+            OsStr::new("c"),
+            OsStr::from_bytes(b"\xff"),
+        ])
+        .current_dir(&odd_dir));
+    assert!(status.success(), "{status}");
+    let evs = d.wait_events_of(pid);
+    assert_eq!(evs.len(), 1, "{evs:#?}");
+    let e = &evs[0];
+    let p = &e["process_exec"]["process"];
+    let odd_dir_lossy = format!("{}/dir-\u{fffd}", dir.display());
+    assert_eq!(
+        p["binary"],
+        format!("{odd_dir_lossy}/true-\u{fffd}"),
+        "{e:#}"
+    );
+    assert_eq!(p["cwd"], odd_dir_lossy, "{e:#}");
+    assert_eq!(
+        p["argv"],
+        serde_json::json!(["a b", "", "c", "\u{fffd}"]),
+        "{e:#}"
+    );
+    assert_eq!(p["arguments"], "a b  c \u{fffd}", "{e:#}");
+    assert_eq!(
+        p["flags"],
+        serde_json::json!([
+            "binary_not_utf8",
+            "args_not_utf8",
+            "cwd_not_utf8",
+            "comm_not_utf8"
+        ]),
+        "{e:#}"
+    );
+    assert_eq!(e["rule"], "in_work", "{e:#}");
+    assert_eq!(e["severity"], "critical", "{e:#}");
+    assert_eq!(e["verdict"], "allow", "{e:#}");
+    d.stop();
+}
+
+#[test]
+fn an_empty_node_name_is_refused() {
+    // Checked before anything needs root or the kernel.
+    let out = Command::new(env!("CARGO_BIN_EXE_policyd"))
+        .args([
+            "run",
+            "--bundle",
+            "/nonexistent/bundle.yaml",
+            "--node-name",
+            "",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("node name is empty") && !stderr.contains("panicked"),
         "{stderr}"
     );
 }

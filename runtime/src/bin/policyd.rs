@@ -1,5 +1,6 @@
 //! `policyd`: the policyc node runtime.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -17,7 +18,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Enforce and audit a bundle until SIGINT/SIGTERM.
+    /// Enforce and audit a bundle until SIGINT, SIGTERM, SIGHUP or SIGQUIT.
     Run {
         /// PolicyBundle YAML written by `policyc compile`.
         #[arg(long, value_name = "BUNDLE")]
@@ -26,10 +27,11 @@ enum Command {
         /// to) or `-` for stdout.
         #[arg(long, value_name = "FILE|-", default_value = "-")]
         export: String,
-        /// `node_name` of events [default: $NODE_NAME, else the hostname].
+        /// `node_name` of events, not empty [default: $NODE_NAME, else the hostname].
         #[arg(long, value_name = "NAME")]
         node_name: Option<String>,
-        /// Directory for map pins (used when its parent is a bpf filesystem).
+        /// Directory for map pins, on a bpf filesystem (missing parents are
+        /// created); one policyd per directory.
         #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
     },
@@ -44,10 +46,14 @@ fn main() -> ExitCode {
             node_name,
             pin_dir,
         } => {
+            let node_name = match daemon::node_name(node_name) {
+                Ok(n) => n,
+                Err(e) => return fail(e),
+            };
             let opts = RunOptions {
                 bundle,
                 export: ExportTarget::parse(&export),
-                node_name: daemon::node_name(node_name),
+                node_name,
                 pin_dir,
             };
             let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -56,17 +62,23 @@ fn main() -> ExitCode {
             {
                 Ok(rt) => rt,
                 Err(e) => {
-                    eprintln!("policyd: cannot start the async runtime: {e}");
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "policyd: cannot start the async runtime: {e}"
+                    );
                     return ExitCode::from(1);
                 }
             };
             match runtime.block_on(daemon::run(opts)) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("{:?}", miette::Report::new(e));
-                    ExitCode::from(1)
-                }
+                Err(e) => fail(e),
             }
         }
     }
+}
+
+/// Report `e` on stderr (never panicking: stderr may be gone) and exit 1.
+fn fail(e: daemon::RunError) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "{:?}", miette::Report::new(e));
+    ExitCode::from(1)
 }
