@@ -64,6 +64,10 @@ pub struct BundleSpec {
     pub policies: Vec<PolicyInfo>,
     /// Every rule, indexed by [`RuleEntry::id`] (ids are `0..rules.len()`).
     pub rules: Vec<RuleEntry>,
+    /// Every `default deny` scope, indexed by [`ScopeEntry::id`]; absent when
+    /// there is none (so bundles without scopes keep their layout).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<ScopeEntry>,
     /// Classification tables per hook; hooks without rules are absent.
     pub hooks: BTreeMap<Hook, HookTable>,
 }
@@ -76,11 +80,48 @@ pub struct PolicyInfo {
     pub name: String,
     /// `description` from the header, empty when absent.
     pub description: String,
+    /// `mode`; written only for `monitor` (absent means `enforce`).
+    #[serde(default, skip_serializing_if = "is_enforce")]
+    pub mode: Mode,
     /// Source file the policy came from, as given to the compiler.
     pub source: String,
 }
 
-pub use policy_dsl::schema::{Hook, Severity};
+fn is_enforce(m: &Mode) -> bool {
+    *m == Mode::Enforce
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// One `default deny HOOK when COND` scope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScopeEntry {
+    /// Index of this scope in [`BundleSpec::scopes`].
+    pub id: u32,
+    /// `default_deny_HOOK_N`, N counting the policy's scopes from 1.
+    pub name: String,
+    /// Name of the policy the scope belongs to.
+    pub policy: String,
+    /// Hook the scope applies to.
+    pub hook: Hook,
+    /// Where the scope is written.
+    pub source: SourceLocation,
+}
+
+/// `rate N per PERIOD` of a rule: at most `count` audit events per period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimit {
+    /// Audit events allowed per period.
+    pub count: u64,
+    /// The period, in milliseconds.
+    pub period_ms: u64,
+}
+
+pub use policy_dsl::schema::{Hook, Mode, Severity};
 
 /// What a rule does to the event it matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -127,6 +168,10 @@ pub struct RuleEntry {
     /// Audit message from the source, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Audit rate limit (`rate N per PERIOD`), applied by the node to the
+    /// rule's audit events; absent when the rule has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<RateLimit>,
     /// Where the rule is written.
     pub source: SourceLocation,
 }
@@ -151,7 +196,7 @@ pub type TermSet = Vec<u32>;
 /// For an event, each dimension yields a term set (see [`Dimension`]); the
 /// intersection over all dimensions is the set of terms that match. A rule
 /// matches when any of its terms does.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HookTable {
     /// Terms, indexed by id (`0..terms.len()`, at most [`MAX_TERMS_PER_HOOK`]).
@@ -164,13 +209,18 @@ pub struct HookTable {
 
 /// One term: a conjunction of field tests taken from a rule's condition in
 /// disjunctive normal form.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Term {
     /// Bit position of the term in the hook's masks.
     pub id: u32,
-    /// [`RuleEntry::id`] of the rule the term belongs to.
+    /// [`RuleEntry::id`] of the rule the term belongs to, or, when `scope`
+    /// is set, [`ScopeEntry::id`] of the `default deny` scope.
     pub rule: u32,
+    /// The term is a conjunction of a `default deny` scope's condition, not of
+    /// a rule's (written only when true).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub scope: bool,
 }
 
 /// Per-outcome term sets of a hook.
@@ -185,15 +235,101 @@ pub struct VerdictMasks {
     pub allow: TermSet,
     /// Terms of rules that `audit`.
     pub audit: TermSet,
+    /// Terms of `default deny` scopes: when no enforced deny, kill or allow
+    /// term matches, a matching scope term denies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub default_deny: TermSet,
+    /// Terms of rules and scopes of `mode = monitor` policies: they take part
+    /// in the would-be verdict and accounting, never in the enforced verdict.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub monitor: TermSet,
+    /// Per counter name (`count "name"`), the terms that increment it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub count: BTreeMap<String, TermSet>,
 }
 
 /// The kind of value a dimension classifies, which fixes its kernel tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DimensionKind {
     /// An absolute path: exact entries in a hash map keyed by the zero-padded
-    /// path, prefix entries in an LPM trie over the path bytes.
+    /// path, prefix entries in an LPM trie over the path bytes, suffix entries
+    /// in an LPM trie over the reversed path bytes.
+    #[default]
     Path,
+    /// A string (`process.name`, `k8s.*`, `module.name`…): exact, prefix and
+    /// suffix tables as for paths, keyed by the field's kernel buffer size.
+    String,
+    /// A uid, gid, login uid or port: `ranges` (sorted disjoint intervals; in
+    /// the kernel, an LPM trie over big-endian keys, see
+    /// [`crate::lower::range_prefixes`]), `exact` entries keyed by user or
+    /// group *name*, resolved on the node (see [`Dimension::resolve`]). The
+    /// login uid `unset` is the key 4294967295.
+    Int,
+    /// An IPv4 or IPv6 address: `prefix` entries are CIDR blocks
+    /// (`10.0.0.0/8`, an address is a `/32` or `/128`), longest block wins;
+    /// in the kernel one LPM trie per family.
+    Ip,
+    /// One of a fixed list of names: `exact` entries (a hash map or array).
+    Enum,
+    /// `true` / `false`: `exact` entries keyed `"true"` and `"false"`.
+    Bool,
+    /// A capability set, tested with `has`: one `masks` entry per distinct
+    /// required set; the value's term set is the AND over the masks of
+    /// `held` (value ⊇ mask) or `lacking`.
+    Caps,
+    /// A boolean feature of the event, a relation between two of its fields
+    /// (`user.uid == user.euid`), computed by the hook program: `exact`
+    /// entries `"false"` and `"true"`; `default` when a field is missing.
+    Relation,
+}
+
+/// What the node resolves the names of an `int` dimension's `exact` entries
+/// against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolve {
+    /// User names (the node's passwd database).
+    User,
+    /// Group names (the node's group database).
+    Group,
+}
+
+/// The two fields and the operator of a [`DimensionKind::Relation`] feature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Relation {
+    /// Left field, e.g. `user.uid`.
+    pub left: String,
+    /// `==`, `<` or `<=`.
+    pub op: String,
+    /// Right field, e.g. `user.euid`.
+    pub right: String,
+}
+
+/// An interval of integer values and the terms its values satisfy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RangeEntry {
+    /// Lowest value, inclusive.
+    pub lo: u64,
+    /// Highest value, inclusive.
+    pub hi: u64,
+    /// Terms satisfied by every value in `lo..=hi`.
+    pub terms: TermSet,
+}
+
+/// A required capability set and the terms a value holding it, or not,
+/// satisfies (as far as `has` tests of this set go).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MaskEntry {
+    /// The capabilities (`CAP_*`, sorted); in the kernel a 64-bit mask.
+    pub caps: Vec<String>,
+    /// Terms whose tests of this set hold when the value holds every capability.
+    pub held: TermSet,
+    /// Terms whose tests of this set hold when it does not.
+    pub lacking: TermSet,
 }
 
 /// The table of one dimension (field) of a hook.
@@ -202,7 +338,11 @@ pub enum DimensionKind {
 /// else if some `prefix` entries are prefixes of `v`, the terms of the longest;
 /// else `default`. Each entry's set is complete (already closed over every
 /// shorter prefix and every negative test), so one lookup answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Kinds other than `path` use more tables (see [`DimensionKind`] and
+/// `docs/bundle.md`); each is written only when it is not empty, so a `path`
+/// dimension without suffixes has the layout the runtime loads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Dimension {
     /// Value kind.
@@ -210,11 +350,117 @@ pub struct Dimension {
     /// Exact-value entries, sorted by value.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exact: Vec<Entry>,
-    /// Prefix entries, sorted by value.
+    /// Prefix entries (CIDR blocks for `ip`), sorted by value.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prefix: Vec<Entry>,
-    /// Terms satisfied by a value matching no entry.
+    /// Terms satisfied by a value matching no entry. For `path` and `string`
+    /// with suffix tests: the prefix side only (see `suffix_default`).
     pub default: TermSet,
+    /// Suffix entries (`path`, `string`), sorted by value: on an exact miss the
+    /// longest matching suffix's set (or `suffix_default`) is intersected with
+    /// the prefix side's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suffix: Vec<Entry>,
+    /// Suffix side of a value with no matching suffix entry; present exactly
+    /// when some term tests a suffix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suffix_default: Option<TermSet>,
+    /// `int`: sorted, disjoint intervals.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ranges: Vec<RangeEntry>,
+    /// `caps`: one entry per distinct required set, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masks: Vec<MaskEntry>,
+    /// Terms satisfied when the event does not supply the field, when that
+    /// differs from a value matching no entry (e.g. `startswith ""`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub absent: Option<TermSet>,
+    /// `int`: the `exact` entries are names the node resolves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolve: Option<Resolve>,
+    /// `relation`: the feature's fields and operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relation: Option<Relation>,
+}
+
+impl Dimension {
+    /// The first entry that breaks the dimension kind's rules, described.
+    fn kind_problem(&self) -> Option<String> {
+        let tables = |exact: bool, prefix: bool, suffix: bool, ranges: bool, masks: bool| {
+            let bad = (!exact && !self.exact.is_empty())
+                || (!prefix && !self.prefix.is_empty())
+                || (!suffix && (!self.suffix.is_empty() || self.suffix_default.is_some()))
+                || (!ranges && !self.ranges.is_empty())
+                || (!masks && !self.masks.is_empty());
+            bad.then(|| format!("a `{:?}` dimension has tables of another kind", self.kind))
+        };
+        match self.kind {
+            DimensionKind::Path => tables(true, true, true, false, false).or_else(|| {
+                self.exact
+                    .iter()
+                    .chain(&self.prefix)
+                    .find(|e| {
+                        // The empty prefix (a glob matching every path) is the trie's root.
+                        let root =
+                            e.value.is_empty() && self.prefix.iter().any(|p| std::ptr::eq(p, *e));
+                        !root
+                            && (!e.value.starts_with('/')
+                                || e.value.len() > MAX_PATH_LITERAL_LEN
+                                || e.value.contains('\0')
+                                || e.value.contains("//")
+                                || e.value.split('/').any(|c| c == "." || c == ".."))
+                    })
+                    .map(|e| {
+                        format!(
+                            "`{}` is not an absolute path of at most {MAX_PATH_LITERAL_LEN} bytes",
+                            e.value
+                        )
+                    })
+            }),
+            DimensionKind::String => tables(true, true, true, false, false),
+            DimensionKind::Int => tables(true, false, false, true, false).or_else(|| {
+                if self.ranges.iter().any(|r| r.lo > r.hi)
+                    || self.ranges.windows(2).any(|w| w[0].hi >= w[1].lo)
+                {
+                    Some("ranges are not sorted, disjoint intervals".into())
+                } else if !self.exact.is_empty() && self.resolve.is_none() {
+                    Some("names without `resolve`".into())
+                } else {
+                    None
+                }
+            }),
+            DimensionKind::Ip => tables(false, true, false, false, false).or_else(|| {
+                self.prefix
+                    .iter()
+                    .find(|e| {
+                        !e.value
+                            .parse::<ipnet::IpNet>()
+                            .is_ok_and(|n| n.trunc() == n)
+                    })
+                    .map(|e| format!("`{}` is not a CIDR block without host bits", e.value))
+            }),
+            DimensionKind::Enum => tables(true, false, false, false, false),
+            DimensionKind::Bool | DimensionKind::Relation => {
+                tables(true, false, false, false, false).or_else(|| {
+                    self.exact
+                        .iter()
+                        .find(|e| e.value != "true" && e.value != "false")
+                        .map(|e| format!("`{}` is not `true` or `false`", e.value))
+                        .or_else(|| {
+                            (self.kind == DimensionKind::Relation && self.relation.is_none())
+                                .then(|| "a relation without its fields".to_string())
+                        })
+                })
+            }
+            DimensionKind::Caps => tables(false, false, false, false, true).or_else(|| {
+                self.masks
+                    .iter()
+                    .flat_map(|m| &m.caps)
+                    .find(|c| policy_dsl::schema::capability_bit(c).is_none())
+                    .map(|c| format!("`{c}` is not a capability"))
+            }),
+        }
+    }
 }
 
 /// A value and the terms it satisfies.
@@ -278,6 +524,8 @@ struct DigestInput<'a> {
     compiler: &'a str,
     policies: &'a [PolicyInfo],
     rules: &'a [RuleEntry],
+    #[serde(skip_serializing_if = "<[ScopeEntry]>::is_empty")]
+    scopes: &'a [ScopeEntry],
     hooks: &'a BTreeMap<Hook, HookTable>,
 }
 
@@ -291,6 +539,7 @@ impl BundleSpec {
             compiler: &self.compiler,
             policies: &self.policies,
             rules: &self.rules,
+            scopes: &self.scopes,
             hooks: &self.hooks,
         };
         // Serialising plain structs, vectors and string-keyed maps cannot fail.
@@ -329,7 +578,9 @@ impl PolicyBundle {
             schema_version: Option<u32>,
         }
         if text.trim().is_empty() {
-            return Err(BundleError::Malformed { message: "the file is empty".into() });
+            return Err(BundleError::Malformed {
+                message: "the file is empty".into(),
+            });
         }
         let header: Header = serde_yaml::from_str(text).map_err(|e| BundleError::Malformed {
             message: e.to_string(),
@@ -370,7 +621,10 @@ impl PolicyBundle {
         let invalid = |message: String| Err(BundleError::Invalid { message });
         for (i, rule) in self.spec.rules.iter().enumerate() {
             if !self.spec.policies.iter().any(|p| p.name == rule.policy) {
-                return invalid(format!("rule `{}` belongs to policy `{}`, which the bundle does not list", rule.name, rule.policy));
+                return invalid(format!(
+                    "rule `{}` belongs to policy `{}`, which the bundle does not list",
+                    rule.name, rule.policy
+                ));
             }
             if rule.id as usize != i {
                 return invalid(format!(
@@ -391,12 +645,24 @@ impl PolicyBundle {
                 if term.id as usize != i {
                     return invalid(format!("hook `{hook}`: term {} at index {i}", term.id));
                 }
+                if term.scope {
+                    match self.spec.scopes.get(term.rule as usize) {
+                        Some(scope) if scope.hook.as_str() == hook => {}
+                        _ => return invalid(format!(
+                            "hook `{hook}`: term {i} refers to scope {}, which is not an `{hook}` scope",
+                            term.rule
+                        )),
+                    }
+                    continue;
+                }
                 match self.spec.rules.get(term.rule as usize) {
                     Some(rule) if rule.hook.as_str() == hook => {}
-                    _ => return invalid(format!(
+                    _ => {
+                        return invalid(format!(
                         "hook `{hook}`: term {i} refers to rule {}, which is not an `{hook}` rule",
                         term.rule
-                    )),
+                    ))
+                    }
                 }
             }
             let n = table.terms.len() as u32;
@@ -415,30 +681,40 @@ impl PolicyBundle {
             check_set("verdicts.kill", &v.kill)?;
             check_set("verdicts.allow", &v.allow)?;
             check_set("verdicts.audit", &v.audit)?;
+            check_set("verdicts.defaultDeny", &v.default_deny)?;
+            check_set("verdicts.monitor", &v.monitor)?;
+            for (name, set) in &v.count {
+                check_set(&format!("verdicts.count `{name}`"), set)?;
+            }
             for (field, dim) in &table.dimensions {
                 check_set(&format!("dimension `{field}` default"), &dim.default)?;
-                for entry in dim.exact.iter().chain(&dim.prefix) {
+                for set in dim.suffix_default.iter().chain(&dim.absent) {
+                    check_set(&format!("dimension `{field}` default"), set)?;
+                }
+                for entry in dim.exact.iter().chain(&dim.prefix).chain(&dim.suffix) {
                     check_set(
                         &format!("dimension `{field}` entry `{}`", entry.value),
                         &entry.terms,
                     )?;
-                    match dim.kind {
-                        DimensionKind::Path => {
-                            if !entry.value.starts_with('/')
-                                || entry.value.len() > MAX_PATH_LITERAL_LEN
-                                || entry.value.contains('\0')
-                                || entry.value.contains("//")
-                                || entry.value.split('/').any(|c| c == "." || c == "..")
-                            {
-                                return invalid(format!(
-                                    "dimension `{field}`: `{}` is not an absolute path of at most {MAX_PATH_LITERAL_LEN} bytes",
-                                    entry.value
-                                ));
-                            }
-                        }
-                    }
                 }
-                for (what, list) in [("exact", &dim.exact), ("prefix", &dim.prefix)] {
+                for r in &dim.ranges {
+                    check_set(
+                        &format!("dimension `{field}` range {}..{}", r.lo, r.hi),
+                        &r.terms,
+                    )?;
+                }
+                for m in &dim.masks {
+                    check_set(&format!("dimension `{field}` mask"), &m.held)?;
+                    check_set(&format!("dimension `{field}` mask"), &m.lacking)?;
+                }
+                if let Some(message) = dim.kind_problem() {
+                    return invalid(format!("dimension `{field}`: {message}"));
+                }
+                for (what, list) in [
+                    ("exact", &dim.exact),
+                    ("prefix", &dim.prefix),
+                    ("suffix", &dim.suffix),
+                ] {
                     if list.windows(2).any(|w| w[0].value >= w[1].value) {
                         return invalid(format!(
                             "dimension `{field}`: {what} entries are not sorted and unique"

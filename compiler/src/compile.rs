@@ -12,8 +12,8 @@ use miette::{Diagnostic as _, SourceSpan};
 use policy_dsl::ast::Action;
 
 use crate::bundle::{
-    BundleSpec, Metadata, PolicyBundle, PolicyInfo, RuleEntry, SourceLocation, Verdict,
-    API_VERSION, KIND, SCHEMA_VERSION,
+    BundleSpec, Metadata, PolicyBundle, PolicyInfo, RateLimit, RuleEntry, ScopeEntry,
+    SourceLocation, Verdict, API_VERSION, KIND, SCHEMA_VERSION,
 };
 use crate::lower::{self, LowerError};
 
@@ -60,7 +60,11 @@ pub struct InvalidBundleName {
 /// nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
 #[error("policy `{name}` has no rules")]
-#[diagnostic(code(policyc::empty_policy), severity(Warning), help("add a `rule`, or leave the file out of the bundle"))]
+#[diagnostic(
+    code(policyc::empty_policy),
+    severity(Warning),
+    help("add a `rule`, or leave the file out of the bundle")
+)]
 pub struct EmptyPolicy {
     /// The policy.
     pub name: String,
@@ -158,17 +162,26 @@ pub fn check(sources: &[SourceFile]) -> (Option<Vec<policy_dsl::checked::Policy>
         match d {
             policy_dsl::Error::MissingPolicy(_) => !failed.iter().any(|x| x.keyword == "policy"),
             policy_dsl::Error::UnknownSet(policy_dsl::diagnostic::UnknownSet { name, .. })
-            | policy_dsl::Error::UnknownName(policy_dsl::diagnostic::UnknownName { name, .. }) => {
-                !failed.iter().any(|x| x.name.as_deref() == Some(name.as_str()))
-            }
+            | policy_dsl::Error::UnknownName(policy_dsl::diagnostic::UnknownName {
+                name, ..
+            }) => !failed
+                .iter()
+                .any(|x| x.name.as_deref() == Some(name.as_str())),
             _ => true,
         }
     }));
     diagnostics.sort_by_key(|(f, d)| (*f, d.offset()));
     let mut ok = !diagnostics.iter().any(|(_, d)| !d.is_warning())
-        && failed.iter().all(|f| !f.iter().any(|x| x.keyword == "policy"));
-    let mut located: Vec<Located> =
-        diagnostics.into_iter().map(|(f, d)| Located { file: Some(f), diagnostic: d.into() }).collect();
+        && failed
+            .iter()
+            .all(|f| !f.iter().any(|x| x.keyword == "policy"));
+    let mut located: Vec<Located> = diagnostics
+        .into_iter()
+        .map(|(f, d)| Located {
+            file: Some(f),
+            diagnostic: d.into(),
+        })
+        .collect();
     let mut policies: Vec<(usize, policy_dsl::checked::Policy)> = Vec::new();
     for (i, p) in checked.policies.into_iter().enumerate() {
         let Some(p) = p else {
@@ -189,33 +202,79 @@ pub fn check(sources: &[SourceFile]) -> (Option<Vec<policy_dsl::checked::Policy>
         }
         policies.push((i, p));
     }
-    (ok.then(|| policies.into_iter().map(|(_, p)| p).collect()), located)
+    (
+        ok.then(|| policies.into_iter().map(|(_, p)| p).collect()),
+        located,
+    )
 }
 
 /// Everything `compile` checks, without building tables: the front end, the
-/// kernel's term limit on every hook, and what the back end cannot enforce
-/// yet. `policyc check` reports this, so a clean check means a compile that
+/// kernel's term limit on every hook, globs the tables cannot run, and what
+/// the node runtime cannot load yet ([`lower::runtime_unsupported`]).
+/// `policyc check` reports this, so a clean check means a compile that
 /// succeeds.
 pub fn analyze(sources: &[SourceFile]) -> (Option<Vec<policy_dsl::checked::Policy>>, Vec<Located>) {
+    analyze_with(sources, true)
+}
+
+/// What [`compile_for_evaluation`] checks: as [`analyze`], without the
+/// runtime gate.
+pub fn analyze_for_evaluation(
+    sources: &[SourceFile],
+) -> (Option<Vec<policy_dsl::checked::Policy>>, Vec<Located>) {
+    analyze_with(sources, false)
+}
+
+fn analyze_with(
+    sources: &[SourceFile],
+    runtime: bool,
+) -> (Option<Vec<policy_dsl::checked::Policy>>, Vec<Located>) {
     let (policies, mut diagnostics) = check(sources);
-    let Some(policies) = policies else { return (None, diagnostics) };
+    let Some(policies) = policies else {
+        return (None, diagnostics);
+    };
     let mut ok = true;
     for (i, p) in policies.iter().enumerate() {
         if p.rules.is_empty() && p.defaults.is_empty() {
             diagnostics.push(Located {
                 file: Some(i),
-                diagnostic: EmptyPolicy { name: p.name.clone(), span: SourceSpan::from(p.name_span.start..p.name_span.end) }.into(),
+                diagnostic: EmptyPolicy {
+                    name: p.name.clone(),
+                    span: SourceSpan::from(p.name_span.start..p.name_span.end),
+                }
+                .into(),
             });
         }
     }
-    if let Err(e) = lower::terms_per_hook(&lower::number_rules(&policies)) {
-        ok = false;
-        diagnostics.push(Located { file: Some(e.file()), diagnostic: e.into() });
-    }
+    let mut globs = Vec::new();
     for (i, p) in policies.iter().enumerate() {
-        for e in lower::unsupported(i, p) {
+        globs.extend(lower::glob_errors(i, p));
+    }
+    if globs.is_empty() {
+        if let Err(e) = lower::terms_per_hook(&lower::Program::new(&policies)) {
             ok = false;
-            diagnostics.push(Located { file: Some(e.file()), diagnostic: e.into() });
+            diagnostics.push(Located {
+                file: Some(e.file()),
+                diagnostic: e.into(),
+            });
+        }
+    }
+    for e in globs {
+        ok = false;
+        diagnostics.push(Located {
+            file: Some(e.file()),
+            diagnostic: e.into(),
+        });
+    }
+    if runtime {
+        for (i, p) in policies.iter().enumerate() {
+            for e in lower::runtime_unsupported(i, p) {
+                ok = false;
+                diagnostics.push(Located {
+                    file: Some(e.file()),
+                    diagnostic: e.into(),
+                });
+            }
         }
     }
     diagnostics.sort_by_key(|d| (d.file, label_offset(&d.diagnostic)));
@@ -223,56 +282,109 @@ pub fn analyze(sources: &[SourceFile]) -> (Option<Vec<policy_dsl::checked::Polic
 }
 
 fn label_offset(d: &Diagnostic) -> usize {
-    d.labels().and_then(|mut l| l.next()).map(|l| l.offset()).unwrap_or(0)
+    d.labels()
+        .and_then(|mut l| l.next())
+        .map(|l| l.offset())
+        .unwrap_or(0)
 }
 
-/// Compile `sources` into a bundle named `name`.
+/// Compile `sources` into a bundle named `name` that the node runtime loads.
 ///
 /// # Errors
 /// A [`CompileFailure`] holding every diagnostic when any file has an error,
-/// a hook exceeds a kernel limit, something cannot be enforced yet, or `name`
-/// is not a Kubernetes object name.
+/// a hook exceeds a kernel limit, something cannot be loaded by the runtime
+/// yet, or `name` is not a Kubernetes object name.
 pub fn compile(sources: &[SourceFile], name: &str) -> Result<Compiled, CompileFailure> {
-    let fail = |diagnostics| CompileFailure { diagnostics, sources: sources.to_vec() };
-    let (policies, mut diagnostics) = analyze(sources);
+    compile_with(sources, name, true).map(|(c, _)| c)
+}
+
+/// Compile `sources` into a bundle for the bundle evaluator (`policyc test`):
+/// every hook, field and operator of the language, `count`, `rate`,
+/// `default deny` and `mode = monitor`, without the runtime gate of
+/// [`compile`]. Also returns the checked policies (their `test` blocks).
+///
+/// # Errors
+/// As [`compile`], except for what only the runtime cannot load.
+pub fn compile_for_evaluation(
+    sources: &[SourceFile],
+    name: &str,
+) -> Result<(Compiled, Vec<policy_dsl::checked::Policy>), CompileFailure> {
+    compile_with(sources, name, false)
+}
+
+fn compile_with(
+    sources: &[SourceFile],
+    name: &str,
+    runtime: bool,
+) -> Result<(Compiled, Vec<policy_dsl::checked::Policy>), CompileFailure> {
+    let fail = |diagnostics| CompileFailure {
+        diagnostics,
+        sources: sources.to_vec(),
+    };
+    let (policies, mut diagnostics) = analyze_with(sources, runtime);
     if !is_dns1123_subdomain(name) {
-        diagnostics.push(Located { file: None, diagnostic: InvalidBundleName { name: name.into() }.into() });
+        diagnostics.push(Located {
+            file: None,
+            diagnostic: InvalidBundleName { name: name.into() }.into(),
+        });
     }
-    let Some(policies) = policies.filter(|_| !diagnostics.iter().any(|d| !d.diagnostic.is_warning())) else {
+    let Some(policies) =
+        policies.filter(|_| !diagnostics.iter().any(|d| !d.diagnostic.is_warning()))
+    else {
         return Err(fail(diagnostics));
     };
-    let rules = lower::number_rules(&policies);
-    let hooks = match lower::lower(&rules) {
+    let program = lower::Program::new(&policies);
+    let hooks = match lower::lower_program(&program) {
         Ok(h) => h,
         Err(e) => {
-            diagnostics.push(Located { file: Some(e.file()), diagnostic: e.into() });
+            diagnostics.push(Located {
+                file: Some(e.file()),
+                diagnostic: e.into(),
+            });
             return Err(fail(diagnostics));
         }
     };
-    let rule_entries = rules
+    let location = |file: usize, offset: usize| {
+        let source = &sources[file];
+        let (line, column) = line_column(&source.text, offset);
+        SourceLocation {
+            file: source.name.clone(),
+            line,
+            column,
+        }
+    };
+    let rule_entries = program
+        .rules
         .iter()
-        .map(|r| {
-            let source = &sources[r.file];
-            let (line, column) = line_column(&source.text, r.rule.name_span.start);
-            RuleEntry {
-                id: r.id,
-                name: r.rule.name.clone(),
-                policy: policies[r.file].name.clone(),
-                hook: r.rule.hook,
-                verdict: r.rule.action.map(|a| match a {
-                    Action::Allow => Verdict::Allow,
-                    Action::Deny => Verdict::Deny,
-                    Action::Kill => Verdict::Kill,
-                }),
-                audit: r.rule.audit,
-                severity: r.rule.severity,
-                message: r.rule.message.clone(),
-                source: SourceLocation {
-                    file: source.name.clone(),
-                    line,
-                    column,
-                },
-            }
+        .map(|r| RuleEntry {
+            id: r.id,
+            name: r.rule.name.clone(),
+            policy: policies[r.file].name.clone(),
+            hook: r.rule.hook,
+            verdict: r.rule.action.map(|a| match a {
+                Action::Allow => Verdict::Allow,
+                Action::Deny => Verdict::Deny,
+                Action::Kill => Verdict::Kill,
+            }),
+            audit: r.rule.audit,
+            severity: r.rule.severity,
+            message: r.rule.message.clone(),
+            rate: r.rule.rate.map(|rate| RateLimit {
+                count: rate.count,
+                period_ms: rate.period_ms,
+            }),
+            source: location(r.file, r.rule.name_span.start),
+        })
+        .collect();
+    let scopes = program
+        .scopes
+        .iter()
+        .map(|s| ScopeEntry {
+            id: s.id,
+            name: s.scope.name.clone(),
+            policy: policies[s.file].name.clone(),
+            hook: s.scope.hook,
+            source: location(s.file, s.scope.span.start),
         })
         .collect();
     let mut spec = BundleSpec {
@@ -285,10 +397,12 @@ pub fn compile(sources: &[SourceFile], name: &str) -> Result<Compiled, CompileFa
             .map(|(p, s)| PolicyInfo {
                 name: p.name.clone(),
                 description: p.description.clone(),
+                mode: p.mode,
                 source: s.name.clone(),
             })
             .collect(),
         rules: rule_entries,
+        scopes,
         hooks,
     };
     spec.digest = spec.compute_digest(name);
@@ -298,10 +412,14 @@ pub fn compile(sources: &[SourceFile], name: &str) -> Result<Compiled, CompileFa
         metadata: Metadata { name: name.into() },
         spec,
     };
-    Ok(Compiled {
-        bundle,
-        warnings: diagnostics,
-    })
+    drop(program);
+    Ok((
+        Compiled {
+            bundle,
+            warnings: diagnostics,
+        },
+        policies,
+    ))
 }
 
 /// 1-based line and column (in characters) of byte `offset` in `text`.

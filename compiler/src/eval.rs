@@ -1,110 +1,286 @@
 //! Reference evaluators: what a policy decides for one event.
 //!
 //! Two independent readings that must agree on every input:
-//! - [`eval_rules`] applies the checked rules' conditions directly: the
-//!   meaning of the language.
-//! - [`eval_bundle`] runs the bundle's tables the way the kernel does (exact
-//!   hash, then longest prefix, then default; AND across dimensions; verdict
-//!   masks): a Rust mirror of `bpf-templates/`.
+//! - [`eval_program`] (and [`eval_rules`]) applies the checked rules' and
+//!   scopes' conditions directly: the meaning of the language.
+//! - [`eval_bundle`] runs the bundle's tables the way the kernel does (one
+//!   lookup per dimension, AND across dimensions, verdict masks): a Rust
+//!   mirror of `bpf-templates/`. It reads only the bundle.
 //!
-//! Decision (deny-overrides): a matching `kill` → kill; else a matching `deny`
-//! → deny; else allow. Audit applies whatever the verdict.
+//! Decision (deny-overrides), over the *enforced* rules and scopes (those of
+//! `mode = enforce` policies): a matching `kill` → kill; else a matching
+//! `deny` → deny; else a matching `allow` → allow; else a matching
+//! `default deny` scope → deny; else allow. The same decision over every rule
+//! and scope, monitor ones included, is the *would-be* verdict. `audit` and
+//! `count` apply whatever the verdict; a matching `deny`/`kill` rule of a
+//! monitor policy is audited ("would deny") instead of enforced.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
+use ipnet::IpNet;
 use policy_dsl::checked::{Event, FieldKey, Value};
 
-use crate::bundle::{Dimension, HookTable, PolicyBundle, TermSet, Verdict};
+use crate::bundle::{Dimension, DimensionKind, HookTable, PolicyBundle, TermSet, Verdict};
 use crate::limits::MAX_PATH_LITERAL_LEN;
-use crate::lower::RuleRef;
+use crate::lower::{Program, RuleRef, UNSET_ID};
 use policy_dsl::ast::Action;
 
 /// What a policy decides for an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
-    /// The verdict (`allow` when no rule decides).
+    /// The enforced verdict: from rules and scopes of `mode = enforce`
+    /// policies (`allow` when none decides).
     pub verdict: Verdict,
+    /// The verdict if every policy were enforced (monitor ones included);
+    /// equal to `verdict` when no monitor policy decides otherwise.
+    pub would_verdict: Verdict,
     /// Ids of every rule that matched, ascending.
     pub matched: Vec<u32>,
-    /// Ids of matched rules that audit, ascending.
+    /// Ids of matched rules that are audited, ascending: rules with `audit`,
+    /// and `deny`/`kill` rules of monitor policies (audited would-deny).
     pub audit: Vec<u32>,
+    /// Ids of matched `deny`/`kill` rules of monitor policies, ascending:
+    /// verdicts that were not enforced.
+    pub would_deny: Vec<u32>,
+    /// Ids of matched `default deny` scopes (any mode), ascending.
+    pub scopes: Vec<u32>,
+    /// Counters incremented (`count "name"` of matched rules), sorted, unique.
+    pub counters: Vec<String>,
 }
 
-/// Combine the matched rules' actions into an outcome.
-fn decide(matched: Vec<u32>, action_of: impl Fn(u32) -> (Option<Action>, bool)) -> Outcome {
-    let actions: Vec<_> = matched.iter().map(|&r| action_of(r)).collect();
-    let has = |a: Action| actions.iter().any(|(x, _)| *x == Some(a));
-    let verdict = if has(Action::Kill) {
+/// A matched rule as the decision sees it.
+#[derive(Debug, Clone, Copy)]
+struct Matched {
+    action: Option<Action>,
+    audit: bool,
+    monitor: bool,
+}
+
+fn verdict_of(actions: impl Iterator<Item = Option<Action>> + Clone, scope: bool) -> Verdict {
+    let has = |a: Action| actions.clone().any(|x| x == Some(a));
+    if has(Action::Kill) {
         Verdict::Kill
-    } else if has(Action::Deny) {
+    } else if has(Action::Deny) || (!has(Action::Allow) && scope) {
         Verdict::Deny
     } else {
         Verdict::Allow
-    };
-    let audit = matched
-        .iter()
-        .zip(&actions)
-        .filter(|(_, (_, a))| *a)
-        .map(|(r, _)| *r)
-        .collect();
-    Outcome {
-        verdict,
-        matched,
-        audit,
     }
 }
 
-/// The language's meaning: evaluate each rule's condition on the event.
+/// Combine matched rules (id → how it acts) and matched scopes (id →
+/// monitor) into an outcome.
+fn decide(
+    rules: &BTreeMap<u32, Matched>,
+    scopes: &BTreeMap<u32, bool>,
+    counters: BTreeSet<String>,
+) -> Outcome {
+    let enforced = rules.values().filter(|m| !m.monitor).map(|m| m.action);
+    let verdict = verdict_of(enforced, scopes.values().any(|m| !m));
+    let would_verdict = verdict_of(rules.values().map(|m| m.action), !scopes.is_empty());
+    let would_deny: Vec<u32> = rules
+        .iter()
+        .filter(|(_, m)| m.monitor && matches!(m.action, Some(Action::Deny | Action::Kill)))
+        .map(|(id, _)| *id)
+        .collect();
+    Outcome {
+        verdict,
+        would_verdict,
+        matched: rules.keys().copied().collect(),
+        audit: rules
+            .iter()
+            .filter(|(id, m)| m.audit || would_deny.contains(id))
+            .map(|(id, _)| *id)
+            .collect(),
+        would_deny,
+        scopes: scopes.keys().copied().collect(),
+        counters: counters.into_iter().collect(),
+    }
+}
+
+/// The language's meaning for rules alone (every policy enforced, no scopes).
 pub fn eval_rules(rules: &[RuleRef<'_>], event: &Event) -> Outcome {
-    let matched = rules
+    eval_program(&Program::from_rules(rules), event)
+}
+
+/// The language's meaning: evaluate each rule's and scope's condition on the
+/// event.
+pub fn eval_program(program: &Program<'_>, event: &Event) -> Outcome {
+    let mut rules = BTreeMap::new();
+    let mut counters = BTreeSet::new();
+    for r in program
+        .rules
         .iter()
         .filter(|r| r.rule.hook == event.hook && r.rule.condition.eval(event))
-        .map(|r| r.id)
+    {
+        rules.insert(
+            r.id,
+            Matched {
+                action: r.rule.action,
+                audit: r.rule.audit,
+                monitor: program.is_monitor(r.file),
+            },
+        );
+        counters.extend(r.rule.counts.iter().cloned());
+    }
+    let scopes = program
+        .scopes
+        .iter()
+        .filter(|s| s.scope.hook == event.hook && s.scope.condition.eval(event))
+        .map(|s| (s.id, program.is_monitor(s.file)))
         .collect();
-    let by_id: BTreeMap<u32, _> = rules.iter().map(|r| (r.id, r.rule)).collect();
-    decide(matched, |id| (by_id[&id].action, by_id[&id].audit))
+    decide(&rules, &scopes, counters)
 }
 
 /// The kernel's algorithm over the bundle's tables.
 pub fn eval_bundle(bundle: &PolicyBundle, event: &Event) -> Outcome {
     let spec = &bundle.spec;
-    let matched = match spec.hooks.get(&event.hook) {
-        None => Vec::new(),
-        Some(table) => matched_rules(table, event),
+    let Some(table) = spec.hooks.get(&event.hook) else {
+        return decide(&BTreeMap::new(), &BTreeMap::new(), BTreeSet::new());
     };
-    decide(matched, |id| {
-        let r = &spec.rules[id as usize];
-        let action = r.verdict.map(|v| match v {
-            Verdict::Allow => Action::Allow,
-            Verdict::Deny => Action::Deny,
-            Verdict::Kill => Action::Kill,
-        });
-        (action, r.audit)
-    })
+    let terms = matched_terms(table, event);
+    let v = &table.verdicts;
+    let has = |set: &TermSet, t: u32| set.binary_search(&t).is_ok();
+    let monitor_policy = |policy: &str| {
+        spec.policies
+            .iter()
+            .any(|p| p.name == policy && p.mode == crate::bundle::Mode::Monitor)
+    };
+    let mut rules: BTreeMap<u32, Matched> = BTreeMap::new();
+    let mut scopes = BTreeMap::new();
+    for &t in &terms {
+        let term = &table.terms[t as usize];
+        let monitor = has(&v.monitor, t);
+        if term.scope {
+            debug_assert!(has(&v.default_deny, t));
+            scopes.insert(term.rule, monitor);
+            continue;
+        }
+        let action = if has(&v.kill, t) {
+            Some(Action::Kill)
+        } else if has(&v.deny, t) {
+            Some(Action::Deny)
+        } else if has(&v.allow, t) {
+            Some(Action::Allow)
+        } else {
+            None
+        };
+        debug_assert_eq!(
+            monitor,
+            monitor_policy(&spec.rules[term.rule as usize].policy)
+        );
+        rules.insert(
+            term.rule,
+            Matched {
+                action,
+                audit: has(&v.audit, t),
+                monitor,
+            },
+        );
+    }
+    let counters = v
+        .count
+        .iter()
+        .filter(|(_, set)| set.iter().any(|t| terms.contains(t)))
+        .map(|(name, _)| name.clone())
+        .collect();
+    decide(&rules, &scopes, counters)
 }
 
-/// Rules with at least one matched term.
-fn matched_rules(table: &HookTable, event: &Event) -> Vec<u32> {
+/// Terms that match: the intersection over the dimensions of each one's
+/// lookup.
+fn matched_terms(table: &HookTable, event: &Event) -> BTreeSet<u32> {
     let mut terms: BTreeSet<u32> = (0..table.terms.len() as u32).collect();
-    let fields: BTreeMap<String, &Value> = event.fields.iter().map(|(k, v): (&FieldKey, _)| (k.to_string(), v)).collect();
+    let fields: BTreeMap<String, &Value> = event
+        .fields
+        .iter()
+        .map(|(k, v): (&FieldKey, _)| (k.to_string(), v))
+        .collect();
     for (name, dim) in &table.dimensions {
-        let set: BTreeSet<u32> = match fields.get(name) {
-            Some(Value::Str(v)) => lookup(dim, v).iter().copied().collect(),
-            // An event without the field satisfies no test of it (as in
-            // `Cond::eval`), which is exactly the default class.
-            _ => dim.default.iter().copied().collect(),
+        let set = match &dim.relation {
+            Some(rel) => relation_lookup(
+                dim,
+                fields.get(&rel.left).copied(),
+                fields.get(&rel.right).copied(),
+                &rel.op,
+            ),
+            None => match fields.get(name) {
+                Some(v) => lookup_value(dim, v),
+                // An event without the field satisfies no test of it (as in
+                // `Cond::eval`).
+                None => dim.absent.clone().unwrap_or_else(|| lookup_none(dim)),
+            },
         };
+        let set: BTreeSet<u32> = set.into_iter().collect();
         terms = terms.intersection(&set).copied().collect();
     }
-    let rules: BTreeSet<u32> = terms
-        .iter()
-        .map(|&t| table.terms[t as usize].rule)
-        .collect();
-    rules.into_iter().collect()
+    terms
 }
 
-/// One dimension lookup, as in the kernel: exact hash (only keys of at most
-/// [`MAX_PATH_LITERAL_LEN`] bytes exist), then longest prefix, then default.
+/// The set of a value matching no entry of the dimension.
+fn lookup_none(dim: &Dimension) -> TermSet {
+    match dim.kind {
+        DimensionKind::Caps => caps_lookup(dim, &BTreeSet::new()),
+        _ => match &dim.suffix_default {
+            Some(s) => crate::lower::intersect(&dim.default, s),
+            None => dim.default.clone(),
+        },
+    }
+}
+
+/// One dimension lookup for a value of the event.
+pub fn lookup_value(dim: &Dimension, value: &Value) -> TermSet {
+    match (dim.kind, value) {
+        (DimensionKind::Path | DimensionKind::String, Value::Str(s)) => string_lookup(dim, s),
+        (DimensionKind::Int, Value::Int(n)) => range_lookup(dim, *n),
+        (DimensionKind::Int, Value::Unset) => range_lookup(dim, UNSET_ID),
+        (DimensionKind::Int, Value::Name(n)) => exact(dim, n).unwrap_or(&dim.default).clone(),
+        (DimensionKind::Ip, Value::Ip(a)) => ip_lookup(dim, a),
+        (DimensionKind::Bool, Value::Bool(b)) => {
+            exact(dim, &b.to_string()).unwrap_or(&dim.default).clone()
+        }
+        (DimensionKind::Enum, Value::Str(s)) => exact(dim, s).unwrap_or(&dim.default).clone(),
+        (DimensionKind::Caps, Value::Caps(have)) => caps_lookup(dim, have),
+        _ => lookup_none(dim),
+    }
+}
+
+fn exact<'d>(dim: &'d Dimension, key: &str) -> Option<&'d TermSet> {
+    dim.exact
+        .binary_search_by(|e| e.value.as_str().cmp(key))
+        .ok()
+        .map(|i| &dim.exact[i].terms)
+}
+
+/// Exact hash (for paths only keys of at most [`MAX_PATH_LITERAL_LEN`] bytes
+/// exist); else the longest prefix's set (or `default`) AND, when the
+/// dimension tests suffixes, the longest suffix's set (or `suffix_default`;
+/// in the kernel an LPM trie over the reversed bytes).
+fn string_lookup(dim: &Dimension, value: &str) -> TermSet {
+    if dim.kind != DimensionKind::Path || value.len() <= MAX_PATH_LITERAL_LEN {
+        if let Some(set) = exact(dim, value) {
+            return set.clone();
+        }
+    }
+    let prefix = lookup(dim, value).clone();
+    match &dim.suffix_default {
+        None => prefix,
+        Some(default) => {
+            let suffix = dim
+                .suffix
+                .iter()
+                .filter(|e| value.as_bytes().ends_with(e.value.as_bytes()))
+                .max_by_key(|e| e.value.len())
+                .map(|e| &e.terms)
+                .unwrap_or(default);
+            crate::lower::intersect(&prefix, suffix)
+        }
+    }
+}
+
+/// The prefix side of a path or string lookup, as in the kernel: exact hash
+/// (only keys of at most [`MAX_PATH_LITERAL_LEN`] bytes exist), then longest
+/// prefix, then default. Suffix entries are not consulted.
 pub fn lookup<'d>(dim: &'d Dimension, value: &str) -> &'d TermSet {
     if value.len() <= MAX_PATH_LITERAL_LEN {
         if let Ok(i) = dim.exact.binary_search_by(|e| e.value.as_str().cmp(value)) {
@@ -117,4 +293,73 @@ pub fn lookup<'d>(dim: &'d Dimension, value: &str) -> &'d TermSet {
         .max_by_key(|e| e.value.len())
         .map(|e| &e.terms)
         .unwrap_or(&dim.default)
+}
+
+/// The interval holding `n` (in the kernel: one LPM lookup of the big-endian
+/// key, see [`crate::lower::range_prefixes`]), else `default`.
+fn range_lookup(dim: &Dimension, n: u64) -> TermSet {
+    let i = dim.ranges.partition_point(|r| r.hi < n);
+    match dim.ranges.get(i) {
+        Some(r) if r.lo <= n => r.terms.clone(),
+        _ => dim.default.clone(),
+    }
+}
+
+/// The longest block holding the address, else `default`.
+fn ip_lookup(dim: &Dimension, a: &IpAddr) -> TermSet {
+    dim.prefix
+        .iter()
+        .filter_map(|e| {
+            e.value
+                .parse::<IpNet>()
+                .ok()
+                .filter(|n| n.contains(a))
+                .map(|n| (n.prefix_len(), &e.terms))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, t)| t.clone())
+        .unwrap_or_else(|| dim.default.clone())
+}
+
+/// AND over the masks of `held` (the value has every capability of the mask)
+/// or `lacking`.
+fn caps_lookup(dim: &Dimension, have: &BTreeSet<String>) -> TermSet {
+    let mut set: Option<TermSet> = None;
+    for m in &dim.masks {
+        let side = if m.caps.iter().all(|c| have.contains(c)) {
+            &m.held
+        } else {
+            &m.lacking
+        };
+        set = Some(match set {
+            None => side.clone(),
+            Some(s) => crate::lower::intersect(&s, side),
+        });
+    }
+    set.unwrap_or_else(|| dim.default.clone())
+}
+
+/// A relation feature: computed from the two fields (numbers compare as
+/// numbers; other values, names and `unset` included, only by `==`); a
+/// missing field gives `default`.
+fn relation_lookup(
+    dim: &Dimension,
+    left: Option<&Value>,
+    right: Option<&Value>,
+    op: &str,
+) -> TermSet {
+    let (Some(a), Some(b)) = (left, right) else {
+        return dim.default.clone();
+    };
+    let holds = match (a, b) {
+        (Value::Int(a), Value::Int(b)) => match op {
+            "==" => a == b,
+            "<" => a < b,
+            _ => a <= b,
+        },
+        (a, b) => op == "==" && a == b,
+    };
+    exact(dim, if holds { "true" } else { "false" })
+        .unwrap_or(&dim.default)
+        .clone()
 }

@@ -15,5 +15,6 @@ pub mod limits;
 pub mod lower;
 pub mod render;
 pub mod report;
+pub mod testing;
 
 pub use compile::{compile, CompileFailure, Compiled, SourceFile};

@@ -1,25 +1,42 @@
 //! Lowering: checked rules → per-hook classification tables.
 //!
 //! ```text
-//! Cond ──nnf──► literals under and/or ──dnf──► terms (one bit each)
-//! terms × dimension ──evaluate at each representative value──► entries + default
+//! Cond ──globs→prefix/suffix──nnf──► literals under and/or ──dnf──► terms (one bit each)
+//! terms × dimension ──evaluate at each class of values──► entries + default
 //! ```
 //!
-//! A dimension's value space is cut by the values the rules mention: a value
+//! Every literal belongs to one *dimension*: the field it tests
+//! (`k8s.label["app"]` is its own dimension), or, for a relation between two
+//! fields, the boolean feature `left op right`. A dimension's value space is
+//! cut into classes by the values the rules mention: for strings, a value
 //! either equals a mentioned exact value, or its longest mentioned prefix is
-//! some prefix `p`, or neither. Every value in one class satisfies the same
-//! terms, so evaluating each term once per class (the class's
-//! *representative*) gives complete, exact tables: one lookup in the kernel
+//! some `p` (and, separately, its longest mentioned suffix some `s`); for
+//! integers, the elementary intervals between mentioned bounds; for addresses,
+//! the longest mentioned block. Every value in one class satisfies the same
+//! literals, so evaluating each term once per class (at the class's
+//! *representative*) gives complete, exact tables: one lookup per dimension
 //! answers, with no closure or post-processing to get wrong.
+//!
+//! [`runtime_unsupported`] is a separate gate: what `policyd` can load today.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use policy_dsl::checked::{Cond, FieldKey, Member, Policy, Pred, Rule, Test, Value};
-use policy_dsl::schema::{Field, FieldType, Hook};
+use ipnet::IpNet;
+use policy_dsl::checked::{
+    glob_tokens, Cond, DefaultScope, FieldKey, GlobToken, Member, Policy, Pred, RelOp, Rule, Test,
+    Value,
+};
+use policy_dsl::schema::{Field, FieldType, Hook, Mode};
 
-use crate::bundle::{Dimension, DimensionKind, Entry, HookTable, Term, TermSet, VerdictMasks};
+use crate::bundle::{
+    Dimension, DimensionKind, Entry, HookTable, MaskEntry, RangeEntry, Relation, Resolve, Term,
+    TermSet, VerdictMasks,
+};
 use crate::limits::MAX_TERMS_PER_HOOK;
 use policy_dsl::ast::Action;
+
+/// The kernel's key for the login uid `unset` ((uid_t)-1).
+pub const UNSET_ID: u64 = u32::MAX as u64;
 
 /// A test or its negation: one conjunct of a term.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -30,6 +47,29 @@ pub struct Literal {
     pub pred: Pred,
     /// `false` for a negated test.
     pub positive: bool,
+}
+
+impl Literal {
+    /// The dimension the literal is decided by: its field, or for a relation
+    /// the feature `left op right`.
+    pub fn dimension(&self) -> String {
+        match &self.pred {
+            Pred::Relation(op, other) => relation_name(&self.field, *op, other),
+            _ => self.field.to_string(),
+        }
+    }
+}
+
+fn rel_op(op: RelOp) -> &'static str {
+    match op {
+        RelOp::Eq => "==",
+        RelOp::Lt => "<",
+        RelOp::Le => "<=",
+    }
+}
+
+fn relation_name(left: &FieldKey, op: RelOp, right: &FieldKey) -> String {
+    format!("{left} {} {right}", rel_op(op))
 }
 
 /// A conjunction of literals (an empty conjunction is true).
@@ -57,11 +97,12 @@ pub enum LowerError {
         #[label("this rule crosses the limit ({before} terms before it)")]
         span: miette::SourceSpan,
     },
-    /// The rule uses something the kernel templates cannot enforce yet.
-    #[error("{what} is not supported by the kernel back end yet")]
+    /// The rule uses something the node runtime cannot load yet (the bundle
+    /// format and `policyc test` handle it).
+    #[error("{what} is not loaded by the kernel runtime yet")]
     #[diagnostic(
         code(policyc::unsupported),
-        help("`policyc check` accepts it, but no bundle is written rather than one that silently drops it; the back end supports `exec` rules testing `process.binary` with `==`, `!=`, `in`, `not in` and `startswith`")
+        help("`policyc check` accepts it and `policyc test` evaluates it, but `policyc compile` writes only bundles `policyd` loads: `exec` rules testing `process.binary` with `==`, `!=`, `in`, `not in` and `startswith`")
     )]
     Unsupported {
         /// What, e.g. "field `file.path`".
@@ -72,25 +113,50 @@ pub enum LowerError {
         #[label("uses it")]
         span: miette::SourceSpan,
     },
+    /// A glob that is not a prefix, a suffix or an exact value.
+    #[error("glob `{glob}` cannot be compiled to the kernel's tables")]
+    #[diagnostic(
+        code(policyc::unsupported_glob),
+        help("the kernel runs a glob as an exact value (no wildcard), a prefix (`/usr/bin/**`), a suffix (`**.conf`) or both (`/etc/**.conf`); `*`, `?` and classes elsewhere need a pattern engine it does not have. Write the test with `startswith`, `endswith` or a set")
+    )]
+    UnsupportedGlob {
+        /// The glob.
+        glob: String,
+        /// File index of the declaration.
+        file: usize,
+        /// Span of the declaration's name.
+        #[label("tests a path or string against it")]
+        span: miette::SourceSpan,
+    },
 }
 
 impl LowerError {
     /// Index of the file the error points into.
     pub fn file(&self) -> usize {
         match self {
-            LowerError::TooManyTerms { file, .. } | LowerError::Unsupported { file, .. } => *file,
+            LowerError::TooManyTerms { file, .. }
+            | LowerError::Unsupported { file, .. }
+            | LowerError::UnsupportedGlob { file, .. } => *file,
         }
     }
 }
 
-/// Why a checked policy cannot be lowered yet, if it cannot: the first
-/// construct of each declaration that the kernel templates do not implement.
-pub fn unsupported(file: usize, policy: &Policy) -> Vec<LowerError> {
+fn span_of(sp: &policy_dsl::ast::Span) -> miette::SourceSpan {
+    miette::SourceSpan::from(sp.start..sp.end)
+}
+
+/// What the node runtime (`policyd`) cannot load today, if anything: the
+/// first such construct of each declaration. `policyc compile` refuses these
+/// so that every bundle it writes loads; `compile_for_evaluation` (used by
+/// `policyc test`) does not apply this gate. The runtime loads `exec` rules on
+/// `process.binary` with `==`, `in`, `startswith` (globs equivalent to
+/// them included) and their negations, with a verdict and/or `audit`.
+pub fn runtime_unsupported(file: usize, policy: &Policy) -> Vec<LowerError> {
     let mut out = Vec::new();
     let at = |what: String, sp: &policy_dsl::ast::Span| LowerError::Unsupported {
         what,
         file,
-        span: miette::SourceSpan::from(sp.start..sp.end),
+        span: span_of(sp),
     };
     for rule in &policy.rules {
         let what = if rule.hook != Hook::Exec {
@@ -100,7 +166,10 @@ pub fn unsupported(file: usize, policy: &Policy) -> Vec<LowerError> {
         } else if rule.rate.is_some() {
             Some("`rate`".to_string())
         } else {
-            unsupported_in(&rule.condition)
+            // A glob that is no prefix, suffix or value has its own error.
+            rewrite_globs(&rule.condition)
+                .ok()
+                .and_then(|c| runtime_unsupported_in(&c))
         };
         if let Some(what) = what {
             out.push(at(what, &rule.name_span));
@@ -109,32 +178,147 @@ pub fn unsupported(file: usize, policy: &Policy) -> Vec<LowerError> {
     for scope in &policy.defaults {
         out.push(at("`default deny`".into(), &scope.span));
     }
-    if policy.mode != policy_dsl::schema::Mode::Enforce {
+    if policy.mode != Mode::Enforce {
         out.push(at("`mode = monitor`".into(), &policy.name_span));
     }
     out
 }
 
-fn unsupported_in(cond: &Cond) -> Option<String> {
+fn runtime_unsupported_in(cond: &Cond) -> Option<String> {
     match cond {
         Cond::True | Cond::False => None,
-        Cond::And(cs) | Cond::Or(cs) => cs.iter().find_map(unsupported_in),
-        Cond::Not(c) => unsupported_in(c),
+        Cond::And(cs) | Cond::Or(cs) => cs.iter().find_map(runtime_unsupported_in),
+        Cond::Not(c) => runtime_unsupported_in(c),
         Cond::Test(Test { field, pred }) => {
             if field.field != Field::ProcessBinary {
                 return Some(format!("field `{field}`"));
             }
-            let strings = |set: &BTreeSet<Member>| set.iter().all(|m| matches!(m, Member::Value(Value::Str(_))));
+            let strings = |set: &BTreeSet<Member>| {
+                set.iter()
+                    .all(|m| matches!(m, Member::Value(Value::Str(_))))
+            };
             match pred {
+                Pred::StartsWith(p) if p.is_empty() => Some("a glob matching every path".into()),
                 Pred::Eq(Value::Str(_)) | Pred::StartsWith(_) => None,
                 Pred::In(set) if strings(set) => None,
-                Pred::EndsWith(_) => Some("`endswith`".into()),
+                Pred::EndsWith(_) => Some("`endswith` (or a suffix glob)".into()),
                 Pred::Glob(_) => Some("`matches`".into()),
                 Pred::Relation(..) => Some("a relation between fields".into()),
                 _ => Some(format!("this test of `{field}`")),
             }
         }
     }
+}
+
+/// The predicate a glob is exactly equivalent to, when the kernel's tables
+/// can run it: no wildcard → equality; `LIT**` → prefix; `**LIT` → suffix
+/// (`**` matches any run of bytes, `/` included, so these are exact; `*`
+/// stops at `/` and `?`/classes match one byte, so they are never rewritten).
+/// `[c]` counts as the literal byte `c`.
+pub fn glob_as(glob: &str) -> Option<Pred> {
+    let tokens = glob_tokens(glob).ok()?;
+    // Collapse runs of `**` (`****` is `**`).
+    let mut toks: Vec<&GlobToken> = Vec::new();
+    for t in &tokens {
+        let cross = matches!(t, GlobToken::Star { cross_slash: true });
+        if cross && matches!(toks.last(), Some(GlobToken::Star { cross_slash: true })) {
+            continue;
+        }
+        toks.push(t);
+    }
+    let literal = |ts: &[&GlobToken]| -> Option<String> {
+        let bytes: Option<Vec<u8>> = ts
+            .iter()
+            .map(|t| match t {
+                GlobToken::One(c)
+                    if !c.negated && c.ranges.len() == 1 && c.ranges[0].0 == c.ranges[0].1 =>
+                {
+                    Some(c.ranges[0].0)
+                }
+                _ => None,
+            })
+            .collect();
+        String::from_utf8(bytes?).ok()
+    };
+    let star = |t: &GlobToken| matches!(t, GlobToken::Star { cross_slash: true });
+    match toks.as_slice() {
+        [] => Some(Pred::Eq(Value::Str(String::new()))),
+        [rest @ .., last] if star(last) => literal(rest).map(Pred::StartsWith),
+        [first, rest @ ..] if star(first) => literal(rest).map(Pred::EndsWith),
+        all => literal(all).map(|l| Pred::Eq(Value::Str(l))),
+    }
+}
+
+/// `LIT1**LIT2` as `startswith LIT1 and endswith LIT2`, when that is exact:
+/// when no value shorter than `LIT1LIT2` can start with LIT1 and end with
+/// LIT2 (the two never overlap), e.g. `/**.conf` (absolute path globs need
+/// this form for suffixes).
+pub fn glob_as_affixes(glob: &str) -> Option<(String, String)> {
+    let (head, tail) = glob.split_once("**")?;
+    let tail = tail.trim_start_matches('*');
+    let (Some(Pred::Eq(Value::Str(p))), Some(Pred::Eq(Value::Str(s)))) =
+        (glob_as(head), glob_as(tail))
+    else {
+        return None;
+    };
+    // Literals must also have been written without wildcards (glob_as of a
+    // literal gives Eq), and must not overlap.
+    let (a, b) = (p.as_bytes(), s.as_bytes());
+    let overlap = (1..=a.len().min(b.len())).any(|k| a[a.len() - k..] == b[..k]);
+    (!overlap && !p.is_empty() && !s.is_empty()).then_some((p, s))
+}
+
+/// `cond` with every glob replaced by its equivalent prefix, suffix or
+/// equality; `Err` holds the first glob that has none.
+pub fn rewrite_globs(cond: &Cond) -> Result<Cond, String> {
+    Ok(match cond {
+        Cond::True => Cond::True,
+        Cond::False => Cond::False,
+        Cond::And(cs) => Cond::And(cs.iter().map(rewrite_globs).collect::<Result<_, _>>()?),
+        Cond::Or(cs) => Cond::Or(cs.iter().map(rewrite_globs).collect::<Result<_, _>>()?),
+        Cond::Not(c) => Cond::Not(Box::new(rewrite_globs(c)?)),
+        Cond::Test(Test {
+            field,
+            pred: Pred::Glob(g),
+        }) => match glob_as(g) {
+            Some(pred) => Cond::Test(Test {
+                field: field.clone(),
+                pred,
+            }),
+            None => {
+                let (p, s) = glob_as_affixes(g).ok_or_else(|| g.clone())?;
+                Cond::And(vec![
+                    Cond::Test(Test {
+                        field: field.clone(),
+                        pred: Pred::StartsWith(p),
+                    }),
+                    Cond::Test(Test {
+                        field: field.clone(),
+                        pred: Pred::EndsWith(s),
+                    }),
+                ])
+            }
+        },
+        Cond::Test(t) => Cond::Test(t.clone()),
+    })
+}
+
+/// Globs of a policy that the tables cannot run: one error per declaration.
+pub fn glob_errors(file: usize, policy: &Policy) -> Vec<LowerError> {
+    let rules = policy.rules.iter().map(|r| (&r.condition, &r.name_span));
+    let scopes = policy.defaults.iter().map(|s| (&s.condition, &s.span));
+    rules
+        .chain(scopes)
+        .filter_map(|(c, sp)| {
+            rewrite_globs(c)
+                .err()
+                .map(|glob| LowerError::UnsupportedGlob {
+                    glob,
+                    file,
+                    span: span_of(sp),
+                })
+        })
+        .collect()
 }
 
 /// A rule placed in the bundle: its global id and where it came from.
@@ -146,6 +330,63 @@ pub struct RuleRef<'a> {
     pub file: usize,
     /// The checked rule.
     pub rule: &'a Rule,
+}
+
+/// A `default deny` scope placed in the bundle.
+#[derive(Debug, Clone, Copy)]
+pub struct ScopeRef<'a> {
+    /// Bundle scope id.
+    pub id: u32,
+    /// Index of the source file.
+    pub file: usize,
+    /// The checked scope.
+    pub scope: &'a DefaultScope,
+}
+
+/// Everything that decides events: rules, `default deny` scopes, and which
+/// files are in `mode = monitor`.
+#[derive(Debug, Clone, Default)]
+pub struct Program<'a> {
+    /// Rules, numbered in input order.
+    pub rules: Vec<RuleRef<'a>>,
+    /// Scopes, numbered in input order.
+    pub scopes: Vec<ScopeRef<'a>>,
+    /// Per file index: the policy is in `mode = monitor` (missing: enforce).
+    pub monitor: Vec<bool>,
+}
+
+impl<'a> Program<'a> {
+    /// Number the rules and scopes of all policies in input order.
+    pub fn new(policies: &'a [Policy]) -> Program<'a> {
+        let mut scopes = Vec::new();
+        for (file, p) in policies.iter().enumerate() {
+            for scope in &p.defaults {
+                scopes.push(ScopeRef {
+                    id: scopes.len() as u32,
+                    file,
+                    scope,
+                });
+            }
+        }
+        Program {
+            rules: number_rules(policies),
+            scopes,
+            monitor: policies.iter().map(|p| p.mode == Mode::Monitor).collect(),
+        }
+    }
+
+    /// Rules only, every file enforced.
+    pub fn from_rules(rules: &[RuleRef<'a>]) -> Program<'a> {
+        Program {
+            rules: rules.to_vec(),
+            ..Program::default()
+        }
+    }
+
+    /// Whether file `file` is in monitor mode.
+    pub fn is_monitor(&self, file: usize) -> bool {
+        self.monitor.get(file).copied().unwrap_or(false)
+    }
 }
 
 /// Number the rules of all policies in input order.
@@ -163,70 +404,150 @@ pub fn number_rules(policies: &[Policy]) -> Vec<RuleRef<'_>> {
     out
 }
 
-/// Build the table of every hook that has rules.
+/// What a term comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// A rule, by bundle id.
+    Rule(u32),
+    /// A `default deny` scope, by bundle id.
+    Scope(u32),
+}
+
+/// Build the table of every hook that has rules (every file enforced, no
+/// scopes): see [`lower_program`].
+///
+/// # Errors
+/// As [`lower_program`].
+pub fn lower(rules: &[RuleRef<'_>]) -> Result<BTreeMap<Hook, HookTable>, LowerError> {
+    lower_program(&Program::from_rules(rules))
+}
+
+/// Build the table of every hook that has rules or scopes.
 ///
 /// # Errors
 /// [`LowerError::TooManyTerms`] when a hook needs more than
-/// [`MAX_TERMS_PER_HOOK`] terms.
-pub fn lower(rules: &[RuleRef<'_>]) -> Result<BTreeMap<Hook, HookTable>, LowerError> {
-    let per_hook = terms_per_hook(rules)?;
-    let actions: BTreeMap<u32, (Option<Action>, bool)> =
-        rules.iter().map(|r| (r.id, (r.rule.action, r.rule.audit))).collect();
-    Ok(per_hook.into_iter().map(|(hook, terms)| (hook, hook_table(&terms, &actions))).collect())
+/// [`MAX_TERMS_PER_HOOK`] terms, [`LowerError::UnsupportedGlob`] for a glob
+/// the tables cannot run.
+pub fn lower_program(program: &Program<'_>) -> Result<BTreeMap<Hook, HookTable>, LowerError> {
+    let per_hook = terms_per_hook(program)?;
+    Ok(per_hook
+        .into_iter()
+        .map(|(hook, terms)| (hook, hook_table(&terms, program)))
+        .collect())
 }
 
-/// The terms of every hook: each rule's DNF, in rule order.
+/// The terms of every hook: each rule's DNF in rule order, then each scope's.
 ///
 /// # Errors
-/// [`LowerError::TooManyTerms`] for the first rule that takes a hook past
-/// [`MAX_TERMS_PER_HOOK`]; expansion stops there, so a condition with an
+/// [`LowerError::TooManyTerms`] for the first declaration that takes a hook
+/// past [`MAX_TERMS_PER_HOOK`]; expansion stops there, so a condition with an
 /// exponential DNF costs no more than the limit.
-pub fn terms_per_hook(rules: &[RuleRef<'_>]) -> Result<BTreeMap<Hook, Vec<(u32, Conjunction)>>, LowerError> {
-    let mut per_hook: BTreeMap<Hook, Vec<(u32, Conjunction)>> = BTreeMap::new();
-    for r in rules {
-        let terms = per_hook.entry(r.rule.hook).or_default();
+/// [`LowerError::UnsupportedGlob`] for the first glob with no table form.
+pub fn terms_per_hook(
+    program: &Program<'_>,
+) -> Result<BTreeMap<Hook, Vec<(Owner, Conjunction)>>, LowerError> {
+    let mut per_hook: BTreeMap<Hook, Vec<(Owner, Conjunction)>> = BTreeMap::new();
+    let rules = program.rules.iter().map(|r| {
+        (
+            Owner::Rule(r.id),
+            r.file,
+            r.rule.hook,
+            &r.rule.condition,
+            &r.rule.name_span,
+        )
+    });
+    let scopes = program.scopes.iter().map(|s| {
+        (
+            Owner::Scope(s.id),
+            s.file,
+            s.scope.hook,
+            &s.scope.condition,
+            &s.scope.span,
+        )
+    });
+    for (owner, file, hook, condition, sp) in rules.chain(scopes) {
+        let condition = rewrite_globs(condition).map_err(|glob| LowerError::UnsupportedGlob {
+            glob,
+            file,
+            span: span_of(sp),
+        })?;
+        let terms = per_hook.entry(hook).or_default();
         let room = MAX_TERMS_PER_HOOK - terms.len();
-        let Some(dnf) = dnf(&r.rule.condition, true, room) else {
+        let Some(dnf) = dnf(&condition, true, room) else {
             return Err(LowerError::TooManyTerms {
-                hook: r.rule.hook.as_str(),
+                hook: hook.as_str(),
                 before: terms.len(),
                 max: MAX_TERMS_PER_HOOK,
-                file: r.file,
-                span: miette::SourceSpan::from(r.rule.name_span.start..r.rule.name_span.end),
+                file,
+                span: span_of(sp),
             });
         };
-        terms.extend(dnf.into_iter().map(|c| (r.id, c)));
+        terms.extend(dnf.into_iter().map(|c| (owner, c)));
     }
     Ok(per_hook)
 }
 
-fn hook_table(
-    terms: &[(u32, Conjunction)],
-    actions: &BTreeMap<u32, (Option<Action>, bool)>,
-) -> HookTable {
+fn hook_table(terms: &[(Owner, Conjunction)], program: &Program<'_>) -> HookTable {
+    let rules: BTreeMap<u32, &RuleRef<'_>> = program.rules.iter().map(|r| (r.id, r)).collect();
+    let scopes: BTreeMap<u32, &ScopeRef<'_>> = program.scopes.iter().map(|s| (s.id, s)).collect();
     let mut verdicts = VerdictMasks::default();
-    for (id, (rule, _)) in terms.iter().enumerate() {
+    for (id, (owner, _)) in terms.iter().enumerate() {
         let id = id as u32;
-        let (action, audit) = actions[rule];
-        match action {
-            Some(Action::Deny) => verdicts.deny.push(id),
-            Some(Action::Kill) => verdicts.kill.push(id),
-            Some(Action::Allow) => verdicts.allow.push(id),
-            None => {}
-        }
-        if audit {
-            verdicts.audit.push(id);
+        match owner {
+            Owner::Rule(r) => {
+                let r = rules[r];
+                match r.rule.action {
+                    Some(Action::Deny) => verdicts.deny.push(id),
+                    Some(Action::Kill) => verdicts.kill.push(id),
+                    Some(Action::Allow) => verdicts.allow.push(id),
+                    None => {}
+                }
+                if r.rule.audit {
+                    verdicts.audit.push(id);
+                }
+                for c in r.rule.counts.iter().collect::<BTreeSet<_>>() {
+                    verdicts.count.entry(c.clone()).or_default().push(id);
+                }
+                if program.is_monitor(r.file) {
+                    verdicts.monitor.push(id);
+                }
+            }
+            Owner::Scope(s) => {
+                verdicts.default_deny.push(id);
+                if program.is_monitor(scopes[s].file) {
+                    verdicts.monitor.push(id);
+                }
+            }
         }
     }
-    let fields: BTreeSet<&FieldKey> = terms.iter().flat_map(|(_, c)| c.iter().map(|l| &l.field)).collect();
-    let dimensions = fields.into_iter().map(|f| (f.to_string(), dimension(f, terms))).collect();
+    // Each dimension with one of its literals (they all share field and
+    // predicate kind), in name order.
+    let mut dims: BTreeMap<String, &Literal> = BTreeMap::new();
+    for lit in terms.iter().flat_map(|(_, c)| c) {
+        dims.entry(lit.dimension()).or_insert(lit);
+    }
+    let dimensions = dims
+        .into_iter()
+        .map(|(name, lit)| {
+            let dim = dimension(&name, lit, terms);
+            (name, dim)
+        })
+        .collect();
     HookTable {
         terms: terms
             .iter()
             .enumerate()
-            .map(|(id, (rule, _))| Term {
-                id: id as u32,
-                rule: *rule,
+            .map(|(id, (owner, _))| match owner {
+                Owner::Rule(r) => Term {
+                    id: id as u32,
+                    rule: *r,
+                    scope: false,
+                },
+                Owner::Scope(s) => Term {
+                    id: id as u32,
+                    rule: *s,
+                    scope: true,
+                },
             })
             .collect(),
         dimensions,
@@ -234,91 +555,372 @@ fn hook_table(
     }
 }
 
-/// A class of values of one dimension, described by what its members satisfy.
-enum Representative<'a> {
-    /// Exactly this value.
-    Exact(&'a str),
-    /// Any value whose longest mentioned prefix is this one and that equals no
-    /// mentioned exact value.
-    Prefix(&'a str),
-    /// A value that equals no mentioned value and has no mentioned prefix.
-    Other,
+/// The terms whose literals on dimension `dim` all hold for a class of
+/// values, given each literal's truth for the class. `None` means the literal
+/// is decided elsewhere (another side of the dimension) and does not constrain
+/// this set. Terms without literals on `dim` are always included.
+fn class_terms(
+    terms: &[(Owner, Conjunction)],
+    dim: &str,
+    truth: impl Fn(&Pred) -> Option<bool>,
+) -> TermSet {
+    terms
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, conj))| {
+            conj.iter()
+                .filter(|l| l.dimension() == dim)
+                .all(|l| truth(&l.pred).is_none_or(|t| t == l.positive))
+        })
+        .map(|(id, _)| id as u32)
+        .collect()
 }
 
-impl Representative<'_> {
-    fn satisfies(&self, pred: &Pred) -> bool {
-        match (self, pred) {
-            (Representative::Exact(v), p) => p.holds(&Value::Str(v.to_string()), &|_| None),
-            // Mentioned prefix q holds iff q is a prefix of p: both are prefixes
-            // of the value, and p is the longest of them.
-            (Representative::Prefix(p), Pred::StartsWith(q)) => p.starts_with(q.as_str()),
-            (Representative::Prefix(_), _) => false,
-            (Representative::Other, _) => false,
-        }
-    }
-
-    /// Terms whose literals on `field` all hold for this class. Terms that do
-    /// not test `field` are unconstrained by it and always included.
-    fn terms(&self, field: &FieldKey, terms: &[(u32, Conjunction)]) -> TermSet {
-        terms
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, conj))| {
-                conj.iter()
-                    .filter(|l| l.field == *field)
-                    .all(|l| self.satisfies(&l.pred) == l.positive)
-            })
-            .map(|(id, _)| id as u32)
-            .collect()
-    }
+/// The predicates of dimension `dim`.
+fn preds<'t>(terms: &'t [(Owner, Conjunction)], dim: &str) -> impl Iterator<Item = &'t Pred> {
+    let dim = dim.to_string();
+    terms
+        .iter()
+        .flat_map(|(_, c)| c)
+        .filter(move |l| l.dimension() == dim)
+        .map(|l| &l.pred)
 }
 
-/// Build one path dimension. Callers have checked with [`unsupported`] that
-/// only string equality, membership and prefixes occur.
-fn dimension(field: &FieldKey, terms: &[(u32, Conjunction)]) -> Dimension {
-    let mut exact = BTreeSet::new();
-    let mut prefix = BTreeSet::new();
-    for lit in terms.iter().flat_map(|(_, c)| c).filter(|l| l.field == *field) {
-        match &lit.pred {
-            Pred::Eq(Value::Str(v)) => {
-                exact.insert(v.as_str());
+/// Values of `Eq` and value members of `In`.
+fn mentioned_values<'t>(terms: &'t [(Owner, Conjunction)], dim: &str) -> BTreeSet<&'t Value> {
+    let mut out = BTreeSet::new();
+    for p in preds(terms, dim) {
+        match p {
+            Pred::Eq(v) => {
+                out.insert(v);
             }
-            Pred::In(set) => exact.extend(set.iter().filter_map(|m| match m {
-                Member::Value(Value::Str(v)) => Some(v.as_str()),
+            Pred::In(set) => out.extend(set.iter().filter_map(|m| match m {
+                Member::Value(v) => Some(v),
                 _ => None,
             })),
-            Pred::StartsWith(p) => {
-                prefix.insert(p.as_str());
+            _ => {}
+        }
+    }
+    out
+}
+
+fn dimension(name: &str, lit: &Literal, terms: &[(Owner, Conjunction)]) -> Dimension {
+    if let Pred::Relation(op, other) = &lit.pred {
+        let t = class_terms(terms, name, |_| Some(true));
+        let f = class_terms(terms, name, |_| Some(false));
+        return Dimension {
+            kind: DimensionKind::Relation,
+            exact: vec![
+                Entry {
+                    value: "false".into(),
+                    terms: f.clone(),
+                },
+                Entry {
+                    value: "true".into(),
+                    terms: t,
+                },
+            ],
+            default: f,
+            relation: Some(Relation {
+                left: lit.field.to_string(),
+                op: rel_op(*op).into(),
+                right: other.to_string(),
+            }),
+            ..Dimension::default()
+        };
+    }
+    match lit.field.field.ty() {
+        FieldType::Path => string_dimension(DimensionKind::Path, name, terms),
+        FieldType::Str { .. } => string_dimension(DimensionKind::String, name, terms),
+        FieldType::Uid | FieldType::LoginUid => int_dimension(name, terms, Resolve::User),
+        FieldType::Gid => int_dimension(name, terms, Resolve::Group),
+        FieldType::Port => int_dimension(name, terms, Resolve::User),
+        FieldType::Ip => ip_dimension(name, terms),
+        FieldType::Bool => exact_dimension(DimensionKind::Bool, name, terms),
+        FieldType::Enum(_) => exact_dimension(DimensionKind::Enum, name, terms),
+        FieldType::Caps => caps_dimension(name, terms),
+    }
+}
+
+/// Paths and strings: exact, prefix and suffix tables.
+fn string_dimension(kind: DimensionKind, name: &str, terms: &[(Owner, Conjunction)]) -> Dimension {
+    let exact: BTreeSet<&str> = mentioned_values(terms, name)
+        .into_iter()
+        .filter_map(|v| match v {
+            Value::Str(s) => Some(s.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut prefixes = BTreeSet::new();
+    let mut suffixes = BTreeSet::new();
+    for p in preds(terms, name) {
+        match p {
+            Pred::StartsWith(s) => {
+                prefixes.insert(s.as_str());
+            }
+            Pred::EndsWith(s) => {
+                suffixes.insert(s.as_str());
             }
             _ => {}
         }
     }
-    let entries = |values: BTreeSet<&str>, exact: bool| -> Vec<Entry> {
-        values
-            .into_iter()
-            .map(|v| {
-                let class = if exact {
-                    Representative::Exact(v)
-                } else {
-                    Representative::Prefix(v)
-                };
-                Entry {
-                    value: v.to_string(),
-                    terms: class.terms(field, terms),
-                }
-            })
-            .collect()
+    let entry = |value: &str, terms: TermSet| Entry {
+        value: value.to_string(),
+        terms,
     };
-    let kind = match field.field.ty() {
-        FieldType::Path => DimensionKind::Path,
-        other => unreachable!("`unsupported` refuses dimensions of type {other:?}"),
+    // Prefix side of a non-exact value whose longest mentioned prefix is `p`
+    // (None: no prefix): equality is false, `startswith q` holds iff q is a
+    // prefix of p (both prefix the value, p is the longest); suffixes are
+    // the other side's.
+    let prefix_side = |p: Option<&str>| {
+        class_terms(terms, name, |pred| match pred {
+            Pred::StartsWith(q) => Some(p.is_some_and(|p| p.starts_with(q.as_str()))),
+            Pred::EndsWith(_) => None,
+            _ => Some(false),
+        })
+    };
+    let suffix_side = |s: Option<&str>| {
+        class_terms(terms, name, |pred| match pred {
+            Pred::EndsWith(q) => Some(s.is_some_and(|s| s.ends_with(q.as_str()))),
+            _ => None,
+        })
+    };
+    let default = prefix_side(None);
+    let suffix_default = (!suffixes.is_empty()).then(|| suffix_side(None));
+    let absent = class_terms(terms, name, |_| Some(false));
+    let nothing = match &suffix_default {
+        Some(s) => intersect(&default, s),
+        None => default.clone(),
     };
     Dimension {
         kind,
-        exact: entries(exact, true),
-        prefix: entries(prefix, false),
-        default: Representative::Other.terms(field, terms),
+        exact: exact
+            .iter()
+            .map(|v| {
+                let value = Value::Str(v.to_string());
+                entry(
+                    v,
+                    class_terms(terms, name, |pred| Some(pred.holds(&value, &|_| None))),
+                )
+            })
+            .collect(),
+        prefix: prefixes
+            .iter()
+            .map(|p| entry(p, prefix_side(Some(p))))
+            .collect(),
+        suffix: suffixes
+            .iter()
+            .map(|s| entry(s, suffix_side(Some(s))))
+            .collect(),
+        default,
+        suffix_default,
+        absent: (absent != nothing).then_some(absent),
+        ..Dimension::default()
     }
+}
+
+/// Sorted intersection of two sorted sets.
+pub fn intersect(a: &TermSet, b: &TermSet) -> TermSet {
+    let b: BTreeSet<u32> = b.iter().copied().collect();
+    a.iter().copied().filter(|t| b.contains(t)).collect()
+}
+
+/// Ids and ports: sorted disjoint intervals (the elementary intervals cut by
+/// every mentioned bound, equal neighbours merged), names as exact entries.
+fn int_dimension(name: &str, terms: &[(Owner, Conjunction)], resolve: Resolve) -> Dimension {
+    let mut intervals: Vec<(u64, u64)> = Vec::new();
+    let mut names = BTreeSet::new();
+    for v in mentioned_values(terms, name) {
+        match v {
+            Value::Int(n) => intervals.push((*n, *n)),
+            Value::Unset => intervals.push((UNSET_ID, UNSET_ID)),
+            Value::Name(n) => {
+                names.insert(n.as_str());
+            }
+            _ => {}
+        }
+    }
+    for p in preds(terms, name) {
+        if let Pred::In(set) = p {
+            intervals.extend(set.iter().filter_map(|m| match m {
+                Member::Range(lo, hi) => Some((*lo, *hi)),
+                _ => None,
+            }));
+        }
+    }
+    let mut bounds: BTreeSet<u64> = BTreeSet::new();
+    for (lo, hi) in &intervals {
+        bounds.insert(*lo);
+        bounds.insert(hi.saturating_add(1));
+    }
+    let bounds: Vec<u64> = bounds.into_iter().collect();
+    let mut ranges: Vec<RangeEntry> = Vec::new();
+    for w in bounds.windows(2) {
+        let (lo, hi) = (w[0], w[1] - 1);
+        if !intervals.iter().any(|(a, b)| *a <= lo && hi <= *b) {
+            continue;
+        }
+        let rep = if lo == UNSET_ID {
+            Value::Unset
+        } else {
+            Value::Int(lo)
+        };
+        let set = class_terms(terms, name, |pred| Some(pred.holds(&rep, &|_| None)));
+        match ranges.last_mut() {
+            Some(last) if last.hi + 1 == lo && last.terms == set => last.hi = hi,
+            _ => ranges.push(RangeEntry { lo, hi, terms: set }),
+        }
+    }
+    let exact: Vec<Entry> = names
+        .iter()
+        .map(|n| {
+            let value = Value::Name(n.to_string());
+            Entry {
+                value: n.to_string(),
+                terms: class_terms(terms, name, |pred| Some(pred.holds(&value, &|_| None))),
+            }
+        })
+        .collect();
+    Dimension {
+        kind: DimensionKind::Int,
+        resolve: (!exact.is_empty()).then_some(resolve),
+        exact,
+        ranges,
+        default: class_terms(terms, name, |_| Some(false)),
+        ..Dimension::default()
+    }
+}
+
+/// Addresses: every mentioned block (an address is a host block); the class
+/// of a block is the values whose longest mentioned block it is.
+fn ip_dimension(name: &str, terms: &[(Owner, Conjunction)]) -> Dimension {
+    let host = |a: &std::net::IpAddr| IpNet::from(*a);
+    let mut blocks: BTreeSet<IpNet> = BTreeSet::new();
+    for v in mentioned_values(terms, name) {
+        if let Value::Ip(a) = v {
+            blocks.insert(host(a));
+        }
+    }
+    for p in preds(terms, name) {
+        if let Pred::In(set) = p {
+            blocks.extend(set.iter().filter_map(|m| match m {
+                Member::Cidr(n) => Some(n.trunc()),
+                _ => None,
+            }));
+        }
+    }
+    // A value whose longest mentioned block is `b`: `== a` holds iff b is a's
+    // host block; `in c` iff c contains all of b.
+    let covers =
+        |c: &IpNet, b: &IpNet| c.prefix_len() <= b.prefix_len() && c.contains(&b.network());
+    let holds = |pred: &Pred, b: &IpNet| match pred {
+        Pred::Eq(Value::Ip(a)) => host(a) == *b,
+        Pred::In(set) => set.iter().any(|m| match m {
+            Member::Value(Value::Ip(a)) => host(a) == *b,
+            Member::Cidr(c) => covers(&c.trunc(), b),
+            _ => false,
+        }),
+        _ => false,
+    };
+    let mut prefix: Vec<Entry> = blocks
+        .iter()
+        .map(|b| Entry {
+            value: b.to_string(),
+            terms: class_terms(terms, name, |p| Some(holds(p, b))),
+        })
+        .collect();
+    prefix.sort_by(|a, b| a.value.cmp(&b.value));
+    Dimension {
+        kind: DimensionKind::Ip,
+        prefix,
+        default: class_terms(terms, name, |_| Some(false)),
+        ..Dimension::default()
+    }
+}
+
+/// Booleans and enumerations: exact entries.
+fn exact_dimension(kind: DimensionKind, name: &str, terms: &[(Owner, Conjunction)]) -> Dimension {
+    let values = mentioned_values(terms, name);
+    Dimension {
+        kind,
+        exact: values
+            .iter()
+            .filter_map(|v| {
+                let key = match v {
+                    Value::Bool(b) => b.to_string(),
+                    Value::Str(s) => s.clone(),
+                    _ => return None,
+                };
+                let terms = class_terms(terms, name, |p| Some(p.holds(v, &|_| None)));
+                Some((key.clone(), Entry { value: key, terms }))
+            })
+            .collect::<BTreeMap<String, Entry>>()
+            .into_values()
+            .collect(),
+        default: class_terms(terms, name, |_| Some(false)),
+        ..Dimension::default()
+    }
+}
+
+/// Capability sets: per distinct required set, the terms when the value holds
+/// it and when it does not.
+fn caps_dimension(name: &str, terms: &[(Owner, Conjunction)]) -> Dimension {
+    let masks: BTreeSet<&BTreeSet<String>> = preds(terms, name)
+        .filter_map(|p| match p {
+            Pred::Has(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    let side = |mask: &BTreeSet<String>, held: bool| {
+        class_terms(terms, name, |p| match p {
+            Pred::Has(s) if s == mask => Some(held),
+            Pred::Has(_) => None,
+            _ => Some(false),
+        })
+    };
+    Dimension {
+        kind: DimensionKind::Caps,
+        masks: masks
+            .iter()
+            .map(|m| MaskEntry {
+                caps: m.iter().cloned().collect(),
+                held: side(m, true),
+                lacking: side(m, false),
+            })
+            .collect(),
+        default: class_terms(terms, name, |_| Some(false)),
+        ..Dimension::default()
+    }
+}
+
+/// The LPM prefixes that cover exactly `lo..=hi` among `bits`-bit unsigned
+/// integers, as (value, prefix length) with the value's host bits zero: the
+/// kernel form of a [`RangeEntry`] in an LPM trie keyed by the big-endian
+/// value. Disjoint intervals give disjoint prefixes, so the longest (the only)
+/// match finds the interval. At most `2 * bits - 2` prefixes per interval.
+///
+/// # Panics
+/// When `bits` is not in `1..=64` or `hi` does not fit in `bits` bits or
+/// `lo > hi`.
+pub fn range_prefixes(lo: u64, hi: u64, bits: u32) -> Vec<(u64, u32)> {
+    assert!((1..=64).contains(&bits) && lo <= hi && (bits == 64 || hi >> bits == 0));
+    let mut out = Vec::new();
+    let mut lo = lo as u128;
+    let hi = hi as u128;
+    while lo <= hi {
+        // The largest aligned block starting at lo that stays within hi.
+        let mut size: u32 = if lo == 0 {
+            bits
+        } else {
+            (lo.trailing_zeros()).min(bits)
+        };
+        while lo + (1u128 << size) - 1 > hi {
+            size -= 1;
+        }
+        out.push((lo as u64, bits - size));
+        lo += 1u128 << size;
+    }
+    out
 }
 
 /// Disjunctive normal form of `cond` (negated when `positive` is false), or
@@ -371,6 +973,84 @@ pub fn dnf(cond: &Cond, positive: bool, limit: usize) -> Option<Vec<Conjunction>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn range_prefixes_cover_exactly() {
+        assert_eq!(range_prefixes(0, 65535, 16), vec![(0, 0)]);
+        assert_eq!(range_prefixes(80, 80, 16), vec![(80, 16)]);
+        assert_eq!(range_prefixes(1, 1023, 16).len(), 10);
+        assert_eq!(range_prefixes(0, u32::MAX as u64, 32), vec![(0, 0)]);
+        // Brute force on 8-bit keys: the prefixes cover lo..=hi and nothing else, disjointly.
+        for lo in 0..=255u64 {
+            for hi in lo..=255u64 {
+                let ps = range_prefixes(lo, hi, 8);
+                assert!(ps.len() <= 14, "{lo}..{hi}: {ps:?}");
+                for v in 0..=255u64 {
+                    let n = ps
+                        .iter()
+                        .filter(|(p, len)| *len == 0 || v >> (8 - len) == p >> (8 - len))
+                        .count();
+                    assert_eq!(
+                        n,
+                        usize::from(lo <= v && v <= hi),
+                        "{lo}..{hi} at {v}: {ps:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn globs_become_prefixes_suffixes_or_values() {
+        let s = |x: &str| Some(x.to_string());
+        assert_eq!(glob_as("/usr/bin/**"), s("/usr/bin/").map(Pred::StartsWith));
+        assert_eq!(glob_as("**.conf"), s(".conf").map(Pred::EndsWith));
+        assert_eq!(
+            glob_as("/etc/[p]asswd"),
+            s("/etc/passwd").map(|v| Pred::Eq(Value::Str(v)))
+        );
+        assert_eq!(glob_as("/a/****"), s("/a/").map(Pred::StartsWith));
+        assert_eq!(glob_as("**"), s("").map(Pred::StartsWith));
+        for refused in [
+            "/usr/bin/*",
+            "*.conf",
+            "/usr/**/sudo",
+            "/a?",
+            "**/x/**",
+            "/dev/tty[0-9]",
+        ] {
+            assert_eq!(glob_as(refused), None, "{refused}");
+        }
+        assert_eq!(
+            glob_as_affixes("/**.conf"),
+            Some(("/".into(), ".conf".into()))
+        );
+        assert_eq!(
+            glob_as_affixes("/etc/**.conf"),
+            Some(("/etc/".into(), ".conf".into()))
+        );
+        // `/a/**/b` would be `startswith "/a/" and endswith "/b"`, but `/a/b`
+        // has both and does not match: the literals overlap.
+        assert_eq!(glob_as_affixes("/a/**/b"), None);
+        assert_eq!(glob_as_affixes("/a**a"), None);
+        assert_eq!(glob_as_affixes("/usr/*/**.conf"), None);
+        // Exhaustive check over a small alphabet.
+        for g in ["/**.c", "/a**b", "ab**ba", "a**b", "/**/"] {
+            let Some((p, s)) = glob_as_affixes(g) else {
+                continue;
+            };
+            for len in 0..6 {
+                for n in 0..(3usize.pow(len)) {
+                    let v: String = (0..len)
+                        .map(|i| ["/", "a", "b"][(n / 3usize.pow(i)) % 3])
+                        .collect::<String>();
+                    let v = v.replace('b', if g.contains('c') { "c" } else { "b" });
+                    let want = policy_dsl::checked::glob_match(g, &v);
+                    assert_eq!(v.starts_with(&p) && v.ends_with(&s), want, "{g} on {v}");
+                }
+            }
+        }
+    }
 
     fn eq(v: &str) -> Cond {
         Cond::Test(Test {

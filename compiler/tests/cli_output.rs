@@ -5,10 +5,15 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::process::{Command, Output};
 
-const VALID: &str = "policy p {}\nrule r on exec { when process.binary == \"/usr/bin/sudo\" audit }\n";
+const VALID: &str =
+    "policy p {}\nrule r on exec { when process.binary == \"/usr/bin/sudo\" audit }\n";
 
 fn policyc(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_policyc")).args(args).current_dir(dir).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_policyc"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
 }
 
 fn stderr(o: &Output) -> String {
@@ -21,12 +26,18 @@ fn output_through_a_symlink_replaces_the_target_and_keeps_the_link() {
     std::fs::write(dir.path().join("p.policy"), VALID).unwrap();
     std::fs::write(dir.path().join("target.yaml"), "old").unwrap();
     std::os::unix::fs::symlink("target.yaml", dir.path().join("link.yaml")).unwrap();
-    let out = policyc(&["compile", "p.policy", "-o", "link.yaml", "--name", "p"], dir.path());
+    let out = policyc(
+        &["compile", "p.policy", "-o", "link.yaml", "--name", "p"],
+        dir.path(),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let link = std::fs::symlink_metadata(dir.path().join("link.yaml")).unwrap();
     assert!(link.file_type().is_symlink(), "the symlink was replaced");
     let target = std::fs::read_to_string(dir.path().join("target.yaml")).unwrap();
-    assert!(target.starts_with("apiVersion: policyc.dev/v1alpha1"), "{target}");
+    assert!(
+        target.starts_with("apiVersion: policyc.dev/v1alpha1"),
+        "{target}"
+    );
 }
 
 #[test]
@@ -34,7 +45,10 @@ fn output_to_a_device_writes_to_it_and_leaves_it_a_device() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("p.policy"), VALID).unwrap();
     let before = std::fs::metadata("/dev/null").unwrap();
-    let out = policyc(&["compile", "p.policy", "-o", "/dev/null", "--name", "p"], dir.path());
+    let out = policyc(
+        &["compile", "p.policy", "-o", "/dev/null", "--name", "p"],
+        dir.path(),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let after = std::fs::metadata("/dev/null").unwrap();
     assert!(after.file_type().is_char_device());
@@ -45,15 +59,43 @@ fn output_to_a_device_writes_to_it_and_leaves_it_a_device() {
 fn never_overwrites_a_source_and_names_a_missing_directory() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("p.policy"), VALID).unwrap();
-    let out = policyc(&["compile", "p.policy", "-o", "./p.policy", "--name", "p"], dir.path());
+    let out = policyc(
+        &["compile", "p.policy", "-o", "./p.policy", "--name", "p"],
+        dir.path(),
+    );
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("over the source file"), "{}", stderr(&out));
-    assert_eq!(std::fs::read_to_string(dir.path().join("p.policy")).unwrap(), VALID);
+    assert!(
+        stderr(&out).contains("over the source file"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("p.policy")).unwrap(),
+        VALID
+    );
 
-    let out = policyc(&["compile", "p.policy", "-o", "missing/dir/b.yaml", "--name", "p"], dir.path());
+    let out = policyc(
+        &[
+            "compile",
+            "p.policy",
+            "-o",
+            "missing/dir/b.yaml",
+            "--name",
+            "p",
+        ],
+        dir.path(),
+    );
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("directory `missing/dir` does not exist"), "{}", stderr(&out));
-    assert!(!stderr(&out).contains(".tmp-"), "internal temp name leaked: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("directory `missing/dir` does not exist"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !stderr(&out).contains(".tmp-"),
+        "internal temp name leaked: {}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -69,12 +111,28 @@ fn a_name_that_cannot_be_derived_asks_for_name() {
 #[test]
 fn input_problems_are_all_reported_with_places() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("latin1.policy"), b"policy p {}\n// caf\xe9\n").unwrap();
+    std::fs::write(
+        dir.path().join("latin1.policy"),
+        b"policy p {}\n// caf\xe9\n",
+    )
+    .unwrap();
     std::fs::write(dir.path().join("p.policy"), VALID).unwrap();
-    let out = policyc(&["check", "latin1.policy", "missing.policy", "p.policy", "./p.policy"], dir.path());
+    let out = policyc(
+        &[
+            "check",
+            "latin1.policy",
+            "missing.policy",
+            "p.policy",
+            "./p.policy",
+        ],
+        dir.path(),
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("invalid byte 0xe9 at line 2, column 7"), "{err}");
+    assert!(
+        err.contains("invalid byte 0xe9 at line 2, column 7"),
+        "{err}"
+    );
     assert!(err.contains("cannot read `missing.policy`"), "{err}");
     assert!(err.contains("given twice"), "{err}");
 }
@@ -90,7 +148,12 @@ fn check_reads_standard_input() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"policy p {}\nrule r on exec { when process.binray == \"/x\" audit }\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"policy p {}\nrule r on exec { when process.binray == \"/x\" audit }\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("<stdin>:2:"), "{}", stderr(&out));
@@ -109,6 +172,51 @@ fn check_refuses_what_compile_refuses() {
     let check = policyc(&["check", "wide.policy"], dir.path());
     let compile = policyc(&["compile", "wide.policy", "-o", "b.yaml"], dir.path());
     assert_eq!(compile.status.code(), Some(1), "{}", stderr(&compile));
-    assert_eq!(check.status.code(), Some(1), "check passed what compile refused: {}", stderr(&check));
-    assert!(stderr(&check).contains("policyc::too_many_terms"), "{}", stderr(&check));
+    assert_eq!(
+        check.status.code(),
+        Some(1),
+        "check passed what compile refused: {}",
+        stderr(&check)
+    );
+    assert!(
+        stderr(&check).contains("policyc::too_many_terms"),
+        "{}",
+        stderr(&check)
+    );
+}
+
+#[test]
+fn fmt_check_lists_unformatted_files_and_fmt_fixes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let messy = "policy   x{description=\"a\"}\n// kept\nrule r on exec{when process.binary==\"/a\" audit}\n";
+    std::fs::write(dir.path().join("m.policy"), messy).unwrap();
+    std::fs::write(
+        dir.path().join("bad.policy"),
+        "policy x {\nrule r on exec { when }\n",
+    )
+    .unwrap();
+    let out = policyc(&["fmt", "--check", "m.policy"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "m.policy\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("m.policy")).unwrap(),
+        messy,
+        "--check changed the file"
+    );
+    let out = policyc(&["fmt", "m.policy"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let formatted = std::fs::read_to_string(dir.path().join("m.policy")).unwrap();
+    assert!(
+        formatted.contains("// kept") && formatted.contains("  when process.binary == \"/a\"\n"),
+        "{formatted}"
+    );
+    let out = policyc(&["fmt", "--check", "m.policy"], dir.path());
+    assert!(
+        out.status.success(),
+        "not idempotent: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = policyc(&["fmt", "bad.policy"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not formatted"), "{}", stderr(&out));
 }

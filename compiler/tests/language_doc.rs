@@ -37,7 +37,10 @@ fn every_example_checks_cleanly() {
     let examples = examples(&doc);
     assert!(examples.len() >= 3, "found {} examples", examples.len());
     for (line, text) in examples {
-        let sources = [SourceFile { name: format!("docs/language.md:{line}"), text }];
+        let sources = [SourceFile {
+            name: format!("docs/language.md:{line}"),
+            text,
+        }];
         let (policies, diagnostics) = check(&sources);
         assert!(
             diagnostics.is_empty() && policies.is_some(),
@@ -51,10 +54,16 @@ fn every_example_checks_cleanly() {
 fn every_hook_and_field_is_documented() {
     let doc = doc();
     for (_, name) in Hook::ALL {
-        assert!(doc.contains(&format!("| `{name}` |")), "hook `{name}` has no row in docs/language.md");
+        assert!(
+            doc.contains(&format!("| `{name}` |")),
+            "hook `{name}` has no row in docs/language.md"
+        );
     }
     for field in Field::ALL {
         let name = field.as_str();
-        assert!(doc.contains(&format!("| `{name}` |")), "field `{name}` has no row in docs/language.md");
+        assert!(
+            doc.contains(&format!("| `{name}` |")),
+            "field `{name}` has no row in docs/language.md"
+        );
     }
 }

@@ -70,7 +70,13 @@ fn dnf(cond: &Cond, positive: bool) -> Option<Vec<Vec<Lit<'_>>>> {
                 if out.len().saturating_mul(rhs.len()) > LIMIT {
                     return None;
                 }
-                out = out.iter().flat_map(|l| rhs.iter().map(move |r| l.iter().chain(r).cloned().collect())).collect();
+                out = out
+                    .iter()
+                    .flat_map(|l| {
+                        rhs.iter()
+                            .map(move |r| l.iter().chain(r).cloned().collect())
+                    })
+                    .collect();
             }
             out
         }
@@ -90,7 +96,9 @@ fn term_unsatisfiable(term: &[Lit<'_>]) -> bool {
             entry.1.push(pred);
         }
     }
-    by_field.iter().any(|(field, (pos, neg))| field_unsatisfiable(field, pos, neg))
+    by_field
+        .iter()
+        .any(|(field, (pos, neg))| field_unsatisfiable(field, pos, neg))
 }
 
 fn field_unsatisfiable(field: &FieldKey, pos: &[&Pred], neg: &[&Pred]) -> bool {
@@ -99,7 +107,11 @@ fn field_unsatisfiable(field: &FieldKey, pos: &[&Pred], neg: &[&Pred]) -> bool {
         return true;
     }
     // Every path starts with `/`: denying it is a contradiction.
-    if field.field.ty() == FieldType::Path && neg.iter().any(|p| matches!(p, Pred::StartsWith(q) if q == "/")) {
+    if field.field.ty() == FieldType::Path
+        && neg
+            .iter()
+            .any(|p| matches!(p, Pred::StartsWith(q) if q == "/"))
+    {
         return true;
     }
     // Two prefixes of one value: one must be a prefix of the other.
@@ -110,10 +122,17 @@ fn field_unsatisfiable(field: &FieldKey, pos: &[&Pred], neg: &[&Pred]) -> bool {
             _ => None,
         })
         .collect();
-    if prefixes.iter().any(|a| prefixes.iter().any(|b| !a.starts_with(b) && !b.starts_with(a))) {
+    if prefixes.iter().any(|a| {
+        prefixes
+            .iter()
+            .any(|b| !a.starts_with(b) && !b.starts_with(a))
+    }) {
         return true;
     }
-    if pos.iter().any(|p| matches!(p, Pred::In(set) if set.is_empty())) {
+    if pos
+        .iter()
+        .any(|p| matches!(p, Pred::In(set) if set.is_empty()))
+    {
         return true;
     }
     // Values a positive equality or finite set pins the field to.
@@ -129,7 +148,9 @@ fn field_unsatisfiable(field: &FieldKey, pos: &[&Pred], neg: &[&Pred]) -> bool {
         ),
         _ => None,
     });
-    let Some(candidates) = pinned else { return false };
+    let Some(candidates) = pinned else {
+        return false;
+    };
     // Symbolic names and relations cannot be decided here.
     if candidates.iter().any(|v| matches!(v, Value::Name(_))) {
         return false;
@@ -151,22 +172,40 @@ mod tests {
     use crate::schema::Field;
 
     fn t(pred: Pred) -> Cond {
-        Cond::Test(Test { field: FieldKey::plain(Field::ProcessBinary), pred })
+        Cond::Test(Test {
+            field: FieldKey::plain(Field::ProcessBinary),
+            pred,
+        })
     }
 
     #[test]
     fn contradictions() {
         let a = t(Pred::Eq(Value::Str("/a".into())));
         let b = t(Pred::Eq(Value::Str("/b".into())));
-        assert_eq!(constant(&Cond::And(vec![a.clone(), b.clone()])), Constant::False);
-        assert_eq!(constant(&Cond::Or(vec![a.clone(), Cond::Not(Box::new(a.clone()))])), Constant::True);
+        assert_eq!(
+            constant(&Cond::And(vec![a.clone(), b.clone()])),
+            Constant::False
+        );
+        assert_eq!(
+            constant(&Cond::Or(vec![a.clone(), Cond::Not(Box::new(a.clone()))])),
+            Constant::True
+        );
         assert_eq!(constant(&Cond::Or(vec![a.clone(), b])), Constant::Unknown);
         let prefix = t(Pred::StartsWith("/usr/".into()));
-        assert_eq!(constant(&Cond::And(vec![a, prefix.clone()])), Constant::False);
+        assert_eq!(
+            constant(&Cond::And(vec![a, prefix.clone()])),
+            Constant::False
+        );
         let tmp = t(Pred::StartsWith("/tmp/".into()));
-        assert_eq!(constant(&Cond::And(vec![prefix.clone(), tmp])), Constant::False);
+        assert_eq!(
+            constant(&Cond::And(vec![prefix.clone(), tmp])),
+            Constant::False
+        );
         let nested = t(Pred::StartsWith("/usr/bin/".into()));
-        assert_eq!(constant(&Cond::And(vec![prefix, nested])), Constant::Unknown);
+        assert_eq!(
+            constant(&Cond::And(vec![prefix, nested])),
+            Constant::Unknown
+        );
         // Every path starts with `/`.
         assert_eq!(constant(&t(Pred::StartsWith("/".into()))), Constant::True);
     }

@@ -22,11 +22,13 @@ use crate::ast::{
     Operand, SetLiteral, Span, StringLit, TestValue,
 };
 use crate::checked::{
-    glob_tokens, Cond, DefaultScope, Event, Expect, FieldKey, Member, Policy, Pred, Rate, RelOp, Rule, Test,
-    TestCase, Value,
+    glob_tokens, Cond, DefaultScope, Event, Expect, FieldKey, Member, Policy, Pred, Rate, RelOp,
+    Rule, Test, TestCase, Value,
 };
 use crate::diagnostic::*;
-use crate::schema::{capability_bit, Field, FieldType, Hook, Mode, Severity, CAPABILITIES, FIELD_NAMESPACES};
+use crate::schema::{
+    capability_bit, Field, FieldType, Hook, Mode, Severity, CAPABILITIES, FIELD_NAMESPACES,
+};
 use crate::suggest::{closest, did_you_mean};
 
 /// The longest path literal, in bytes (the kernel key is one byte longer).
@@ -53,7 +55,10 @@ impl Checked {
 /// Check one parsed file on its own.
 pub fn check(file: &ast::File) -> (Option<Policy>, Vec<Error>) {
     let mut checked = check_files(std::slice::from_ref(file));
-    (checked.policies.pop().flatten(), checked.diagnostics.into_iter().map(|(_, d)| d).collect())
+    (
+        checked.policies.pop().flatten(),
+        checked.diagnostics.into_iter().map(|(_, d)| d).collect(),
+    )
 }
 
 /// Check files together (cross-file references resolve by policy name).
@@ -66,7 +71,10 @@ pub fn check_files(files: &[ast::File]) -> Checked {
     let mut seen = BTreeSet::new();
     diagnostics.retain(|(f, d)| seen.insert((*f, d.offset(), d.to_string())));
     diagnostics.sort_by_key(|(f, d)| (*f, d.offset()));
-    Checked { policies, diagnostics }
+    Checked {
+        policies,
+        diagnostics,
+    }
 }
 
 /// Declarations of one file, by name.
@@ -262,7 +270,9 @@ impl<'a> Checker<'a> {
         }
         match header {
             None => {
-                self.error(MissingPolicy { span: span(&(0..0)) });
+                self.error(MissingPolicy {
+                    span: span(&(0..0)),
+                });
                 None
             }
             Some(_) => Some(policy),
@@ -273,7 +283,10 @@ impl<'a> Checker<'a> {
         policy.name = h.name.name.clone();
         policy.name_span = h.name.span.clone();
         if FIELD_NAMESPACES.contains(&h.name.name.as_str()) {
-            self.error(ReservedName { name: h.name.name.clone(), span: span(&h.name.span) });
+            self.error(ReservedName {
+                name: h.name.name.clone(),
+                span: span(&h.name.span),
+            });
         }
         let mut seen: HashMap<&str, &Span> = HashMap::new();
         for attr in &h.attrs {
@@ -337,7 +350,9 @@ impl<'a> Checker<'a> {
     /// A set's own checks: not empty, no literal twice.
     fn set_decl(&mut self, s: &ast::SetDecl) {
         if s.value.elements.is_empty() {
-            self.error(EmptySet { span: span(&s.value.span) });
+            self.error(EmptySet {
+                span: span(&s.value.span),
+            });
         }
         self.duplicate_elements(&s.value);
     }
@@ -376,17 +391,26 @@ impl<'a> Checker<'a> {
         };
         for c in &r.counts {
             if !valid_counter_name(&c.value) {
-                self.error(InvalidCounterName { name: c.value.clone(), span: span(&c.span) });
+                self.error(InvalidCounterName {
+                    name: c.value.clone(),
+                    span: span(&c.span),
+                });
             }
         }
         let rate = r.rate.as_ref().and_then(|rate| self.rate(rate));
         if let Some(rc) = &r.rate {
             if r.audit.is_none() {
-                self.error(RateWithoutAudit { name: r.name.name.clone(), span: span(&rc.span) });
+                self.error(RateWithoutAudit {
+                    name: r.name.name.clone(),
+                    span: span(&rc.span),
+                });
             }
         }
         if r.action.is_none() && r.audit.is_none() && r.counts.is_empty() {
-            self.error(RuleWithoutEffect { name: r.name.name.clone(), span: span(&r.name.span) });
+            self.error(RuleWithoutEffect {
+                name: r.name.name.clone(),
+                span: span(&r.name.span),
+            });
         }
         let condition = match (when?, unless) {
             (w, None) => w,
@@ -420,7 +444,11 @@ impl<'a> Checker<'a> {
             action: r.action.as_ref().map(|(a, _)| *a),
             audit: r.audit.is_some(),
             severity,
-            message: r.audit.as_ref().and_then(|a| a.message.as_ref()).map(|m| m.value.clone()),
+            message: r
+                .audit
+                .as_ref()
+                .and_then(|a| a.message.as_ref())
+                .map(|m| m.value.clone()),
             counts: r.counts.iter().map(|c| c.value.clone()).collect(),
             rate,
             name_span: r.name.span.clone(),
@@ -435,12 +463,17 @@ impl<'a> Checker<'a> {
         let count: u64 = match rate.count.name.parse() {
             Ok(n) if n >= 1 => n,
             _ => {
-                self.error(InvalidRate { reason: "the count must be at least 1".into(), span: span(&rate.count.span) });
+                self.error(InvalidRate {
+                    reason: "the count must be at least 1".into(),
+                    span: span(&rate.count.span),
+                });
                 return None;
             }
         };
         let text = &rate.per.name;
-        let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let digits_end = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
         let unit_ms: u64 = match &text[digits_end..] {
             "ms" => 1,
             "s" => 1_000,
@@ -448,14 +481,27 @@ impl<'a> Checker<'a> {
             "h" => 3_600_000,
             _ => 86_400_000,
         };
-        match text[..digits_end].parse::<u64>().ok().and_then(|n| n.checked_mul(unit_ms)) {
-            Some(ms) if ms >= 1 => Some(Rate { count, period_ms: ms }),
+        match text[..digits_end]
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(unit_ms))
+        {
+            Some(ms) if ms >= 1 => Some(Rate {
+                count,
+                period_ms: ms,
+            }),
             Some(_) => {
-                self.error(InvalidRate { reason: "the period must be longer than zero".into(), span: span(&rate.per.span) });
+                self.error(InvalidRate {
+                    reason: "the period must be longer than zero".into(),
+                    span: span(&rate.per.span),
+                });
                 None
             }
             None => {
-                self.error(InvalidRate { reason: "the period is too long".into(), span: span(&rate.per.span) });
+                self.error(InvalidRate {
+                    reason: "the period is too long".into(),
+                    span: span(&rate.per.span),
+                });
                 None
             }
         }
@@ -497,7 +543,9 @@ impl<'a> Checker<'a> {
         let mut fields = BTreeMap::new();
         let mut seen: HashMap<String, &Span> = HashMap::new();
         for (fref, value) in &t.fields {
-            let Some(key) = self.field_key(fref, hook) else { continue };
+            let Some(key) = self.field_key(fref, hook) else {
+                continue;
+            };
             if let Some(first) = seen.get(&key.to_string()) {
                 self.error(DuplicateName {
                     kind: "field",
@@ -512,7 +560,8 @@ impl<'a> Checker<'a> {
             let v = match value {
                 TestValue::Literal(l) => self.value(l, ty, &key),
                 TestValue::Set(set) if ty == FieldType::Caps => {
-                    let caps: Option<BTreeSet<String>> = set.elements.iter().map(|e| self.capability(e)).collect();
+                    let caps: Option<BTreeSet<String>> =
+                        set.elements.iter().map(|e| self.capability(e)).collect();
                     caps.map(Value::Caps)
                 }
                 TestValue::Set(set) => {
@@ -535,7 +584,10 @@ impl<'a> Checker<'a> {
             match &e.kind {
                 ExpectKind::Verdict(a) => {
                     if let Some(first) = verdict {
-                        self.error(ConflictingExpectations { span: span(&e.span), first: span(first) });
+                        self.error(ConflictingExpectations {
+                            span: span(&e.span),
+                            first: span(first),
+                        });
                     }
                     verdict = Some(&e.span);
                     expects.push(Expect::Verdict(*a));
@@ -549,12 +601,17 @@ impl<'a> Checker<'a> {
                         } else {
                             did_you_mean(&c.value, "counters", &known)
                         };
-                        self.error(UnknownCounter { name: c.value.clone(), span: span(&c.span), help });
+                        self.error(UnknownCounter {
+                            name: c.value.clone(),
+                            span: span(&c.span),
+                            help,
+                        });
                     }
                     expects.push(Expect::Count(c.value.clone()));
                 }
                 ExpectKind::Audit(names) => {
-                    let rules: Option<Vec<(String, String)>> = names.iter().map(|n| self.rule_ref(n)).collect();
+                    let rules: Option<Vec<(String, String)>> =
+                        names.iter().map(|n| self.rule_ref(n)).collect();
                     if let Some(rules) = rules {
                         expects.push(Expect::Audit(rules));
                     }
@@ -565,7 +622,12 @@ impl<'a> Checker<'a> {
         if self.error_count() > errors_before {
             return None;
         }
-        Some(TestCase { name: t.name.value.clone(), event: Event { hook, fields }, expects, span: t.span.clone() })
+        Some(TestCase {
+            name: t.name.value.clone(),
+            event: Event { hook, fields },
+            expects,
+            span: t.span.clone(),
+        })
     }
 
     /// Resolve `rule` or `policy.rule` to (policy name, rule name).
@@ -576,11 +638,23 @@ impl<'a> Checker<'a> {
         };
         let found = file.filter(|f| self.scopes[*f].rules.contains_key(rule));
         match found {
-            Some(f) => Some((self.scopes[f].policy.map(|p| p.name.name.clone()).unwrap_or_default(), rule.to_string())),
+            Some(f) => Some((
+                self.scopes[f]
+                    .policy
+                    .map(|p| p.name.name.clone())
+                    .unwrap_or_default(),
+                rule.to_string(),
+            )),
             None => {
-                let names: Vec<&str> = file.map(|f| self.scopes[f].rules.keys().copied().collect()).unwrap_or_default();
+                let names: Vec<&str> = file
+                    .map(|f| self.scopes[f].rules.keys().copied().collect())
+                    .unwrap_or_default();
                 let help = did_you_mean(rule, "rules", &names);
-                self.error(UnknownRule { name: name.name.clone(), span: span(&name.span), help });
+                self.error(UnknownRule {
+                    name: name.name.clone(),
+                    span: span(&name.span),
+                    help,
+                });
                 None
             }
         }
@@ -605,7 +679,11 @@ impl<'a> Checker<'a> {
             ExprKind::And(es) | ExprKind::Or(es) => {
                 let checked: Vec<Option<Cond>> = es.iter().map(|x| self.expr(x, hook)).collect();
                 let cs: Vec<Cond> = checked.into_iter().collect::<Option<_>>()?;
-                Some(if matches!(e.kind, ExprKind::And(_)) { Cond::And(cs) } else { Cond::Or(cs) })
+                Some(if matches!(e.kind, ExprKind::And(_)) {
+                    Cond::And(cs)
+                } else {
+                    Cond::Or(cs)
+                })
             }
             ExprKind::Not(x) => Some(Cond::Not(Box::new(self.expr(x, hook)?))),
             ExprKind::Paren(x) => self.expr(x, hook),
@@ -618,7 +696,11 @@ impl<'a> Checker<'a> {
     /// A bare name as a condition: a boolean field, or a `let`.
     fn reference(&mut self, name: &ast::Ident, hook: Option<Hook>) -> Option<Cond> {
         if is_field_name(&name.name) {
-            let fref = FieldRef { name: name.clone(), key: None, span: name.span.clone() };
+            let fref = FieldRef {
+                name: name.clone(),
+                key: None,
+                span: name.span.clone(),
+            };
             let key = self.field_key(&fref, hook)?;
             if key.field.ty() != FieldType::Bool {
                 self.error(NotACondition {
@@ -629,12 +711,18 @@ impl<'a> Checker<'a> {
                 });
                 return None;
             }
-            return Some(Cond::Test(Test { field: key, pred: Pred::Eq(Value::Bool(true)) }));
+            return Some(Cond::Test(Test {
+                field: key,
+                pred: Pred::Eq(Value::Bool(true)),
+            }));
         }
         match self.resolve(name) {
             Some(Decl::Let(file, l)) => self.expand_let(file, l, name, hook),
             Some(Decl::Set(file, _)) => {
-                self.used.insert((file, name.name.rsplit('.').next().unwrap_or_default().to_string()));
+                self.used.insert((
+                    file,
+                    name.name.rsplit('.').next().unwrap_or_default().to_string(),
+                ));
                 self.error(NotACondition {
                     name: name.name.clone(),
                     what: "a set".into(),
@@ -644,14 +732,25 @@ impl<'a> Checker<'a> {
                 None
             }
             None => {
-                let help = self.suggest_decl(name, |s| s.lets.keys().copied().collect(), "conditions");
-                self.error(UnknownName { name: name.name.clone(), span: span(&name.span), help });
+                let help =
+                    self.suggest_decl(name, |s| s.lets.keys().copied().collect(), "conditions");
+                self.error(UnknownName {
+                    name: name.name.clone(),
+                    span: span(&name.span),
+                    help,
+                });
                 None
             }
         }
     }
 
-    fn expand_let(&mut self, file: usize, l: &'a ast::LetDecl, used_at: &ast::Ident, hook: Option<Hook>) -> Option<Cond> {
+    fn expand_let(
+        &mut self,
+        file: usize,
+        l: &'a ast::LetDecl,
+        used_at: &ast::Ident,
+        hook: Option<Hook>,
+    ) -> Option<Cond> {
         let key = (file, l.name.name.clone());
         self.used.insert(key.clone());
         if let Some(pos) = self.let_stack.iter().position(|k| *k == key) {
@@ -659,9 +758,16 @@ impl<'a> Checker<'a> {
             members.sort();
             // One report per cycle, whichever `let` the walk entered it from.
             if self.cycles.insert(members) {
-                let chain: Vec<String> =
-                    self.let_stack[pos..].iter().map(|(_, n)| n.clone()).chain([l.name.name.clone()]).collect();
-                self.error(LetCycle { name: l.name.name.clone(), chain: chain.join(" -> "), span: span(&used_at.span) });
+                let chain: Vec<String> = self.let_stack[pos..]
+                    .iter()
+                    .map(|(_, n)| n.clone())
+                    .chain([l.name.name.clone()])
+                    .collect();
+                self.error(LetCycle {
+                    name: l.name.name.clone(),
+                    chain: chain.join(" -> "),
+                    span: span(&used_at.span),
+                });
             }
             return None;
         }
@@ -688,7 +794,12 @@ impl<'a> Checker<'a> {
     }
 
     /// "did you mean" over the declarations of the scope `name` points into.
-    fn suggest_decl(&mut self, name: &ast::Ident, names: impl Fn(&Scope<'a>) -> Vec<&'a str>, what: &str) -> String {
+    fn suggest_decl(
+        &mut self,
+        name: &ast::Ident,
+        names: impl Fn(&Scope<'a>) -> Vec<&'a str>,
+        what: &str,
+    ) -> String {
         let (file, local, prefix) = match name.name.rsplit_once('.') {
             Some((p, n)) => match self.by_policy.get(p) {
                 Some(f) => (*f, n, format!("{p}.")),
@@ -707,9 +818,15 @@ impl<'a> Checker<'a> {
             return format!("did you mean `{prefix}{meant}`?");
         }
         if candidates.is_empty() {
-            return format!("declare it with `set` or `let`; there are none for {what} in this policy");
+            return format!(
+                "declare it with `set` or `let`; there are none for {what} in this policy"
+            );
         }
-        let list = candidates.iter().map(|c| format!("`{prefix}{c}`")).collect::<Vec<_>>().join(", ");
+        let list = candidates
+            .iter()
+            .map(|c| format!("`{prefix}{c}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
         format!("declared for {what}: {list}")
     }
 
@@ -723,7 +840,14 @@ impl<'a> Checker<'a> {
             let all: Vec<&str> = Field::ALL.iter().map(|f| f.as_str()).collect();
             let help = match closest(&f.name.name, all.iter().copied()) {
                 Some(c) => format!("did you mean `{c}`?"),
-                None => did_you_mean(&f.name.name, &format!("fields of `{}`", hook.map(Hook::as_str).unwrap_or("any hook")), &names),
+                None => did_you_mean(
+                    &f.name.name,
+                    &format!(
+                        "fields of `{}`",
+                        hook.map(Hook::as_str).unwrap_or("any hook")
+                    ),
+                    &names,
+                ),
             };
             self.error(UnknownField {
                 name: f.name.name.clone(),
@@ -737,7 +861,12 @@ impl<'a> Checker<'a> {
         let mut ok = true;
         if let Some(h) = hook {
             if !info.hooks.contains(&h) {
-                let hooks = info.hooks.iter().map(|h| format!("`{}`", h.as_str())).collect::<Vec<_>>().join(", ");
+                let hooks = info
+                    .hooks
+                    .iter()
+                    .map(|h| format!("`{}`", h.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 self.error(FieldNotOnHook {
                     field: info.name.into(),
                     hook: h.as_str().into(),
@@ -776,7 +905,10 @@ impl<'a> Checker<'a> {
             }
             (None, false) => {}
         }
-        ok.then(|| FieldKey { field, key: f.key.as_ref().map(|k| k.value.clone()) })
+        ok.then(|| FieldKey {
+            field,
+            key: f.key.as_ref().map(|k| k.value.clone()),
+        })
     }
 
     fn comparison(&mut self, c: &ast::Comparison, hook: Option<Hook>) -> Option<Cond> {
@@ -787,9 +919,14 @@ impl<'a> Checker<'a> {
             if let Operand::Name(n) = &c.operand {
                 if !is_field_name(&n.name) && self.resolve(n).is_none() {
                     let help = self.suggest_decl(n, |s| s.sets.keys().copied().collect(), "sets");
-                    self.error(UnknownSet { name: n.name.clone(), span: span(&n.span), help });
+                    self.error(UnknownSet {
+                        name: n.name.clone(),
+                        span: span(&n.span),
+                        help,
+                    });
                 } else if let Some(Decl::Set(f, _)) = self.resolve(n) {
-                    self.used.insert((f, n.name.rsplit('.').next().unwrap_or_default().to_string()));
+                    self.used
+                        .insert((f, n.name.rsplit('.').next().unwrap_or_default().to_string()));
                 }
             }
             return None;
@@ -814,12 +951,27 @@ impl<'a> Checker<'a> {
         let negate = matches!(op, CompareOp::Ne | CompareOp::NotIn)
             || (is_relation && matches!(op, CompareOp::Gt | CompareOp::Ge));
         let test = Cond::Test(Test { field: key, pred });
-        Some(if negate { Cond::Not(Box::new(test)) } else { test })
+        Some(if negate {
+            Cond::Not(Box::new(test))
+        } else {
+            test
+        })
     }
 
     /// `field OP other_field`.
-    fn relation(&mut self, key: &FieldKey, op: CompareOp, op_span: &Span, other: &ast::Ident, hook: Option<Hook>) -> Option<Pred> {
-        let fref = FieldRef { name: other.clone(), key: None, span: other.span.clone() };
+    fn relation(
+        &mut self,
+        key: &FieldKey,
+        op: CompareOp,
+        op_span: &Span,
+        other: &ast::Ident,
+        hook: Option<Hook>,
+    ) -> Option<Pred> {
+        let fref = FieldRef {
+            name: other.clone(),
+            key: None,
+            span: other.span.clone(),
+        };
         let other_key = self.field_key(&fref, hook)?;
         let (a, b) = (key.field.ty(), other_key.field.ty());
         if !a.comparable_with(b) {
@@ -856,7 +1008,13 @@ impl<'a> Checker<'a> {
     }
 
     /// `field OP literal | set | set-name`.
-    fn operand(&mut self, key: &FieldKey, op: CompareOp, op_span: &Span, operand: &Operand) -> Option<Pred> {
+    fn operand(
+        &mut self,
+        key: &FieldKey,
+        op: CompareOp,
+        op_span: &Span,
+        operand: &Operand,
+    ) -> Option<Pred> {
         let ty = key.field.ty();
         let set_op = matches!(op, CompareOp::In | CompareOp::NotIn);
         // The set's literal and the file its spans point into.
@@ -884,7 +1042,11 @@ impl<'a> Checker<'a> {
                 }
                 None => {
                     let help = self.suggest_decl(n, |s| s.sets.keys().copied().collect(), "sets");
-                    self.error(UnknownSet { name: n.name.clone(), span: span(&n.span), help });
+                    self.error(UnknownSet {
+                        name: n.name.clone(),
+                        span: span(&n.span),
+                        help,
+                    });
                     return None;
                 }
             },
@@ -893,28 +1055,44 @@ impl<'a> Checker<'a> {
         match (op, set, operand) {
             (CompareOp::Has, Some((file, s)), _) => {
                 let saved = std::mem::replace(&mut self.file, file);
-                let caps: Option<BTreeSet<String>> = s.elements.iter().map(|e| self.capability(e)).collect();
+                let caps: Option<BTreeSet<String>> =
+                    s.elements.iter().map(|e| self.capability(e)).collect();
                 self.file = saved;
                 if s.elements.is_empty() {
-                    self.error_in(file, EmptySet { span: span(&s.span) });
+                    self.error_in(
+                        file,
+                        EmptySet {
+                            span: span(&s.span),
+                        },
+                    );
                     return None;
                 }
                 caps.map(Pred::Has)
             }
-            (CompareOp::Has, None, Operand::Literal(l)) => self.capability(l).map(|c| Pred::Has(BTreeSet::from([c]))),
+            (CompareOp::Has, None, Operand::Literal(l)) => {
+                self.capability(l).map(|c| Pred::Has(BTreeSet::from([c])))
+            }
             (_, Some((file, s)), _) if set_op => {
                 if s.elements.is_empty() {
-                    self.error_in(file, EmptySet { span: span(&s.span) });
+                    self.error_in(
+                        file,
+                        EmptySet {
+                            span: span(&s.span),
+                        },
+                    );
                     return None;
                 }
                 let saved = std::mem::replace(&mut self.file, file);
-                let members: Option<BTreeSet<Member>> = s.elements.iter().map(|e| self.member(e, ty, key)).collect();
+                let members: Option<BTreeSet<Member>> =
+                    s.elements.iter().map(|e| self.member(e, ty, key)).collect();
                 self.file = saved;
                 members.map(Pred::In)
             }
             (_, None, Operand::Literal(l)) if set_op => match &l.kind {
                 // `in 10.0.0.0/8`, `in 1..1024`: one block or range.
-                LiteralKind::Range(..) | LiteralKind::Ip(_) => self.member(l, ty, key).map(|m| Pred::In(BTreeSet::from([m]))),
+                LiteralKind::Range(..) | LiteralKind::Ip(_) => self
+                    .member(l, ty, key)
+                    .map(|m| Pred::In(BTreeSet::from([m]))),
                 _ => {
                     self.error(OperandType {
                         op: op.as_str(),
@@ -922,7 +1100,11 @@ impl<'a> Checker<'a> {
                         found: literal_kind_name(&l.kind),
                         span: span(&l.span),
                         op_span: span(op_span),
-                        help: format!("write `{key} {} {{ {} }}` or use `==`", op.as_str(), literal_text(l)),
+                        help: format!(
+                            "write `{key} {} {{ {} }}` or use `==`",
+                            op.as_str(),
+                            literal_text(l)
+                        ),
                     });
                     None
                 }
@@ -963,7 +1145,11 @@ impl<'a> Checker<'a> {
                 }
                 _ => self.value(l, ty, key).map(Pred::Eq),
             },
-            (CompareOp::Lt | CompareOp::Le | CompareOp::Gt | CompareOp::Ge, None, Operand::Literal(l)) => {
+            (
+                CompareOp::Lt | CompareOp::Le | CompareOp::Gt | CompareOp::Ge,
+                None,
+                Operand::Literal(l),
+            ) => {
                 let n = match self.value(l, ty, key)? {
                     Value::Int(n) => n,
                     _ => {
@@ -989,15 +1175,23 @@ impl<'a> Checker<'a> {
                 };
                 Some(Pred::In(BTreeSet::from([Member::Range(range.0, range.1)])))
             }
-            (CompareOp::StartsWith | CompareOp::EndsWith | CompareOp::Matches, None, Operand::Literal(l)) => {
-                self.string_pattern(l, op, ty, key)
-            }
+            (
+                CompareOp::StartsWith | CompareOp::EndsWith | CompareOp::Matches,
+                None,
+                Operand::Literal(l),
+            ) => self.string_pattern(l, op, ty, key),
             _ => None,
         }
     }
 
     /// Operand of `startswith`, `endswith`, `matches` on a path or string.
-    fn string_pattern(&mut self, l: &Literal, op: CompareOp, ty: FieldType, key: &FieldKey) -> Option<Pred> {
+    fn string_pattern(
+        &mut self,
+        l: &Literal,
+        op: CompareOp,
+        ty: FieldType,
+        key: &FieldKey,
+    ) -> Option<Pred> {
         let LiteralKind::Str(s) = &l.kind else {
             self.error(TypeMismatch {
                 expected: "a string".into(),
@@ -1007,17 +1201,28 @@ impl<'a> Checker<'a> {
             });
             return None;
         };
-        let lit = StringLit { value: s.clone(), span: l.span.clone() };
+        let lit = StringLit {
+            value: s.clone(),
+            span: l.span.clone(),
+        };
         match op {
             CompareOp::StartsWith => {
                 if ty == FieldType::Path {
-                    self.path_literal(&lit, PathUse::Prefix).then(|| Pred::StartsWith(s.clone()))
+                    self.path_literal(&lit, PathUse::Prefix)
+                        .then(|| Pred::StartsWith(s.clone()))
                 } else {
-                    self.string_len(&lit, ty, key).then(|| Pred::StartsWith(s.clone()))
+                    self.string_len(&lit, ty, key)
+                        .then(|| Pred::StartsWith(s.clone()))
                 }
             }
             CompareOp::EndsWith => {
-                let limit = if ty == FieldType::Path { FieldType::Str { max: MAX_PATH_LITERAL_LEN } } else { ty };
+                let limit = if ty == FieldType::Path {
+                    FieldType::Str {
+                        max: MAX_PATH_LITERAL_LEN,
+                    }
+                } else {
+                    ty
+                };
                 if s.is_empty() {
                     self.error(TypeMismatch {
                         expected: "a non-empty suffix".into(),
@@ -1027,17 +1232,29 @@ impl<'a> Checker<'a> {
                     });
                     return None;
                 }
-                self.string_len(&lit, limit, key).then(|| Pred::EndsWith(s.clone()))
+                self.string_len(&lit, limit, key)
+                    .then(|| Pred::EndsWith(s.clone()))
             }
             _ => {
                 if let Err(reason) = glob_tokens(s) {
-                    self.error(InvalidGlob { reason: reason.into(), span: span(&l.span) });
+                    self.error(InvalidGlob {
+                        reason: reason.into(),
+                        span: span(&l.span),
+                    });
                     return None;
                 }
                 if ty == FieldType::Path {
-                    self.path_literal(&lit, PathUse::Glob).then(|| Pred::Glob(s.clone()))
+                    self.path_literal(&lit, PathUse::Glob)
+                        .then(|| Pred::Glob(s.clone()))
                 } else {
-                    self.string_len(&lit, FieldType::Str { max: MAX_PATH_LITERAL_LEN }, key).then(|| Pred::Glob(s.clone()))
+                    self.string_len(
+                        &lit,
+                        FieldType::Str {
+                            max: MAX_PATH_LITERAL_LEN,
+                        },
+                        key,
+                    )
+                    .then(|| Pred::Glob(s.clone()))
                 }
             }
         }
@@ -1050,15 +1267,22 @@ impl<'a> Checker<'a> {
                 let lo = self.number(a, t, &l.span)?;
                 let hi = self.number(b, t, &l.span)?;
                 if lo > hi {
-                    self.error(EmptyRange { text: format!("{a}..{b}"), lo: b.clone(), hi: a.clone(), span: span(&l.span) });
+                    self.error(EmptyRange {
+                        text: format!("{a}..{b}"),
+                        lo: b.clone(),
+                        hi: a.clone(),
+                        span: span(&l.span),
+                    });
                     return None;
                 }
                 Some(Member::Range(lo, hi))
             }
-            (LiteralKind::Ip(text), FieldType::Ip) => self.address(text, &l.span, true).map(|net| match net {
-                AddrOrNet::Addr(a) => Member::Value(Value::Ip(a)),
-                AddrOrNet::Net(n) => Member::Cidr(n),
-            }),
+            (LiteralKind::Ip(text), FieldType::Ip) => {
+                self.address(text, &l.span, true).map(|net| match net {
+                    AddrOrNet::Addr(a) => Member::Value(Value::Ip(a)),
+                    AddrOrNet::Net(n) => Member::Cidr(n),
+                })
+            }
             _ => self.value(l, ty, key).map(Member::Value),
         }
     }
@@ -1076,12 +1300,20 @@ impl<'a> Checker<'a> {
         };
         match (&l.kind, ty) {
             (LiteralKind::Str(s), FieldType::Path) => {
-                let lit = StringLit { value: s.clone(), span: l.span.clone() };
-                self.path_literal(&lit, PathUse::Exact).then(|| Value::Str(s.clone()))
+                let lit = StringLit {
+                    value: s.clone(),
+                    span: l.span.clone(),
+                };
+                self.path_literal(&lit, PathUse::Exact)
+                    .then(|| Value::Str(s.clone()))
             }
             (LiteralKind::Str(s), FieldType::Str { .. }) => {
-                let lit = StringLit { value: s.clone(), span: l.span.clone() };
-                self.string_len(&lit, ty, key).then(|| Value::Str(s.clone()))
+                let lit = StringLit {
+                    value: s.clone(),
+                    span: l.span.clone(),
+                };
+                self.string_len(&lit, ty, key)
+                    .then(|| Value::Str(s.clone()))
             }
             (LiteralKind::Str(s), FieldType::Enum(values)) => {
                 if values.contains(&s.as_str()) {
@@ -1096,33 +1328,53 @@ impl<'a> Checker<'a> {
                     None
                 }
             }
-            (LiteralKind::Int(n), t) if t.is_numeric() => self.number(n, t, &l.span).map(Value::Int),
+            (LiteralKind::Int(n), t) if t.is_numeric() => {
+                self.number(n, t, &l.span).map(Value::Int)
+            }
             (LiteralKind::Str(name), FieldType::Uid | FieldType::LoginUid | FieldType::Gid) => {
                 if valid_account_name(name) {
                     Some(Value::Name(name.clone()))
                 } else {
-                    self.error(InvalidAccountName { name: name.clone(), span: span(&l.span) });
+                    self.error(InvalidAccountName {
+                        name: name.clone(),
+                        span: span(&l.span),
+                    });
                     None
                 }
             }
             (LiteralKind::Unset, FieldType::LoginUid) => Some(Value::Unset),
-            (LiteralKind::Unset, _) => mismatch(self, "`unset` applies only to `user.auid`, the login uid".into()),
+            (LiteralKind::Unset, _) => mismatch(
+                self,
+                "`unset` applies only to `user.auid`, the login uid".into(),
+            ),
             (LiteralKind::Bool(b), FieldType::Bool) => Some(Value::Bool(*b)),
             (LiteralKind::Ip(text), FieldType::Ip) => match self.address(text, &l.span, false)? {
                 AddrOrNet::Addr(a) => Some(Value::Ip(a)),
                 AddrOrNet::Net(_) => None,
             },
-            (LiteralKind::Cap(_), FieldType::Caps) => self.capability(l).map(|c| Value::Caps(BTreeSet::from([c]))),
-            (_, FieldType::Port) => mismatch(self, "ports are numbers without quotes, e.g. `443`".into()),
-            (_, FieldType::Ip) => mismatch(self, "addresses are written without quotes, e.g. `10.0.0.1` or `10.0.0.0/8` after `in`".into()),
-            (_, FieldType::Bool) => mismatch(self, format!("write `{key} == true`, or use `{key}` alone as a condition")),
+            (LiteralKind::Cap(_), FieldType::Caps) => {
+                self.capability(l).map(|c| Value::Caps(BTreeSet::from([c])))
+            }
+            (_, FieldType::Port) => {
+                mismatch(self, "ports are numbers without quotes, e.g. `443`".into())
+            }
+            (_, FieldType::Ip) => mismatch(
+                self,
+                "addresses are written without quotes, e.g. `10.0.0.1` or `10.0.0.0/8` after `in`"
+                    .into(),
+            ),
+            (_, FieldType::Bool) => mismatch(
+                self,
+                format!("write `{key} == true`, or use `{key}` alone as a condition"),
+            ),
             (_, FieldType::Caps) => mismatch(self, format!("write `{key} has CAP_SYS_ADMIN`")),
             (_, FieldType::Path | FieldType::Str { .. } | FieldType::Enum(_)) => {
                 mismatch(self, "write the value in double quotes".into())
             }
-            (_, FieldType::Uid | FieldType::LoginUid | FieldType::Gid) => {
-                mismatch(self, "ids are numbers (`0`) or names in quotes (`\"root\"`)".into())
-            }
+            (_, FieldType::Uid | FieldType::LoginUid | FieldType::Gid) => mismatch(
+                self,
+                "ids are numbers (`0`) or names in quotes (`\"root\"`)".into(),
+            ),
         }
     }
 
@@ -1131,7 +1383,12 @@ impl<'a> Checker<'a> {
         match text.parse::<u64>() {
             Ok(n) if n <= max => Some(n),
             _ => {
-                self.error(NumberOutOfRange { value: text.into(), ty: ty.describe(), max, span: span(sp) });
+                self.error(NumberOutOfRange {
+                    value: text.into(),
+                    ty: ty.describe(),
+                    max,
+                    span: span(sp),
+                });
                 None
             }
         }
@@ -1146,7 +1403,11 @@ impl<'a> Checker<'a> {
                     Some(c) => format!("did you mean `{c}`?"),
                     None => "see capabilities(7) for the list".into(),
                 };
-                self.error(UnknownCapability { name: name.clone(), span: span(&l.span), help });
+                self.error(UnknownCapability {
+                    name: name.clone(),
+                    span: span(&l.span),
+                    help,
+                });
                 None
             }
             other => {
@@ -1163,36 +1424,61 @@ impl<'a> Checker<'a> {
 
     fn address(&mut self, text: &str, sp: &Span, allow_net: bool) -> Option<AddrOrNet> {
         let bad = |cx: &mut Self, reason: &str, help: String| {
-            cx.error(InvalidAddress { text: text.into(), reason: reason.into(), span: span(sp), help });
+            cx.error(InvalidAddress {
+                text: text.into(),
+                reason: reason.into(),
+                span: span(sp),
+                help,
+            });
             None
         };
         if text.contains('/') {
             let Ok(net) = text.parse::<IpNet>() else {
-                return bad(self, "not an address block", "write an address and a prefix length, e.g. `10.0.0.0/8` or `fd00::/8`".into());
+                return bad(
+                    self,
+                    "not an address block",
+                    "write an address and a prefix length, e.g. `10.0.0.0/8` or `fd00::/8`".into(),
+                );
             };
             if !allow_net {
                 return None;
             }
             if net.trunc() != net {
-                return bad(self, "host bits are set", format!("the block is `{}`", net.trunc()));
+                return bad(
+                    self,
+                    "host bits are set",
+                    format!("the block is `{}`", net.trunc()),
+                );
             }
             Some(AddrOrNet::Net(net))
         } else {
             match text.parse() {
                 Ok(a) => Some(AddrOrNet::Addr(a)),
-                Err(_) => bad(self, "not an IPv4 or IPv6 address", "e.g. `169.254.169.254` or `::1`".into()),
+                Err(_) => bad(
+                    self,
+                    "not an IPv4 or IPv6 address",
+                    "e.g. `169.254.169.254` or `::1`".into(),
+                ),
             }
         }
     }
 
     fn string_len(&mut self, lit: &StringLit, ty: FieldType, key: &FieldKey) -> bool {
-        let FieldType::Str { max } = ty else { return true };
+        let FieldType::Str { max } = ty else {
+            return true;
+        };
         if lit.value.len() > max {
             let help = match key.field {
                 Field::ProcessName => "the kernel keeps the first 15 bytes of a process name (`comm`): a longer literal never matches; compare `process.binary` instead".into(),
                 _ => format!("the kernel holds at most {max} bytes of `{key}`: a longer literal never matches"),
             };
-            self.error(StringTooLong { field: key.to_string(), len: lit.value.len(), max, span: span(&lit.span), help });
+            self.error(StringTooLong {
+                field: key.to_string(),
+                len: lit.value.len(),
+                max,
+                span: span(&lit.span),
+                help,
+            });
             return false;
         }
         true
@@ -1209,7 +1495,11 @@ impl<'a> Checker<'a> {
             return false;
         }
         if v.len() > MAX_PATH_LITERAL_LEN {
-            self.error(PathTooLong { len: v.len(), max: MAX_PATH_LITERAL_LEN, span: span(&lit.span) });
+            self.error(PathTooLong {
+                len: v.len(),
+                max: MAX_PATH_LITERAL_LEN,
+                span: span(&lit.span),
+            });
             return false;
         }
         let prefix = usage != PathUse::Exact;
@@ -1230,7 +1520,8 @@ impl<'a> Checker<'a> {
             } else if let Some(c) = comps.iter().enumerate().find_map(|(i, c)| {
                 // A prefix may end in a partial name such as `/usr/bin/.`; only
                 // whole components are checked.
-                let last_partial = usage == PathUse::Prefix && !trailing_slash && i == comps.len() - 1;
+                let last_partial =
+                    usage == PathUse::Prefix && !trailing_slash && i == comps.len() - 1;
                 (!last_partial && (*c == "." || *c == "..")).then_some(*c)
             }) {
                 Some(format!("has a `{c}` component"))
@@ -1258,12 +1549,26 @@ impl<'a> Checker<'a> {
         for (i, scope) in self.scopes.iter().enumerate() {
             for (name, s) in &scope.sets {
                 if !self.used.contains(&(i, name.to_string())) {
-                    self.errors.push((i, UnusedSet { name: name.to_string(), span: span(&s.name.span) }.into()));
+                    self.errors.push((
+                        i,
+                        UnusedSet {
+                            name: name.to_string(),
+                            span: span(&s.name.span),
+                        }
+                        .into(),
+                    ));
                 }
             }
             for (name, l) in &scope.lets {
                 if !self.used.contains(&(i, name.to_string())) {
-                    self.errors.push((i, UnusedLet { name: name.to_string(), span: span(&l.name.span) }.into()));
+                    self.errors.push((
+                        i,
+                        UnusedLet {
+                            name: name.to_string(),
+                            span: span(&l.name.span),
+                        }
+                        .into(),
+                    ));
                 }
             }
         }
@@ -1296,13 +1601,18 @@ fn attr_span(v: &AttrValue) -> &Span {
 
 /// Whether a dotted name starts like a field (`process.…`, `k8s.…`).
 fn is_field_name(name: &str) -> bool {
-    name.split('.').next().is_some_and(|first| FIELD_NAMESPACES.contains(&first)) && name.contains('.')
+    name.split('.')
+        .next()
+        .is_some_and(|first| FIELD_NAMESPACES.contains(&first))
+        && name.contains('.')
 }
 
 fn operator_applies(op: CompareOp, ty: FieldType) -> bool {
     use CompareOp::*;
     match ty {
-        FieldType::Path | FieldType::Str { .. } => matches!(op, Eq | Ne | In | NotIn | StartsWith | EndsWith | Matches),
+        FieldType::Path | FieldType::Str { .. } => {
+            matches!(op, Eq | Ne | In | NotIn | StartsWith | EndsWith | Matches)
+        }
         FieldType::Uid | FieldType::LoginUid | FieldType::Gid | FieldType::Port => {
             matches!(op, Eq | Ne | Lt | Le | Gt | Ge | In | NotIn)
         }
@@ -1314,16 +1624,31 @@ fn operator_applies(op: CompareOp, ty: FieldType) -> bool {
 
 fn operators_for(ty: FieldType) -> String {
     use CompareOp::*;
-    let all = [Eq, Ne, Lt, Le, Gt, Ge, In, NotIn, StartsWith, EndsWith, Matches, Has];
-    all.iter().filter(|op| operator_applies(**op, ty)).map(|op| format!("`{}`", op.as_str())).collect::<Vec<_>>().join(", ")
+    let all = [
+        Eq, Ne, Lt, Le, Gt, Ge, In, NotIn, StartsWith, EndsWith, Matches, Has,
+    ];
+    all.iter()
+        .filter(|op| operator_applies(**op, ty))
+        .map(|op| format!("`{}`", op.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn expected_text(ty: FieldType) -> String {
     match ty {
         FieldType::Port => "a port (a number from 0 to 65535)".into(),
-        FieldType::Uid | FieldType::Gid => format!("{} (a number or a name in quotes)", ty.describe()),
+        FieldType::Uid | FieldType::Gid => {
+            format!("{} (a number or a name in quotes)", ty.describe())
+        }
         FieldType::LoginUid => "a login user id (a number, a name in quotes, or `unset`)".into(),
-        FieldType::Enum(values) => format!("one of {}", values.iter().map(|v| format!("`\"{v}\"`")).collect::<Vec<_>>().join(", ")),
+        FieldType::Enum(values) => format!(
+            "one of {}",
+            values
+                .iter()
+                .map(|v| format!("`\"{v}\"`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         t => t.describe().into(),
     }
 }
@@ -1359,11 +1684,16 @@ fn valid_account_name(name: &str) -> bool {
         && b.len() <= 32
         && !b[0].is_ascii_digit()
         && b[0] != b'-'
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
 }
 
 fn valid_counter_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b':'))
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b':'))
 }
 
 /// Kubernetes label key: `[prefix/]name`, prefix a DNS subdomain (≤ 253),
@@ -1378,7 +1708,8 @@ fn valid_label_key(key: &str) -> Result<(), &'static str> {
             && p.len() <= 253
             && p.split('.').all(|l| {
                 !l.is_empty()
-                    && l.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+                    && l.bytes()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
                     && !l.starts_with('-')
                     && !l.ends_with('-')
             });
@@ -1393,7 +1724,10 @@ fn valid_label_key(key: &str) -> Result<(), &'static str> {
     if !b[0].is_ascii_alphanumeric() || !b[b.len() - 1].is_ascii_alphanumeric() {
         return Err("the name must start and end with a letter or digit");
     }
-    if !b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.')) {
+    if !b
+        .iter()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+    {
         return Err("the name may hold only letters, digits, `-`, `_` and `.`");
     }
     Ok(())
@@ -1428,7 +1762,14 @@ mod tests {
         let (file, mut errors) = parse(src);
         let (_, more) = check(&file);
         errors.extend(more);
-        errors.iter().map(|e| miette::Diagnostic::code(e).map(|c| c.to_string()).unwrap_or_default()).collect()
+        errors
+            .iter()
+            .map(|e| {
+                miette::Diagnostic::code(e)
+                    .map(|c| c.to_string())
+                    .unwrap_or_default()
+            })
+            .collect()
     }
 
     const HEADER: &str = "policy p { description = \"d\" }\n";
@@ -1468,8 +1809,14 @@ mod tests {
 
     #[test]
     fn let_cycles_are_reported() {
-        let src = format!("{HEADER}let a = b\nlet b = a or user.uid == 0\nrule r on exec {{ when a audit }}");
-        assert!(codes(&src).contains(&"policyc::let_cycle".to_string()), "{:?}", codes(&src));
+        let src = format!(
+            "{HEADER}let a = b\nlet b = a or user.uid == 0\nrule r on exec {{ when a audit }}"
+        );
+        assert!(
+            codes(&src).contains(&"policyc::let_cycle".to_string()),
+            "{:?}",
+            codes(&src)
+        );
     }
 
     #[test]
@@ -1481,11 +1828,18 @@ mod tests {
             ("net.daddr == 10.0.0.0/8", "policyc::operand_type"),
             ("user.caps has CAP_SYS_ADMN", "policyc::unknown_capability"),
             ("net.protocol == \"sctp\"", "policyc::unknown_value"),
-            ("user.uid startswith \"1\"", "policyc::operator_not_applicable"),
+            (
+                "user.uid startswith \"1\"",
+                "policyc::operator_not_applicable",
+            ),
             ("user.uid in 10..1", "policyc::empty_range"),
         ];
         for (cond, code) in cases {
-            let hook = if cond.contains("net.") { "connect" } else { "exec" };
+            let hook = if cond.contains("net.") {
+                "connect"
+            } else {
+                "exec"
+            };
             let src = format!("{HEADER}rule r on {hook} {{ when {cond} audit }}");
             assert_eq!(codes(&src), [code], "{cond}");
         }
@@ -1493,18 +1847,29 @@ mod tests {
 
     #[test]
     fn canonical_paths() {
-        assert_eq!(canonical("/usr//bin/./sudo", false).as_deref(), Some("/usr/bin/sudo"));
-        assert_eq!(canonical("/usr/lib/../bin/", true).as_deref(), Some("/usr/bin/"));
+        assert_eq!(
+            canonical("/usr//bin/./sudo", false).as_deref(),
+            Some("/usr/bin/sudo")
+        );
+        assert_eq!(
+            canonical("/usr/lib/../bin/", true).as_deref(),
+            Some("/usr/bin/")
+        );
         assert_eq!(canonical("/..", false), None);
-        let src = format!("{HEADER}rule r on exec {{ when process.binary startswith \"/usr/bin/.\" audit }}");
+        let src = format!(
+            "{HEADER}rule r on exec {{ when process.binary startswith \"/usr/bin/.\" audit }}"
+        );
         assert!(codes(&src).is_empty());
-        let src = format!("{HEADER}rule r on exec {{ when process.binary == \"/usr/bin/\" audit }}");
+        let src =
+            format!("{HEADER}rule r on exec {{ when process.binary == \"/usr/bin/\" audit }}");
         assert_eq!(codes(&src), ["policyc::non_canonical_path"]);
     }
 
     #[test]
     fn not_in_and_ne_become_negations() {
-        let (file, _) = parse(&format!("{HEADER}rule r on exec {{ when process.binary != \"/a\" audit }}"));
+        let (file, _) = parse(&format!(
+            "{HEADER}rule r on exec {{ when process.binary != \"/a\" audit }}"
+        ));
         let (policy, errors) = check(&file);
         assert!(errors.is_empty());
         let rule = &policy.unwrap().rules[0];
@@ -1513,10 +1878,14 @@ mod tests {
 
     #[test]
     fn unless_is_and_not() {
-        let (file, _) = parse(&format!("{HEADER}rule r on exec {{ when process.binary == \"/a\" unless user.uid == 0 audit }}"));
+        let (file, _) = parse(&format!(
+            "{HEADER}rule r on exec {{ when process.binary == \"/a\" unless user.uid == 0 audit }}"
+        ));
         let (policy, errors) = check(&file);
         assert!(errors.is_empty(), "{errors:?}");
-        let Cond::And(parts) = &policy.unwrap().rules[0].condition else { panic!() };
+        let Cond::And(parts) = &policy.unwrap().rules[0].condition else {
+            panic!()
+        };
         assert!(matches!(parts[1], Cond::Not(_)));
     }
 
@@ -1537,5 +1906,4 @@ mod tests {
         assert!(valid_label_key("-bad").is_err());
         assert!(valid_label_key("Bad.Prefix/x").is_err());
     }
-
 }

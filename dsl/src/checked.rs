@@ -322,7 +322,8 @@ pub fn glob_match(glob: &str, text: &str) -> bool {
                 // Either the star starts here (matches nothing yet), or it
                 // extends the run that ended one byte earlier.
                 for i in 0..=t.len() {
-                    next[i] = reachable[i] || (i > 0 && next[i - 1] && (*cross_slash || t[i - 1] != b'/'));
+                    next[i] = reachable[i]
+                        || (i > 0 && next[i - 1] && (*cross_slash || t[i - 1] != b'/'));
                 }
             }
             GlobToken::One(set) => {
@@ -378,7 +379,10 @@ pub fn glob_tokens(glob: &str) -> Result<Vec<GlobToken>, &'static str> {
                 out.push(GlobToken::Star { cross_slash: cross });
             }
             b'?' => {
-                out.push(GlobToken::One(ByteClass { ranges: vec![(b'/', b'/')], negated: true }));
+                out.push(GlobToken::One(ByteClass {
+                    ranges: vec![(b'/', b'/')],
+                    negated: true,
+                }));
                 i += 1;
             }
             b'[' => {
@@ -408,7 +412,10 @@ pub fn glob_tokens(glob: &str) -> Result<Vec<GlobToken>, &'static str> {
                 i = j + 1;
             }
             c => {
-                out.push(GlobToken::One(ByteClass { ranges: vec![(c, c)], negated: false }));
+                out.push(GlobToken::One(ByteClass {
+                    ranges: vec![(c, c)],
+                    negated: false,
+                }));
                 i += 1;
             }
         }

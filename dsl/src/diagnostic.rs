@@ -287,7 +287,6 @@ pub struct RuleWithoutEffect {
     pub span: SourceSpan,
 }
 
-
 /// An unqualified or qualified name in a condition resolves to nothing.
 #[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
 #[error("unknown name `{name}`")]
@@ -359,7 +358,10 @@ pub struct TypeMismatch {
 /// A number past the largest value of its type.
 #[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
 #[error("`{value}` is out of range for {ty} (at most {max})")]
-#[diagnostic(code(policyc::number_out_of_range), help("{ty} holds values from 0 to {max}"))]
+#[diagnostic(
+    code(policyc::number_out_of_range),
+    help("{ty} holds values from 0 to {max}")
+)]
 pub struct NumberOutOfRange {
     /// The number as written.
     pub value: String,
@@ -375,7 +377,10 @@ pub struct NumberOutOfRange {
 /// A range whose start is past its end.
 #[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
 #[error("range `{text}` is empty")]
-#[diagnostic(code(policyc::empty_range), help("write the smaller bound first: `{lo}..{hi}`"))]
+#[diagnostic(
+    code(policyc::empty_range),
+    help("write the smaller bound first: `{lo}..{hi}`")
+)]
 pub struct EmptyRange {
     /// The range as written.
     pub text: String,
@@ -505,7 +510,10 @@ pub struct FieldIndex {
 /// `let` declarations that refer to each other in a cycle.
 #[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
 #[error("`let {name}` refers to itself: {chain}")]
-#[diagnostic(code(policyc::let_cycle), help("a `let` may use other `let`s, but not itself, directly or through others"))]
+#[diagnostic(
+    code(policyc::let_cycle),
+    help("a `let` may use other `let`s, but not itself, directly or through others")
+)]
 pub struct LetCycle {
     /// The let that closes the cycle.
     pub name: String,
@@ -519,7 +527,11 @@ pub struct LetCycle {
 /// A `let` is never used (warning).
 #[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
 #[error("let `{name}` is never used")]
-#[diagnostic(code(policyc::unused_let), severity(Warning), help("use it in a condition or remove it"))]
+#[diagnostic(
+    code(policyc::unused_let),
+    severity(Warning),
+    help("use it in a condition or remove it")
+)]
 pub struct UnusedLet {
     /// Its name.
     pub name: String,
@@ -563,7 +575,10 @@ pub struct InvalidAttribute {
 /// A `rate` clause that cannot be enforced.
 #[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
 #[error("invalid rate: {reason}")]
-#[diagnostic(code(policyc::invalid_rate), help("write `rate N per DURATION` with N ≥ 1 and a duration such as `30s`, `5m`, `1h`, `1d`"))]
+#[diagnostic(
+    code(policyc::invalid_rate),
+    help("write `rate N per DURATION` with N ≥ 1 and a duration such as `30s`, `5m`, `1h`, `1d`")
+)]
 pub struct InvalidRate {
     /// What is wrong.
     pub reason: String,
@@ -575,7 +590,11 @@ pub struct InvalidRate {
 /// A `rate` on a rule that does not audit (warning).
 #[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
 #[error("`rate` limits audit events, and rule `{name}` does not audit")]
-#[diagnostic(code(policyc::rate_without_audit), severity(Warning), help("add an `audit` clause or remove the `rate`"))]
+#[diagnostic(
+    code(policyc::rate_without_audit),
+    severity(Warning),
+    help("add an `audit` clause or remove the `rate`")
+)]
 pub struct RateWithoutAudit {
     /// The rule.
     pub name: String,
@@ -632,7 +651,10 @@ pub struct UnknownCounter {
 /// Two expectations of a test that cannot both hold.
 #[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
 #[error("test expects two verdicts")]
-#[diagnostic(code(policyc::conflicting_expectations), help("an event has one verdict; keep one `expect allow|deny|kill`"))]
+#[diagnostic(
+    code(policyc::conflicting_expectations),
+    help("an event has one verdict; keep one `expect allow|deny|kill`")
+)]
 pub struct ConflictingExpectations {
     /// The second expectation.
     #[label("second verdict")]
@@ -677,7 +699,11 @@ pub struct AlwaysTrue {
 /// A condition that holds for no event (warning).
 #[derive(Debug, Clone, PartialEq, Eq, ThisError, Diagnostic)]
 #[error("condition of {what} is always false")]
-#[diagnostic(code(policyc::always_false), severity(Warning), help("it contradicts itself, so the {kind} never applies; check `and`/`or` and the values"))]
+#[diagnostic(
+    code(policyc::always_false),
+    severity(Warning),
+    help("it contradicts itself, so the {kind} never applies; check `and`/`or` and the values")
+)]
 pub struct AlwaysFalse {
     /// `rule NAME`, `default deny exec`.
     pub what: String,

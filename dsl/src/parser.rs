@@ -55,7 +55,10 @@ pub fn parse_declarations(source: &str) -> Parsed {
         match Grammar::parse(Rule::item_only, text) {
             Ok(mut pairs) => {
                 let item_only = pairs.next().expect("item_only matched");
-                let mut builder = Builder { base: range.start, errors: &mut parsed.errors };
+                let mut builder = Builder {
+                    base: range.start,
+                    errors: &mut parsed.errors,
+                };
                 for pair in item_only.into_inner() {
                     if pair.as_rule() != Rule::EOI {
                         parsed.file.items.push(builder.item(pair));
@@ -63,11 +66,21 @@ pub fn parse_declarations(source: &str) -> Parsed {
                 }
             }
             Err(e) => {
-                parsed.errors.push(syntax_error(source, range.start, e).into());
+                parsed
+                    .errors
+                    .push(syntax_error(source, range.start, e).into());
                 let mut words = text.split(|c: char| !(c.is_alphanumeric() || c == '_'));
-                let keyword = words.next().filter(|w| ITEM_KEYWORDS.contains(w)).unwrap_or_default();
-                let name = words.find(|w| !w.is_empty()).filter(|_| !keyword.is_empty());
-                parsed.failed.push(FailedDecl { keyword: keyword.to_string(), name: name.map(str::to_string) });
+                let keyword = words
+                    .next()
+                    .filter(|w| ITEM_KEYWORDS.contains(w))
+                    .unwrap_or_default();
+                let name = words
+                    .find(|w| !w.is_empty())
+                    .filter(|_| !keyword.is_empty());
+                parsed.failed.push(FailedDecl {
+                    keyword: keyword.to_string(),
+                    name: name.map(str::to_string),
+                });
             }
         }
     }
@@ -182,7 +195,9 @@ fn syntax_error(source: &str, base: usize, e: pest::error::Error<Rule>) -> Synta
     let (found, found_span) = token_at(source, pos);
     // A value written where an operator belongs: the operator is the fix,
     // whatever else could also have ended the condition.
-    let looks_like_value = found.starts_with("`\"") || found.starts_with("`{") || found[1..].starts_with(|c: char| c.is_ascii_digit());
+    let looks_like_value = found.starts_with("`\"")
+        || found.starts_with("`{")
+        || found[1..].starts_with(|c: char| c.is_ascii_digit());
     if looks_like_value && expected.contains(&OPERATOR) {
         expected = vec![OPERATOR];
     }
@@ -202,9 +217,14 @@ fn syntax_error(source: &str, base: usize, e: pest::error::Error<Rule>) -> Synta
     let help = if found == "end of file" {
         Some("the declaration is incomplete; check for a missing `}` or `\"`".to_string())
     } else if expected.contains("a name") && is_keyword(keyword) {
-        Some(format!("`{keyword}` is a keyword of the language and cannot be used as a name; choose another"))
+        Some(format!(
+            "`{keyword}` is a keyword of the language and cannot be used as a name; choose another"
+        ))
     } else if expected.starts_with("an operator") {
-        Some("compare the field with a value, e.g. `process.binary == \"/usr/bin/sudo\"`".to_string())
+        Some(
+            "compare the field with a value, e.g. `process.binary == \"/usr/bin/sudo\"`"
+                .to_string(),
+        )
     } else if expected.starts_with("`,`") {
         Some("separate the values of a set with `,`".to_string())
     } else if expected.contains("a verdict") {
@@ -218,7 +238,10 @@ fn syntax_error(source: &str, base: usize, e: pest::error::Error<Rule>) -> Synta
             expected: "a closing `\"`".into(),
             found: "a string that does not end on its line".into(),
             span: span(&found_span),
-            help: Some("strings end on the line they start; write a quote inside a string as `\\\"`".into()),
+            help: Some(
+                "strings end on the line they start; write a quote inside a string as `\\\"`"
+                    .into(),
+            ),
         };
     }
     SyntaxError {
@@ -259,9 +282,37 @@ fn token_at(source: &str, pos: usize) -> (String, std::ops::Range<usize>) {
 /// Whether `word` is a keyword of the language.
 fn is_keyword(word: &str) -> bool {
     const KEYWORDS: [&str; 31] = [
-        "policy", "set", "let", "rule", "on", "when", "unless", "allow", "deny", "kill", "audit", "severity", "count",
-        "rate", "per", "default", "test", "expect", "no", "and", "or", "not", "in", "startswith", "endswith",
-        "matches", "has", "true", "false", "unset", "description",
+        "policy",
+        "set",
+        "let",
+        "rule",
+        "on",
+        "when",
+        "unless",
+        "allow",
+        "deny",
+        "kill",
+        "audit",
+        "severity",
+        "count",
+        "rate",
+        "per",
+        "default",
+        "test",
+        "expect",
+        "no",
+        "and",
+        "or",
+        "not",
+        "in",
+        "startswith",
+        "endswith",
+        "matches",
+        "has",
+        "true",
+        "false",
+        "unset",
+        "description",
     ];
     KEYWORDS.contains(&word) && word != "description"
 }
@@ -325,7 +376,9 @@ fn describe(rule: Rule) -> Option<&'static str> {
         | Rule::op_endswith
         | Rule::op_matches
         | Rule::op_has => OPERATOR,
-        Rule::expr | Rule::and_expr | Rule::unary | Rule::comparison | Rule::reference => "a condition",
+        Rule::expr | Rule::and_expr | Rule::unary | Rule::comparison | Rule::reference => {
+            "a condition"
+        }
         Rule::field_ref => "a field such as `process.binary`",
         Rule::index => "`[`",
         Rule::dotted => "a name",
@@ -450,18 +503,27 @@ impl Builder<'_> {
                 Rule::policy_attr => {
                     let mut inner = p.into_inner();
                     let attr_name = self.ident(inner.next().expect("attribute name"));
-                    let v = inner.find(|q| q.as_rule() != Rule::assign).expect("attribute value");
+                    let v = inner
+                        .find(|q| q.as_rule() != Rule::assign)
+                        .expect("attribute value");
                     let value = match v.as_rule() {
                         Rule::string => AttrValue::Str(self.string(v)),
                         Rule::set_literal => AttrValue::Set(self.set_literal(v)),
                         _ => AttrValue::Name(self.ident(v)),
                     };
-                    attrs.push(Attr { name: attr_name, value });
+                    attrs.push(Attr {
+                        name: attr_name,
+                        value,
+                    });
                 }
                 _ => {}
             }
         }
-        PolicyDecl { name: name.expect("policy has a name"), attrs, span }
+        PolicyDecl {
+            name: name.expect("policy has a name"),
+            attrs,
+            span,
+        }
     }
 
     fn set_decl(&mut self, pair: Pair<Rule>) -> SetDecl {
@@ -475,7 +537,11 @@ impl Builder<'_> {
                 _ => {}
             }
         }
-        SetDecl { name: name.expect("set has a name"), value: value.expect("set has a value"), span }
+        SetDecl {
+            name: name.expect("set has a name"),
+            value: value.expect("set has a value"),
+            span,
+        }
     }
 
     fn let_decl(&mut self, pair: Pair<Rule>) -> LetDecl {
@@ -489,11 +555,18 @@ impl Builder<'_> {
                 _ => {}
             }
         }
-        LetDecl { name: name.expect("let has a name"), body: body.expect("let has a body"), span }
+        LetDecl {
+            name: name.expect("let has a name"),
+            body: body.expect("let has a body"),
+            span,
+        }
     }
 
     fn first_expr(&mut self, pair: Pair<Rule>) -> Expr {
-        let e = pair.into_inner().find(|q| q.as_rule() == Rule::expr).expect("clause has a condition");
+        let e = pair
+            .into_inner()
+            .find(|q| q.as_rule() == Rule::expr)
+            .expect("clause has a condition");
         self.expr(e)
     }
 
@@ -514,15 +587,24 @@ impl Builder<'_> {
                 }
                 Rule::audit_clause => audit = Some(self.audit(p)),
                 Rule::count_clause => {
-                    let s = p.into_inner().find(|q| q.as_rule() == Rule::string).expect("count name");
+                    let s = p
+                        .into_inner()
+                        .find(|q| q.as_rule() == Rule::string)
+                        .expect("count name");
                     counts.push(self.string(s));
                 }
                 Rule::rate_clause => {
                     let sp = self.span(&p);
-                    let mut inner = p.into_inner().filter(|q| matches!(q.as_rule(), Rule::int | Rule::duration));
+                    let mut inner = p
+                        .into_inner()
+                        .filter(|q| matches!(q.as_rule(), Rule::int | Rule::duration));
                     let count = self.ident(inner.next().expect("rate count"));
                     let per = self.ident(inner.next().expect("rate period"));
-                    rate = Some(RateClause { count, per, span: sp });
+                    rate = Some(RateClause {
+                        count,
+                        per,
+                        span: sp,
+                    });
                 }
                 _ => {}
             }
@@ -556,13 +638,20 @@ impl Builder<'_> {
         for p in pair.into_inner() {
             match p.as_rule() {
                 Rule::severity_clause => {
-                    severity = p.into_inner().find(|q| q.as_rule() == Rule::severity_name).map(|q| self.ident(q));
+                    severity = p
+                        .into_inner()
+                        .find(|q| q.as_rule() == Rule::severity_name)
+                        .map(|q| self.ident(q));
                 }
                 Rule::string => message = Some(self.string(p)),
                 _ => {}
             }
         }
-        AuditClause { severity, message, span }
+        AuditClause {
+            severity,
+            message,
+            span,
+        }
     }
 
     fn default_decl(&mut self, pair: Pair<Rule>) -> DefaultDecl {
@@ -576,7 +665,11 @@ impl Builder<'_> {
                 _ => {}
             }
         }
-        DefaultDecl { hook: hook.expect("default has a hook"), when, span }
+        DefaultDecl {
+            hook: hook.expect("default has a hook"),
+            when,
+            span,
+        }
     }
 
     fn test_decl(&mut self, pair: Pair<Rule>) -> TestDecl {
@@ -609,15 +702,24 @@ impl Builder<'_> {
                 }
                 Rule::expectation => {
                     let sp = self.span(&p);
-                    let e = p.into_inner().find(|q| q.as_rule() != Rule::kw_expect).expect("expectation");
+                    let e = p
+                        .into_inner()
+                        .find(|q| q.as_rule() != Rule::kw_expect)
+                        .expect("expectation");
                     let kind = match e.as_rule() {
                         Rule::expect_verdict => ExpectKind::Verdict(self.action(e)),
                         Rule::expect_no_audit => ExpectKind::NoAudit,
                         Rule::expect_audit => ExpectKind::Audit(
-                            e.into_inner().filter(|q| q.as_rule() == Rule::dotted).map(|q| self.ident(q)).collect(),
+                            e.into_inner()
+                                .filter(|q| q.as_rule() == Rule::dotted)
+                                .map(|q| self.ident(q))
+                                .collect(),
                         ),
                         _ => {
-                            let s = e.into_inner().find(|q| q.as_rule() == Rule::string).expect("counter");
+                            let s = e
+                                .into_inner()
+                                .find(|q| q.as_rule() == Rule::string)
+                                .expect("counter");
                             ExpectKind::Count(self.string(s))
                         }
                     };
@@ -648,7 +750,11 @@ impl Builder<'_> {
                 if operands.len() == 1 {
                     return operands.into_iter().next().expect("one operand");
                 }
-                let kind = if is_or { ExprKind::Or(operands) } else { ExprKind::And(operands) };
+                let kind = if is_or {
+                    ExprKind::Or(operands)
+                } else {
+                    ExprKind::And(operands)
+                };
                 Expr { kind, span }
             }
             Rule::unary => {
@@ -669,21 +775,40 @@ impl Builder<'_> {
                 }
                 let mut e = inner.expect("unary has an operand");
                 if let Some((open, close)) = paren {
-                    e = Expr { kind: ExprKind::Paren(Box::new(e)), span: open..close };
+                    e = Expr {
+                        kind: ExprKind::Paren(Box::new(e)),
+                        span: open..close,
+                    };
                 }
                 for start in nots.into_iter().rev() {
-                    e = Expr { kind: ExprKind::Not(Box::new(e)), span: start..span.end };
+                    e = Expr {
+                        kind: ExprKind::Not(Box::new(e)),
+                        span: start..span.end,
+                    };
                 }
                 e
             }
-            Rule::comparison => Expr { kind: ExprKind::Compare(self.comparison(pair)), span },
+            Rule::comparison => Expr {
+                kind: ExprKind::Compare(self.comparison(pair)),
+                span,
+            },
             Rule::bool_lit => {
-                let value = pair.into_inner().next().map(|k| k.as_rule() == Rule::kw_true).unwrap_or(false);
-                Expr { kind: ExprKind::Bool(value), span }
+                let value = pair
+                    .into_inner()
+                    .next()
+                    .map(|k| k.as_rule() == Rule::kw_true)
+                    .unwrap_or(false);
+                Expr {
+                    kind: ExprKind::Bool(value),
+                    span,
+                }
             }
             Rule::reference => {
                 let ident = self.ident(pair.into_inner().next().expect("reference name"));
-                Expr { kind: ExprKind::Ref(ident), span }
+                Expr {
+                    kind: ExprKind::Ref(ident),
+                    span,
+                }
             }
             r => unreachable!("not an expression rule: {r:?}"),
         }
@@ -693,7 +818,10 @@ impl Builder<'_> {
         let span = self.span(&pair);
         let mut inner = pair.into_inner();
         let name = self.ident(inner.next().expect("field name"));
-        let key = inner.next().and_then(|idx| idx.into_inner().find(|q| q.as_rule() == Rule::string)).map(|s| self.string(s));
+        let key = inner
+            .next()
+            .and_then(|idx| idx.into_inner().find(|q| q.as_rule() == Rule::string))
+            .map(|s| self.string(s));
         FieldRef { name, key, span }
     }
 
@@ -702,7 +830,12 @@ impl Builder<'_> {
         let field = self.field_ref(inner.next().expect("field"));
         let op_pair = inner.next().expect("operator");
         let op_span = self.span(&op_pair);
-        let op = match op_pair.into_inner().next().expect("operator kind").as_rule() {
+        let op = match op_pair
+            .into_inner()
+            .next()
+            .expect("operator kind")
+            .as_rule()
+        {
             Rule::op_eq => CompareOp::Eq,
             Rule::op_ne => CompareOp::Ne,
             Rule::op_lt => CompareOp::Lt,
@@ -722,7 +855,11 @@ impl Builder<'_> {
             Rule::dotted => Operand::Name(self.ident(rhs)),
             _ => Operand::Literal(self.literal(rhs)),
         };
-        Comparison { field, op: (op, op_span), operand }
+        Comparison {
+            field,
+            op: (op, op_span),
+            operand,
+        }
     }
 
     fn set_literal(&mut self, pair: Pair<Rule>) -> SetLiteral {
@@ -742,14 +879,20 @@ impl Builder<'_> {
             Rule::int => LiteralKind::Int(pair.as_str().to_string()),
             Rule::range => {
                 let mut ends = pair.into_inner().map(|p| p.as_str().to_string());
-                LiteralKind::Range(ends.next().expect("range start"), ends.next().expect("range end"))
+                LiteralKind::Range(
+                    ends.next().expect("range start"),
+                    ends.next().expect("range end"),
+                )
             }
             Rule::ip => LiteralKind::Ip(pair.as_str().to_string()),
             Rule::cap_name => LiteralKind::Cap(pair.as_str().to_string()),
             Rule::kw_unset => LiteralKind::Unset,
-            Rule::bool_lit => {
-                LiteralKind::Bool(pair.into_inner().next().map(|k| k.as_rule() == Rule::kw_true).unwrap_or(false))
-            }
+            Rule::bool_lit => LiteralKind::Bool(
+                pair.into_inner()
+                    .next()
+                    .map(|k| k.as_rule() == Rule::kw_true)
+                    .unwrap_or(false),
+            ),
             r => unreachable!("not a literal rule: {r:?}"),
         };
         Literal { kind, span }
@@ -812,7 +955,11 @@ mod tests {
         let Error::Syntax(e) = &errors[0] else {
             panic!("{errors:?}")
         };
-        assert!(e.expected.contains("an operator (`==`, `!=`"), "{}", e.expected);
+        assert!(
+            e.expected.contains("an operator (`==`, `!=`"),
+            "{}",
+            e.expected
+        );
         assert_eq!(e.found, "`is`");
     }
 

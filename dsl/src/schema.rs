@@ -50,12 +50,20 @@ impl Hook {
 
     /// The hook's name in the language, bundles and events.
     pub fn as_str(self) -> &'static str {
-        Self::ALL.iter().find(|(h, _)| *h == self).map(|(_, n)| *n).expect("every hook is in ALL")
+        Self::ALL
+            .iter()
+            .find(|(h, _)| *h == self)
+            .map(|(_, n)| *n)
+            .expect("every hook is in ALL")
     }
 
     /// The fields this hook supplies, in documentation order.
     pub fn fields(self) -> Vec<Field> {
-        Field::ALL.iter().copied().filter(|f| f.hooks().contains(&self)).collect()
+        Field::ALL
+            .iter()
+            .copied()
+            .filter(|f| f.hooks().contains(&self))
+            .collect()
     }
 }
 
@@ -130,7 +138,10 @@ impl FieldType {
 
     /// Whether values of this type are ordered numbers (`<`, ranges).
     pub fn is_numeric(self) -> bool {
-        matches!(self, FieldType::Uid | FieldType::LoginUid | FieldType::Gid | FieldType::Port)
+        matches!(
+            self,
+            FieldType::Uid | FieldType::LoginUid | FieldType::Gid | FieldType::Port
+        )
     }
 
     /// Largest numeric value, for numeric types.
@@ -268,7 +279,13 @@ impl Field {
     pub fn info(self) -> FieldInfo {
         use FieldType::*;
         use Hook::*;
-        let f = |name, ty, hooks, source| FieldInfo { name, ty, hooks, indexed: false, source };
+        let f = |name, ty, hooks, source| FieldInfo {
+            name,
+            ty,
+            hooks,
+            indexed: false,
+            source,
+        };
         match self {
             Field::ProcessBinary => f(
                 "process.binary",
@@ -342,7 +359,9 @@ impl Field {
 
 /// First components of field names: a dotted name starting with one of these
 /// is a field, anything else is a (qualified) declaration name.
-pub const FIELD_NAMESPACES: &[&str] = &["process", "parent", "user", "k8s", "file", "net", "cred", "module", "target"];
+pub const FIELD_NAMESPACES: &[&str] = &[
+    "process", "parent", "user", "k8s", "file", "net", "cred", "module", "target",
+];
 
 /// Audit severity, ordered from least to most severe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -377,12 +396,18 @@ impl Severity {
 
     /// The severity's name in the language, events and bundles.
     pub fn as_str(self) -> &'static str {
-        Self::ALL.iter().find(|(s, _)| *s == self).map(|(_, n)| *n).expect("every severity is in ALL")
+        Self::ALL
+            .iter()
+            .find(|(s, _)| *s == self)
+            .map(|(_, n)| *n)
+            .expect("every severity is in ALL")
     }
 }
 
 /// Policy modes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Verdicts are enforced.
@@ -394,7 +419,8 @@ pub enum Mode {
 
 impl Mode {
     /// Every mode with its name.
-    pub const ALL: [(Mode, &'static str); 2] = [(Mode::Enforce, "enforce"), (Mode::Monitor, "monitor")];
+    pub const ALL: [(Mode, &'static str); 2] =
+        [(Mode::Enforce, "enforce"), (Mode::Monitor, "monitor")];
 
     /// Parse a mode name.
     pub fn from_name(name: &str) -> Option<Mode> {
@@ -403,7 +429,11 @@ impl Mode {
 
     /// The mode's name.
     pub fn as_str(self) -> &'static str {
-        Self::ALL.iter().find(|(m, _)| *m == self).map(|(_, n)| *n).expect("every mode is in ALL")
+        Self::ALL
+            .iter()
+            .find(|(m, _)| *m == self)
+            .map(|(_, n)| *n)
+            .expect("every mode is in ALL")
     }
 }
 
@@ -454,5 +484,8 @@ pub const CAPABILITIES: [(&str, u8); 41] = [
 
 /// Bit number of a capability name.
 pub fn capability_bit(name: &str) -> Option<u8> {
-    CAPABILITIES.iter().find(|(n, _)| *n == name).map(|(_, b)| *b)
+    CAPABILITIES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, b)| *b)
 }

@@ -28,6 +28,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Rewrite sources in the canonical layout (comments kept). With
+    /// `--check`, change nothing: list the files that would change and exit 1
+    /// if any would. A file with syntax errors is reported and left alone.
+    Fmt {
+        /// Policy source files (`.policy`).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Only report files that are not formatted.
+        #[arg(long)]
+        check: bool,
+        /// When to colour diagnostics.
+        #[arg(long, value_enum, default_value_t = Color::Auto)]
+        color: Color,
+    },
     /// Check sources as `compile` does, without writing a bundle; print every
     /// diagnostic. Exit 1 on any error (or warning, with `--deny-warnings`).
     /// `-` reads standard input.
@@ -54,6 +68,68 @@ enum Command {
         #[command(flatten)]
         diagnostics: DiagnosticArgs,
     },
+    /// Run the `test` blocks of the files against the compiled bundle (every
+    /// hook and field, not only what `compile` lets the runtime load). Prints
+    /// `ok`/`FAILED` per test and `N passed, M failed`; exit 1 on any failure
+    /// or compile error.
+    Test(TestArgs),
+}
+
+/// Arguments of `policyc test`.
+#[derive(Args)]
+struct TestArgs {
+    /// Policy source files (`.policy`), compiled together.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Report format: `human` or `json` (one document on stdout). Compile
+    /// diagnostics go to stderr in the human format either way.
+    #[arg(long, value_enum, default_value_t = TestFormat::Human)]
+    format: TestFormat,
+    /// When to colour diagnostics.
+    #[arg(long, value_enum, default_value_t = Color::Auto)]
+    color: Color,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TestFormat {
+    Human,
+    Json,
+}
+
+/// `policyc test`.
+fn run_test(args: TestArgs) -> Result<ExitCode, String> {
+    let sources = read_sources(&args.files)?;
+    match policy_compiler::testing::run_tests(&sources) {
+        Err(failure) => {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(
+                err,
+                "{}",
+                render::render(&failure.diagnostics, &sources, args.color.enabled(), 100)
+            );
+            let _ = writeln!(err, "{}", render::summary(&failure.diagnostics));
+            Ok(exit(true))
+        }
+        Ok(report) => {
+            if !report.warnings.is_empty() {
+                let mut err = std::io::stderr().lock();
+                let _ = write!(
+                    err,
+                    "{}",
+                    render::render(&report.warnings, &sources, args.color.enabled(), 100)
+                );
+            }
+            let text = match args.format {
+                TestFormat::Human => report.human(),
+                TestFormat::Json => report.json(),
+            };
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .map_err(|e| format!("cannot write to stdout: {e}"))?;
+            Ok(exit(!report.ok()))
+        }
+    }
 }
 
 /// How diagnostics are reported; shared by `check` and `compile`.
@@ -127,7 +203,10 @@ fn read_sources(files: &[PathBuf]) -> Result<Vec<SourceFile>, String> {
             let mut bytes = Vec::new();
             match std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes) {
                 Ok(_) => match decode(&bytes) {
-                    Ok(text) => sources.push(SourceFile { name: "<stdin>".into(), text }),
+                    Ok(text) => sources.push(SourceFile {
+                        name: "<stdin>".into(),
+                        text,
+                    }),
                     Err(why) => problems.push(format!("cannot read standard input: {why}")),
                 },
                 Err(e) => problems.push(format!("cannot read standard input: {e}")),
@@ -136,7 +215,10 @@ fn read_sources(files: &[PathBuf]) -> Result<Vec<SourceFile>, String> {
         }
         if let Ok(real) = std::fs::canonicalize(f) {
             if let Some((_, first)) = seen.iter().find(|(r, _)| *r == real) {
-                problems.push(format!("`{name}` is the same file as `{}`, given twice", first.display()));
+                problems.push(format!(
+                    "`{name}` is the same file as `{}`, given twice",
+                    first.display()
+                ));
                 continue;
             }
             seen.push((real, f));
@@ -163,8 +245,15 @@ fn decode(bytes: &[u8]) -> Result<String, String> {
         Err(e) => {
             let valid = &bytes[..e.valid_up_to()];
             let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
-            let line_start = valid.iter().rposition(|b| *b == b'\n').map(|p| p + 1).unwrap_or(0);
-            let column = String::from_utf8_lossy(&valid[line_start..]).chars().count() + 1;
+            let line_start = valid
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map(|p| p + 1)
+                .unwrap_or(0);
+            let column = String::from_utf8_lossy(&valid[line_start..])
+                .chars()
+                .count()
+                + 1;
             Err(format!(
                 "not UTF-8 text: invalid byte 0x{:02x} at line {line}, column {column}; policy sources are UTF-8",
                 bytes[e.valid_up_to()]
@@ -228,6 +317,12 @@ fn exit(failed: bool) -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
+        Command::Test(args) => run_test(args),
+        Command::Fmt {
+            files,
+            check,
+            color,
+        } => fmt(&files, check, color),
         Command::Check {
             files,
             diagnostics: args,
@@ -254,7 +349,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 Some(n) => n,
                 None => {
                     let from = if to_stdout { &files[0] } else { &output };
-                    let stem = from.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                    let stem = from
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default();
                     let derived = compile::bundle_name_from(&stem);
                     if !compile::is_dns1123_subdomain(&derived) {
                         return Err(format!(
@@ -289,6 +387,50 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     }
 }
 
+/// `policyc fmt`: exit 0 when every file is (or now is) formatted, 1 when
+/// `--check` finds files to change or a file does not parse, 2 on IO errors.
+fn fmt(files: &[PathBuf], check: bool, color: Color) -> Result<ExitCode, String> {
+    if files.iter().any(|f| f == Path::new("-")) {
+        return Err("`policyc fmt` rewrites files in place; `-` is not supported".into());
+    }
+    let sources = read_sources(files)?;
+    let mut failed = false;
+    for (path, source) in files.iter().zip(&sources) {
+        match policy_dsl::format::format_source(&source.text) {
+            Ok(formatted) if formatted == source.text => {}
+            Ok(_) if check => {
+                println!("{}", source.name);
+                failed = true;
+            }
+            Ok(formatted) => {
+                write_output(path, formatted.as_bytes(), &[])?;
+                eprintln!("policyc: formatted {}", source.name);
+            }
+            Err(policy_dsl::format::FormatError::Syntax(diagnostics)) => {
+                eprint!(
+                    "{}",
+                    policy_dsl::render(
+                        &diagnostics,
+                        &source.name,
+                        &source.text,
+                        color.enabled(),
+                        100
+                    )
+                );
+                eprintln!(
+                    "policyc: `{}` has syntax errors; not formatted",
+                    source.name
+                );
+                failed = true;
+            }
+            Err(e @ policy_dsl::format::FormatError::Internal(_)) => {
+                return Err(format!("`{}` left unchanged: {e}", source.name));
+            }
+        }
+    }
+    Ok(exit(failed))
+}
+
 /// Write the bundle to `path` without ever leaving a half-written file and
 /// without replacing what the path is:
 /// - a regular file (or a new path): written beside it and renamed over it,
@@ -300,32 +442,56 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
 fn write_output(path: &Path, bytes: &[u8], inputs: &[PathBuf]) -> Result<(), String> {
     let shown = path.display();
     if let Ok(out) = std::fs::canonicalize(path) {
-        if let Some(input) = inputs.iter().find(|i| std::fs::canonicalize(i).ok().as_ref() == Some(&out)) {
-            return Err(format!("refusing to write the bundle over the source file `{}`", input.display()));
+        if let Some(input) = inputs
+            .iter()
+            .find(|i| std::fs::canonicalize(i).ok().as_ref() == Some(&out))
+        {
+            return Err(format!(
+                "refusing to write the bundle over the source file `{}`",
+                input.display()
+            ));
         }
     }
     match std::fs::metadata(path) {
-        Ok(meta) if meta.is_dir() => return Err(format!("cannot write `{shown}`: it is a directory")),
+        Ok(meta) if meta.is_dir() => {
+            return Err(format!("cannot write `{shown}`: it is a directory"))
+        }
         Ok(meta) if !meta.is_file() => {
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .open(path)
                 .map_err(|e| format!("cannot write `{shown}`: {e}"))?;
-            return f.write_all(bytes).and_then(|()| f.flush()).map_err(|e| format!("cannot write `{shown}`: {e}"));
+            return f
+                .write_all(bytes)
+                .and_then(|()| f.flush())
+                .map_err(|e| format!("cannot write `{shown}`: {e}"));
         }
         _ => {}
     }
     let target = match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path)
-            .map_err(|e| format!("cannot write `{shown}`: it is a symlink whose target cannot be resolved ({e})"))?,
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path).map_err(|e| {
+            format!("cannot write `{shown}`: it is a symlink whose target cannot be resolved ({e})")
+        })?,
         _ => path.to_path_buf(),
     };
-    let dir = target.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = target
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     if !dir.is_dir() {
-        return Err(format!("cannot write `{shown}`: directory `{}` does not exist", dir.display()));
+        return Err(format!(
+            "cannot write `{shown}`: directory `{}` does not exist",
+            dir.display()
+        ));
     }
-    let file_name = target.file_name().ok_or_else(|| format!("`{shown}` is not a file path"))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
+    let file_name = target
+        .file_name()
+        .ok_or_else(|| format!("`{shown}` is not a file path"))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
     std::fs::write(&tmp, bytes).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         format!("cannot write `{shown}`: {e}")
