@@ -12,8 +12,9 @@ fi
 
 # clang/llvm build the BPF templates; libbpf-dev gives bpf_helpers.h; sudo is
 # what the shipped policy audits and the integration test runs; bpftool and jq
-# are for operators and the demo.
-packages=(clang llvm libbpf-dev sudo bpftool jq ca-certificates)
+# are for operators and the demo; prometheus scrapes policyd in
+# runtime/tests/prometheus.rs.
+packages=(clang llvm libbpf-dev sudo bpftool jq ca-certificates prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

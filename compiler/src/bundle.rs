@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -28,7 +29,7 @@ pub const KIND: &str = "PolicyBundle";
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// A whole bundle document.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyBundle {
     /// Always [`API_VERSION`].
@@ -42,7 +43,7 @@ pub struct PolicyBundle {
 }
 
 /// Kubernetes object metadata; only the name is set by the compiler.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Metadata {
     /// Object name, a DNS-1123 subdomain (lowercase alphanumerics, `-` and `.`).
@@ -50,7 +51,7 @@ pub struct Metadata {
 }
 
 /// The compiled content of a bundle.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BundleSpec {
     /// Layout version, [`SCHEMA_VERSION`].
@@ -69,11 +70,12 @@ pub struct BundleSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<ScopeEntry>,
     /// Classification tables per hook; hooks without rules are absent.
+    #[schemars(with = "BTreeMap<crate::schema::HookName, HookTable>")]
     pub hooks: BTreeMap<Hook, HookTable>,
 }
 
 /// One compiled policy (the `policy NAME { … }` header of a source file).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyInfo {
     /// Policy name from the header.
@@ -82,6 +84,7 @@ pub struct PolicyInfo {
     pub description: String,
     /// `mode`; written only for `monitor` (absent means `enforce`).
     #[serde(default, skip_serializing_if = "is_enforce")]
+    #[schemars(with = "crate::schema::ModeName")]
     pub mode: Mode,
     /// Source file the policy came from, as given to the compiler.
     pub source: String,
@@ -96,7 +99,7 @@ fn is_false(b: &bool) -> bool {
 }
 
 /// One `default deny HOOK when COND` scope.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ScopeEntry {
     /// Index of this scope in [`BundleSpec::scopes`].
@@ -106,13 +109,14 @@ pub struct ScopeEntry {
     /// Name of the policy the scope belongs to.
     pub policy: String,
     /// Hook the scope applies to.
+    #[schemars(with = "crate::schema::HookName")]
     pub hook: Hook,
     /// Where the scope is written.
     pub source: SourceLocation,
 }
 
 /// `rate N per PERIOD` of a rule: at most `count` audit events per period.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateLimit {
     /// Audit events allowed per period.
@@ -124,7 +128,9 @@ pub struct RateLimit {
 pub use policy_dsl::schema::{Hook, Mode, Severity};
 
 /// What a rule does to the event it matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Explicitly allowed (an allow never overrides a deny).
@@ -147,7 +153,7 @@ impl Verdict {
 }
 
 /// One rule of the rule table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleEntry {
     /// Index of this rule in [`BundleSpec::rules`].
@@ -157,6 +163,7 @@ pub struct RuleEntry {
     /// Name of the policy the rule belongs to.
     pub policy: String,
     /// Hook the rule is evaluated on.
+    #[schemars(with = "crate::schema::HookName")]
     pub hook: Hook,
     /// The rule's verdict, absent for a rule that only audits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -164,6 +171,7 @@ pub struct RuleEntry {
     /// Whether a match is recorded as an audit event.
     pub audit: bool,
     /// Audit severity; `info` when the source gives none.
+    #[schemars(with = "crate::schema::SeverityName")]
     pub severity: Severity,
     /// Audit message from the source, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -177,7 +185,7 @@ pub struct RuleEntry {
 }
 
 /// A place in a source file, 1-based.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SourceLocation {
     /// Source file as given to the compiler.
@@ -196,7 +204,7 @@ pub type TermSet = Vec<u32>;
 /// For an event, each dimension yields a term set (see [`Dimension`]); the
 /// intersection over all dimensions is the set of terms that match. A rule
 /// matches when any of its terms does.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HookTable {
     /// Terms, indexed by id (`0..terms.len()`, at most [`MAX_TERMS_PER_HOOK`]).
@@ -209,7 +217,7 @@ pub struct HookTable {
 
 /// One term: a conjunction of field tests taken from a rule's condition in
 /// disjunctive normal form.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Term {
     /// Bit position of the term in the hook's masks.
@@ -224,7 +232,7 @@ pub struct Term {
 }
 
 /// Per-outcome term sets of a hook.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VerdictMasks {
     /// Terms of `deny` rules.
@@ -249,7 +257,7 @@ pub struct VerdictMasks {
 }
 
 /// The kind of value a dimension classifies, which fixes its kernel tables.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DimensionKind {
     /// An absolute path: exact entries in a hash map keyed by the zero-padded
@@ -286,7 +294,7 @@ pub enum DimensionKind {
 
 /// What the node resolves the names of an `int` dimension's `exact` entries
 /// against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Resolve {
     /// User names (the node's passwd database).
@@ -296,7 +304,7 @@ pub enum Resolve {
 }
 
 /// The two fields and the operator of a [`DimensionKind::Relation`] feature.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Relation {
     /// Left field, e.g. `user.uid`.
@@ -308,7 +316,7 @@ pub struct Relation {
 }
 
 /// An interval of integer values and the terms its values satisfy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RangeEntry {
     /// Lowest value, inclusive.
@@ -321,7 +329,7 @@ pub struct RangeEntry {
 
 /// A required capability set and the terms a value holding it, or not,
 /// satisfies (as far as `has` tests of this set go).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MaskEntry {
     /// The capabilities (`CAP_*`, sorted); in the kernel a 64-bit mask.
@@ -342,7 +350,7 @@ pub struct MaskEntry {
 /// Kinds other than `path` use more tables (see [`DimensionKind`] and
 /// `docs/bundle.md`); each is written only when it is not empty, so a `path`
 /// dimension without suffixes has the layout the runtime loads.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Dimension {
     /// Value kind.
@@ -464,7 +472,7 @@ impl Dimension {
 }
 
 /// A value and the terms it satisfies.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Entry {
     /// The value (for paths: absolute, at most [`MAX_PATH_LITERAL_LEN`] bytes).

@@ -92,6 +92,9 @@ pub enum Diagnostic {
     #[error(transparent)]
     #[diagnostic(transparent)]
     EmptyPolicy(#[from] EmptyPolicy),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Analysis(#[from] crate::overlap::AnalysisWarning),
 }
 
 impl Diagnostic {
@@ -257,6 +260,9 @@ fn analyze_with(
                 file: Some(e.file()),
                 diagnostic: e.into(),
             });
+        } else {
+            // Overlaps, shadowed, unsatisfiable and all-matching rules.
+            diagnostics.extend(crate::overlap::warnings(&policies));
         }
     }
     for e in globs {

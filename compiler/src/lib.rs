@@ -10,11 +10,17 @@
 
 pub mod bundle;
 pub mod compile;
+pub mod diff;
 pub mod eval;
+pub mod event_json;
+pub mod explain;
+pub mod inspect;
 pub mod limits;
 pub mod lower;
+pub mod overlap;
 pub mod render;
 pub mod report;
+pub mod schema;
 pub mod testing;
 
 pub use compile::{compile, CompileFailure, Compiled, SourceFile};

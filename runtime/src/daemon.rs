@@ -1,7 +1,9 @@
 //! `policyd run`: preflight checks, load, attach, event loop, shutdown.
 
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use aya::maps::{MapData, RingBuf};
@@ -10,11 +12,13 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::abi::EXEC_PROGRAM;
 use crate::clock::boot_to_unix_offset_ns;
 use crate::decision::decide;
 use crate::event::ExecEvent;
 use crate::export::{build, BundleRef, ExportError, ExportErrors, ExportTarget, Exporter};
-use crate::loader::{ExecHook, LoadError, EXEC_MECHANISM};
+use crate::loader::{map_sizes, ExecHook, LoadError, RunStats, EXEC_MECHANISM};
+use crate::metrics::{self, Metrics, KERNEL_REFRESH, NO_NAMESPACE};
 use crate::pins::{self, PinError, PinLock, PinPlan};
 use crate::tables::{ExecTables, TablesError};
 
@@ -35,6 +39,9 @@ pub struct RunOptions {
     /// Directory for map pins; used only when it is on a bpf filesystem.
     /// One `policyd` per pin directory (see [`crate::pins`]).
     pub pin_dir: PathBuf,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz`; `None` disables
+    /// them (and BPF run-time statistics).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Why `policyd run` stopped with an error. Every variant exits with status 1.
@@ -101,6 +108,18 @@ pub enum RunError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Pins(#[from] PinError),
+    /// The metrics address cannot be bound.
+    #[error("cannot serve metrics on {addr}")]
+    #[diagnostic(
+        code(policyd::metrics_bind),
+        help("give another --metrics-addr (e.g. 127.0.0.1:2113), or `--metrics-addr off`")
+    )]
+    MetricsBind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
     /// Signal handling or ring-buffer polling failed.
     #[error("{what}")]
     #[diagnostic(code(policyd::io))]
@@ -195,6 +214,7 @@ struct Pipeline<'a> {
     target: &'a ExportTarget,
     decode_errors: u64,
     export_errors: ExportErrors,
+    metrics: Arc<Metrics>,
 }
 
 impl Pipeline<'_> {
@@ -205,11 +225,14 @@ impl Pipeline<'_> {
             Ok(ev) => ev,
             Err(e) => {
                 self.decode_errors += 1;
+                self.metrics.decode_error();
                 say!("dropping undecodable event: {e}");
                 return;
             }
         };
         let decision = decide(&self.exec, &self.bundle.spec.rules, &ev.matched);
+        self.metrics
+            .record_event(Hook::Exec.as_str(), &decision, &ev.binary, NO_NAMESPACE);
         let bundle = BundleRef {
             name: &self.bundle.metadata.name,
             digest: &self.bundle.spec.digest,
@@ -222,6 +245,7 @@ impl Pipeline<'_> {
             boot_to_unix_offset_ns(),
         );
         if let Err(e) = self.exporter.write(&out) {
+            self.metrics.export_error();
             if let Some(line) = self.export_errors.failed(&e, self.target, Instant::now()) {
                 say!("{line}");
             }
@@ -232,6 +256,18 @@ impl Pipeline<'_> {
         while let Some(item) = ring.next() {
             self.handle(&item);
         }
+    }
+}
+
+/// Copy the kernel's counters and the program's run statistics into `metrics`.
+/// Read errors are ignored: the previous values stay.
+fn refresh_kernel_metrics(hook: &ExecHook, metrics: &Metrics) {
+    let exec = Hook::Exec.as_str();
+    if let Ok(stats) = hook.stats() {
+        metrics.set_kernel_stats(exec, &stats);
+    }
+    if let Ok((run_time, runs)) = hook.program_stats() {
+        metrics.set_program_stats(exec, EXEC_PROGRAM, run_time, runs);
     }
 }
 
@@ -267,6 +303,29 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             );
         }
     }
+    let metrics = Arc::new(Metrics::new());
+    metrics.prepare(&bundle);
+    let listener = match opts.metrics_addr {
+        Some(addr) => {
+            Some(metrics::bind(addr).map_err(|source| RunError::MetricsBind { addr, source })?)
+        }
+        None => None,
+    };
+    let metrics_at = match &listener {
+        Some(l) => l
+            .local_addr()
+            .map_or_else(|_| "?".to_string(), |a| a.to_string()),
+        None => "off".to_string(),
+    };
+    // Served from here on: /readyz says 503 until the hook is attached.
+    let server = listener.map(|l| tokio::spawn(metrics::serve(l, metrics.clone())));
+    // Run-time statistics cost something for every BPF program of the host:
+    // only when someone can read them.
+    let run_stats = server.as_ref().map(|_| RunStats::enable());
+    if let Some(RunStats::Unavailable(why)) = &run_stats {
+        say!("BPF run-time statistics are unavailable ({why}): policyd_bpf_program_* stay 0");
+    }
+    metrics.set_run_stats_enabled(run_stats.as_ref().is_some_and(RunStats::enabled));
     let io_err = |what| move |source| RunError::Io { what, source };
     // Handlers first, so that a signal right after readiness is not fatal.
     let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("cannot handle SIGTERM"))?;
@@ -298,6 +357,12 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             }
         })?;
     hook.attach()?;
+    for (map, entries, max) in map_sizes(&tables) {
+        metrics.set_map(Hook::Exec.as_str(), map, entries, max);
+    }
+    refresh_kernel_metrics(&hook, &metrics);
+    metrics.loaded(&bundle, 1);
+    metrics.set_ready(true);
 
     let exec = bundle
         .spec
@@ -310,12 +375,13 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             verdicts: Default::default(),
         });
     say!(
-        "ready hook=exec mechanism={EXEC_MECHANISM} bundle={} digest={} rules={} terms={} pins={pins} export={}",
+        "ready hook=exec mechanism={EXEC_MECHANISM} bundle={} digest={} rules={} terms={} pins={pins} export={} metrics={metrics_at} run_stats={}",
         bundle.metadata.name,
         bundle.spec.digest,
         bundle.spec.rules.len(),
         exec.terms.len(),
         opts.export,
+        run_stats.as_ref().map_or("off", RunStats::how),
     );
     let mut pipeline = Pipeline {
         bundle: &bundle,
@@ -325,7 +391,10 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         target: &opts.export,
         decode_errors: 0,
         export_errors: ExportErrors::default(),
+        metrics: metrics.clone(),
     };
+    let mut refresh = tokio::time::interval(KERNEL_REFRESH);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let result = loop {
         tokio::select! {
@@ -337,6 +406,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 pipeline.drain(guard.get_inner_mut());
                 guard.clear_ready();
             }
+            _ = refresh.tick() => refresh_kernel_metrics(&hook, &metrics),
             _ = sigterm.recv() => break Ok("SIGTERM"),
             _ = sigint.recv() => break Ok("SIGINT"),
             _ = sighup.recv() => break Ok("SIGHUP"),
@@ -344,8 +414,14 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         }
     };
 
+    metrics.set_ready(false);
     hook.detach()?;
+    metrics.unloaded(&bundle);
     pipeline.drain(ring.get_mut());
+    if let Some(server) = server {
+        server.abort();
+    }
+    drop(run_stats);
     let failed = hook.unpin();
     for (path, e) in &failed {
         say!("cannot remove pin {}: {e}", path.display());

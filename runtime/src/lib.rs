@@ -10,6 +10,7 @@
 //! - [`decision`]: name verdict and rules from the matched mask (pure);
 //! - [`export`]: the JSON line shape and its writer;
 //! - [`pins`]: the pin directory's lock and checks;
+//! - [`metrics`]: Prometheus metrics, `/metrics`, `/healthz`, `/readyz`;
 //! - [`daemon`]: `policyd run`, tying it together with tokio;
 //! - [`abi`], [`clock`]: the kernel ABI mirror and time conversion.
 
@@ -34,5 +35,6 @@ pub mod decision;
 pub mod event;
 pub mod export;
 pub mod loader;
+pub mod metrics;
 pub mod pins;
 pub mod tables;

@@ -1,7 +1,9 @@
 //! Loading the exec template into the kernel with aya, filling its maps,
 //! attaching it, and pinning its maps for operators.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf};
@@ -255,6 +257,111 @@ impl ExecHook {
             })
             .collect()
     }
+
+    /// The program's `bpf_prog_info.run_time_ns` and `run_cnt` (zero unless
+    /// run-time statistics are enabled, see [`RunStats`]).
+    ///
+    /// # Errors
+    /// [`LoadError::Program`] when the kernel refuses `BPF_OBJ_GET_INFO_BY_FD`.
+    pub fn program_stats(&self) -> Result<(Duration, u64), LoadError> {
+        let info = self
+            .ebpf
+            .program(EXEC_PROGRAM)
+            .ok_or(LoadError::MissingProgram)?
+            .info()
+            .map_err(|source| LoadError::Program {
+                action: "read the info of",
+                source,
+            })?;
+        Ok((info.run_time(), info.run_count()))
+    }
+}
+
+/// Entries `policyd` writes to each map of the exec hook for `tables`, and
+/// each map's `max_entries`: `(map, entries, max_entries)`. The ring buffer
+/// has no entries and is left out.
+pub fn map_sizes(tables: &ExecTables) -> Vec<(&'static str, u64, u64)> {
+    use map_names::*;
+    vec![
+        (
+            EXEC_PATH_EXACT,
+            tables.exact.len() as u64,
+            u64::from(tables.exact_capacity()),
+        ),
+        (
+            EXEC_PATH_PREFIX,
+            tables.prefix.len() as u64,
+            u64::from(tables.prefix_capacity()),
+        ),
+        (EXEC_CONFIG, 1, 1),
+        (STATS, u64::from(Stat::COUNT), u64::from(Stat::COUNT)),
+    ]
+}
+
+/// Path of the sysctl that turns BPF run-time statistics on for the host.
+pub const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// How BPF run-time statistics (`run_time_ns`, `run_cnt`) were turned on.
+/// They cost two clock reads per program run, for every BPF program of the
+/// host, so `policyd` turns them on only when it exports metrics.
+#[derive(Debug)]
+pub enum RunStats {
+    /// `bpf(BPF_ENABLE_STATS, BPF_STATS_RUN_TIME)`, as bpftool does: on while
+    /// this fd is open, so the kernel turns them off again when `policyd`
+    /// exits, however it exits.
+    EnableStatsFd(OwnedFd),
+    /// `BPF_ENABLE_STATS` failed; `kernel.bpf_stats_enabled` was 0 and
+    /// `policyd` set it to 1. Dropping this writes 0 back (not after SIGKILL).
+    Sysctl,
+    /// `BPF_ENABLE_STATS` failed and the sysctl was already 1: left alone.
+    AlreadyOn,
+    /// Neither worked; run time and run count stay 0.
+    Unavailable(String),
+}
+
+impl RunStats {
+    /// Turn run-time statistics on: `BPF_ENABLE_STATS` first, else the sysctl.
+    pub fn enable() -> RunStats {
+        let fd_err = match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+            Ok(fd) => return RunStats::EnableStatsFd(fd),
+            Err(e) => e.to_string(),
+        };
+        match std::fs::read_to_string(BPF_STATS_SYSCTL) {
+            Ok(v) if v.trim() == "1" => RunStats::AlreadyOn,
+            Ok(_) => match std::fs::write(BPF_STATS_SYSCTL, "1\n") {
+                Ok(()) => RunStats::Sysctl,
+                Err(e) => RunStats::Unavailable(format!(
+                    "BPF_ENABLE_STATS: {fd_err}; writing {BPF_STATS_SYSCTL}: {e}"
+                )),
+            },
+            Err(e) => RunStats::Unavailable(format!(
+                "BPF_ENABLE_STATS: {fd_err}; reading {BPF_STATS_SYSCTL}: {e}"
+            )),
+        }
+    }
+
+    /// Whether statistics are being collected.
+    pub fn enabled(&self) -> bool {
+        !matches!(self, RunStats::Unavailable(_))
+    }
+
+    /// Short name for the readiness line.
+    pub fn how(&self) -> &'static str {
+        match self {
+            RunStats::EnableStatsFd(_) => "bpf_enable_stats",
+            RunStats::Sysctl => "sysctl",
+            RunStats::AlreadyOn => "sysctl-already-on",
+            RunStats::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl Drop for RunStats {
+    fn drop(&mut self) {
+        if let RunStats::Sysctl = self {
+            let _ = std::fs::write(BPF_STATS_SYSCTL, "0\n");
+        }
+    }
 }
 
 impl Drop for ExecHook {
@@ -316,6 +423,26 @@ pub fn is_bpffs(dir: &Path) -> bool {
 mod tests {
     use super::*;
     use crate::abi::{MASK_WORDS, PATH_KEY_LEN};
+
+    #[test]
+    fn map_sizes_follow_the_tables() {
+        let t = ExecTables::default();
+        let sizes = map_sizes(&t);
+        assert_eq!(
+            sizes,
+            [
+                (map_names::EXEC_PATH_EXACT, 0, 1),
+                (map_names::EXEC_PATH_PREFIX, 0, 1),
+                (map_names::EXEC_CONFIG, 1, 1),
+                (map_names::STATS, 10, 10),
+            ]
+        );
+        let t = ExecTables {
+            exact: vec![([0; PATH_KEY_LEN], [0; MASK_WORDS]); 3],
+            ..ExecTables::default()
+        };
+        assert_eq!(map_sizes(&t)[0], (map_names::EXEC_PATH_EXACT, 3, 3));
+    }
 
     /// The compiled object agrees with the Rust mirror of its ABI.
     #[test]

@@ -73,6 +73,204 @@ enum Command {
     /// `ok`/`FAILED` per test and `N passed, M failed`; exit 1 on any failure
     /// or compile error.
     Test(TestArgs),
+    /// Print what a bundle holds: name, digest, policies, rules, per hook its
+    /// terms, dimensions (entries per table), verdict masks and the estimated
+    /// kernel memory of each map (model: docs/bundle.md). The bundle is
+    /// validated as `policyd` does. `-` reads standard input.
+    Inspect(InspectArgs),
+    /// Evaluate one event (a JSON object, see docs/bundle.md "Events")
+    /// against a bundle: verdict, matched and audited rules, counters, and
+    /// for the deciding rule the lookups that held.
+    Explain(ExplainArgs),
+    /// Compare two policy versions (each a bundle YAML, a `.policy` file or
+    /// a directory of them): rules added, removed and changed, and example
+    /// events whose verdict changes. Exit 0 when no verdict changes, 1 when
+    /// some do, 2 on usage, IO or compile errors.
+    Diff(DiffArgs),
+}
+
+/// Arguments of `policyc inspect`.
+#[derive(Args)]
+struct InspectArgs {
+    /// Bundle YAML file (`-`: standard input), or a `.policy` file or
+    /// directory compiled for evaluation (as `policyc test` does).
+    bundle: PathBuf,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = TestFormat::Human)]
+    format: TestFormat,
+}
+
+/// Arguments of `policyc explain`.
+#[derive(Args)]
+struct ExplainArgs {
+    /// Bundle YAML file, or a `.policy` file or directory compiled for
+    /// evaluation (as `policyc test` does).
+    #[arg(long)]
+    bundle: PathBuf,
+    /// Event JSON file (`-`: standard input).
+    #[arg(long)]
+    event: PathBuf,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = TestFormat::Human)]
+    format: TestFormat,
+}
+
+/// Arguments of `policyc diff`.
+#[derive(Args)]
+struct DiffArgs {
+    /// The old version: a bundle (`.yaml`, `.yml`, or a file starting with
+    /// `apiVersion`), a `.policy` file, or a directory of `.policy` files.
+    #[arg(required_unless_present = "old_files")]
+    old: Option<PathBuf>,
+    /// The new version, as OLD.
+    #[arg(required_unless_present = "new_files")]
+    new: Option<PathBuf>,
+    /// The old version as several `.policy` files (instead of OLD).
+    #[arg(long = "old", num_args = 1.., conflicts_with = "old", value_name = "FILE")]
+    old_files: Vec<PathBuf>,
+    /// The new version as several `.policy` files (instead of NEW).
+    #[arg(long = "new", num_args = 1.., conflicts_with = "new", value_name = "FILE")]
+    new_files: Vec<PathBuf>,
+    /// Most example events to print.
+    #[arg(long, default_value_t = 10)]
+    max_examples: usize,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = TestFormat::Human)]
+    format: TestFormat,
+}
+
+/// Read a file's text (`-`: standard input).
+fn read_text(path: &Path) -> Result<String, String> {
+    let bytes = if path == Path::new("-") {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)
+            .map_err(|e| format!("cannot read standard input: {e}"))?;
+        b
+    } else {
+        std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?
+    };
+    decode(&bytes).map_err(|why| format!("cannot read `{}`: {why}", path.display()))
+}
+
+/// Read and validate a bundle as `policyd` does.
+fn read_bundle(path: &Path) -> Result<policy_compiler::bundle::PolicyBundle, String> {
+    let text = read_text(path)?;
+    policy_compiler::bundle::PolicyBundle::from_yaml(&text)
+        .map_err(|e| format!("`{}`: {e}", path.display()))
+}
+
+fn print_stdout(text: &str) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("cannot write to stdout: {e}"))
+}
+
+/// `policyc inspect`.
+fn run_inspect(args: InspectArgs) -> Result<ExitCode, String> {
+    let bundle = if args.bundle == Path::new("-") {
+        read_bundle(&args.bundle)?
+    } else {
+        load_bundle(Some(&args.bundle), &[])?
+    };
+    let report = policy_compiler::inspect::inspect(&bundle);
+    print_stdout(&match args.format {
+        TestFormat::Human => report.human(),
+        TestFormat::Json => report.json(),
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `policyc explain`.
+fn run_explain(args: ExplainArgs) -> Result<ExitCode, String> {
+    let bundle = load_bundle(Some(&args.bundle), &[])?;
+    let text = read_text(&args.event)?;
+    let event = policy_compiler::event_json::parse_event(&text)
+        .map_err(|e| format!("`{}`: {e}", args.event.display()))?;
+    let report = policy_compiler::explain::explain(&bundle, &event);
+    print_stdout(&match args.format {
+        TestFormat::Human => report.human(),
+        TestFormat::Json => report.json(),
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A bundle (validated as `policyd` does), or `.policy` sources (a file or a
+/// directory of them, or `files`) compiled for evaluation as `policyc test`
+/// does, into a bundle named `policyc-eval`. Used by `inspect`, `explain`
+/// and `diff`.
+fn load_bundle(
+    single: Option<&PathBuf>,
+    files: &[PathBuf],
+) -> Result<policy_compiler::bundle::PolicyBundle, String> {
+    let mut paths: Vec<PathBuf> = files.to_vec();
+    if let Some(p) = single {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| format!("cannot read `{}`: {e}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "policy"))
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                return Err(format!("`{}` has no `.policy` files", p.display()));
+            }
+            paths = found;
+        } else {
+            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+            let is_bundle = match ext {
+                "yaml" | "yml" => true,
+                "policy" => false,
+                _ => {
+                    let text = read_text(p)?;
+                    text.lines()
+                        .map(str::trim)
+                        .find(|l| !l.is_empty() && !l.starts_with('#') && l != &"---")
+                        .is_some_and(|l| l.starts_with("apiVersion:") || l.starts_with("kind:"))
+                }
+            };
+            if is_bundle {
+                return read_bundle(p);
+            }
+            paths = vec![p.clone()];
+        }
+    }
+    let sources = read_sources(&paths)?;
+    match compile::compile_for_evaluation(&sources, "policyc-eval") {
+        Ok((compiled, _)) => Ok(compiled.bundle),
+        Err(failure) => {
+            eprint!(
+                "{}",
+                render::render(&failure.diagnostics, &sources, Color::Auto.enabled(), 100)
+            );
+            Err(format!(
+                "{}: {}",
+                paths
+                    .iter()
+                    .map(|p| format!("`{}`", p.display()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                render::summary(&failure.diagnostics)
+            ))
+        }
+    }
+}
+
+/// `policyc diff`: exit 0 when no verdict changes, 1 when some do.
+fn run_diff(args: DiffArgs) -> Result<ExitCode, String> {
+    // With `--old FILES`, the one positional is NEW.
+    let (old_single, new_single) = match (&args.old, &args.new) {
+        (Some(a), None) if !args.old_files.is_empty() => (None, Some(a)),
+        (a, b) => (a.as_ref(), b.as_ref()),
+    };
+    let old = load_bundle(old_single, &args.old_files)?;
+    let new = load_bundle(new_single, &args.new_files)?;
+    let report = policy_compiler::diff::diff(&old, &new, args.max_examples);
+    print_stdout(&match args.format {
+        TestFormat::Human => report.human(),
+        TestFormat::Json => report.json(),
+    })?;
+    Ok(exit(report.verdict_changed()))
 }
 
 /// Arguments of `policyc test`.
@@ -318,6 +516,9 @@ fn exit(failed: bool) -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         Command::Test(args) => run_test(args),
+        Command::Inspect(args) => run_inspect(args),
+        Command::Explain(args) => run_explain(args),
+        Command::Diff(args) => run_diff(args),
         Command::Fmt {
             files,
             check,

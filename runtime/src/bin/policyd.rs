@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use policy_runtime::daemon::{self, RunOptions, DEFAULT_PIN_DIR};
 use policy_runtime::export::ExportTarget;
+use policy_runtime::metrics::{parse_metrics_addr, DEFAULT_METRICS_ADDR};
+use std::net::SocketAddr;
 
 /// Load compiled policy bundles into the kernel and export their decisions.
 #[derive(Debug, Parser)]
@@ -34,8 +36,16 @@ enum Command {
         /// created); one policyd per directory.
         #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
+        /// Serve Prometheus metrics on /metrics, and /healthz and /readyz,
+        /// at this address; `off` disables them.
+        #[arg(long, value_name = "ADDR|off", default_value = DEFAULT_METRICS_ADDR, value_parser = parse_metrics_addr)]
+        metrics_addr: MetricsAddr,
     },
 }
+
+/// `--metrics-addr`: `None` for `off`. An alias, so that clap does not take
+/// the option for an optional one (it always has a value, `off` included).
+type MetricsAddr = Option<SocketAddr>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -45,6 +55,7 @@ fn main() -> ExitCode {
             export,
             node_name,
             pin_dir,
+            metrics_addr,
         } => {
             let node_name = match daemon::node_name(node_name) {
                 Ok(n) => n,
@@ -55,6 +66,7 @@ fn main() -> ExitCode {
                 export: ExportTarget::parse(&export),
                 node_name,
                 pin_dir,
+                metrics_addr,
             };
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
