@@ -371,6 +371,7 @@ fn evaluation_bundle(program: &Program<'_>, hooks: BTreeMap<Hook, HookTable>) ->
         kind: KIND.into(),
         metadata: Metadata {
             name: "analysis".into(),
+            ..Default::default()
         },
         spec: BundleSpec {
             schema_version: SCHEMA_VERSION,
@@ -410,6 +411,7 @@ fn evaluation_bundle(program: &Program<'_>, hooks: BTreeMap<Hook, HookTable>) ->
                 .collect(),
             scopes: Vec::new(),
             hooks,
+            node_selector: Default::default(),
         },
     }
 }

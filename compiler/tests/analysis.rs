@@ -317,7 +317,10 @@ fn bundle(program: &Program<'_>) -> Option<PolicyBundle> {
     Some(PolicyBundle {
         api_version: API_VERSION.into(),
         kind: KIND.into(),
-        metadata: Metadata { name: "t".into() },
+        metadata: Metadata {
+            name: "t".into(),
+            ..Default::default()
+        },
         spec: BundleSpec {
             schema_version: SCHEMA_VERSION,
             compiler: "test".into(),
@@ -356,6 +359,7 @@ fn bundle(program: &Program<'_>) -> Option<PolicyBundle> {
                 .collect(),
             scopes: Vec::new(),
             hooks,
+            node_selector: Default::default(),
         },
     })
 }

@@ -125,12 +125,16 @@ fn bundle_for(rules: &[RuleRef<'_>]) -> Option<PolicyBundle> {
             .collect(),
         scopes: Vec::new(),
         hooks,
+        node_selector: Default::default(),
     };
     spec.digest = spec.compute_digest("t");
     Some(PolicyBundle {
         api_version: policy_compiler::bundle::API_VERSION.into(),
         kind: policy_compiler::bundle::KIND.into(),
-        metadata: policy_compiler::bundle::Metadata { name: "t".into() },
+        metadata: policy_compiler::bundle::Metadata {
+            name: "t".into(),
+            ..Default::default()
+        },
         spec,
     })
 }
@@ -542,12 +546,16 @@ fn program_bundle(program: &Program<'_>) -> Option<PolicyBundle> {
             })
             .collect(),
         hooks,
+        node_selector: Default::default(),
     };
     spec.digest = spec.compute_digest("t");
     Some(PolicyBundle {
         api_version: API_VERSION.into(),
         kind: KIND.into(),
-        metadata: Metadata { name: "t".into() },
+        metadata: Metadata {
+            name: "t".into(),
+            ..Default::default()
+        },
         spec,
     })
 }

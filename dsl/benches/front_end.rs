@@ -2,6 +2,8 @@
 //!
 //! Target (issue 3): at least 50 MB/s of policy source per core. Results and
 //! method: docs/performance.md. Run: `cargo bench -p policy-dsl --bench front_end`.
+//! `rules` and `parse_only` use the parser's fast path; `pest_only` and
+//! `pest_only_parse` the same work with pest for every declaration.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
@@ -54,6 +56,31 @@ fn front_end(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("parse_only", rules), &source, |b, s| {
             b.iter(|| policy_dsl::parser::parse(std::hint::black_box(s)))
         });
+        // The same with pest for every declaration (no fast path): the
+        // reference the fast path is measured against.
+        let (fast, chunks) = policy_dsl::parser::fast_path_coverage(&source);
+        assert_eq!(fast, chunks, "the fast path must take every declaration");
+        group.bench_with_input(BenchmarkId::new("pest_only", rules), &source, |b, s| {
+            b.iter(|| {
+                let parsed = policy_dsl::parser::parse_declarations_with(
+                    std::hint::black_box(s),
+                    policy_dsl::parser::Mode::PestOnly,
+                );
+                policy_dsl::check::check(&parsed.file)
+            })
+        });
+        group.bench_with_input(
+            BenchmarkId::new("pest_only_parse", rules),
+            &source,
+            |b, s| {
+                b.iter(|| {
+                    policy_dsl::parser::parse_declarations_with(
+                        std::hint::black_box(s),
+                        policy_dsl::parser::Mode::PestOnly,
+                    )
+                })
+            },
+        );
     }
     group.finish();
 }

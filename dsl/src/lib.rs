@@ -14,6 +14,7 @@ pub mod ast;
 pub mod check;
 pub mod checked;
 pub mod diagnostic;
+mod fast;
 pub mod format;
 pub mod parser;
 pub mod schema;

@@ -47,11 +47,39 @@ pub fn parse(source: &str) -> (File, Vec<Error>) {
     (parsed.file, parsed.errors)
 }
 
+/// Which parser reads each declaration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The hand-written fast path (`fast.rs`) for declarations it is sure
+    /// of; pest for every other declaration, so all syntax errors are pest's.
+    #[default]
+    Fast,
+    /// pest for every declaration: the reference the fast path is tested
+    /// against.
+    PestOnly,
+}
+
 /// Parse one file, also reporting which declarations failed.
 pub fn parse_declarations(source: &str) -> Parsed {
+    parse_declarations_with(source, Mode::Fast)
+}
+
+/// [`parse_declarations`] with a choice of parser. Both modes give the same
+/// result (tree with spans, errors, failed declarations); `tests/fast_parser.rs`
+/// checks it.
+pub fn parse_declarations_with(source: &str, mode: Mode) -> Parsed {
     let mut parsed = Parsed::default();
-    for range in chunks(source) {
+    let ranges = chunks(source);
+    parsed.file.items.reserve(ranges.len());
+    for range in ranges {
         let text = &source[range.clone()];
+        if mode == Mode::Fast {
+            if let Some((item, errors)) = crate::fast::parse_item(text, range.start) {
+                parsed.file.items.push(item);
+                parsed.errors.extend(errors);
+                continue;
+            }
+        }
         match Grammar::parse(Rule::item_only, text) {
             Ok(mut pairs) => {
                 let item_only = pairs.next().expect("item_only matched");
@@ -85,6 +113,18 @@ pub fn parse_declarations(source: &str) -> Parsed {
         }
     }
     parsed
+}
+
+/// How many of the file's declaration chunks the fast path parses, out of
+/// how many chunks: for tests and benches, to see that the fast path is taken.
+#[doc(hidden)]
+pub fn fast_path_coverage(source: &str) -> (usize, usize) {
+    let ranges = chunks(source);
+    let fast = ranges
+        .iter()
+        .filter(|r| crate::fast::parse_item(&source[(*r).clone()], r.start).is_some())
+        .count();
+    (fast, ranges.len())
 }
 
 /// Keywords that start a top-level declaration.
@@ -143,8 +183,10 @@ fn chunks(source: &str) -> Vec<std::ops::Range<usize>> {
                 while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
                     i += 1;
                 }
-                let word = &source[start..i];
-                let is_item = ITEM_KEYWORDS.contains(&word);
+                let is_item = matches!(
+                    &bytes[start..i],
+                    b"policy" | b"set" | b"let" | b"rule" | b"default" | b"test"
+                );
                 if is_item && !after_item_keyword && (depth == 0 || line_start) {
                     depth = 0;
                     starts.push(start);
@@ -410,7 +452,7 @@ fn describe(rule: Rule) -> Option<&'static str> {
 /// Escapes: `\"`, `\\`, `\n`, `\t`, `\r`, `\u{HEX}` (1 to 6 hex digits, a
 /// Unicode scalar value). Anything else after `\` is reported and kept as
 /// written.
-fn decode_string(raw: &str, base: usize) -> (String, Vec<Error>) {
+pub(crate) fn decode_string(raw: &str, base: usize) -> (String, Vec<Error>) {
     let mut value = String::with_capacity(raw.len());
     let mut errors = Vec::new();
     let mut rest = raw;
