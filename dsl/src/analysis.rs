@@ -6,8 +6,6 @@
 //! contradictions among its tests on one field); anything it cannot prove
 //! (or a form too large to expand) is `Unknown`.
 
-use std::collections::BTreeMap;
-
 use crate::checked::{Cond, FieldKey, Member, Pred, Value};
 use crate::schema::FieldType;
 
@@ -86,19 +84,31 @@ fn dnf(cond: &Cond, positive: bool) -> Option<Vec<Vec<Lit<'_>>>> {
 /// A term is contradictory when, for one field, its positive tests cannot
 /// hold together or a negative test excludes every value the positives allow.
 fn term_unsatisfiable(term: &[Lit<'_>]) -> bool {
-    let mut by_field: BTreeMap<&FieldKey, (Vec<&Pred>, Vec<&Pred>)> = BTreeMap::new();
+    // A term of one literal contradicts itself only in the few cases
+    // `field_unsatisfiable` knows; most rules have such terms, so answer
+    // without grouping (this runs for every rule of every file).
+    if let [(Some((field, pred)), positive)] = term {
+        let (pos, neg): (&[&Pred], &[&Pred]) = if *positive { (&[*pred], &[]) } else { (&[], &[*pred]) };
+        return field_unsatisfiable(field, pos, neg);
+    }
+    // Group by field; terms are short, so a vector beats a map.
+    let mut by_field: Vec<(&FieldKey, Vec<&Pred>, Vec<&Pred>)> = Vec::new();
     for (lit, positive) in term {
         let Some((field, pred)) = lit else { continue };
-        let entry = by_field.entry(field).or_default();
+        let i = match by_field.iter().position(|(f, _, _)| f == field) {
+            Some(i) => i,
+            None => {
+                by_field.push((field, Vec::new(), Vec::new()));
+                by_field.len() - 1
+            }
+        };
         if *positive {
-            entry.0.push(pred);
+            by_field[i].1.push(pred);
         } else {
-            entry.1.push(pred);
+            by_field[i].2.push(pred);
         }
     }
-    by_field
-        .iter()
-        .any(|(field, (pos, neg))| field_unsatisfiable(field, pos, neg))
+    by_field.iter().any(|(field, pos, neg)| field_unsatisfiable(field, pos, neg))
 }
 
 fn field_unsatisfiable(field: &FieldKey, pos: &[&Pred], neg: &[&Pred]) -> bool {
@@ -107,41 +117,29 @@ fn field_unsatisfiable(field: &FieldKey, pos: &[&Pred], neg: &[&Pred]) -> bool {
         return true;
     }
     // Every path starts with `/`: denying it is a contradiction.
-    if field.field.ty() == FieldType::Path
-        && neg
-            .iter()
-            .any(|p| matches!(p, Pred::StartsWith(q) if q == "/"))
-    {
+    if field.field.ty() == FieldType::Path && neg.iter().any(|p| matches!(p, Pred::StartsWith(q) if q == "/")) {
         return true;
     }
     // Two prefixes of one value: one must be a prefix of the other.
-    let prefixes: Vec<&str> = pos
-        .iter()
-        .filter_map(|p| match p {
+    fn prefix<'p>(p: &&'p Pred) -> Option<&'p str> {
+        match p {
             Pred::StartsWith(q) => Some(q.as_str()),
             _ => None,
-        })
-        .collect();
-    if prefixes.iter().any(|a| {
-        prefixes
-            .iter()
-            .any(|b| !a.starts_with(b) && !b.starts_with(a))
-    }) {
+        }
+    }
+    if pos.iter().filter_map(prefix).any(|a| pos.iter().filter_map(prefix).any(|b| !a.starts_with(b) && !b.starts_with(a))) {
         return true;
     }
-    if pos
-        .iter()
-        .any(|p| matches!(p, Pred::In(set) if set.is_empty()))
-    {
+    if pos.iter().any(|p| matches!(p, Pred::In(set) if set.is_empty())) {
         return true;
     }
     // Values a positive equality or finite set pins the field to.
-    let pinned: Option<Vec<Value>> = pos.iter().find_map(|p| match p {
-        Pred::Eq(v) => Some(vec![v.clone()]),
+    let pinned: Option<Vec<&Value>> = pos.iter().find_map(|p| match p {
+        Pred::Eq(v) => Some(vec![v]),
         Pred::In(set) if set.iter().all(|m| matches!(m, Member::Value(_))) => Some(
             set.iter()
                 .filter_map(|m| match m {
-                    Member::Value(v) => Some(v.clone()),
+                    Member::Value(v) => Some(v),
                     _ => None,
                 })
                 .collect(),
@@ -151,18 +149,21 @@ fn field_unsatisfiable(field: &FieldKey, pos: &[&Pred], neg: &[&Pred]) -> bool {
     let Some(candidates) = pinned else {
         return false;
     };
+    // With one positive test and no other, the pinned values satisfy it.
+    if pos.len() == 1 && neg.is_empty() {
+        return false;
+    }
     // Symbolic names and relations cannot be decided here.
     if candidates.iter().any(|v| matches!(v, Value::Name(_))) {
         return false;
     }
-    let no_relation = |p: &&Pred| !matches!(p, Pred::Relation(..));
-    if pos.iter().chain(neg).any(|p| !no_relation(p)) {
+    if pos.iter().chain(neg).any(|p| matches!(p, Pred::Relation(..))) {
         return false;
     }
     let other = |_: &FieldKey| None;
-    candidates.iter().all(|v| {
-        !(pos.iter().all(|p| p.holds(v, &other)) && neg.iter().all(|p| !p.holds(v, &other)))
-    })
+    candidates
+        .iter()
+        .all(|v| !(pos.iter().all(|p| p.holds(v, &other)) && neg.iter().all(|p| !p.holds(v, &other))))
 }
 
 #[cfg(test)]
