@@ -5,6 +5,11 @@
 //! `rules` and `parse_only` use the parser's fast path; `pest_only` and
 //! `pest_only_parse` the same work with pest for every declaration.
 
+/// The allocator `policyc` ships with (see compiler/src/bin/policyc.rs), so
+/// the bench measures what users run.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 /// A policy of `rules` rules mixing every declaration kind and most operators,

@@ -88,7 +88,11 @@ fn term_unsatisfiable(term: &[Lit<'_>]) -> bool {
     // `field_unsatisfiable` knows; most rules have such terms, so answer
     // without grouping (this runs for every rule of every file).
     if let [(Some((field, pred)), positive)] = term {
-        let (pos, neg): (&[&Pred], &[&Pred]) = if *positive { (&[*pred], &[]) } else { (&[], &[*pred]) };
+        let (pos, neg): (&[&Pred], &[&Pred]) = if *positive {
+            (&[*pred], &[])
+        } else {
+            (&[], &[*pred])
+        };
         return field_unsatisfiable(field, pos, neg);
     }
     // Group by field; terms are short, so a vector beats a map.
@@ -108,7 +112,9 @@ fn term_unsatisfiable(term: &[Lit<'_>]) -> bool {
             by_field[i].2.push(pred);
         }
     }
-    by_field.iter().any(|(field, pos, neg)| field_unsatisfiable(field, pos, neg))
+    by_field
+        .iter()
+        .any(|(field, pos, neg)| field_unsatisfiable(field, pos, neg))
 }
 
 fn field_unsatisfiable(field: &FieldKey, pos: &[&Pred], neg: &[&Pred]) -> bool {
@@ -117,7 +123,11 @@ fn field_unsatisfiable(field: &FieldKey, pos: &[&Pred], neg: &[&Pred]) -> bool {
         return true;
     }
     // Every path starts with `/`: denying it is a contradiction.
-    if field.field.ty() == FieldType::Path && neg.iter().any(|p| matches!(p, Pred::StartsWith(q) if q == "/")) {
+    if field.field.ty() == FieldType::Path
+        && neg
+            .iter()
+            .any(|p| matches!(p, Pred::StartsWith(q) if q == "/"))
+    {
         return true;
     }
     // Two prefixes of one value: one must be a prefix of the other.
@@ -127,10 +137,17 @@ fn field_unsatisfiable(field: &FieldKey, pos: &[&Pred], neg: &[&Pred]) -> bool {
             _ => None,
         }
     }
-    if pos.iter().filter_map(prefix).any(|a| pos.iter().filter_map(prefix).any(|b| !a.starts_with(b) && !b.starts_with(a))) {
+    if pos.iter().filter_map(prefix).any(|a| {
+        pos.iter()
+            .filter_map(prefix)
+            .any(|b| !a.starts_with(b) && !b.starts_with(a))
+    }) {
         return true;
     }
-    if pos.iter().any(|p| matches!(p, Pred::In(set) if set.is_empty())) {
+    if pos
+        .iter()
+        .any(|p| matches!(p, Pred::In(set) if set.is_empty()))
+    {
         return true;
     }
     // Values a positive equality or finite set pins the field to.
@@ -157,13 +174,17 @@ fn field_unsatisfiable(field: &FieldKey, pos: &[&Pred], neg: &[&Pred]) -> bool {
     if candidates.iter().any(|v| matches!(v, Value::Name(_))) {
         return false;
     }
-    if pos.iter().chain(neg).any(|p| matches!(p, Pred::Relation(..))) {
+    if pos
+        .iter()
+        .chain(neg)
+        .any(|p| matches!(p, Pred::Relation(..)))
+    {
         return false;
     }
     let other = |_: &FieldKey| None;
-    candidates
-        .iter()
-        .all(|v| !(pos.iter().all(|p| p.holds(v, &other)) && neg.iter().all(|p| !p.holds(v, &other))))
+    candidates.iter().all(|v| {
+        !(pos.iter().all(|p| p.holds(v, &other)) && neg.iter().all(|p| !p.holds(v, &other)))
+    })
 }
 
 #[cfg(test)]
