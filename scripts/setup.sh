@@ -50,3 +50,17 @@ fi
 if [ ! -r /sys/kernel/btf/vmlinux ]; then
   echo "setup: warning: /sys/kernel/btf/vmlinux is missing; policyd needs a kernel with CONFIG_DEBUG_INFO_BTF" >&2
 fi
+
+# The chart test (charts/tests/chart_test.py) renders charts/policyd with
+# Helm's Go SDK (helm-python-sdk ships it as a shared library) and validates
+# the objects with kubernetes-validate, in a virtualenv of pinned versions.
+# Reinstalled only when charts/tests/requirements.txt changes.
+chart_venv=${POLICYC_CHART_VENV:-/opt/policyc/chart-venv}
+chart_reqs="$(dirname "$0")/../charts/tests/requirements.txt"
+if ! cmp -s "$chart_reqs" "$chart_venv/requirements.txt" 2>/dev/null; then
+  echo "setup: installing the chart test's Python packages in $chart_venv" >&2
+  rm -rf "$chart_venv"
+  python3 -m venv "$chart_venv"
+  "$chart_venv/bin/pip" install -q --disable-pip-version-check --no-deps -r "$chart_reqs"
+  cp "$chart_reqs" "$chart_venv/requirements.txt"
+fi

@@ -6,3 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo test --workspace --locked "$@"
+# The Helm chart rendered by Helm's own library and every object validated
+# against the Kubernetes schemas (see docs/kubernetes.md).
+"${POLICYC_CHART_VENV:-/opt/policyc/chart-venv}/bin/python" charts/tests/chart_test.py

@@ -42,12 +42,18 @@ pub struct PolicyBundle {
     pub spec: BundleSpec,
 }
 
-/// Kubernetes object metadata; only the name is set by the compiler.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// Kubernetes object metadata; the compiler sets the name and, with
+/// `policyc compile --labels`, labels. Other fields (as the API server adds
+/// them) are ignored on load.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Metadata {
     /// Object name, a DNS-1123 subdomain (lowercase alphanumerics, `-` and `.`).
     pub name: String,
+    /// Kubernetes labels (`policyc compile --labels k=v,…`); absent when none.
+    /// Not covered by the digest: labels may be edited on a cluster.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The compiled content of a bundle.
@@ -72,6 +78,11 @@ pub struct BundleSpec {
     /// Classification tables per hook; hooks without rules are absent.
     #[schemars(with = "BTreeMap<crate::schema::HookName, HookTable>")]
     pub hooks: BTreeMap<Hook, HookTable>,
+    /// Node labels a node must carry for its `policyd --kubernetes` to load
+    /// the bundle (`policyc compile --node-selector k=v,…`); absent (every
+    /// node) when not given. Covered by the digest.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
 }
 
 /// One compiled policy (the `policy NAME { … }` header of a source file).
@@ -535,6 +546,8 @@ struct DigestInput<'a> {
     #[serde(skip_serializing_if = "<[ScopeEntry]>::is_empty")]
     scopes: &'a [ScopeEntry],
     hooks: &'a BTreeMap<Hook, HookTable>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    node_selector: &'a BTreeMap<String, String>,
 }
 
 impl BundleSpec {
@@ -549,6 +562,7 @@ impl BundleSpec {
             rules: &self.rules,
             scopes: &self.scopes,
             hooks: &self.hooks,
+            node_selector: &self.node_selector,
         };
         // Serialising plain structs, vectors and string-keyed maps cannot fail.
         let json = serde_json::to_vec(&input).expect("bundle content serialises to JSON");

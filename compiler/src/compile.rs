@@ -95,6 +95,9 @@ pub enum Diagnostic {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Analysis(#[from] crate::overlap::AnalysisWarning),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Kubernetes(#[from] crate::k8s::K8sError),
 }
 
 impl Diagnostic {
@@ -301,7 +304,32 @@ fn label_offset(d: &Diagnostic) -> usize {
 /// a hook exceeds a kernel limit, something cannot be loaded by the runtime
 /// yet, or `name` is not a Kubernetes object name.
 pub fn compile(sources: &[SourceFile], name: &str) -> Result<Compiled, CompileFailure> {
-    compile_with(sources, name, true).map(|(c, _)| c)
+    compile_with(sources, name, &K8sOptions::default(), true).map(|(c, _)| c)
+}
+
+/// What `policyc compile` writes besides the policies: Kubernetes labels
+/// (`--labels`) and the node selector (`--node-selector`). Both empty by
+/// default, and then absent from the bundle.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct K8sOptions {
+    /// `metadata.labels`.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `spec.nodeSelector` (covered by the digest).
+    pub node_selector: std::collections::BTreeMap<String, String>,
+}
+
+/// [`compile`] with labels and a node selector. Also refuses a bundle too
+/// large for one Kubernetes API object ([`crate::k8s::MAX_BUNDLE_BYTES`]).
+///
+/// # Errors
+/// As [`compile`], and a diagnostic for an invalid label or an oversized
+/// bundle.
+pub fn compile_k8s(
+    sources: &[SourceFile],
+    name: &str,
+    k8s: &K8sOptions,
+) -> Result<Compiled, CompileFailure> {
+    compile_with(sources, name, k8s, true).map(|(c, _)| c)
 }
 
 /// Compile `sources` into a bundle for the bundle evaluator (`policyc test`):
@@ -315,12 +343,13 @@ pub fn compile_for_evaluation(
     sources: &[SourceFile],
     name: &str,
 ) -> Result<(Compiled, Vec<policy_dsl::checked::Policy>), CompileFailure> {
-    compile_with(sources, name, false)
+    compile_with(sources, name, &K8sOptions::default(), false)
 }
 
 fn compile_with(
     sources: &[SourceFile],
     name: &str,
+    k8s: &K8sOptions,
     runtime: bool,
 ) -> Result<(Compiled, Vec<policy_dsl::checked::Policy>), CompileFailure> {
     let fail = |diagnostics| CompileFailure {
@@ -333,6 +362,17 @@ fn compile_with(
             file: None,
             diagnostic: InvalidBundleName { name: name.into() }.into(),
         });
+    }
+    for (what, labels) in [
+        ("label", &k8s.labels),
+        ("node selector", &k8s.node_selector),
+    ] {
+        if let Err(e) = crate::k8s::check_labels(what, labels) {
+            diagnostics.push(Located {
+                file: None,
+                diagnostic: e.into(),
+            });
+        }
     }
     let Some(policies) =
         policies.filter(|_| !diagnostics.iter().any(|d| !d.diagnostic.is_warning()))
@@ -410,15 +450,31 @@ fn compile_with(
         rules: rule_entries,
         scopes,
         hooks,
+        node_selector: k8s.node_selector.clone(),
     };
     spec.digest = spec.compute_digest(name);
     let bundle = PolicyBundle {
         api_version: API_VERSION.into(),
         kind: KIND.into(),
-        metadata: Metadata { name: name.into() },
+        metadata: Metadata {
+            name: name.into(),
+            labels: k8s.labels.clone(),
+        },
         spec,
     };
     drop(program);
+    if runtime {
+        // What the node loads is also one Kubernetes API object.
+        let yaml = bundle.to_yaml();
+        let json_len = serde_json::to_vec(&bundle).map_or(0, |j| j.len());
+        if let Err(e) = crate::k8s::check_size(&yaml, json_len) {
+            diagnostics.push(Located {
+                file: None,
+                diagnostic: e.into(),
+            });
+            return Err(fail(diagnostics));
+        }
+    }
     Ok((
         Compiled {
             bundle,

@@ -10,11 +10,13 @@
 
 pub mod bundle;
 pub mod compile;
+pub mod crd;
 pub mod diff;
 pub mod eval;
 pub mod event_json;
 pub mod explain;
 pub mod inspect;
+pub mod k8s;
 pub mod limits;
 pub mod lower;
 pub mod overlap;

@@ -7,6 +7,11 @@
 //! document on stdout with `--format json|sarif` (and then nothing else goes
 //! to stdout).
 
+/// policyc allocates many small tree nodes; mimalloc makes parse + check
+/// about 20 % faster than the system allocator (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -65,6 +70,15 @@ enum Command {
         /// file's stem when writing to stdout.
         #[arg(long)]
         name: Option<String>,
+        /// Kubernetes labels for `metadata.labels`, as `KEY=VALUE,…` (not
+        /// covered by the digest).
+        #[arg(long, value_name = "K=V,…", value_parser = |s: &str| policy_compiler::k8s::parse_labels("label", s))]
+        labels: Option<std::collections::BTreeMap<String, String>>,
+        /// Node labels a node must carry to load the bundle under
+        /// `policyd run --kubernetes` (`spec.nodeSelector`, covered by the
+        /// digest), as `KEY=VALUE,…`. Default: every node.
+        #[arg(long, value_name = "K=V,…", value_parser = |s: &str| policy_compiler::k8s::parse_labels("node selector", s))]
+        node_selector: Option<std::collections::BTreeMap<String, String>>,
         #[command(flatten)]
         diagnostics: DiagnosticArgs,
     },
@@ -537,6 +551,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             files,
             output,
             name,
+            labels,
+            node_selector,
             diagnostics: args,
         } => {
             let to_stdout = output == Path::new("-");
@@ -565,7 +581,11 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     derived
                 }
             };
-            match compile::compile(&sources, &name) {
+            let k8s = compile::K8sOptions {
+                labels: labels.unwrap_or_default(),
+                node_selector: node_selector.unwrap_or_default(),
+            };
+            match compile::compile_k8s(&sources, &name, &k8s) {
                 Err(failure) => {
                     emit_diagnostics(&failure.diagnostics, &sources, &args)?;
                     Ok(exit(true))
