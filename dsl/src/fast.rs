@@ -22,41 +22,9 @@ use crate::parser::decode_string;
 /// its own stack).
 const MAX_DEPTH: usize = 32;
 
-/// Every keyword of the grammar (`keyword` in grammar.pest). pest's `ident`
-/// refuses all of them except `not`; this parser refuses all of them and
-/// falls back.
-const KEYWORDS: [&str; 30] = [
-    "policy",
-    "set",
-    "let",
-    "rule",
-    "on",
-    "when",
-    "unless",
-    "allow",
-    "deny",
-    "kill",
-    "audit",
-    "severity",
-    "count",
-    "rate",
-    "per",
-    "default",
-    "test",
-    "expect",
-    "no",
-    "and",
-    "or",
-    "not",
-    "in",
-    "startswith",
-    "endswith",
-    "matches",
-    "has",
-    "true",
-    "false",
-    "unset",
-];
+// Every keyword of the grammar. pest's `ident` refuses all of them except
+// `not`; this parser refuses all of them and falls back.
+use crate::parser::KEYWORDS;
 
 /// Parse one declaration chunk `text` that starts at byte `base` of its file.
 /// `Some` only when pest's `item_only` would match the whole chunk; then the

@@ -321,42 +321,44 @@ fn token_at(source: &str, pos: usize) -> (String, std::ops::Range<usize>) {
     (format!("`{shown}`"), pos..pos + len)
 }
 
+/// Every keyword of the language: the `keyword` rule of grammar.pest (a
+/// test checks the two agree). None can be a name.
+pub const KEYWORDS: [&str; 30] = [
+    "policy",
+    "set",
+    "let",
+    "rule",
+    "on",
+    "when",
+    "unless",
+    "allow",
+    "deny",
+    "kill",
+    "audit",
+    "severity",
+    "count",
+    "rate",
+    "per",
+    "default",
+    "test",
+    "expect",
+    "no",
+    "and",
+    "or",
+    "not",
+    "in",
+    "startswith",
+    "endswith",
+    "matches",
+    "has",
+    "true",
+    "false",
+    "unset",
+];
+
 /// Whether `word` is a keyword of the language.
 fn is_keyword(word: &str) -> bool {
-    const KEYWORDS: [&str; 31] = [
-        "policy",
-        "set",
-        "let",
-        "rule",
-        "on",
-        "when",
-        "unless",
-        "allow",
-        "deny",
-        "kill",
-        "audit",
-        "severity",
-        "count",
-        "rate",
-        "per",
-        "default",
-        "test",
-        "expect",
-        "no",
-        "and",
-        "or",
-        "not",
-        "in",
-        "startswith",
-        "endswith",
-        "matches",
-        "has",
-        "true",
-        "false",
-        "unset",
-        "description",
-    ];
-    KEYWORDS.contains(&word) && word != "description"
+    KEYWORDS.contains(&word)
 }
 
 /// How operators are named in messages.
@@ -954,6 +956,18 @@ impl Builder<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keywords_are_the_grammars() {
+        let grammar = include_str!("grammar.pest");
+        let rule = &grammar[grammar.find("keyword = _{").unwrap()..];
+        let rule = &rule[..rule.find('}').unwrap()];
+        let mut in_grammar: Vec<&str> = rule.split('"').skip(1).step_by(2).collect();
+        in_grammar.sort_unstable();
+        let mut ours = KEYWORDS.to_vec();
+        ours.sort_unstable();
+        assert_eq!(ours, in_grammar);
+    }
 
     #[test]
     fn chunks_split_at_top_level_keywords() {

@@ -57,38 +57,7 @@ fn same(src: &str) -> (usize, usize) {
 
 // ---- strategies for trees -------------------------------------------------
 
-const KEYWORDS: &[&str] = &[
-    "policy",
-    "set",
-    "let",
-    "rule",
-    "on",
-    "when",
-    "unless",
-    "allow",
-    "deny",
-    "kill",
-    "audit",
-    "severity",
-    "count",
-    "rate",
-    "per",
-    "default",
-    "test",
-    "expect",
-    "no",
-    "and",
-    "or",
-    "not",
-    "in",
-    "startswith",
-    "endswith",
-    "matches",
-    "has",
-    "true",
-    "false",
-    "unset",
-];
+const KEYWORDS: &[&str] = &policy_dsl::parser::KEYWORDS;
 
 fn id(name: String) -> Ident {
     Ident { name, span: 0..0 }

@@ -19,38 +19,7 @@ use proptest::prelude::*;
 
 // ---- strategies for trees -------------------------------------------------
 
-const KEYWORDS: &[&str] = &[
-    "policy",
-    "set",
-    "let",
-    "rule",
-    "on",
-    "when",
-    "unless",
-    "allow",
-    "deny",
-    "kill",
-    "audit",
-    "severity",
-    "count",
-    "rate",
-    "per",
-    "default",
-    "test",
-    "expect",
-    "no",
-    "and",
-    "or",
-    "not",
-    "in",
-    "startswith",
-    "endswith",
-    "matches",
-    "has",
-    "true",
-    "false",
-    "unset",
-];
+const KEYWORDS: &[&str] = &policy_dsl::parser::KEYWORDS;
 
 fn id(name: String) -> Ident {
     Ident { name, span: 0..0 }
