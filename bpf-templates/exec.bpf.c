@@ -40,6 +40,9 @@
  *   hence at most 127 components, so they are never affected by the depth
  *   limit.
  *
+ * Tables are double-buffered (two slots, see the maps below); the event
+ * carries the generation of the slot that decided it.
+ *
  * Decision: matched = terms & binary mask. Any deny|kill term -> SIGKILL.
  * An event goes to the ring buffer iff matched & (audit|deny|kill) != 0; user
  * space names the rules and the verdict from the matched mask.
@@ -61,6 +64,7 @@
 char LICENSE[] SEC("license") = "GPL";
 
 #define SIGKILL 9
+#define READ_ONCE_U32(x) (*(volatile __u32 *)&(x))
 
 /* Strings are packed from the start of scratch.str. Each starts below
  * STR_BASE_SPAN; the area has room for the largest write past any start the
@@ -73,7 +77,9 @@ _Static_assert((PATH_BUF_LEN & (PATH_BUF_LEN - 1)) == 0, "PATH_BUF_LEN is a powe
 _Static_assert(ARGS_BUF_LEN <= PATH_BUF_LEN, "args fit the slack");
 _Static_assert((PATH_MAX_DEPTH & (PATH_MAX_DEPTH - 1)) == 0, "PATH_MAX_DEPTH is a power of two");
 _Static_assert(sizeof(struct exec_event) == EXEC_EVENT_HEADER_SIZE, "event header layout");
-_Static_assert(sizeof(struct exec_config) == 6 * 8 * MASK_WORDS + 16, "config layout");
+_Static_assert(sizeof(struct exec_config) == 6 * 8 * MASK_WORDS + 24, "config layout");
+_Static_assert(sizeof(struct exec_active) == 16, "active layout");
+_Static_assert((EXEC_SLOTS & (EXEC_SLOTS - 1)) == 0, "EXEC_SLOTS is a power of two");
 _Static_assert(PATH_KEY_LEN <= PATH_BUF_LEN, "key fits the path buffer");
 
 /* Per-CPU work area: the event being built, the path walk's component list
@@ -101,27 +107,63 @@ struct scratch {
 	u32 lens[PATH_MAX_DEPTH];
 };
 
-struct {
+/*
+ * Double-buffered tables (atomic updates, see docs/runtime.md "Updates").
+ * Two slots, 0 and 1, each {exact HASH, prefix LPM_TRIE, config}. The hash
+ * and LPM tables are inner maps of ARRAY_OF_MAPS[2] outer maps: policyd
+ * creates them per bundle with max_entries = the bundle's entry count (the
+ * kernel compares type, key/value size and flags of an inner map with the
+ * template below, not max_entries). The config is a plain ARRAY[2], one
+ * value per slot. exec_active[0].slot names the slot in force; the program
+ * reads it once per event and uses only that slot, so an event is decided
+ * by exactly one bundle, whose generation (exec_config[slot].generation) it
+ * carries. policyd fills the inactive slot completely, then switches
+ * exec_active with one map update (only the low byte of `slot` changes, so
+ * a reader can never see a torn value), and waits for an RCU grace period
+ * before it touches the now inactive slot again.
+ */
+struct exact_inner {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1); /* set from the bundle at load */
+	__uint(max_entries, 1); /* template: per bundle at swap */
 	__type(key, __u8[PATH_KEY_LEN]);
 	__type(value, __u64[MASK_WORDS]);
-} exec_path_exact SEC(".maps");
+};
 
-struct {
+struct prefix_inner {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 1); /* set from the bundle at load */
+	__uint(max_entries, 1); /* template: per bundle at swap */
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct path_lpm_key);
 	__type(value, __u64[MASK_WORDS]);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, EXEC_SLOTS);
+	__type(key, __u32);
+	__array(values, struct exact_inner);
+} exec_path_exact SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, EXEC_SLOTS);
+	__type(key, __u32);
+	__array(values, struct prefix_inner);
 } exec_path_prefix SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, EXEC_SLOTS);
+	__type(key, __u32);
+	__type(value, struct exec_config);
+} exec_config SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct exec_config);
-} exec_config SEC(".maps");
+	__type(value, struct exec_active);
+} exec_active SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -293,7 +335,14 @@ int policy_exec(struct bpf_raw_tracepoint_args *ctx)
 
 	stat_inc(STAT_EXECS);
 
-	struct exec_config *cfg = bpf_map_lookup_elem(&exec_config, &zero);
+	/* The one read of the active slot: everything below uses `slot` only. */
+	struct exec_active *active = bpf_map_lookup_elem(&exec_active, &zero);
+	if (!active) {
+		stat_inc(STAT_NO_CONFIG);
+		return 0;
+	}
+	u32 slot = READ_ONCE_U32(active->slot) & (EXEC_SLOTS - 1);
+	struct exec_config *cfg = bpf_map_lookup_elem(&exec_config, &slot);
 	if (!cfg) {
 		stat_inc(STAT_NO_CONFIG);
 		return 0;
@@ -338,11 +387,20 @@ int policy_exec(struct bpf_raw_tracepoint_args *ctx)
 		__builtin_memset(&s->key, 0, sizeof(s->key));
 		bpf_probe_read_kernel(s->key.data, klen & (2 * PATH_KEY_LEN - 1), s->str);
 		u64 *m = NULL;
-		if (blen <= PATH_KEY_LEN - 1 && (cfg->binary_tables & EXEC_BINARY_EXACT))
-			m = bpf_map_lookup_elem(&exec_path_exact, s->key.data);
+		if (blen <= PATH_KEY_LEN - 1 && (cfg->binary_tables & EXEC_BINARY_EXACT)) {
+			void *exact = bpf_map_lookup_elem(&exec_path_exact, &slot);
+			if (exact)
+				m = bpf_map_lookup_elem(exact, s->key.data);
+			else
+				stat_inc(STAT_NO_CONFIG);
+		}
 		if (!m && (cfg->binary_tables & EXEC_BINARY_PREFIX)) {
+			void *prefix = bpf_map_lookup_elem(&exec_path_prefix, &slot);
 			s->key.prefixlen = klen * 8;
-			m = bpf_map_lookup_elem(&exec_path_prefix, &s->key);
+			if (prefix)
+				m = bpf_map_lookup_elem(prefix, &s->key);
+			else
+				stat_inc(STAT_NO_CONFIG);
 		}
 		if (m)
 			bin_mask = m;
@@ -388,6 +446,7 @@ int policy_exec(struct bpf_raw_tracepoint_args *ctx)
 	else
 		ev->auid = 0xffffffff;
 	ev->_pad = 0;
+	ev->generation = cfg->generation;
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
 
 	/* argv, NUL-separated, from the new image's stack. */

@@ -44,7 +44,7 @@
 #define EXEC_BINARY_EXACT (1u << 0)
 #define EXEC_BINARY_PREFIX (1u << 1)
 
-/* Value of the single exec_config entry (ARRAY, key 0). Masks are term bitmasks:
+/* Value of an exec_config entry (ARRAY[EXEC_SLOTS], key = slot). Masks are term bitmasks:
  * bit t % 64 of word t / 64 is term t of the bundle's exec hook. */
 struct exec_config {
 	__u64 terms[MASK_WORDS];          /* every term of the hook */
@@ -57,6 +57,19 @@ struct exec_config {
 	__u32 dims;          /* EXEC_DIM_* */
 	__u32 binary_tables; /* EXEC_BINARY_* */
 	__u32 _pad;
+	__u64 generation;    /* bundle load number of this slot (1 = first) */
+};
+
+/* Number of table slots (double buffering). */
+#define EXEC_SLOTS 2
+
+/* Value of exec_active (ARRAY[1], key 0): the slot in force. The program
+ * reads only `slot`; `generation` mirrors exec_config[slot].generation for
+ * operators (bpftool map dump). */
+struct exec_active {
+	__u32 slot;
+	__u32 _pad;
+	__u64 generation;
 };
 
 /* Key of exec_path_prefix (LPM_TRIE). prefixlen is in bits. */
@@ -100,9 +113,10 @@ struct exec_event {
 	__u16 parent_len;
 	__u32 _pad;
 	char comm[16];             /* task->comm after exec */
+	__u64 generation;          /* exec_config[slot].generation that decided */
 };
 
-#define EXEC_EVENT_HEADER_SIZE (80 + 8 * MASK_WORDS)
+#define EXEC_EVENT_HEADER_SIZE (88 + 8 * MASK_WORDS)
 
 /* Indices of the stats PERCPU_ARRAY (u64 counters). */
 enum exec_stat {
@@ -114,7 +128,7 @@ enum exec_stat {
 	STAT_KILLS = 5,             /* SIGKILL sent */
 	STAT_KILL_FAILED = 6,
 	STAT_OTHER_PATH_TRUNCATED = 7, /* cwd or parent binary path truncated */
-	STAT_NO_CONFIG = 8,         /* exec_config missing (never expected) */
+	STAT_NO_CONFIG = 8,         /* exec_active, exec_config or an inner table missing (never expected) */
 	STAT_SCRATCH_MISSING = 9,   /* per-CPU scratch missing (never expected) */
 	STAT__COUNT = 10,
 };

@@ -11,12 +11,16 @@ pub type Mask = [u64; MASK_WORDS];
 
 /// Names of the maps of the exec program, as declared in `exec.bpf.c`.
 pub mod map_names {
-    /// `HASH`, key `[u8; PATH_KEY_LEN]` (zero-padded path), value [`super::Mask`].
+    /// `ARRAY_OF_MAPS[EXEC_SLOTS]`: per slot, a `HASH`, key `[u8; PATH_KEY_LEN]`
+    /// (zero-padded path), value [`super::Mask`], created per bundle.
     pub const EXEC_PATH_EXACT: &str = "exec_path_exact";
-    /// `LPM_TRIE`, key [`super::PathLpmKey`], value [`super::Mask`].
+    /// `ARRAY_OF_MAPS[EXEC_SLOTS]`: per slot, an `LPM_TRIE`, key
+    /// [`super::PathLpmKey`], value [`super::Mask`], created per bundle.
     pub const EXEC_PATH_PREFIX: &str = "exec_path_prefix";
-    /// `ARRAY[1]` of [`super::ExecConfig`].
+    /// `ARRAY[EXEC_SLOTS]` of [`super::ExecConfig`], indexed by slot.
     pub const EXEC_CONFIG: &str = "exec_config";
+    /// `ARRAY[1]` of [`super::ExecActive`]: the slot in force.
+    pub const EXEC_ACTIVE: &str = "exec_active";
     /// `RINGBUF` of exec events (see [`crate::event`]).
     pub const EVENTS: &str = "events";
     /// `PERCPU_ARRAY` of `u64` counters indexed by [`super::Stat`].
@@ -24,10 +28,11 @@ pub mod map_names {
     /// `PERCPU_ARRAY[1]` scratch space of the program (not for user space).
     pub const EXEC_SCRATCH: &str = "exec_scratch";
     /// The maps `policyd` pins (all but the scratch).
-    pub const PINNED: [&str; 5] = [
+    pub const PINNED: [&str; 6] = [
         EXEC_PATH_EXACT,
         EXEC_PATH_PREFIX,
         EXEC_CONFIG,
+        EXEC_ACTIVE,
         EVENTS,
         STATS,
     ];
@@ -45,7 +50,10 @@ pub const EXEC_BINARY_EXACT: u32 = 1 << 0;
 /// `exec_config.binary_tables` bit: `exec_path_prefix` holds entries.
 pub const EXEC_BINARY_PREFIX: u32 = 1 << 1;
 
-/// The single value of the `exec_config` array (`struct exec_config`).
+/// Number of table slots (`EXEC_SLOTS`): the tables are double-buffered.
+pub const EXEC_SLOTS: u32 = 2;
+
+/// A value of the `exec_config` array, one per slot (`struct exec_config`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ExecConfig {
@@ -69,18 +77,36 @@ pub struct ExecConfig {
     pub binary_tables: u32,
     /// Padding, zero.
     pub pad: u32,
+    /// Load number of the bundle in this slot (1 = the first); copied into
+    /// every event the slot decides.
+    pub generation: u64,
 }
 
 // SAFETY: plain old data, `repr(C)`, no padding (asserted below), any bit
 // pattern is valid.
 unsafe impl aya::Pod for ExecConfig {}
 
+/// The value of `exec_active[0]` (`struct exec_active`): the slot in force.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExecActive {
+    /// The slot the program uses (0 or 1). The program reads only this.
+    pub slot: u32,
+    /// Padding, zero.
+    pub pad: u32,
+    /// `exec_config[slot].generation`, for operators.
+    pub generation: u64,
+}
+
+// SAFETY: as ExecConfig.
+unsafe impl aya::Pod for ExecActive {}
+
 /// Key of `exec_path_prefix` (`struct path_lpm_key`) without the prefix
 /// length, which aya's [`aya::maps::lpm_trie::Key`] adds.
 pub type PathKey = [u8; PATH_KEY_LEN];
 
 /// Size in bytes of `struct exec_event`, the fixed header of a ring-buffer record.
-pub const EXEC_EVENT_HEADER_SIZE: usize = 80 + 8 * MASK_WORDS;
+pub const EXEC_EVENT_HEADER_SIZE: usize = 88 + 8 * MASK_WORDS;
 
 /// `exec_event.flags` bits, with the names used in exported events.
 pub mod flags {
@@ -145,7 +171,7 @@ pub enum Stat {
     KillFailed = 6,
     /// cwd or parent binary paths truncated.
     OtherPathTruncated = 7,
-    /// Runs that found no `exec_config` entry.
+    /// Runs that found no `exec_active`, `exec_config` or inner table.
     NoConfig = 8,
     /// Runs that found no scratch space.
     ScratchMissing = 9,
@@ -185,7 +211,8 @@ impl Stat {
     }
 }
 
-const _: () = assert!(std::mem::size_of::<ExecConfig>() == 6 * 8 * MASK_WORDS + 16);
+const _: () = assert!(std::mem::size_of::<ExecConfig>() == 6 * 8 * MASK_WORDS + 24);
+const _: () = assert!(std::mem::size_of::<ExecActive>() == 16);
 const _: () = assert!(PATH_KEY_LEN <= PATH_BUF_LEN);
 // String lengths travel as u16 in the event header.
 const _: () = assert!(PATH_BUF_LEN <= u16::MAX as usize);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aya::maps::{MapData, RingBuf};
-use policy_compiler::bundle::{BundleError, Hook, HookTable, PolicyBundle};
+use policy_compiler::bundle::{BundleError, Hook, PolicyBundle};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
@@ -16,10 +16,14 @@ use crate::abi::EXEC_PROGRAM;
 use crate::clock::boot_to_unix_offset_ns;
 use crate::decision::decide;
 use crate::event::ExecEvent;
-use crate::export::{build, BundleRef, ExportError, ExportErrors, ExportTarget, Exporter};
+use crate::export::{
+    build, BundleRef, ExportError, ExportErrors, ExportTarget, Exporter, Rotation,
+};
+use crate::filter::{EventKey, ExportFilters};
 use crate::loader::{map_sizes, ExecHook, LoadError, RunStats, EXEC_MECHANISM};
 use crate::metrics::{self, Metrics, KERNEL_REFRESH, NO_NAMESPACE};
 use crate::pins::{self, PinError, PinLock, PinPlan};
+use crate::reload::{self, BundleWatch, Version, Versions};
 use crate::tables::{ExecTables, TablesError};
 
 /// Where the kernel exposes its BTF; CO-RE relocations need it.
@@ -34,6 +38,11 @@ pub struct RunOptions {
     pub bundle: PathBuf,
     /// Where events go.
     pub export: ExportTarget,
+    /// Size rotation of an export file (`--export-max-size` …); `None`: the
+    /// file grows.
+    pub export_rotation: Option<Rotation>,
+    /// `--export-allow` / `--export-deny`.
+    pub export_filters: ExportFilters,
     /// `node_name` of every event; not empty.
     pub node_name: String,
     /// Directory for map pins; used only when it is on a bpf filesystem.
@@ -207,14 +216,16 @@ fn hostname() -> String {
 
 /// Everything needed to turn a ring-buffer record into an exported line.
 struct Pipeline<'a> {
-    bundle: &'a PolicyBundle,
-    exec: HookTable,
+    /// The bundle in force and the recent ones: each event is decided by
+    /// the version of its generation.
+    versions: Versions,
     node_name: &'a str,
     exporter: Exporter,
     target: &'a ExportTarget,
     decode_errors: u64,
     export_errors: ExportErrors,
     metrics: Arc<Metrics>,
+    filters: &'a ExportFilters,
 }
 
 impl Pipeline<'_> {
@@ -230,12 +241,32 @@ impl Pipeline<'_> {
                 return;
             }
         };
-        let decision = decide(&self.exec, &self.bundle.spec.rules, &ev.matched);
+        let Some(version) = self.versions.get(ev.generation) else {
+            self.decode_errors += 1;
+            self.metrics.decode_error();
+            say!(
+                "dropping an event of generation {}, which is no longer known",
+                ev.generation
+            );
+            return;
+        };
+        let decision = decide(&version.exec, &version.bundle.spec.rules, &ev.matched);
         self.metrics
             .record_event(Hook::Exec.as_str(), &decision, &ev.binary, NO_NAMESPACE);
+        let key = EventKey {
+            hook: Hook::Exec.as_str(),
+            verdict: decision.verdict,
+            namespace: NO_NAMESPACE,
+            binary: &ev.binary,
+        };
+        if !self.filters.exports(&key) {
+            self.metrics.event_filtered(Hook::Exec.as_str());
+            return;
+        }
         let bundle = BundleRef {
-            name: &self.bundle.metadata.name,
-            digest: &self.bundle.spec.digest,
+            name: &version.bundle.metadata.name,
+            digest: &version.bundle.spec.digest,
+            generation: ev.generation,
         };
         let out = build(
             &ev,
@@ -282,9 +313,9 @@ fn refresh_kernel_metrics(hook: &ExecHook, metrics: &Metrics) {
 pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     preflight()?;
     check_node_name(&opts.node_name)?;
-    let bundle = read_bundle(&opts.bundle)?;
+    let (bundle_bytes, bundle) = reload::read_initial(&opts.bundle)?;
     let tables = ExecTables::from_bundle(&bundle)?;
-    let exporter = Exporter::open(&opts.export)?;
+    let exporter = Exporter::open_with(&opts.export, opts.export_rotation.as_ref())?;
     let pin_dir = pins::absolute(&opts.pin_dir).map_err(|source| PinError::Inspect {
         path: opts.pin_dir.clone(),
         source,
@@ -364,16 +395,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     metrics.loaded(&bundle, 1);
     metrics.set_ready(true);
 
-    let exec = bundle
-        .spec
-        .hooks
-        .get(&Hook::Exec)
-        .cloned()
-        .unwrap_or(HookTable {
-            terms: Vec::new(),
-            dimensions: Default::default(),
-            verdicts: Default::default(),
-        });
+    let bundle = Arc::new(bundle);
+    let first = Version::new(bundle.clone(), 1);
+    let exec = &first.exec;
     say!(
         "ready hook=exec mechanism={EXEC_MECHANISM} bundle={} digest={} rules={} terms={} pins={pins} export={} metrics={metrics_at} run_stats={}",
         bundle.metadata.name,
@@ -384,17 +408,20 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         run_stats.as_ref().map_or("off", RunStats::how),
     );
     let mut pipeline = Pipeline {
-        bundle: &bundle,
-        exec,
+        versions: Versions::new(first),
         node_name: &opts.node_name,
         exporter,
         target: &opts.export,
         decode_errors: 0,
         export_errors: ExportErrors::default(),
         metrics: metrics.clone(),
+        filters: &opts.export_filters,
     };
     let mut refresh = tokio::time::interval(KERNEL_REFRESH);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut watch = BundleWatch::new(&opts.bundle, bundle_bytes);
+    let mut watch_tick = tokio::time::interval(reload::WATCH_INTERVAL);
+    watch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let result = loop {
         tokio::select! {
@@ -407,6 +434,11 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 guard.clear_ready();
             }
             _ = refresh.tick() => refresh_kernel_metrics(&hook, &metrics),
+            _ = watch_tick.tick() => {
+                if let Some(change) = watch.poll() {
+                    reload::apply(change, watch.path(), &mut hook, &mut pipeline.versions, &metrics);
+                }
+            }
             _ = sigterm.recv() => break Ok("SIGTERM"),
             _ = sigint.recv() => break Ok("SIGINT"),
             _ = sighup.recv() => break Ok("SIGHUP"),
@@ -416,7 +448,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
 
     metrics.set_ready(false);
     hook.detach()?;
-    metrics.unloaded(&bundle);
+    metrics.unloaded(&pipeline.versions.current().bundle);
     pipeline.drain(ring.get_mut());
     if let Some(server) = server {
         server.abort();

@@ -54,6 +54,8 @@ pub struct ExecEvent {
     /// [`lossy`] bits: which strings were not valid UTF-8 (decoded with
     /// U+FFFD). Set by user space, not by the kernel.
     pub lossy: u32,
+    /// Generation (bundle load number) of the tables that decided the event.
+    pub generation: u64,
 }
 
 /// Flags of strings that were not valid UTF-8, exported beside the kernel's
@@ -180,6 +182,7 @@ impl ExecEvent {
         let lens = [r.u16(), r.u16(), r.u16(), r.u16()].map(usize::from);
         let _pad = r.u32();
         let comm_raw: [u8; 16] = r.take();
+        let generation = r.u64();
         debug_assert_eq!(r.pos, EXEC_EVENT_HEADER_SIZE);
         let comm_len = comm_raw.iter().position(|&b| b == 0).unwrap_or(16);
 
@@ -234,6 +237,7 @@ impl ExecEvent {
             cwd,
             parent_binary,
             lossy: lossy_bits,
+            generation,
         })
     }
 
@@ -287,6 +291,7 @@ pub fn encode(ev: &ExecEvent) -> Vec<u8> {
     let c = ev.comm.as_bytes();
     comm[..c.len().min(15)].copy_from_slice(&c[..c.len().min(15)]);
     out.extend(comm);
+    out.extend(ev.generation.to_ne_bytes());
     for s in strings {
         out.extend(s);
     }
@@ -317,6 +322,7 @@ pub(crate) mod tests {
             cwd: "/home/u".into(),
             parent_binary: "/usr/bin/bash".into(),
             lossy: 0,
+            generation: 7,
         }
     }
 
@@ -351,6 +357,10 @@ pub(crate) mod tests {
             13
         ); // binary_len
         assert_eq!(&bytes[o + 48..o + 52], b"sudo"); // comm
+        assert_eq!(
+            u64::from_ne_bytes(bytes[o + 64..o + 72].try_into().unwrap()),
+            7
+        ); // generation
     }
 
     #[test]
@@ -420,7 +430,7 @@ pub(crate) mod tests {
         assert_eq!(at(o + 13).lossy, 0);
         assert_eq!(at(o + 26 + 2).lossy, lossy::CWD);
         assert_eq!(at(o + 33 + 3).lossy, lossy::PARENT);
-        let comm = o - 16;
+        let comm = o - 8 - 16; // comm, then the generation, then the strings
         let ev = at(comm + 1);
         assert_eq!((ev.lossy, ev.comm.as_str()), (lossy::COMM, "s\u{fffd}do"));
         assert_eq!(

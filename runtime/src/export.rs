@@ -19,6 +19,12 @@
 //! A failed write never stops `policyd`: enforcement does not depend on the
 //! reader of the events. [`ExportErrors`] counts failures and decides what
 //! to log.
+//!
+//! A file target can be rotated by size ([`Rotation`]): before a line that
+//! would take the file past `max_size`, the file is renamed `FILE.1` (older
+//! backups shift to `FILE.2` … `FILE.N`, the oldest is removed), optionally
+//! gzipped to `FILE.1.gz`, and a new `FILE` is started. Rotation happens only
+//! between whole lines, so no line is ever split across files.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -59,6 +65,9 @@ pub struct ExportEvent<'a> {
     pub message: Option<&'a str>,
     /// The bundle that decided.
     pub bundle: BundleRef<'a>,
+    /// Load generation of that bundle (1 for the first load; grows with
+    /// reloads).
+    pub generation: u64,
 }
 
 /// `process_exec`: the process and its parent.
@@ -121,6 +130,9 @@ pub struct BundleRef<'a> {
     pub name: &'a str,
     /// `spec.digest`.
     pub digest: &'a str,
+    /// Load generation (exported as the event's top-level `generation`).
+    #[serde(skip)]
+    pub generation: u64,
 }
 
 /// Assemble the exported form of `ev` decided as `decision`.
@@ -168,6 +180,7 @@ pub fn build<'a>(
         audit: decision.audit,
         severity: decision.severity.map(|s| s.as_str()),
         message: rule.and_then(|r| r.message.as_deref()),
+        generation: bundle.generation,
         bundle,
     }
 }
@@ -208,6 +221,129 @@ impl std::fmt::Display for ExportTarget {
 pub struct Exporter {
     out: Box<dyn Write + Send>,
     partial: bool,
+    rotor: Option<Rotor>,
+}
+
+/// `--export-max-size`, `--export-backups`, `--export-compress`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// Rotate before a line that would take the file past this many bytes
+    /// (a single line longer than this still gets a file of its own).
+    pub max_size: u64,
+    /// Rotated files kept: `FILE.1` (newest) … `FILE.N`; 0 keeps none.
+    pub backups: u32,
+    /// Gzip rotated files (`FILE.1.gz` …).
+    pub compress: bool,
+}
+
+/// Default `--export-backups`.
+pub const DEFAULT_EXPORT_BACKUPS: u32 = 5;
+
+/// Parse `--export-max-size`: bytes, or a number with `K`, `M`, `G` or `T`
+/// (powers of 1024; `KB`, `KiB`, … and lower case accepted too), not 0.
+///
+/// # Errors
+/// A message for clap.
+pub fn parse_size(arg: &str) -> Result<u64, String> {
+    let bad = || {
+        format!("`{arg}` is not a size: give bytes or a number with K, M, G or T (powers of 1024), e.g. 100M")
+    };
+    let t = arg.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let unit = unit
+        .strip_suffix("ib")
+        .or_else(|| unit.strip_suffix('b'))
+        .unwrap_or(&unit);
+    let shift = match unit {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return Err(bad()),
+    };
+    let size = n.checked_mul(1 << shift).ok_or_else(bad)?;
+    if size == 0 {
+        return Err(format!(
+            "`{arg}`: the export file size limit must be at least 1 byte"
+        ));
+    }
+    Ok(size)
+}
+
+/// Size-based rotation of an export file.
+struct Rotor {
+    path: PathBuf,
+    rotation: Rotation,
+    /// Bytes in the current file.
+    size: u64,
+}
+
+impl Rotor {
+    /// `FILE.i`, or `FILE.i.gz`.
+    fn backup(&self, i: u32, gz: bool) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(format!(".{i}{}", if gz { ".gz" } else { "" }));
+        PathBuf::from(name)
+    }
+
+    /// Rotate: shift the backups, rename the file to `FILE.1`, open a new
+    /// file and make it `out`, then gzip `FILE.1` if asked. The old file
+    /// stays open (and is written to) until the new one is open, so a
+    /// failure at any step loses nothing.
+    fn rotate(&mut self, out: &mut Box<dyn Write + Send>) -> io::Result<()> {
+        let gone_ok = |r: io::Result<()>| match r {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+        let n = self.rotation.backups;
+        if n == 0 {
+            gone_ok(std::fs::remove_file(&self.path))?;
+        } else {
+            for i in (1..=n).rev() {
+                for gz in [false, true] {
+                    let from = self.backup(i, gz);
+                    if i == n {
+                        gone_ok(std::fs::remove_file(&from))?;
+                    } else {
+                        gone_ok(std::fs::rename(&from, self.backup(i + 1, gz)))?;
+                    }
+                }
+            }
+            gone_ok(std::fs::rename(&self.path, self.backup(1, false)))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.size = file.metadata().map_or(0, |m| m.len());
+        *out = Box::new(file);
+        if self.rotation.compress && n > 0 {
+            let plain = self.backup(1, false);
+            let gz = self.backup(1, true);
+            if let Err(e) = gzip(&plain, &gz) {
+                let _ = std::fs::remove_file(&gz);
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot compress {}: {e}", plain.display()),
+                ));
+            }
+            std::fs::remove_file(&plain)?;
+        }
+        Ok(())
+    }
+}
+
+/// Gzip `from` into a new file `to`.
+fn gzip(from: &Path, to: &Path) -> io::Result<()> {
+    let mut src = File::open(from)?;
+    let dst = OpenOptions::new().write(true).create_new(true).open(to)?;
+    let mut enc = flate2::write::GzEncoder::new(dst, flate2::Compression::default());
+    io::copy(&mut src, &mut enc)?;
+    enc.finish()?.sync_all()
 }
 
 /// Why an event could not be exported.
@@ -230,6 +366,16 @@ pub enum ExportError {
     #[error("cannot write event")]
     #[diagnostic(code(policyd::export_write))]
     Write(#[from] io::Error),
+    /// Rotating the export file failed; the event was still written, to the
+    /// current file, and the next event tries again.
+    #[error("cannot rotate export file {path}: {source}")]
+    #[diagnostic(code(policyd::export_rotate))]
+    Rotate {
+        /// The export file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
 }
 
 impl Exporter {
@@ -239,13 +385,34 @@ impl Exporter {
     /// [`ExportError::Open`] when the file cannot be created or opened for
     /// appending; [`ExportError::Stdout`] when stdout is closed.
     pub fn open(target: &ExportTarget) -> Result<Exporter, ExportError> {
-        let out: Box<dyn Write + Send> = match target {
-            ExportTarget::Stdout => Box::new(stdout_file()?),
-            ExportTarget::File(path) => Box::new(open_append(path)?),
+        Exporter::open_with(target, None)
+    }
+
+    /// Open `target`, rotating it by size when it is a file and `rotation`
+    /// is given (stdout is never rotated).
+    ///
+    /// # Errors
+    /// As [`Exporter::open`].
+    pub fn open_with(
+        target: &ExportTarget,
+        rotation: Option<&Rotation>,
+    ) -> Result<Exporter, ExportError> {
+        let (out, rotor): (Box<dyn Write + Send>, _) = match target {
+            ExportTarget::Stdout => (Box::new(stdout_file()?), None),
+            ExportTarget::File(path) => {
+                let file = open_append(path)?;
+                let rotor = rotation.map(|r| Rotor {
+                    path: path.clone(),
+                    rotation: r.clone(),
+                    size: file.metadata().map_or(0, |m| m.len()),
+                });
+                (Box::new(file), rotor)
+            }
         };
         Ok(Exporter {
             out,
             partial: false,
+            rotor,
         })
     }
 
@@ -254,6 +421,7 @@ impl Exporter {
         Exporter {
             out,
             partial: false,
+            rotor: None,
         }
     }
 
@@ -269,24 +437,43 @@ impl Exporter {
         let prefix = line.len();
         serde_json::to_writer(&mut line, event).map_err(io::Error::other)?;
         line.push(b'\n');
-        let mut done = 0;
-        while done < line.len() {
-            match self.out.write(&line[done..]) {
-                Ok(0) => {
-                    self.partial = done != prefix;
-                    return Err(io::Error::from(io::ErrorKind::WriteZero).into());
-                }
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.partial = done != prefix;
-                    return Err(e.into());
+        // Rotate only between whole lines: a cut line is ended in its file.
+        let mut rotate_failed = None;
+        if let Some(rotor) = self.rotor.as_mut().filter(|_| !self.partial) {
+            if rotor.size > 0 && rotor.size + line.len() as u64 > rotor.rotation.max_size {
+                if let Err(source) = rotor.rotate(&mut self.out) {
+                    rotate_failed = Some(ExportError::Rotate {
+                        path: rotor.path.clone(),
+                        source,
+                    });
                 }
             }
         }
+        let mut done = 0;
+        let result = loop {
+            if done == line.len() {
+                break Ok(());
+            }
+            match self.out.write(&line[done..]) {
+                Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        if let Some(rotor) = &mut self.rotor {
+            rotor.size += done as u64;
+        }
+        if let Err(e) = result {
+            self.partial = done != prefix;
+            return Err(e.into());
+        }
         self.partial = false;
         self.out.flush()?;
-        Ok(())
+        match rotate_failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
@@ -346,6 +533,11 @@ impl ExportErrors {
             let what = if broken_pipe && *target == ExportTarget::Stdout {
                 "the reader of stdout went away (broken pipe): events are no longer exported"
                     .to_string()
+            } else if let ExportError::Rotate { path, source } = err {
+                format!(
+                    "cannot rotate the export file {}: {source} (events are still appended to it)",
+                    path.display()
+                )
             } else {
                 format!("cannot export an event to {target}: {cause}")
             };
@@ -400,6 +592,7 @@ mod tests {
         let bundle = BundleRef {
             name: "sudo-audit",
             digest: "sha256:00",
+            generation: 1,
         };
         let out = build(&ev, &d, "node-1", bundle, 1_700_000_000_000_000_000);
 
@@ -433,6 +626,8 @@ mod tests {
         assert_eq!(v["message"], "sudo invoked");
         assert_eq!(v["bundle"]["name"], "sudo-audit");
         assert_eq!(v["bundle"]["digest"], "sha256:00");
+        assert_eq!(v["generation"], 1);
+        assert!(v["bundle"].get("generation").is_none());
     }
 
     #[test]
@@ -451,6 +646,7 @@ mod tests {
             BundleRef {
                 name: "b",
                 digest: "d",
+                generation: 1,
             },
             0,
         );
@@ -478,6 +674,7 @@ mod tests {
         let bundle = BundleRef {
             name: "b",
             digest: "d",
+            generation: 1,
         };
         let v = serde_json::to_value(build(&ev, &d, "n", bundle, 0)).unwrap();
         assert_eq!(v["rule"], "deny_victim");
@@ -520,6 +717,7 @@ mod tests {
         let b = || BundleRef {
             name: "b",
             digest: "d",
+            generation: 1,
         };
         let out = build(&ev, &d, "n", b(), 0);
         let data = Arc::new(Mutex::new(Vec::new()));
@@ -594,6 +792,208 @@ mod tests {
         let mut errs = ExportErrors::default();
         let first = errs.failed(&epipe(), &file, t0).unwrap();
         assert!(first.contains("Broken pipe"), "{first}");
+    }
+
+    /// Every line of every file of `dir` (`.gz` decompressed), by file name.
+    fn files(dir: &Path) -> Vec<(String, Vec<String>)> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let mut text = String::new();
+            if name.ends_with(".gz") {
+                use std::io::Read;
+                flate2::read::GzDecoder::new(File::open(&path).unwrap())
+                    .read_to_string(&mut text)
+                    .unwrap();
+            } else {
+                text = std::fs::read_to_string(&path).unwrap();
+            }
+            assert!(text.is_empty() || text.ends_with('\n'), "{name}: {text:?}");
+            out.push((name, text.lines().map(str::to_string).collect()));
+        }
+        out.sort();
+        out
+    }
+
+    fn write_n(exp: &mut Exporter, from: u32, n: u32) {
+        let (table, rules) = fixture();
+        for pid in from..from + n {
+            let ev = ExecEvent { pid, ..sample() };
+            let d = decide(&table, &rules, &ev.matched);
+            let b = BundleRef {
+                name: "b",
+                digest: "d",
+                generation: 1,
+            };
+            exp.write(&build(&ev, &d, "n", b, 0)).unwrap();
+        }
+    }
+
+    fn pids(lines: &[String]) -> Vec<u64> {
+        lines
+            .iter()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["process_exec"]["process"]["pid"].as_u64().unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parse_size_units() {
+        assert_eq!(parse_size("512").unwrap(), 512);
+        assert_eq!(parse_size("4K").unwrap(), 4096);
+        assert_eq!(parse_size("100M").unwrap(), 100 << 20);
+        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_size("2MiB").unwrap(), 2 << 20);
+        assert_eq!(parse_size("3kb").unwrap(), 3072);
+        assert_eq!(parse_size("1T").unwrap(), 1 << 40);
+        for bad in [
+            "",
+            "M",
+            "10X",
+            "-1",
+            "1.5M",
+            "99999999999999999999",
+            "0",
+            "0K",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert!(parse_size("10X").unwrap_err().contains("`10X`"));
+    }
+
+    #[test]
+    fn rotation_keeps_whole_lines_and_n_backups() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ev.jsonl");
+        let target = ExportTarget::File(path.clone());
+        // Find one line's length, then allow 3 lines (and a bit) per file.
+        let mut probe = Exporter::open(&target).unwrap();
+        write_n(&mut probe, 0, 1);
+        let len = std::fs::metadata(&path).unwrap().len();
+        std::fs::remove_file(&path).unwrap();
+        let rot = Rotation {
+            max_size: 3 * len + len / 2,
+            backups: 2,
+            compress: false,
+        };
+        let mut exp = Exporter::open_with(&target, Some(&rot)).unwrap();
+        write_n(&mut exp, 1, 10);
+        let got = files(dir.path());
+        let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["ev.jsonl", "ev.jsonl.1", "ev.jsonl.2"]);
+        // 10 lines, 3 per file: 1-3 (removed), 4-6, 7-9, 10.
+        assert_eq!(pids(&got[2].1), [4, 5, 6]);
+        assert_eq!(pids(&got[1].1), [7, 8, 9]);
+        assert_eq!(pids(&got[0].1), [10]);
+        for (_, lines) in &got {
+            assert!(lines.len() as u64 * len <= rot.max_size);
+        }
+
+        // Reopening continues the current file's size.
+        drop(exp);
+        let mut exp = Exporter::open_with(&target, Some(&rot)).unwrap();
+        write_n(&mut exp, 11, 3);
+        let got = files(dir.path());
+        assert_eq!(pids(&got[0].1), [13]);
+        assert_eq!(pids(&got[1].1), [10, 11, 12]);
+        assert_eq!(pids(&got[2].1), [7, 8, 9]);
+
+        // A line longer than the limit still goes out, alone in its file.
+        let tiny = Rotation {
+            max_size: 1,
+            backups: 1,
+            compress: false,
+        };
+        let mut exp = Exporter::open_with(&target, Some(&tiny)).unwrap();
+        write_n(&mut exp, 20, 2);
+        let got = files(dir.path());
+        assert_eq!(pids(&got[0].1), [21]);
+        assert_eq!(pids(&got[1].1), [20]);
+        // Backups past the new N, from an earlier run, are left alone.
+        assert_eq!(pids(&got[2].1), [7, 8, 9]);
+    }
+
+    #[test]
+    fn rotation_compresses_and_zero_backups_keeps_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ev.jsonl");
+        let target = ExportTarget::File(path.clone());
+        let rot = Rotation {
+            max_size: 1,
+            backups: 3,
+            compress: true,
+        };
+        let mut exp = Exporter::open_with(&target, Some(&rot)).unwrap();
+        write_n(&mut exp, 1, 5);
+        let got = files(dir.path());
+        let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "ev.jsonl",
+                "ev.jsonl.1.gz",
+                "ev.jsonl.2.gz",
+                "ev.jsonl.3.gz"
+            ]
+        );
+        let all: Vec<u64> = got.iter().rev().flat_map(|(_, l)| pids(l)).collect();
+        assert_eq!(all, [2, 3, 4, 5]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let target = ExportTarget::File(dir.path().join("ev.jsonl"));
+        let rot = Rotation {
+            max_size: 1,
+            backups: 0,
+            compress: true,
+        };
+        let mut exp = Exporter::open_with(&target, Some(&rot)).unwrap();
+        write_n(&mut exp, 1, 3);
+        let got = files(dir.path());
+        assert_eq!(got.len(), 1);
+        assert_eq!(pids(&got[0].1), [3]);
+    }
+
+    #[test]
+    fn a_failed_rotation_is_reported_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ev.jsonl");
+        let target = ExportTarget::File(path.clone());
+        // FILE.1 is a non-empty directory: renaming FILE onto it fails.
+        std::fs::create_dir(dir.path().join("ev.jsonl.1")).unwrap();
+        std::fs::write(dir.path().join("ev.jsonl.1/x"), "").unwrap();
+        let rot = Rotation {
+            max_size: 1,
+            backups: 1,
+            compress: false,
+        };
+        let mut exp = Exporter::open_with(&target, Some(&rot)).unwrap();
+        write_n(&mut exp, 1, 1);
+        let (table, rules) = fixture();
+        let ev = ExecEvent { pid: 2, ..sample() };
+        let d = decide(&table, &rules, &ev.matched);
+        let b = BundleRef {
+            name: "b",
+            digest: "d",
+            generation: 1,
+        };
+        let err = exp.write(&build(&ev, &d, "n", b, 0)).unwrap_err();
+        assert!(matches!(err, ExportError::Rotate { .. }), "{err:?}");
+        let mut errs = ExportErrors::default();
+        let line = errs.failed(&err, &target, Instant::now()).unwrap();
+        assert!(line.starts_with("cannot rotate the export file "), "{line}");
+        assert!(line.contains("enforcement continues"), "{line}");
+        // Once the obstacle is gone, rotation works again.
+        std::fs::remove_dir_all(dir.path().join("ev.jsonl.1")).unwrap();
+        write_n(&mut exp, 3, 1);
+        let text1 = std::fs::read_to_string(dir.path().join("ev.jsonl.1")).unwrap();
+        let lines1: Vec<String> = text1.lines().map(str::to_string).collect();
+        assert_eq!(pids(&lines1), [1, 2]);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        assert_eq!(pids(&lines), [3]);
     }
 
     #[test]

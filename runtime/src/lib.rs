@@ -8,9 +8,11 @@
 //! - [`loader`]: load `bpf-templates/exec.bpf.c` with aya, fill maps, attach, pin;
 //! - [`event`]: decode ring-buffer records (pure);
 //! - [`decision`]: name verdict and rules from the matched mask (pure);
-//! - [`export`]: the JSON line shape and its writer;
+//! - [`export`]: the JSON line shape and its writer (with size rotation);
+//! - [`filter`]: `--export-allow` / `--export-deny` filters (pure);
 //! - [`pins`]: the pin directory's lock and checks;
 //! - [`metrics`]: Prometheus metrics, `/metrics`, `/healthz`, `/readyz`;
+//! - [`reload`]: watching the bundle file, generations of bundles;
 //! - [`daemon`]: `policyd run`, tying it together with tokio;
 //! - [`abi`], [`clock`]: the kernel ABI mirror and time conversion.
 
@@ -34,7 +36,9 @@ pub mod daemon;
 pub mod decision;
 pub mod event;
 pub mod export;
+pub mod filter;
 pub mod loader;
 pub mod metrics;
 pub mod pins;
+pub mod reload;
 pub mod tables;

@@ -3,15 +3,18 @@
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf};
+use aya::maps::{Array, ArrayOfMaps, HashMap, MapData, MapError, PerCpuArray, RingBuf};
 use aya::programs::raw_trace_point::RawTracePointLinkId;
 use aya::programs::{ProgramError, RawTracePoint};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 
-use crate::abi::{map_names, ExecConfig, Mask, PathKey, Stat, EXEC_PROGRAM, EXEC_TRACEPOINT};
+use crate::abi::{
+    map_names, ExecActive, ExecConfig, Mask, PathKey, Stat, EXEC_PROGRAM, EXEC_SLOTS,
+    EXEC_TRACEPOINT,
+};
 use crate::tables::ExecTables;
 
 /// The compiled `bpf-templates/exec.bpf.o`, built by `build.rs`.
@@ -75,11 +78,32 @@ pub enum LoadError {
     },
 }
 
+/// `BPF_F_NO_PREALLOC`, required for LPM tries.
+const BPF_F_NO_PREALLOC: u32 = 1;
+
+/// What one [`ExecHook::swap`] did, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Swap {
+    /// The slot now in force.
+    pub slot: u32,
+    /// The generation now in force.
+    pub generation: u64,
+    /// Waiting for an RCU grace period before touching the inactive slot.
+    pub grace: Duration,
+    /// Creating and filling the inactive slot.
+    pub fill: Duration,
+    /// The switch itself: one update of `exec_active`.
+    pub switch: Duration,
+}
+
 /// The exec hook, loaded (and after [`ExecHook::attach`], attached).
 ///
-/// Dropping it detaches the program and frees the maps that are not pinned.
+/// Its tables are double-buffered (see [`ExecHook::swap`]). Dropping it
+/// detaches the program and frees the maps that are not pinned.
 pub struct ExecHook {
     ebpf: Ebpf,
+    /// The slot `exec_active` names; `None` before the first swap.
+    active: Option<(u32, u64)>,
     link: Option<RawTracePointLinkId>,
     pins: Vec<PathBuf>,
     pin_dir: Option<PathBuf>,
@@ -92,19 +116,27 @@ fn map_err(name: &'static str) -> impl Fn(MapError) -> LoadError {
 }
 
 impl ExecHook {
-    /// Load [`EXEC_OBJECT`] with map sizes taken from `tables`, fill the
-    /// maps, and load (verify) the program. Nothing is attached yet.
+    /// Load [`EXEC_OBJECT`], install `tables` as generation 1 (see
+    /// [`ExecHook::swap`]), and load (verify) the program. Nothing is
+    /// attached yet.
     ///
     /// # Errors
     /// [`LoadError`] when the kernel refuses the object, a map or the program.
     pub fn load(tables: &ExecTables) -> Result<ExecHook, LoadError> {
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(map_names::EXEC_PATH_EXACT, tables.exact_capacity())
-            .map_max_entries(map_names::EXEC_PATH_PREFIX, tables.prefix_capacity())
+        let ebpf = EbpfLoader::new()
             .load(EXEC_OBJECT)
             .map_err(LoadError::Object)?;
-        fill(&mut ebpf, tables)?;
-        let prog: &mut RawTracePoint = ebpf
+        let mut hook = ExecHook {
+            ebpf,
+            active: None,
+            link: None,
+            pins: Vec::new(),
+            pin_dir: None,
+            created_dirs: Vec::new(),
+        };
+        hook.swap(tables, 1)?;
+        let prog: &mut RawTracePoint = hook
+            .ebpf
             .program_mut(EXEC_PROGRAM)
             .ok_or(LoadError::MissingProgram)?
             .try_into()
@@ -116,12 +148,69 @@ impl ExecHook {
             action: "load",
             source,
         })?;
-        Ok(ExecHook {
-            ebpf,
-            link: None,
-            pins: Vec::new(),
-            pin_dir: None,
-            created_dirs: Vec::new(),
+        Ok(hook)
+    }
+
+    /// The slot and generation in force (`None` before the first swap).
+    pub fn active(&self) -> Option<(u32, u64)> {
+        self.active
+    }
+
+    /// Put `tables` in force as `generation`, atomically:
+    ///
+    /// 1. wait for an RCU grace period (`membarrier(MEMBARRIER_CMD_GLOBAL)`,
+    ///    which is `synchronize_rcu()`), so that no program run that read
+    ///    `exec_active` before the previous switch still uses the inactive slot;
+    /// 2. create the inactive slot's hash and LPM maps with `max_entries` =
+    ///    this bundle's entry counts, fill them, put them in the outer
+    ///    `ARRAY_OF_MAPS` at the slot, and write the slot's `exec_config`
+    ///    (with `generation`);
+    /// 3. switch: one update of `exec_active` to `{slot, generation}`.
+    ///
+    /// Until step 3 every exec is decided by the previous tables; from it on,
+    /// by the new ones; the program reads `exec_active` once per event. On
+    /// error nothing is switched and the previous tables stay in force.
+    ///
+    /// # Errors
+    /// [`LoadError::Map`] when the kernel refuses a map or an update.
+    pub fn swap(&mut self, tables: &ExecTables, generation: u64) -> Result<Swap, LoadError> {
+        let t0 = Instant::now();
+        if self.active.is_some() {
+            grace_period();
+        }
+        let t1 = Instant::now();
+        let slot = match self.active {
+            Some((s, _)) => (s + 1) % EXEC_SLOTS,
+            None => 1,
+        };
+        fill_slot(&mut self.ebpf, slot, tables, generation)?;
+        let t2 = Instant::now();
+        use map_names::EXEC_ACTIVE;
+        let map = self
+            .ebpf
+            .map_mut(EXEC_ACTIVE)
+            .ok_or(LoadError::MissingMap(EXEC_ACTIVE))?;
+        let mut active: Array<_, ExecActive> =
+            Array::try_from(map).map_err(map_err(EXEC_ACTIVE))?;
+        active
+            .set(
+                0,
+                ExecActive {
+                    slot,
+                    pad: 0,
+                    generation,
+                },
+                0,
+            )
+            .map_err(map_err(EXEC_ACTIVE))?;
+        let t3 = Instant::now();
+        self.active = Some((slot, generation));
+        Ok(Swap {
+            slot,
+            generation,
+            grace: t1 - t0,
+            fill: t2 - t1,
+            switch: t3 - t2,
         })
     }
 
@@ -278,8 +367,9 @@ impl ExecHook {
 }
 
 /// Entries `policyd` writes to each map of the exec hook for `tables`, and
-/// each map's `max_entries`: `(map, entries, max_entries)`. The ring buffer
-/// has no entries and is left out.
+/// each map's `max_entries`: `(map, entries, max_entries)`. For the outer
+/// maps `exec_path_exact` and `exec_path_prefix`, the inner map of the slot
+/// in force. The ring buffer has no entries and is left out.
 pub fn map_sizes(tables: &ExecTables) -> Vec<(&'static str, u64, u64)> {
     use map_names::*;
     vec![
@@ -293,7 +383,8 @@ pub fn map_sizes(tables: &ExecTables) -> Vec<(&'static str, u64, u64)> {
             tables.prefix.len() as u64,
             u64::from(tables.prefix_capacity()),
         ),
-        (EXEC_CONFIG, 1, 1),
+        (EXEC_CONFIG, u64::from(EXEC_SLOTS), u64::from(EXEC_SLOTS)),
+        (EXEC_ACTIVE, 1, 1),
         (STATS, u64::from(Stat::COUNT), u64::from(Stat::COUNT)),
     ]
 }
@@ -371,39 +462,77 @@ impl Drop for ExecHook {
     }
 }
 
-fn fill(ebpf: &mut Ebpf, tables: &ExecTables) -> Result<(), LoadError> {
+/// Wait until every BPF program run that started before now has ended.
+/// Raw tracepoint programs run inside an RCU read-side critical section;
+/// `membarrier(MEMBARRIER_CMD_GLOBAL)` is `synchronize_rcu()`. Where it is
+/// unavailable (nohz_full kernels refuse it), sleep instead: a run takes
+/// microseconds.
+fn grace_period() {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+    // SAFETY: membarrier takes two integers and touches no memory of ours.
+    let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    if rc != 0 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Create and fill slot `slot`'s inner maps, install them, write its config.
+fn fill_slot(
+    ebpf: &mut Ebpf,
+    slot: u32,
+    tables: &ExecTables,
+    generation: u64,
+) -> Result<(), LoadError> {
     use map_names::*;
+    let mut exact: HashMap<MapData, PathKey, Mask> =
+        HashMap::create(tables.exact_capacity(), 0).map_err(map_err(EXEC_PATH_EXACT))?;
+    for (key, mask) in &tables.exact {
+        exact
+            .insert(key, mask, 0)
+            .map_err(map_err(EXEC_PATH_EXACT))?;
+    }
+    let mut prefix: LpmTrie<MapData, PathKey, Mask> =
+        LpmTrie::create(tables.prefix_capacity(), BPF_F_NO_PREALLOC)
+            .map_err(map_err(EXEC_PATH_PREFIX))?;
+    for (bits, key, mask) in &tables.prefix {
+        prefix
+            .insert(&Key::new(*bits, *key), mask, 0)
+            .map_err(map_err(EXEC_PATH_PREFIX))?;
+    }
     {
         let map = ebpf
             .map_mut(EXEC_PATH_EXACT)
             .ok_or(LoadError::MissingMap(EXEC_PATH_EXACT))?;
-        let mut exact: HashMap<_, PathKey, Mask> =
-            HashMap::try_from(map).map_err(map_err(EXEC_PATH_EXACT))?;
-        for (key, mask) in &tables.exact {
-            exact
-                .insert(key, mask, 0)
-                .map_err(map_err(EXEC_PATH_EXACT))?;
-        }
+        let mut outer: ArrayOfMaps<_, HashMap<MapData, PathKey, Mask>> =
+            ArrayOfMaps::try_from(map).map_err(map_err(EXEC_PATH_EXACT))?;
+        outer
+            .set(slot, &exact, 0)
+            .map_err(map_err(EXEC_PATH_EXACT))?;
     }
     {
         let map = ebpf
             .map_mut(EXEC_PATH_PREFIX)
             .ok_or(LoadError::MissingMap(EXEC_PATH_PREFIX))?;
-        let mut prefix: LpmTrie<_, PathKey, Mask> =
-            LpmTrie::try_from(map).map_err(map_err(EXEC_PATH_PREFIX))?;
-        for (bits, key, mask) in &tables.prefix {
-            prefix
-                .insert(&Key::new(*bits, *key), mask, 0)
-                .map_err(map_err(EXEC_PATH_PREFIX))?;
-        }
+        let mut outer: ArrayOfMaps<_, LpmTrie<MapData, PathKey, Mask>> =
+            ArrayOfMaps::try_from(map).map_err(map_err(EXEC_PATH_PREFIX))?;
+        outer
+            .set(slot, &prefix, 0)
+            .map_err(map_err(EXEC_PATH_PREFIX))?;
     }
-    // The config goes last: the program ignores execs until has_terms is set.
+    // The outer maps now hold the inner maps; our fds can go.
     let map = ebpf
         .map_mut(EXEC_CONFIG)
         .ok_or(LoadError::MissingMap(EXEC_CONFIG))?;
     let mut config: Array<_, ExecConfig> = Array::try_from(map).map_err(map_err(EXEC_CONFIG))?;
     config
-        .set(0, tables.config, 0)
+        .set(
+            slot,
+            ExecConfig {
+                generation,
+                ..tables.config
+            },
+            0,
+        )
         .map_err(map_err(EXEC_CONFIG))?;
     Ok(())
 }
@@ -433,7 +562,8 @@ mod tests {
             [
                 (map_names::EXEC_PATH_EXACT, 0, 1),
                 (map_names::EXEC_PATH_PREFIX, 0, 1),
-                (map_names::EXEC_CONFIG, 1, 1),
+                (map_names::EXEC_CONFIG, 2, 2),
+                (map_names::EXEC_ACTIVE, 1, 1),
                 (map_names::STATS, 10, 10),
             ]
         );
@@ -454,26 +584,38 @@ mod tests {
                 .unwrap_or_else(|| panic!("map {name} missing"))
         };
         let mask = (8 * MASK_WORDS) as u32;
+        let inner = |name: &str| {
+            map(name)
+                .inner()
+                .unwrap_or_else(|| panic!("map {name} has no inner map"))
+        };
+        assert_eq!(map(map_names::EXEC_PATH_EXACT).max_entries(), EXEC_SLOTS);
+        assert_eq!(map(map_names::EXEC_PATH_PREFIX).max_entries(), EXEC_SLOTS);
         assert_eq!(
-            map(map_names::EXEC_PATH_EXACT).key_size(),
+            inner(map_names::EXEC_PATH_EXACT).key_size(),
             PATH_KEY_LEN as u32
         );
-        assert_eq!(map(map_names::EXEC_PATH_EXACT).value_size(), mask);
+        assert_eq!(inner(map_names::EXEC_PATH_EXACT).value_size(), mask);
         assert_eq!(
-            map(map_names::EXEC_PATH_PREFIX).key_size(),
+            inner(map_names::EXEC_PATH_PREFIX).key_size(),
             4 + PATH_KEY_LEN as u32
         );
-        assert_eq!(map(map_names::EXEC_PATH_PREFIX).value_size(), mask);
+        assert_eq!(inner(map_names::EXEC_PATH_PREFIX).value_size(), mask);
         assert_eq!(
-            map(map_names::EXEC_PATH_PREFIX).map_flags() & 1,
-            1,
+            inner(map_names::EXEC_PATH_PREFIX).map_flags(),
+            BPF_F_NO_PREALLOC,
             "BPF_F_NO_PREALLOC"
         );
         assert_eq!(
             map(map_names::EXEC_CONFIG).value_size() as usize,
             std::mem::size_of::<ExecConfig>()
         );
-        assert_eq!(map(map_names::EXEC_CONFIG).max_entries(), 1);
+        assert_eq!(map(map_names::EXEC_CONFIG).max_entries(), EXEC_SLOTS);
+        assert_eq!(
+            map(map_names::EXEC_ACTIVE).value_size() as usize,
+            std::mem::size_of::<ExecActive>()
+        );
+        assert_eq!(map(map_names::EXEC_ACTIVE).max_entries(), 1);
         assert_eq!(map(map_names::STATS).max_entries(), Stat::COUNT);
         assert_eq!(map(map_names::STATS).value_size(), 8);
         for name in map_names::PINNED.iter().chain([&map_names::EXEC_SCRATCH]) {

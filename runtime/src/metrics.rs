@@ -119,6 +119,13 @@ pub struct HookLabels {
     pub hook: String,
 }
 
+/// `{result}` of a bundle reload: `applied` or `refused`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `applied` or `refused`.
+    pub result: String,
+}
+
 /// `{bundle, digest}`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BundleLabels {
@@ -168,8 +175,10 @@ pub struct Metrics {
     kernel: Vec<(Stat, Family<HookLabels, Counter>)>,
     decode_errors: Counter,
     export_errors: Counter,
+    events_filtered: Family<HookLabels, Counter>,
     policy_loaded: Family<BundleLabels, Gauge>,
     load_generation: Gauge,
+    bundle_reloads: Family<ReloadLabels, Counter>,
     map_entries: Family<MapLabels, Gauge>,
     map_max_entries: Family<MapLabels, Gauge>,
     run_time: Family<ProgramLabels, FloatCounter>,
@@ -250,6 +259,12 @@ impl Metrics {
             "Events that could not be written to the export target",
             export_errors.clone(),
         );
+        let events_filtered = Family::<HookLabels, Counter>::default();
+        r.register(
+            "policyd_events_filtered",
+            "Events not exported because of --export-allow / --export-deny (still counted by every other metric)",
+            events_filtered.clone(),
+        );
         let policy_loaded = Family::<BundleLabels, Gauge>::default();
         r.register(
             "policyd_policy_loaded",
@@ -262,6 +277,19 @@ impl Metrics {
             "Number of successful bundle loads since start (0 before the first)",
             load_generation.clone(),
         );
+        let bundle_reloads = Family::<ReloadLabels, Counter>::default();
+        r.register(
+            "policyd_bundle_reloads",
+            "Changes of the watched bundle file, by result: applied (swapped in) or refused (the previous bundle stays in force)",
+            bundle_reloads.clone(),
+        );
+        for result in ["applied", "refused"] {
+            bundle_reloads
+                .get_or_create(&ReloadLabels {
+                    result: result.into(),
+                })
+                .inc_by(0);
+        }
         let map_entries = Family::<MapLabels, Gauge>::default();
         r.register(
             "policyd_map_entries",
@@ -326,8 +354,10 @@ impl Metrics {
             kernel,
             decode_errors,
             export_errors,
+            events_filtered,
             policy_loaded,
             load_generation,
+            bundle_reloads,
             map_entries,
             map_max_entries,
             run_time,
@@ -359,6 +389,9 @@ impl Metrics {
                 })
                 .inc_by(0);
             let hook = rule.hook.as_str().to_string();
+            self.events_filtered
+                .get_or_create(&HookLabels { hook: hook.clone() })
+                .inc_by(0);
             for verdict in ["allow", "kill"] {
                 self.events
                     .get_or_create(&HookVerdictLabels {
@@ -396,6 +429,30 @@ impl Metrics {
             .get_or_create(&bundle_labels(bundle))
             .set(1);
         self.load_generation.set(generation);
+    }
+
+    /// A changed bundle file was refused; the bundle in force stays.
+    pub fn reload_refused(&self) {
+        self.bundle_reloads
+            .get_or_create(&ReloadLabels {
+                result: "refused".into(),
+            })
+            .inc();
+    }
+
+    /// `new` replaced `old` as load number `generation`: `old`'s
+    /// `policyd_policy_loaded` series goes (unless it is the same bundle).
+    pub fn swapped(&self, old: &PolicyBundle, new: &PolicyBundle, generation: i64) {
+        self.bundle_reloads
+            .get_or_create(&ReloadLabels {
+                result: "applied".into(),
+            })
+            .inc();
+        if bundle_labels(old) != bundle_labels(new) {
+            self.policy_loaded.remove(&bundle_labels(old));
+        }
+        self.prepare(new);
+        self.loaded(new, generation);
     }
 
     /// `bundle` is no longer enforced (detached at exit).
@@ -476,6 +533,13 @@ impl Metrics {
     /// Count one failed export.
     pub fn export_error(&self) {
         self.export_errors.inc();
+    }
+
+    /// Count one event of `hook` that the export filters left out.
+    pub fn event_filtered(&self, hook: &str) {
+        self.events_filtered
+            .get_or_create(&HookLabels { hook: hook.into() })
+            .inc();
     }
 
     /// Mirror the kernel's `stats` counters (summed over CPUs) of `hook`.
@@ -692,8 +756,10 @@ mod tests {
             ("policyd_bpf_scratch_missing", "counter"),
             ("policyd_decode_errors", "counter"),
             ("policyd_export_errors", "counter"),
+            ("policyd_events_filtered", "counter"),
             ("policyd_policy_loaded", "gauge"),
             ("policyd_policy_load_generation", "gauge"),
+            ("policyd_bundle_reloads", "counter"),
             ("policyd_map_entries", "gauge"),
             ("policyd_map_max_entries", "gauge"),
             ("policyd_bpf_program_run_time_seconds", "counter"),

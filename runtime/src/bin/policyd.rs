@@ -4,9 +4,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use policy_runtime::daemon::{self, RunOptions, DEFAULT_PIN_DIR};
-use policy_runtime::export::ExportTarget;
+use policy_runtime::export::{parse_size, ExportTarget, Rotation, DEFAULT_EXPORT_BACKUPS};
+use policy_runtime::filter::ExportFilters;
 use policy_runtime::metrics::{parse_metrics_addr, DEFAULT_METRICS_ADDR};
 use std::net::SocketAddr;
 
@@ -29,6 +30,26 @@ enum Command {
         /// to) or `-` for stdout.
         #[arg(long, value_name = "FILE|-", default_value = "-")]
         export: String,
+        /// Rotate the export file before it would grow past this size:
+        /// bytes, or with K, M, G, T (powers of 1024), e.g. `100M`. Rotation
+        /// happens between lines: no event is ever split across files.
+        #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+        export_max_size: Option<u64>,
+        /// Rotated export files to keep (`FILE.1` newest … `FILE.N`); 0 keeps none.
+        #[arg(long, value_name = "N", default_value_t = DEFAULT_EXPORT_BACKUPS, requires = "export_max_size")]
+        export_backups: u32,
+        /// Gzip rotated export files (`FILE.1.gz` …).
+        #[arg(long, requires = "export_max_size")]
+        export_compress: bool,
+        /// Export only events matching this filter (repeatable: any of them),
+        /// a JSON object such as `{"verdict":["kill"],"binary_prefix":["/tmp/"]}`
+        /// with fields hook, verdict, namespace, binary, binary_prefix.
+        #[arg(long, value_name = "FILTER")]
+        export_allow: Vec<String>,
+        /// Do not export events matching this filter (repeatable; same
+        /// shape as --export-allow). Metrics still count them.
+        #[arg(long, value_name = "FILTER")]
+        export_deny: Vec<String>,
         /// `node_name` of events, not empty [default: $NODE_NAME, else the hostname].
         #[arg(long, value_name = "NAME")]
         node_name: Option<String>,
@@ -53,17 +74,45 @@ fn main() -> ExitCode {
         Command::Run {
             bundle,
             export,
+            export_max_size,
+            export_backups,
+            export_compress,
+            export_allow,
+            export_deny,
             node_name,
             pin_dir,
             metrics_addr,
         } => {
+            let export = ExportTarget::parse(&export);
+            if export_max_size.is_some() && export == ExportTarget::Stdout {
+                Cli::command()
+                    .error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        "--export-max-size rotates an export file: give --export FILE (stdout is never rotated)",
+                    )
+                    .exit();
+            }
+            let export_filters = match ExportFilters::parse(&export_allow, &export_deny) {
+                Ok(f) => f,
+                Err(msg) => {
+                    let _ = writeln!(std::io::stderr(), "policyd: {msg}");
+                    return ExitCode::from(1);
+                }
+            };
+            let export_rotation = export_max_size.map(|max_size| Rotation {
+                max_size,
+                backups: export_backups,
+                compress: export_compress,
+            });
             let node_name = match daemon::node_name(node_name) {
                 Ok(n) => n,
                 Err(e) => return fail(e),
             };
             let opts = RunOptions {
                 bundle,
-                export: ExportTarget::parse(&export),
+                export,
+                export_rotation,
+                export_filters,
                 node_name,
                 pin_dir,
                 metrics_addr,

@@ -492,3 +492,40 @@ pub fn assert_one_sudo_event(d: &Policyd, pid: u32, uid: u32, cwd: &str) {
         .abs();
     assert!(skew < 300, "event time {time} is {skew}s away from now");
 }
+
+/// Compile `text` (one policy file) into bundle YAML named `name`.
+pub fn bundle_yaml(file: &str, text: &str, name: &str) -> String {
+    compile(
+        &[SourceFile {
+            name: file.into(),
+            text: text.into(),
+        }],
+        name,
+    )
+    .unwrap_or_else(|e| panic!("policy does not compile:\n{e}"))
+    .bundle
+    .to_yaml()
+}
+
+/// Replace `path` with `text` the way editors do: write a temp file next to
+/// it, then rename it over `path` (a new inode, never half-written).
+pub fn replace_file(path: &Path, text: &str) {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let tmp = path.with_extension(format!(
+        "tmp{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Every sample line of metric `name` (with or without labels) in `text`.
+pub fn metric_lines<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+        })
+        .collect()
+}
