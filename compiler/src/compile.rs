@@ -98,6 +98,12 @@ pub enum Diagnostic {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Kubernetes(#[from] crate::k8s::K8sError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    DenyIsKill(#[from] crate::kernel_features::DenyIsKill),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    DenyNotEnforced(#[from] crate::kernel_features::DenyNotEnforced),
 }
 
 impl Diagnostic {
@@ -221,6 +227,24 @@ pub fn check(sources: &[SourceFile]) -> (Option<Vec<policy_dsl::checked::Policy>
 /// succeeds.
 pub fn analyze(sources: &[SourceFile]) -> (Option<Vec<policy_dsl::checked::Policy>>, Vec<Located>) {
     analyze_with(sources, true)
+}
+
+/// [`analyze`] for a target kernel: also `policyc::deny_is_kill` (warning)
+/// and `policyc::deny_not_enforced` (error) from `features`
+/// ([`crate::kernel_features::diagnostics`]).
+pub fn analyze_for_kernel(
+    sources: &[SourceFile],
+    features: &crate::kernel_features::KernelFeatures,
+) -> (Option<Vec<policy_dsl::checked::Policy>>, Vec<Located>) {
+    let (policies, mut diagnostics) = analyze(sources);
+    let Some(policies) = policies else {
+        return (None, diagnostics);
+    };
+    let extra = crate::kernel_features::diagnostics(&policies, features);
+    let failed = extra.iter().any(|d| !d.diagnostic.is_warning());
+    diagnostics.extend(extra);
+    diagnostics.sort_by_key(|d| (d.file, label_offset(&d.diagnostic)));
+    ((!failed).then_some(policies), diagnostics)
 }
 
 /// What [`compile_for_evaluation`] checks: as [`analyze`], without the

@@ -17,6 +17,7 @@ pub mod event_json;
 pub mod explain;
 pub mod inspect;
 pub mod k8s;
+pub mod kernel_features;
 pub mod limits;
 pub mod lower;
 pub mod overlap;

@@ -220,3 +220,63 @@ fn fmt_check_lists_unformatted_files_and_fmt_fixes_them() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("not formatted"), "{}", stderr(&out));
 }
+
+#[test]
+fn check_kernel_features_warns_where_deny_only_kills() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let deny = "policy p {}\nrule r on exec { when process.binary == \"/usr/bin/nc\" deny }\n";
+    std::fs::write(dir.path().join("p.policy"), deny).unwrap();
+    let kill_only = ws.join("tests/golden/kernel-features/this-kernel.json");
+    let audit_only = ws.join("tests/golden/kernel-features/audit-only.json");
+    // Without the file: clean.
+    let out = policyc(&["check", "p.policy"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("deny_is_kill"));
+    // Kill-only target: a warning, exit 0; exit 1 with --deny-warnings.
+    let k = kill_only.to_str().unwrap();
+    let out = policyc(&["check", "p.policy", "--kernel-features", k], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("policyc::deny_is_kill"),
+        "{}",
+        stderr(&out)
+    );
+    let out = policyc(
+        &[
+            "check",
+            "p.policy",
+            "--kernel-features",
+            k,
+            "--deny-warnings",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    // Audit-only target: an error.
+    let a = audit_only.to_str().unwrap();
+    let out = policyc(&["check", "p.policy", "--kernel-features", a], dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("policyc::deny_not_enforced"));
+    // JSON diagnostics carry the code.
+    let out = policyc(
+        &[
+            "check",
+            "p.policy",
+            "--kernel-features",
+            k,
+            "--format",
+            "json",
+        ],
+        dir.path(),
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("policyc::deny_is_kill"));
+    // A bad file is a usage error (exit 2) naming it.
+    std::fs::write(dir.path().join("bad.json"), "{}").unwrap();
+    let out = policyc(
+        &["check", "p.policy", "--kernel-features", "bad.json"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("bad.json"), "{}", stderr(&out));
+}

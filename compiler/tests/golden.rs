@@ -4,12 +4,15 @@
 //!
 //! A case is a `.policy` file or a directory of them (compiled together). A
 //! first line `// golden: bundle-name = NAME` sets the bundle name (default
-//! `golden`). The shipped `policies/*.policy` are cases too.
+//! `golden`). Leading lines `// golden: kernel-features = PATH` (relative to
+//! the workspace) check the case as `policyc check --kernel-features PATH`
+//! does: the snapshot is the diagnostics only. The shipped
+//! `policies/*.policy` are cases too.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use policy_compiler::compile::{compile, SourceFile};
+use policy_compiler::compile::{analyze_for_kernel, compile, SourceFile};
 use policy_compiler::render::{render, summary};
 
 fn workspace() -> PathBuf {
@@ -47,6 +50,21 @@ fn run_case(sources: &[SourceFile]) -> String {
         .next()
         .and_then(|l| l.strip_prefix("// golden: bundle-name = "))
         .unwrap_or("golden");
+    let features = sources[0]
+        .text
+        .lines()
+        .take_while(|l| l.starts_with("// golden: "))
+        .find_map(|l| l.strip_prefix("// golden: kernel-features = "));
+    if let Some(path) = features {
+        let text = std::fs::read_to_string(workspace().join(path.trim())).unwrap();
+        let features = policy_compiler::kernel_features::parse(&text).unwrap();
+        let (_, diagnostics) = analyze_for_kernel(sources, &features);
+        return format!(
+            "{}{}\n",
+            render(&diagnostics, sources, false, 100),
+            summary(&diagnostics)
+        );
+    }
     match compile(sources, name) {
         Err(failure) => format!(
             "{}{}\n",

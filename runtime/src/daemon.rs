@@ -20,7 +20,7 @@ use crate::export::{
     build, BundleRef, ExportError, ExportErrors, ExportTarget, Exporter, Rotation,
 };
 use crate::filter::{EventKey, ExportFilters};
-use crate::loader::{map_sizes, ExecHook, LoadError, RunStats, EXEC_MECHANISM};
+use crate::loader::{map_sizes, ExecHook, LoadError, RunStats};
 use crate::metrics::{self, Metrics, KERNEL_REFRESH, NO_NAMESPACE};
 use crate::pins::{self, PinError, PinLock, PinPlan};
 use crate::reload::{self, BundleWatch, Version, Versions};
@@ -34,8 +34,11 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/policyd";
 /// Options of `policyd run`.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// The PolicyBundle YAML file.
+    /// The PolicyBundle YAML file (with `bundle_dir`: the directory).
     pub bundle: PathBuf,
+    /// `--bundle-dir`: `bundle` is a directory whose `*.yaml`/`*.yml`
+    /// bundles are all in force at once (see [`reload::DirWatch`]).
+    pub bundle_dir: bool,
     /// Where events go.
     pub export: ExportTarget,
     /// Size rotation of an export file (`--export-max-size` …); `None`: the
@@ -99,6 +102,18 @@ pub enum RunError {
         #[source]
         #[diagnostic_source]
         source: BundleError,
+    },
+    /// The valid bundles of `--bundle-dir` cannot be merged at start.
+    #[error("the bundles in {dir} cannot be loaded together: {message}")]
+    #[diagnostic(
+        code(policyd::bundle_dir),
+        help("remove or split bundles so that together they fit the kernel's limits")
+    )]
+    BundleDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why, naming the bundles.
+        message: String,
     },
     /// The bundle needs something this runtime's templates do not implement.
     #[error(transparent)]
@@ -250,7 +265,7 @@ impl Pipeline<'_> {
             );
             return;
         };
-        let decision = decide(&version.exec, &version.bundle.spec.rules, &ev.matched);
+        let decision = decide(&version.exec, &version.rules, &ev.matched);
         self.metrics
             .record_event(Hook::Exec.as_str(), &decision, &ev.binary, NO_NAMESPACE);
         let key = EventKey {
@@ -263,10 +278,24 @@ impl Pipeline<'_> {
             self.metrics.event_filtered(Hook::Exec.as_str());
             return;
         }
-        let bundle = BundleRef {
-            name: &version.bundle.metadata.name,
-            digest: &version.bundle.spec.digest,
-            generation: ev.generation,
+        // The bundle of the deciding rule (with `--bundle-dir` the rules
+        // matched may span bundles), else of the first rule matched.
+        let named = decision
+            .rule
+            .or(decision.matched.first().copied())
+            .and_then(|r| version.bundle_of(r.id))
+            .or(version.bundles.first());
+        let bundle = match named {
+            Some(b) => BundleRef {
+                name: &b.metadata.name,
+                digest: &b.spec.digest,
+                generation: ev.generation,
+            },
+            None => BundleRef {
+                name: "",
+                digest: "",
+                generation: ev.generation,
+            },
         };
         let out = build(
             &ev,
@@ -288,6 +317,12 @@ impl Pipeline<'_> {
             self.handle(&item);
         }
     }
+}
+
+/// What `policyd run` follows: `--bundle FILE` or `--bundle-dir DIR`.
+enum Source {
+    File(BundleWatch),
+    Dir(reload::DirWatch),
 }
 
 /// Copy the kernel's counters and the program's run statistics into `metrics`.
@@ -312,9 +347,21 @@ fn refresh_kernel_metrics(hook: &ExecHook, metrics: &Metrics) {
 /// Any [`RunError`]; the hook is detached and unpinned before returning.
 pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     preflight()?;
+    // The exec mechanism in the readiness line comes from probing the kernel.
+    let exec_mechanism = crate::probe::exec_mechanism(&crate::probe::run());
     check_node_name(&opts.node_name)?;
-    let (bundle_bytes, bundle) = reload::read_initial(&opts.bundle)?;
-    let tables = ExecTables::from_bundle(&bundle)?;
+    // `--bundle FILE`: the file's bytes and bundle; `--bundle-dir`: the
+    // directory's watcher and its merged bundles.
+    let (first, source) = if opts.bundle_dir {
+        let (watch, bundles, merged) = reload::DirWatch::start(&opts.bundle)?;
+        (Version::merged(bundles, merged, 1), Source::Dir(watch))
+    } else {
+        let (bundle_bytes, bundle) = reload::read_initial(&opts.bundle)?;
+        ExecTables::from_bundle(&bundle)?;
+        let watch = BundleWatch::new(&opts.bundle, bundle_bytes);
+        (Version::new(Arc::new(bundle), 1), Source::File(watch))
+    };
+    let tables = ExecTables::from_hook_table(&first.exec)?;
     let exporter = Exporter::open_with(&opts.export, opts.export_rotation.as_ref())?;
     let pin_dir = pins::absolute(&opts.pin_dir).map_err(|source| PinError::Inspect {
         path: opts.pin_dir.clone(),
@@ -335,7 +382,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         }
     }
     let metrics = Arc::new(Metrics::new());
-    metrics.prepare(&bundle);
+    for bundle in &first.bundles {
+        metrics.prepare(bundle);
+    }
     let listener = match opts.metrics_addr {
         Some(addr) => {
             Some(metrics::bind(addr).map_err(|source| RunError::MetricsBind { addr, source })?)
@@ -392,17 +441,16 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         metrics.set_map(Hook::Exec.as_str(), map, entries, max);
     }
     refresh_kernel_metrics(&hook, &metrics);
-    metrics.loaded(&bundle, 1);
+    for bundle in &first.bundles {
+        metrics.loaded(bundle, 1);
+    }
     metrics.set_ready(true);
 
-    let bundle = Arc::new(bundle);
-    let first = Version::new(bundle.clone(), 1);
     let exec = &first.exec;
     say!(
-        "ready hook=exec mechanism={EXEC_MECHANISM} bundle={} digest={} rules={} terms={} pins={pins} export={} metrics={metrics_at} run_stats={}",
-        bundle.metadata.name,
-        bundle.spec.digest,
-        bundle.spec.rules.len(),
+        "ready hook=exec mechanism={exec_mechanism} {} rules={} terms={} pins={pins} export={} metrics={metrics_at} run_stats={}",
+        first.describe(),
+        first.rules.len(),
         exec.terms.len(),
         opts.export,
         run_stats.as_ref().map_or("off", RunStats::how),
@@ -419,7 +467,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     };
     let mut refresh = tokio::time::interval(KERNEL_REFRESH);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut watch = BundleWatch::new(&opts.bundle, bundle_bytes);
+    let mut source = source;
     let mut watch_tick = tokio::time::interval(reload::WATCH_INTERVAL);
     watch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -435,8 +483,15 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             }
             _ = refresh.tick() => refresh_kernel_metrics(&hook, &metrics),
             _ = watch_tick.tick() => {
-                if let Some(change) = watch.poll() {
-                    reload::apply(change, watch.path(), &mut hook, &mut pipeline.versions, &metrics);
+                match &mut source {
+                    Source::File(watch) => {
+                        if let Some(change) = watch.poll() {
+                            reload::apply(change, watch.path(), &mut hook, &mut pipeline.versions, &metrics);
+                        }
+                    }
+                    Source::Dir(watch) => {
+                        watch.poll_apply(&mut hook, &mut pipeline.versions, &metrics);
+                    }
                 }
             }
             _ = sigterm.recv() => break Ok("SIGTERM"),
@@ -448,7 +503,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
 
     metrics.set_ready(false);
     hook.detach()?;
-    metrics.unloaded(&pipeline.versions.current().bundle);
+    for bundle in &pipeline.versions.current().bundles {
+        metrics.unloaded(bundle);
+    }
     pipeline.drain(ring.get_mut());
     if let Some(server) = server {
         server.abort();

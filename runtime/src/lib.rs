@@ -11,8 +11,10 @@
 //! - [`export`]: the JSON line shape and its writer (with size rotation);
 //! - [`filter`]: `--export-allow` / `--export-deny` filters (pure);
 //! - [`pins`]: the pin directory's lock and checks;
+//! - [`probe`]: `policyd probe`, kernel features and the mechanism per hook;
 //! - [`metrics`]: Prometheus metrics, `/metrics`, `/healthz`, `/readyz`;
-//! - [`reload`]: watching the bundle file, generations of bundles;
+//! - [`reload`]: watching the bundle file or directory, generations of bundles;
+//! - [`merge`]: several bundles' exec tables as one (pure);
 //! - [`daemon`]: `policyd run`, tying it together with tokio;
 //! - [`abi`], [`clock`]: the kernel ABI mirror and time conversion.
 
@@ -38,7 +40,9 @@ pub mod event;
 pub mod export;
 pub mod filter;
 pub mod loader;
+pub mod merge;
 pub mod metrics;
 pub mod pins;
+pub mod probe;
 pub mod reload;
 pub mod tables;

@@ -455,6 +455,33 @@ impl Metrics {
         self.loaded(new, generation);
     }
 
+    /// The bundles `new` replaced the bundles `old` as load number
+    /// `generation` (`--bundle-dir`): the `policyd_policy_loaded` series of
+    /// the old ones that are not among the new ones go.
+    pub fn swapped_set(
+        &self,
+        old: &[std::sync::Arc<PolicyBundle>],
+        new: &[std::sync::Arc<PolicyBundle>],
+        generation: i64,
+    ) {
+        self.bundle_reloads
+            .get_or_create(&ReloadLabels {
+                result: "applied".into(),
+            })
+            .inc();
+        let keep: Vec<BundleLabels> = new.iter().map(|b| bundle_labels(b)).collect();
+        for o in old {
+            if !keep.contains(&bundle_labels(o)) {
+                self.policy_loaded.remove(&bundle_labels(o));
+            }
+        }
+        for n in new {
+            self.prepare(n);
+            self.loaded(n, generation);
+        }
+        self.load_generation.set(generation);
+    }
+
     /// `bundle` is no longer enforced (detached at exit).
     pub fn unloaded(&self, bundle: &PolicyBundle) {
         self.policy_loaded

@@ -12,15 +12,16 @@
 //!
 //! The kernel side of a swap is [`crate::loader::ExecHook::swap`].
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use policy_compiler::bundle::{Hook, HookTable, PolicyBundle};
+use policy_compiler::bundle::{Hook, HookTable, PolicyBundle, RuleEntry};
 
 use crate::daemon::RunError;
 use crate::loader::{map_sizes, ExecHook};
+use crate::merge::{merge, Merged};
 use crate::metrics::Metrics;
 use crate::tables::ExecTables;
 
@@ -32,15 +33,20 @@ pub const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 /// error (it would take this many swaps during one ring-buffer drain).
 pub const KEPT_GENERATIONS: usize = 64;
 
-/// One loaded bundle.
+/// One generation: the bundle (or, with `--bundle-dir`, the bundles) it
+/// enforces.
 #[derive(Debug)]
 pub struct Version {
     /// Its load number (1 = the bundle loaded at start).
     pub generation: u64,
-    /// The bundle.
-    pub bundle: Arc<PolicyBundle>,
-    /// Its exec hook table (empty when it has no exec rules).
+    /// Its bundles, in merge order (one with `--bundle FILE`).
+    pub bundles: Vec<Arc<PolicyBundle>>,
+    /// Its exec hook table (merged; empty when no exec rules).
     pub exec: HookTable,
+    /// Its rule table (merged: ids renumbered).
+    pub rules: Vec<RuleEntry>,
+    /// For each rule id of [`Version::rules`]: the index of its bundle.
+    pub rule_bundle: Vec<usize>,
 }
 
 impl Version {
@@ -58,9 +64,43 @@ impl Version {
             });
         Version {
             generation,
-            bundle,
+            rules: bundle.spec.rules.clone(),
+            rule_bundle: vec![0; bundle.spec.rules.len()],
+            bundles: vec![bundle],
             exec,
         }
+    }
+
+    /// `bundles`, merged as `merged` (see [`crate::merge::merge`]), as
+    /// generation `generation`.
+    pub fn merged(bundles: Vec<Arc<PolicyBundle>>, merged: Merged, generation: u64) -> Version {
+        Version {
+            generation,
+            bundles,
+            exec: merged.table,
+            rules: merged.rules,
+            rule_bundle: merged.origin.iter().map(|(b, _)| *b).collect(),
+        }
+    }
+
+    /// The bundle of merged rule `rule`.
+    pub fn bundle_of(&self, rule: u32) -> Option<&Arc<PolicyBundle>> {
+        self.rule_bundle
+            .get(rule as usize)
+            .and_then(|b| self.bundles.get(*b))
+    }
+
+    /// `name digest` pairs for logs: `bundle=a digest=… bundle=b digest=…`,
+    /// or `bundles=none`.
+    pub fn describe(&self) -> String {
+        if self.bundles.is_empty() {
+            return "bundles=none".into();
+        }
+        self.bundles
+            .iter()
+            .map(|b| format!("bundle={} digest={}", b.metadata.name, b.spec.digest))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -225,7 +265,7 @@ pub fn apply(
     metrics: &Metrics,
 ) {
     let current = versions.current();
-    let (old, old_gen) = (current.bundle.clone(), current.generation);
+    let (old, old_gen) = (current.bundles[0].clone(), current.generation);
     let keep = |why: &str| {
         metrics.reload_refused();
         say!(
@@ -263,6 +303,348 @@ pub fn apply(
     }
 }
 
+/// The bundle files of a directory and what each holds.
+pub type Snapshot = BTreeMap<PathBuf, SeenFile>;
+
+/// What one file of a watched directory holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeenFile {
+    /// Its bytes.
+    Content(Vec<u8>),
+    /// Why it could not be read.
+    Unreadable(String),
+}
+
+/// Whether `name` is a bundle file of a `--bundle-dir`: `*.yaml` or `*.yml`,
+/// not hidden (editors' and `kubectl cp`'s temp files are).
+pub fn is_bundle_file(name: &str) -> bool {
+    !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml"))
+}
+
+/// Read every bundle file of `dir` (regular files and symlinks to them).
+///
+/// # Errors
+/// When `dir` cannot be listed.
+pub fn read_dir(dir: &Path) -> std::io::Result<Snapshot> {
+    let mut out = Snapshot::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !is_bundle_file(name) {
+            continue;
+        }
+        let path = entry.path();
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                out.insert(path, SeenFile::Unreadable(e.to_string()));
+                continue;
+            }
+        }
+        let seen = match std::fs::read(&path) {
+            Ok(bytes) => SeenFile::Content(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => SeenFile::Unreadable(e.to_string()),
+        };
+        out.insert(path, seen);
+    }
+    Ok(out)
+}
+
+/// One file's bundle in force.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The file.
+    pub path: PathBuf,
+    /// The content the bundle was read from.
+    pub bytes: Vec<u8>,
+    /// The bundle.
+    pub bundle: Arc<PolicyBundle>,
+}
+
+/// The bundles of the next generation.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// The bundles in force next, by file name.
+    pub set: Vec<Loaded>,
+    /// Log lines (without the `policyd: ` prefix), one per refused or
+    /// removed file.
+    pub log: Vec<String>,
+    /// How many files were refused (counted as refused reloads).
+    pub refused: u64,
+}
+
+/// Decide which bundles a directory `snapshot` puts in force, given the
+/// files in force (`active`); `invalid` remembers contents that failed
+/// validation so that an unchanged bad file is not logged again.
+///
+/// The rule, per file (in file-name order):
+/// - unchanged and in force: stays (these are checked first, so a new file
+///   never displaces one in force);
+/// - new or changed, and valid (as `--bundle FILE` validates) and none of
+///   its policies is already loaded from another file: its new version is
+///   in force;
+/// - new or changed but malformed, refused by this runtime, unreadable, or
+///   naming a policy another file in force already has: logged and
+///   skipped, and the version of that file in force before (if any, and if
+///   its policies clash with no other file) stays;
+/// - gone from the directory: dropped.
+pub fn plan(
+    snapshot: &Snapshot,
+    active: &[Loaded],
+    invalid: &mut BTreeMap<PathBuf, Vec<u8>>,
+) -> Plan {
+    invalid.retain(|p, _| snapshot.contains_key(p));
+    let mut plan = Plan::default();
+    let mut accepted: BTreeMap<PathBuf, Loaded> = BTreeMap::new();
+    let mut names: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let clash = |b: &PolicyBundle, names: &BTreeMap<String, PathBuf>| {
+        b.spec
+            .policies
+            .iter()
+            .find_map(|p| names.get(&p.name).map(|f| (p.name.clone(), f.clone())))
+    };
+    fn take(
+        l: Loaded,
+        accepted: &mut BTreeMap<PathBuf, Loaded>,
+        names: &mut BTreeMap<String, PathBuf>,
+    ) {
+        for p in &l.bundle.spec.policies {
+            names.insert(p.name.clone(), l.path.clone());
+        }
+        accepted.insert(l.path.clone(), l);
+    }
+    for a in active {
+        if snapshot.get(&a.path) == Some(&SeenFile::Content(a.bytes.clone())) {
+            take(a.clone(), &mut accepted, &mut names);
+        }
+    }
+    for a in active {
+        if !snapshot.contains_key(&a.path) {
+            plan.log.push(format!(
+                "bundle {} removed: bundle={} digest={} no longer in force",
+                a.path.display(),
+                a.bundle.metadata.name,
+                a.bundle.spec.digest
+            ));
+        }
+    }
+    for (path, seen) in snapshot {
+        if accepted.contains_key(path) {
+            continue;
+        }
+        let previous = active.iter().find(|a| &a.path == path);
+        // Err(None): refused before for this same content, not logged again.
+        let candidate: Result<Loaded, Option<String>> = match seen {
+            SeenFile::Unreadable(e) => Err(Some(format!("cannot read it: {e}"))),
+            SeenFile::Content(bytes) if invalid.get(path) == Some(bytes) => Err(None),
+            SeenFile::Content(bytes) => match validate(bytes) {
+                Change::Refused(why) => {
+                    invalid.insert(path.clone(), bytes.clone());
+                    Err(Some(why))
+                }
+                Change::Valid(b, _) => {
+                    invalid.remove(path);
+                    match clash(&b, &names) {
+                        Some((policy, other)) => Err(Some(format!(
+                            "policy `{policy}` is already loaded from {}",
+                            other.display()
+                        ))),
+                        None => Ok(Loaded {
+                            path: path.clone(),
+                            bytes: bytes.clone(),
+                            bundle: Arc::new(*b),
+                        }),
+                    }
+                }
+            },
+        };
+        match candidate {
+            Ok(l) => take(l, &mut accepted, &mut names),
+            Err(why) => {
+                let kept = previous.filter(|p| clash(&p.bundle, &names).is_none());
+                if let Some(why) = why {
+                    plan.refused += 1;
+                    let what = match kept {
+                        Some(p) => format!(
+                            "keeping its previous version (bundle={} digest={})",
+                            p.bundle.metadata.name, p.bundle.spec.digest
+                        ),
+                        None => "not loaded".to_string(),
+                    };
+                    plan.log
+                        .push(format!("bundle {} refused, {what}: {why}", path.display()));
+                }
+                if let Some(p) = kept {
+                    take(p.clone(), &mut accepted, &mut names);
+                }
+            }
+        }
+    }
+    plan.set = accepted.into_values().collect();
+    plan
+}
+
+/// Watches `--bundle-dir DIR` by polling its files' contents; all valid
+/// bundles in it are in force at once, merged into one generation.
+#[derive(Debug)]
+pub struct DirWatch {
+    dir: PathBuf,
+    /// The snapshot last acted on (`Err`: the directory could not be listed).
+    handled: Result<Snapshot, String>,
+    /// A different snapshot read once; acted on when read again unchanged.
+    pending: Option<Result<Snapshot, String>>,
+    /// The files in force, by file name.
+    active: Vec<Loaded>,
+    invalid: BTreeMap<PathBuf, Vec<u8>>,
+}
+
+/// The merge of `set`, or why it is refused (one line naming the bundles).
+fn merge_set(set: &[Loaded]) -> Result<Merged, String> {
+    let bundles: Vec<&PolicyBundle> = set.iter().map(|l| &*l.bundle).collect();
+    merge(&bundles).map_err(|e| {
+        let files: Vec<String> = set
+            .iter()
+            .map(|l| format!("{}={}", l.path.display(), l.bundle.metadata.name))
+            .collect();
+        format!("{e} (files: {})", files.join(", "))
+    })
+}
+
+impl DirWatch {
+    /// Read `dir` at start: the watcher, and the bundles in force with
+    /// their merge. Refused files are logged and skipped.
+    ///
+    /// # Errors
+    /// [`RunError::ReadBundle`] when `dir` cannot be listed;
+    /// [`RunError::BundleDir`] when its valid bundles cannot be merged.
+    pub fn start(dir: &Path) -> Result<(DirWatch, Vec<Arc<PolicyBundle>>, Merged), RunError> {
+        let snapshot = read_dir(dir).map_err(|source| RunError::ReadBundle {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut invalid = BTreeMap::new();
+        let plan = plan(&snapshot, &[], &mut invalid);
+        for line in &plan.log {
+            say!("{line}");
+        }
+        let merged = merge_set(&plan.set).map_err(|message| RunError::BundleDir {
+            dir: dir.to_path_buf(),
+            message,
+        })?;
+        let bundles = plan.set.iter().map(|l| l.bundle.clone()).collect();
+        Ok((
+            DirWatch {
+                dir: dir.to_path_buf(),
+                handled: Ok(snapshot),
+                pending: None,
+                active: plan.set,
+                invalid,
+            },
+            bundles,
+            merged,
+        ))
+    }
+
+    /// The watched directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Read the directory; a change seen on two polls in a row is acted on
+    /// once: the next generation is swapped in when the set of bundles in
+    /// force changes (see [`plan`]); when they cannot be merged (too many
+    /// terms) or the kernel refuses the tables, the generation in force
+    /// stays, and so do the files in force.
+    pub fn poll_apply(&mut self, hook: &mut ExecHook, versions: &mut Versions, metrics: &Metrics) {
+        let now = read_dir(&self.dir).map_err(|e| e.to_string());
+        if now == self.handled {
+            self.pending = None;
+            return;
+        }
+        if self.pending.as_ref() != Some(&now) {
+            self.pending = Some(now);
+            return;
+        }
+        self.pending = None;
+        self.handled = now.clone();
+        let current = versions.current();
+        let old_gen = current.generation;
+        let snapshot = match now {
+            Ok(s) => s,
+            Err(e) => {
+                metrics.reload_refused();
+                say!(
+                    "bundle dir {} cannot be listed, keeping generation {old_gen}: {e}",
+                    self.dir.display()
+                );
+                return;
+            }
+        };
+        let plan = plan(&snapshot, &self.active, &mut self.invalid);
+        for _ in 0..plan.refused {
+            metrics.reload_refused();
+        }
+        for line in &plan.log {
+            say!("{line}");
+        }
+        let same = plan.set.len() == self.active.len()
+            && plan
+                .set
+                .iter()
+                .zip(&self.active)
+                .all(|(a, b)| a.path == b.path && a.bytes == b.bytes);
+        if same {
+            return;
+        }
+        let keep = |why: &str| {
+            metrics.reload_refused();
+            say!(
+                "bundle dir {} refused, keeping generation {old_gen} ({}): {why}",
+                self.dir.display(),
+                current.describe()
+            );
+        };
+        let merged = match merge_set(&plan.set) {
+            Ok(m) => m,
+            Err(why) => return keep(&why),
+        };
+        let tables = match ExecTables::from_hook_table(&merged.table) {
+            Ok(t) => t,
+            Err(e) => return keep(&one_line(&e)),
+        };
+        let generation = old_gen + 1;
+        match hook.swap(&tables, generation) {
+            Ok(swap) => {
+                let old = current.bundles.clone();
+                let bundles: Vec<Arc<PolicyBundle>> =
+                    plan.set.iter().map(|l| l.bundle.clone()).collect();
+                let version = Version::merged(bundles, merged, generation);
+                for (map, entries, max) in map_sizes(&tables) {
+                    metrics.set_map(Hook::Exec.as_str(), map, entries, max);
+                }
+                metrics.swapped_set(&old, &version.bundles, generation as i64);
+                say!(
+                    "bundle dir {} applied: generation={generation} files={} {} slot={} grace={}us fill={}us switch={}us",
+                    self.dir.display(),
+                    plan.set.len(),
+                    version.describe(),
+                    swap.slot,
+                    swap.grace.as_micros(),
+                    swap.fill.as_micros(),
+                    swap.switch.as_micros(),
+                );
+                versions.push(version);
+                self.active = plan.set;
+            }
+            Err(e) => keep(&format!("the kernel refused its tables: {}", one_line(&e))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,6 +679,98 @@ mod tests {
         assert_eq!(v.current().generation, KEPT_GENERATIONS as u64 + 5);
         assert!(v.get(1).is_none());
         assert!(v.get(6).is_some());
+    }
+
+    fn yaml(policy: &str, path: &str, name: &str) -> Vec<u8> {
+        let sources = [policy_compiler::SourceFile {
+            name: "p.policy".into(),
+            text: format!("policy {policy} {{}}\nrule r on exec {{ when process.binary == \"{path}\" audit }}\n"),
+        }];
+        policy_compiler::compile(&sources, name)
+            .unwrap()
+            .bundle
+            .to_yaml()
+            .into_bytes()
+    }
+
+    fn names(plan: &Plan) -> Vec<String> {
+        plan.set
+            .iter()
+            .map(|l| format!("{}:{}", l.path.display(), l.bundle.metadata.name))
+            .collect()
+    }
+
+    #[test]
+    fn a_directory_plan_keeps_what_is_in_force_and_skips_bad_files() {
+        let (a, b) = (PathBuf::from("/d/a.yaml"), PathBuf::from("/d/b.yaml"));
+        let c = PathBuf::from("/d/c.yml");
+        let mut invalid = BTreeMap::new();
+        let snap = |files: &[(&PathBuf, Vec<u8>)]| -> Snapshot {
+            files
+                .iter()
+                .map(|(p, b)| ((*p).clone(), SeenFile::Content(b.clone())))
+                .collect()
+        };
+        let (ya, yb) = (yaml("pa", "/x", "a"), yaml("pb", "/y", "b"));
+        // Both load.
+        let p1 = plan(
+            &snap(&[(&a, ya.clone()), (&b, yb.clone())]),
+            &[],
+            &mut invalid,
+        );
+        assert_eq!(names(&p1), ["/d/a.yaml:a", "/d/b.yaml:b"]);
+        assert!(p1.log.is_empty() && p1.refused == 0);
+        // A malformed new file: refused once, the others stay.
+        let bad = b"spec: [".to_vec();
+        let s2 = snap(&[(&a, ya.clone()), (&b, yb.clone()), (&c, bad.clone())]);
+        let p2 = plan(&s2, &p1.set, &mut invalid);
+        assert_eq!(names(&p2), names(&p1));
+        assert_eq!(p2.refused, 1);
+        assert!(
+            p2.log[0].starts_with("bundle /d/c.yml refused, not loaded: "),
+            "{:?}",
+            p2.log
+        );
+        let p2 = plan(&s2, &p2.set, &mut invalid);
+        assert!(
+            p2.log.is_empty() && p2.refused == 0,
+            "not logged again: {:?}",
+            p2.log
+        );
+        // b replaced by a malformed file: its previous version stays.
+        let s3 = snap(&[(&a, ya.clone()), (&b, bad.clone())]);
+        let p3 = plan(&s3, &p2.set, &mut invalid);
+        assert_eq!(names(&p3), names(&p1));
+        assert!(
+            p3.log[0].contains("keeping its previous version (bundle=b "),
+            "{:?}",
+            p3.log
+        );
+        // A later file reusing a policy name of a file in force: refused.
+        let dup = yaml("pa", "/z", "dup");
+        let s4 = snap(&[(&a, ya.clone()), (&b, yb.clone()), (&c, dup)]);
+        let p4 = plan(&s4, &p1.set, &mut invalid);
+        assert_eq!(names(&p4), names(&p1));
+        assert!(
+            p4.log[0].contains("policy `pa` is already loaded from /d/a.yaml"),
+            "{:?}",
+            p4.log
+        );
+        // Removed: dropped, logged.
+        let p5 = plan(&snap(&[(&b, yb)]), &p1.set, &mut invalid);
+        assert_eq!(names(&p5), ["/d/b.yaml:b"]);
+        assert!(
+            p5.log[0].starts_with("bundle /d/a.yaml removed"),
+            "{:?}",
+            p5.log
+        );
+    }
+
+    #[test]
+    fn only_visible_yaml_files_are_bundles() {
+        assert!(is_bundle_file("a.yaml") && is_bundle_file("b.yml"));
+        assert!(!is_bundle_file(".a.yaml") && !is_bundle_file("a.yaml.tmp1-0"));
+        assert!(!is_bundle_file("a.json"));
     }
 
     fn sample_yaml() -> String {

@@ -54,6 +54,12 @@ enum Command {
         /// Policy source files (`.policy`).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Check against a target kernel's features, the JSON that
+        /// `policyd probe --format json` writes: warn where a `deny` can
+        /// only kill there (`policyc::deny_is_kill`), fail where a `deny` or
+        /// `kill` would not be enforced (`policyc::deny_not_enforced`).
+        #[arg(long, value_name = "FILE")]
+        kernel_features: Option<PathBuf>,
         #[command(flatten)]
         diagnostics: DiagnosticArgs,
     },
@@ -540,10 +546,21 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         } => fmt(&files, check, color),
         Command::Check {
             files,
+            kernel_features,
             diagnostics: args,
         } => {
+            let features = match &kernel_features {
+                Some(path) => Some(
+                    policy_compiler::kernel_features::parse(&read_text(path)?)
+                        .map_err(|e| format!("{}: {e}", path.display()))?,
+                ),
+                None => None,
+            };
             let sources = read_sources(&files)?;
-            let (policies, diagnostics) = compile::analyze(&sources);
+            let (policies, diagnostics) = match &features {
+                Some(f) => compile::analyze_for_kernel(&sources, f),
+                None => compile::analyze(&sources),
+            };
             let failed = emit_diagnostics(&diagnostics, &sources, &args)?;
             Ok(exit(failed || policies.is_none()))
         }

@@ -20,12 +20,23 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// `Run` carries every option; the enum lives once, on the stack of main.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Enforce and audit a bundle until SIGINT, SIGTERM, SIGHUP or SIGQUIT.
     Run {
-        /// PolicyBundle YAML written by `policyc compile`.
-        #[arg(long, value_name = "BUNDLE")]
-        bundle: PathBuf,
+        /// PolicyBundle YAML written by `policyc compile`; watched for changes.
+        #[arg(
+            long,
+            value_name = "BUNDLE",
+            required_unless_present = "bundle_dir",
+            conflicts_with = "bundle_dir"
+        )]
+        bundle: Option<PathBuf>,
+        /// A directory of bundles (`*.yaml`, `*.yml`), all in force at once
+        /// and followed as files are added, replaced and removed.
+        #[arg(long, value_name = "DIR")]
+        bundle_dir: Option<PathBuf>,
         /// Where to write events, one JSON object per line: a file (appended
         /// to) or `-` for stdout.
         #[arg(long, value_name = "FILE|-", default_value = "-")]
@@ -62,6 +73,47 @@ enum Command {
         #[arg(long, value_name = "ADDR|off", default_value = DEFAULT_METRICS_ADDR, value_parser = parse_metrics_addr)]
         metrics_addr: MetricsAddr,
     },
+    /// Find which program types, attach types and helpers work on this
+    /// kernel (by loading tiny programs) and print, per hook, the strongest
+    /// mechanism: can deny, can only kill, audit only. Needs root.
+    Probe {
+        /// `human` (a table) or `json` (the file `policyc check
+        /// --kernel-features` reads).
+        #[arg(long, value_enum, default_value_t = ProbeFormat::Human)]
+        format: ProbeFormat,
+    },
+}
+
+/// Output of `policyd probe`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ProbeFormat {
+    Human,
+    Json,
+}
+
+/// `policyd probe`.
+fn probe(format: ProbeFormat) -> ExitCode {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        let _ = writeln!(
+            std::io::stderr(),
+            "policyd: probe needs root: as another user every program is refused with EPERM"
+        );
+        return ExitCode::from(1);
+    }
+    let features = policy_runtime::probe::run();
+    let text = match format {
+        ProbeFormat::Human => policy_runtime::probe::render(&features),
+        ProbeFormat::Json => features.to_json(),
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "policyd: cannot write to stdout: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// `--metrics-addr`: `None` for `off`. An alias, so that clap does not take
@@ -71,8 +123,10 @@ type MetricsAddr = Option<SocketAddr>;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Probe { format } => probe(format),
         Command::Run {
             bundle,
+            bundle_dir,
             export,
             export_max_size,
             export_backups,
@@ -108,8 +162,14 @@ fn main() -> ExitCode {
                 Ok(n) => n,
                 Err(e) => return fail(e),
             };
+            let (bundle, bundle_dir) = match (bundle, bundle_dir) {
+                (_, Some(dir)) => (dir, true),
+                (Some(file), None) => (file, false),
+                (None, None) => unreachable!("clap requires --bundle or --bundle-dir"),
+            };
             let opts = RunOptions {
                 bundle,
+                bundle_dir,
                 export,
                 export_rotation,
                 export_filters,

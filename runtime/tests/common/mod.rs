@@ -130,8 +130,36 @@ impl Policyd {
         stdout: Stdio,
         args: &[&str],
     ) -> Policyd {
+        Policyd::spawn_source("--bundle", bundle, pin_dir, export, stdout, args)
+    }
+
+    /// Start `policyd run --bundle-dir dir` with events appended to
+    /// `work/events.jsonl`, pins in a fresh directory; wait until ready.
+    pub fn start_dir(dir: &Path, work: &Path, tag: &str) -> Policyd {
+        let mut d = Policyd::spawn_source(
+            "--bundle-dir",
+            dir,
+            &test_pin_dir(tag),
+            work.join("events.jsonl").as_os_str(),
+            Stdio::null(),
+            &["--metrics-addr", "127.0.0.1:0"],
+        );
+        d.wait_ready();
+        d
+    }
+
+    /// [`Policyd::spawn_with`] with the bundle given as `flag path`
+    /// (`--bundle FILE` or `--bundle-dir DIR`).
+    pub fn spawn_source(
+        flag: &str,
+        bundle: &Path,
+        pin_dir: &Path,
+        export: &OsStr,
+        stdout: Stdio,
+        args: &[&str],
+    ) -> Policyd {
         let mut child = Command::new(env!("CARGO_BIN_EXE_policyd"))
-            .args(["run", "--bundle"])
+            .args(["run", flag])
             .arg(bundle)
             .arg("--export")
             .arg(export)
