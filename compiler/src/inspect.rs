@@ -568,9 +568,15 @@ impl Inspection {
                 } else {
                     String::new()
                 };
+                // An array stores values only: its index is not a stored key.
+                let per_entry = if m.kind == "array" {
+                    format!("value {}", m.value_bytes)
+                } else {
+                    format!("({overhead}key {} + value {})", m.key_bytes, m.value_bytes)
+                };
                 o.push_str(&format!(
-                    "    {} ({}): {} × ({overhead}key {} + value {}){buckets} = {} bytes",
-                    m.map, m.kind, m.entries, m.key_bytes, m.value_bytes, m.bytes
+                    "    {} ({}): {} × {per_entry}{buckets} = {} bytes",
+                    m.map, m.kind, m.entries, m.bytes
                 ));
                 if m.upper_bytes != m.bytes {
                     o.push_str(&format!(" (≤ {} with intermediate nodes)", m.upper_bytes));
