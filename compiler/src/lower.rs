@@ -150,7 +150,8 @@ fn span_of(sp: &policy_dsl::ast::Span) -> miette::SourceSpan {
 /// so that every bundle it writes loads; `compile_for_evaluation` (used by
 /// `policyc test`) does not apply this gate. The runtime loads `exec` rules on
 /// `process.binary` with `==`, `in`, `startswith` (globs equivalent to
-/// them included) and their negations, with a verdict and/or `audit`.
+/// them included) and their negations, with a verdict and/or `audit`, and
+/// `rate` (applied by `policyd` to the export).
 pub fn runtime_unsupported(file: usize, policy: &Policy) -> Vec<LowerError> {
     let mut out = Vec::new();
     let at = |what: String, sp: &policy_dsl::ast::Span| LowerError::Unsupported {
@@ -163,8 +164,6 @@ pub fn runtime_unsupported(file: usize, policy: &Policy) -> Vec<LowerError> {
             Some(format!("hook `{}`", rule.hook.as_str()))
         } else if !rule.counts.is_empty() {
             Some("`count`".to_string())
-        } else if rule.rate.is_some() {
-            Some("`rate`".to_string())
         } else {
             // A glob that is no prefix, suffix or value has its own error.
             rewrite_globs(&rule.condition)

@@ -164,6 +164,11 @@ fn shipped_policies_are_formatted() {
     for policy in cases(&workspace().join("policies")) {
         let text = std::fs::read_to_string(&policy).unwrap();
         let formatted = policy_dsl::format::format_source(&text).unwrap();
-        assert!(formatted == text, "{} is not in `policyc fmt` layout; run `policyc fmt {}`", policy.display(), policy.display());
+        assert!(
+            formatted == text,
+            "{} is not in `policyc fmt` layout; run `policyc fmt {}`",
+            policy.display(),
+            policy.display()
+        );
     }
 }

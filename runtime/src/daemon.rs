@@ -17,7 +17,7 @@ use crate::clock::boot_to_unix_offset_ns;
 use crate::decision::decide;
 use crate::event::ExecEvent;
 use crate::export::{
-    build, BundleRef, ExportError, ExportErrors, ExportTarget, Exporter, Rotation,
+    build, build_throttled, BundleRef, ExportError, ExportErrors, ExportTarget, Exporter, Rotation,
 };
 use crate::filter::{EventKey, ExportFilters};
 use crate::loader::{map_sizes, ExecHook, LoadError, RunStats};
@@ -25,6 +25,7 @@ use crate::metrics::{self, Metrics, KERNEL_REFRESH, NO_NAMESPACE};
 use crate::pins::{self, PinError, PinLock, PinPlan};
 use crate::reload::{self, BundleWatch, Version, Versions};
 use crate::tables::{ExecTables, TablesError};
+use crate::throttle::{BundleInfo, Summary, Throttle};
 
 /// Where the kernel exposes its BTF; CO-RE relocations need it.
 pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -241,6 +242,24 @@ struct Pipeline<'a> {
     export_errors: ExportErrors,
     metrics: Arc<Metrics>,
     filters: &'a ExportFilters,
+    /// Export windows of the rules with a `rate`.
+    throttle: Throttle,
+}
+
+/// Write one line; a failure is counted and logged, never fatal.
+fn export_line(
+    exporter: &mut Exporter,
+    errors: &mut ExportErrors,
+    metrics: &Metrics,
+    target: &ExportTarget,
+    line: &impl serde::Serialize,
+) {
+    if let Err(e) = exporter.write(line) {
+        metrics.export_error();
+        if let Some(msg) = errors.failed(&e, target, Instant::now()) {
+            say!("{msg}");
+        }
+    }
 }
 
 impl Pipeline<'_> {
@@ -297,6 +316,31 @@ impl Pipeline<'_> {
                 generation: ev.generation,
             },
         };
+        // `rate`: the deciding rule's export window (see crate::throttle).
+        if let Some((rule, rate)) = decision.rule.and_then(|r| r.rate.map(|rate| (r, rate))) {
+            let info = BundleInfo {
+                name: bundle.name.to_string(),
+                digest: bundle.digest.to_string(),
+                generation: bundle.generation,
+            };
+            let outcome =
+                self.throttle
+                    .check(&rule.policy, &rule.name, rate, &info, Instant::now());
+            if let Some(summary) = &outcome.summary {
+                let line = build_throttled(summary, self.node_name, chrono::Utc::now());
+                export_line(
+                    &mut self.exporter,
+                    &mut self.export_errors,
+                    &self.metrics,
+                    self.target,
+                    &line,
+                );
+            }
+            if !outcome.export {
+                self.metrics.event_throttled(&rule.policy, &rule.name);
+                return;
+            }
+        }
         let out = build(
             &ev,
             &decision,
@@ -304,12 +348,40 @@ impl Pipeline<'_> {
             bundle,
             boot_to_unix_offset_ns(),
         );
-        if let Err(e) = self.exporter.write(&out) {
-            self.metrics.export_error();
-            if let Some(line) = self.export_errors.failed(&e, self.target, Instant::now()) {
-                say!("{line}");
-            }
+        export_line(
+            &mut self.exporter,
+            &mut self.export_errors,
+            &self.metrics,
+            self.target,
+            &out,
+        );
+    }
+
+    fn export_summaries(&mut self, summaries: Vec<Summary>) {
+        let now = chrono::Utc::now();
+        for s in &summaries {
+            let line = build_throttled(s, self.node_name, now);
+            export_line(
+                &mut self.exporter,
+                &mut self.export_errors,
+                &self.metrics,
+                self.target,
+                &line,
+            );
         }
+    }
+
+    /// Export the summaries of the `rate` windows that have ended.
+    fn expire_windows(&mut self) {
+        let summaries = self.throttle.expire(Instant::now());
+        self.export_summaries(summaries);
+    }
+
+    /// Shutdown: export the summary of every `rate` window that suppressed
+    /// events, ended or not.
+    fn flush_windows(&mut self) {
+        let summaries = self.throttle.flush(Instant::now());
+        self.export_summaries(summaries);
     }
 
     fn drain(&mut self, ring: &mut RingBuf<MapData>) {
@@ -464,6 +536,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         export_errors: ExportErrors::default(),
         metrics: metrics.clone(),
         filters: &opts.export_filters,
+        throttle: Throttle::default(),
     };
     let mut refresh = tokio::time::interval(KERNEL_REFRESH);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -481,7 +554,10 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 pipeline.drain(guard.get_inner_mut());
                 guard.clear_ready();
             }
-            _ = refresh.tick() => refresh_kernel_metrics(&hook, &metrics),
+            _ = refresh.tick() => {
+                refresh_kernel_metrics(&hook, &metrics);
+                pipeline.expire_windows();
+            }
             _ = watch_tick.tick() => {
                 match &mut source {
                     Source::File(watch) => {
@@ -507,6 +583,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         metrics.unloaded(bundle);
     }
     pipeline.drain(ring.get_mut());
+    pipeline.flush_windows();
     if let Some(server) = server {
         server.abort();
     }

@@ -135,6 +135,68 @@ pub struct BundleRef<'a> {
     pub generation: u64,
 }
 
+/// The summary of a rule's throttled events (see [`crate::throttle`]):
+///
+/// ```json
+/// {"time":"2024-05-01T12:01:00.000000000Z","node_name":"n1",
+///  "throttled":{"policy":"p","rule":"r","suppressed":7,
+///     "since":"2024-05-01T12:00:00.000000000Z","until":"2024-05-01T12:01:00.000000000Z"},
+///  "bundle":{"name":"b","digest":"sha256:…"},"generation":1}
+/// ```
+#[derive(Debug, Serialize)]
+pub struct ThrottledEvent<'a> {
+    /// When the summary was written, RFC 3339 with nanoseconds, UTC.
+    pub time: String,
+    /// The node's name.
+    pub node_name: &'a str,
+    /// What was throttled.
+    pub throttled: Throttled<'a>,
+    /// The bundle of the last suppressed event.
+    pub bundle: BundleRef<'a>,
+    /// Its load generation.
+    pub generation: u64,
+}
+
+/// `throttled`: one rule's window.
+#[derive(Debug, Serialize)]
+pub struct Throttled<'a> {
+    /// Policy of the rule.
+    pub policy: &'a str,
+    /// Name of the rule.
+    pub rule: &'a str,
+    /// Events of the rule not exported in the window.
+    pub suppressed: u64,
+    /// Start of the window.
+    pub since: String,
+    /// End of the window (the shutdown time for a window closed early).
+    pub until: String,
+}
+
+/// The exported form of `summary`, written at `now`.
+pub fn build_throttled<'a>(
+    summary: &'a crate::throttle::Summary,
+    node_name: &'a str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> ThrottledEvent<'a> {
+    ThrottledEvent {
+        time: rfc3339(now),
+        node_name,
+        throttled: Throttled {
+            policy: &summary.policy,
+            rule: &summary.rule,
+            suppressed: summary.suppressed,
+            since: rfc3339(summary.since),
+            until: rfc3339(summary.until),
+        },
+        bundle: BundleRef {
+            name: &summary.bundle.name,
+            digest: &summary.bundle.digest,
+            generation: summary.bundle.generation,
+        },
+        generation: summary.bundle.generation,
+    }
+}
+
 /// Assemble the exported form of `ev` decided as `decision`.
 /// `boot_offset_ns` converts boot time to Unix time (see [`crate::clock`]).
 pub fn build<'a>(
@@ -425,11 +487,12 @@ impl Exporter {
         }
     }
 
-    /// Write `event` as one line and flush.
+    /// Write `event` (an [`ExportEvent`] or a [`ThrottledEvent`]) as one
+    /// line and flush.
     ///
     /// # Errors
     /// [`ExportError::Write`] on an I/O error.
-    pub fn write(&mut self, event: &ExportEvent<'_>) -> Result<(), ExportError> {
+    pub fn write<E: Serialize>(&mut self, event: &E) -> Result<(), ExportError> {
         let mut line = Vec::with_capacity(1024);
         if self.partial {
             line.push(b'\n');
@@ -628,6 +691,39 @@ mod tests {
         assert_eq!(v["bundle"]["digest"], "sha256:00");
         assert_eq!(v["generation"], 1);
         assert!(v["bundle"].get("generation").is_none());
+    }
+
+    #[test]
+    fn throttled_summary_shape() {
+        use crate::throttle::{BundleInfo, Summary};
+        let t = |s: i64| chrono::DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap();
+        let summary = Summary {
+            policy: "p".into(),
+            rule: "r".into(),
+            suppressed: 7,
+            since: t(0),
+            until: t(60),
+            bundle: BundleInfo {
+                name: "b".into(),
+                digest: "sha256:00".into(),
+                generation: 3,
+            },
+        };
+        let v = serde_json::to_value(build_throttled(&summary, "n", t(61))).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "time": "2023-11-14T22:14:21.000000000Z",
+                "node_name": "n",
+                "throttled": {
+                    "policy": "p", "rule": "r", "suppressed": 7,
+                    "since": "2023-11-14T22:13:20.000000000Z",
+                    "until": "2023-11-14T22:14:20.000000000Z",
+                },
+                "bundle": {"name": "b", "digest": "sha256:00"},
+                "generation": 3,
+            })
+        );
     }
 
     #[test]

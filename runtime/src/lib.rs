@@ -10,6 +10,7 @@
 //! - [`decision`]: name verdict and rules from the matched mask (pure);
 //! - [`export`]: the JSON line shape and its writer (with size rotation);
 //! - [`filter`]: `--export-allow` / `--export-deny` filters (pure);
+//! - [`throttle`]: `rate N per PERIOD`, per-rule export windows (pure);
 //! - [`pins`]: the pin directory's lock and checks;
 //! - [`probe`]: `policyd probe`, kernel features and the mechanism per hook;
 //! - [`metrics`]: Prometheus metrics, `/metrics`, `/healthz`, `/readyz`;
@@ -46,3 +47,4 @@ pub mod pins;
 pub mod probe;
 pub mod reload;
 pub mod tables;
+pub mod throttle;

@@ -176,6 +176,7 @@ pub struct Metrics {
     decode_errors: Counter,
     export_errors: Counter,
     events_filtered: Family<HookLabels, Counter>,
+    events_throttled: Family<RuleLabels, Counter>,
     policy_loaded: Family<BundleLabels, Gauge>,
     load_generation: Gauge,
     bundle_reloads: Family<ReloadLabels, Counter>,
@@ -264,6 +265,12 @@ impl Metrics {
             "policyd_events_filtered",
             "Events not exported because of --export-allow / --export-deny (still counted by every other metric)",
             events_filtered.clone(),
+        );
+        let events_throttled = Family::<RuleLabels, Counter>::default();
+        r.register(
+            "policyd_events_throttled",
+            "Events not exported because their deciding rule's `rate` was reached (still counted by every other metric)",
+            events_throttled.clone(),
         );
         let policy_loaded = Family::<BundleLabels, Gauge>::default();
         r.register(
@@ -355,6 +362,7 @@ impl Metrics {
             decode_errors,
             export_errors,
             events_filtered,
+            events_throttled,
             policy_loaded,
             load_generation,
             bundle_reloads,
@@ -388,6 +396,14 @@ impl Metrics {
                     rule: rule.name.clone(),
                 })
                 .inc_by(0);
+            if rule.rate.is_some() {
+                self.events_throttled
+                    .get_or_create(&RuleLabels {
+                        policy: rule.policy.clone(),
+                        rule: rule.name.clone(),
+                    })
+                    .inc_by(0);
+            }
             let hook = rule.hook.as_str().to_string();
             self.events_filtered
                 .get_or_create(&HookLabels { hook: hook.clone() })
@@ -566,6 +582,16 @@ impl Metrics {
     pub fn event_filtered(&self, hook: &str) {
         self.events_filtered
             .get_or_create(&HookLabels { hook: hook.into() })
+            .inc();
+    }
+
+    /// Count one event of `policy`/`rule` held back by the rule's `rate`.
+    pub fn event_throttled(&self, policy: &str, rule: &str) {
+        self.events_throttled
+            .get_or_create(&RuleLabels {
+                policy: policy.into(),
+                rule: rule.into(),
+            })
             .inc();
     }
 

@@ -38,8 +38,7 @@ pub enum TablesError {
         field: String,
     },
     /// The bundle uses something this runtime cannot enforce yet: another
-    /// hook, a `default deny` scope, monitor mode, counters, rate limits,
-    /// suffix tables. Loading it would silently drop those rules.
+    /// hook, a `default deny` scope, monitor mode, counters, suffix tables. Loading it would silently drop those rules.
     #[error("this policyd cannot enforce {what} yet")]
     #[diagnostic(
         code(policyd::unsupported_feature),
@@ -78,9 +77,6 @@ impl ExecTables {
         }
         if !bundle.spec.scopes.is_empty() {
             return unsupported("`default deny` scopes".into());
-        }
-        if let Some(rule) = bundle.spec.rules.iter().find(|r| r.rate.is_some()) {
-            return unsupported(format!("the `rate` of rule `{}`", rule.name));
         }
         if let Some(p) = bundle
             .spec
@@ -206,10 +202,6 @@ mod tests {
                 "`default deny` scopes",
             ),
             (
-                "rule r on exec { when process.binary == \"/a\" audit rate 1 per 1m }",
-                "the `rate` of rule `r`",
-            ),
-            (
                 "rule r on exec { when process.binary endswith \"/nc\" deny }",
                 "suffix tables of `process.binary`",
             ),
@@ -232,6 +224,24 @@ mod tests {
                 "{rule}: {err}"
             );
         }
+    }
+
+    /// `rate` is applied by policyd to the export (see `crate::throttle`):
+    /// the kernel tables are those of the same rule without it.
+    #[test]
+    fn a_rate_is_loaded() {
+        let tables = |rule: &str| {
+            let sources = [policy_compiler::SourceFile {
+                name: "p.policy".into(),
+                text: format!("policy p {{}}\n{rule}\n"),
+            }];
+            let compiled = policy_compiler::compile::compile(&sources, "p").unwrap();
+            ExecTables::from_bundle(&compiled.bundle).unwrap()
+        };
+        assert_eq!(
+            tables("rule r on exec { when process.binary == \"/a\" audit rate 1 per 1m }"),
+            tables("rule r on exec { when process.binary == \"/a\" audit }"),
+        );
     }
 
     fn table() -> HookTable {
