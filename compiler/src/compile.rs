@@ -157,6 +157,23 @@ impl std::error::Error for CompileFailure {}
 /// files). Returns the checked policies when no file has an error, and all
 /// diagnostics in any case, per file in input order.
 pub fn check(sources: &[SourceFile]) -> (Option<Vec<policy_dsl::checked::Policy>>, Vec<Located>) {
+    let (policies, located, ok) = check_partial(sources);
+    (
+        ok.then(|| policies.into_iter().map(|(_, p)| p).collect()),
+        located,
+    )
+}
+
+/// [`check`], also returning the policies of files that checked with errors
+/// (their declarations with errors left out), each with its file index, and
+/// whether everything checked cleanly.
+fn check_partial(
+    sources: &[SourceFile],
+) -> (
+    Vec<(usize, policy_dsl::checked::Policy)>,
+    Vec<Located>,
+    bool,
+) {
     let mut files = Vec::with_capacity(sources.len());
     let mut diagnostics: Vec<(usize, policy_dsl::Error)> = Vec::new();
     let mut failed = Vec::with_capacity(sources.len());
@@ -214,10 +231,7 @@ pub fn check(sources: &[SourceFile]) -> (Option<Vec<policy_dsl::checked::Policy>
         }
         policies.push((i, p));
     }
-    (
-        ok.then(|| policies.into_iter().map(|(_, p)| p).collect()),
-        located,
-    )
+    (policies, located, ok)
 }
 
 /// Everything `compile` checks, without building tables: the front end, the
@@ -259,10 +273,25 @@ fn analyze_with(
     sources: &[SourceFile],
     runtime: bool,
 ) -> (Option<Vec<policy_dsl::checked::Policy>>, Vec<Located>) {
-    let (policies, mut diagnostics) = check(sources);
-    let Some(policies) = policies else {
+    let (partial, mut diagnostics, clean) = check_partial(sources);
+    if !clean {
+        // Report what the runtime cannot load too, for the declarations that
+        // did check, so one run shows every problem (the term limit needs the
+        // whole program and waits for a clean front end).
+        if runtime {
+            for (i, p) in &partial {
+                for e in lower::runtime_unsupported(*i, p) {
+                    diagnostics.push(Located {
+                        file: Some(e.file()),
+                        diagnostic: e.into(),
+                    });
+                }
+            }
+            diagnostics.sort_by_key(|d| (d.file, label_offset(&d.diagnostic)));
+        }
         return (None, diagnostics);
-    };
+    }
+    let policies: Vec<policy_dsl::checked::Policy> = partial.into_iter().map(|(_, p)| p).collect();
     let mut ok = true;
     for (i, p) in policies.iter().enumerate() {
         if p.rules.is_empty() && p.defaults.is_empty() {

@@ -280,3 +280,20 @@ fn check_kernel_features_warns_where_deny_only_kills() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("bad.json"), "{}", stderr(&out));
 }
+
+#[test]
+fn check_reports_front_end_and_runtime_problems_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = "policy p {}\nset s = { \"/a\" }\nset s = { \"/b\" }\n\
+               rule r on exec { when process.binary in s audit }\n\
+               rule m on module_load { when module.name == \"x\" deny }\n";
+    std::fs::write(dir.path().join("p.policy"), src).unwrap();
+    let out = policyc(&["check", "p.policy"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("policyc::duplicate_name"), "{err}");
+    assert!(
+        err.contains("policyc::unsupported"),
+        "the runtime gate waited for a clean front end: {err}"
+    );
+}
