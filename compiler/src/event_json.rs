@@ -276,10 +276,13 @@ pub fn parse_value(
             "`unset` is a value of the login uid (`user.auid`) only",
         )),
         (FieldType::Uid | FieldType::Gid | FieldType::LoginUid, J::String(s)) => {
-            if s.is_empty() {
-                Err(err(name, "a user or group name is not empty"))
-            } else {
+            if policy_dsl::check::valid_account_name(s) {
                 Ok(Value::Name(s.clone()))
+            } else {
+                Err(err(
+                    name,
+                    "not a user or group name (1 to 32 letters, digits, `_`, `-`, `.`, not starting with `-` or a digit)",
+                ))
             }
         }
         (FieldType::Ip, J::String(s)) => s

@@ -297,3 +297,36 @@ fn check_reports_front_end_and_runtime_problems_in_one_run() {
         "the runtime gate waited for a clean front end: {err}"
     );
 }
+
+#[test]
+fn diff_old_new_lists_accept_a_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.policy"), VALID).unwrap();
+    std::fs::write(
+        dir.path().join("b.policy"),
+        VALID.replace(" audit ", " deny "),
+    )
+    .unwrap();
+    let out = policyc(&["compile", "a.policy", "-o", "a.yaml"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = policyc(
+        &["diff", "--old", "a.yaml", "--new", "b.policy"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("allow -> deny"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = policyc(
+        &["diff", "--old", "a.yaml", "a.policy", "--new", "b.policy"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("looks like a bundle"),
+        "{}",
+        stderr(&out)
+    );
+}

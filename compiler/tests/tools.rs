@@ -176,9 +176,11 @@ fn explain_refuses_bad_events() {
             "process.binray",
         ),
         (
-            r#"{"hook": "exec", "user.uid": "0x10", "user.caps": "CAP_NET_RAW"}"#,
+            r#"{"hook": "exec", "user.uid": "alice", "user.caps": "CAP_NET_RAW"}"#,
             "user.caps",
         ),
+        (r#"{"hook": "exec", "user.uid": "x y"}"#, "user.uid"),
+        (r#"{"hook": "exec", "user.uid": "0x10"}"#, "user.uid"),
         (r#"{"hook": "connect", "net.dport": 80.5}"#, "net.dport"),
         (r#"{"process.binary": "/x"}"#, "hook"),
     ];

@@ -1678,7 +1678,9 @@ pub fn literal_text(l: &Literal) -> String {
     }
 }
 
-fn valid_account_name(name: &str) -> bool {
+/// Whether `name` can be a user or group name: 1 to 32 letters, digits,
+/// `_`, `-` and `.`, not starting with `-` or a digit.
+pub fn valid_account_name(name: &str) -> bool {
     let b = name.as_bytes();
     !b.is_empty()
         && b.len() <= 32

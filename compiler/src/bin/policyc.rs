@@ -223,6 +223,23 @@ fn load_bundle(
     single: Option<&PathBuf>,
     files: &[PathBuf],
 ) -> Result<policy_compiler::bundle::PolicyBundle, String> {
+    // One file given as a list (`--old FILE`) is detected like a positional.
+    let single = single.or(if files.len() == 1 {
+        files.first()
+    } else {
+        None
+    });
+    if files.len() > 1 {
+        if let Some(y) = files
+            .iter()
+            .find(|f| f.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        {
+            return Err(format!(
+                "`{}` looks like a bundle; give one bundle on its own, or only `.policy` sources",
+                y.display()
+            ));
+        }
+    }
     let mut paths: Vec<PathBuf> = files.to_vec();
     if let Some(p) = single {
         if p.is_dir() {
