@@ -9,7 +9,7 @@
 //! (c) every comment survives, same text, same order: comments inserted at
 //!     random line boundaries and between random tokens.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use policy_dsl::ast::*;
 use policy_dsl::format::{format_file, format_source, FormatError};
@@ -85,91 +85,6 @@ fn format_checked(src: &str) -> String {
         "not idempotent\n--- input:\n{src}\n--- first:\n{out}\n--- second:\n{again}"
     );
     out
-}
-
-/// Cut formatter output (which has no comments) into tokens that may be
-/// separated by any whitespace or comments. A field with an index,
-/// `k8s.label["app"]`, stays one token.
-fn tokens(text: &str) -> Vec<String> {
-    let b: Vec<char> = text.chars().collect();
-    let word = |c: char| c.is_alphanumeric() || matches!(c, '_' | '.' | ':' | '/');
-    let string_end = |mut i: usize| {
-        i += 1;
-        while b[i] != '"' {
-            i += if b[i] == '\\' { 2 } else { 1 };
-        }
-        i + 1
-    };
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        let start = i;
-        if matches!(c, ' ' | '\n') {
-            i += 1;
-            continue;
-        } else if c == '"' {
-            i = string_end(i);
-        } else if word(c) {
-            while i < b.len() && word(b[i]) {
-                i += 1;
-            }
-            if b.get(i) == Some(&'[') {
-                i = string_end(i + 1) + 1;
-            }
-        } else if "=!<>".contains(c) && b.get(i + 1) == Some(&'=') {
-            i += 2;
-        } else {
-            i += 1;
-        }
-        out.push(b[start..i].iter().collect());
-    }
-    out
-}
-
-const SEPARATORS: &[&str] = &[
-    " ",
-    " ",
-    " ",
-    "  ",
-    "\n",
-    "\n  ",
-    "\n\n",
-    "\n\n\n    ",
-    "\t",
-    " \r\n",
-];
-
-/// Join tokens with separators picked by `choices`; where the choice says so,
-/// a comment (numbered, with `suffix`) goes between the two tokens.
-fn messy(tokens: &[String], choices: &[u8], suffixes: &[String], with_comments: bool) -> String {
-    let mut out = String::new();
-    let mut n = 0;
-    for (i, t) in tokens.iter().enumerate() {
-        if i > 0 {
-            let choice = choices[i % choices.len()] as usize;
-            if with_comments && choice.is_multiple_of(5) {
-                let text = format!("// c{n}{}", suffixes[n % suffixes.len()]);
-                n += 1;
-                if choice.is_multiple_of(2) {
-                    out.push_str(&format!(" {text}\n"));
-                } else {
-                    out.push_str(&format!(
-                        "\n{}{text}\n",
-                        if choice.is_multiple_of(3) { "\n" } else { "" }
-                    ));
-                }
-            } else {
-                out.push_str(SEPARATORS[choice % SEPARATORS.len()]);
-            }
-        }
-        out.push_str(t);
-    }
-    out
-}
-
-fn suffix() -> impl Strategy<Value = String> {
-    "[ a-z\"/{}()=]{0,10}"
 }
 
 // ---- properties -------------------------------------------------------------------
@@ -275,20 +190,6 @@ fn tokens_keep_indexed_fields_and_operators_whole() {
 }
 
 // ---- every policy file of the repository ------------------------------------------
-
-fn policy_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        let skip = path
-            .file_name()
-            .is_some_and(|n| n == "target" || n.to_string_lossy().starts_with('.'));
-        if path.is_dir() && !skip {
-            policy_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "policy") {
-            out.push(path);
-        }
-    }
-}
 
 /// (b) every `.policy` file of the repository that parses formats
 /// idempotently, to the same tree, with its comments; one that does not
