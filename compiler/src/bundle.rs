@@ -152,6 +152,17 @@ pub enum Verdict {
     Kill,
 }
 
+impl From<policy_dsl::ast::Action> for Verdict {
+    /// The bundle's verdict for a rule's `allow`/`deny`/`kill` keyword.
+    fn from(a: policy_dsl::ast::Action) -> Verdict {
+        match a {
+            policy_dsl::ast::Action::Allow => Verdict::Allow,
+            policy_dsl::ast::Action::Deny => Verdict::Deny,
+            policy_dsl::ast::Action::Kill => Verdict::Kill,
+        }
+    }
+}
+
 impl Verdict {
     /// The verdict's name as written in events and bundles.
     pub fn as_str(self) -> &'static str {

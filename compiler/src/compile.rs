@@ -9,7 +9,6 @@
 //! Pure: sources come in as text, the bundle and diagnostics go out.
 
 use miette::{Diagnostic as _, SourceSpan};
-use policy_dsl::ast::Action;
 
 use crate::bundle::{
     BundleSpec, Metadata, PolicyBundle, PolicyInfo, RateLimit, RuleEntry, ScopeEntry,
@@ -460,11 +459,7 @@ fn compile_with(
             name: r.rule.name.clone(),
             policy: policies[r.file].name.clone(),
             hook: r.rule.hook,
-            verdict: r.rule.action.map(|a| match a {
-                Action::Allow => Verdict::Allow,
-                Action::Deny => Verdict::Deny,
-                Action::Kill => Verdict::Kill,
-            }),
+            verdict: r.rule.action.map(Verdict::from),
             audit: r.rule.audit,
             severity: r.rule.severity,
             message: r.rule.message.clone(),

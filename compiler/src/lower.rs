@@ -1078,3 +1078,90 @@ mod tests {
         assert_eq!(dnf(&c, true, 1024).unwrap().len(), 1024);
     }
 }
+
+/// A bundle of `program`'s tables for the bundle evaluator, without source
+/// files: policies are named `p0`, `p1`, … by file index (in monitor mode as
+/// the program says), rules keep their names (`r{id}` when unnamed), source
+/// locations are `<program>:1:1`, and the digest is filled in, so the bundle
+/// validates. Used by the analysis and by tests; `compile` builds its own with
+/// real names and locations.
+pub fn evaluation_bundle(
+    program: &Program<'_>,
+    hooks: BTreeMap<Hook, HookTable>,
+) -> crate::bundle::PolicyBundle {
+    use crate::bundle::*;
+    let files = program
+        .rules
+        .iter()
+        .map(|r| r.file + 1)
+        .chain(program.scopes.iter().map(|s| s.file + 1))
+        .chain([program.monitor.len()])
+        .max()
+        .unwrap_or(0);
+    let here = SourceLocation {
+        file: "<program>".into(),
+        line: 1,
+        column: 1,
+    };
+    let mut spec = BundleSpec {
+        schema_version: SCHEMA_VERSION,
+        compiler: format!("policyc {}", env!("CARGO_PKG_VERSION")),
+        digest: String::new(),
+        policies: (0..files)
+            .map(|f| PolicyInfo {
+                name: format!("p{f}"),
+                description: String::new(),
+                mode: if program.is_monitor(f) {
+                    Mode::Monitor
+                } else {
+                    Mode::Enforce
+                },
+                source: String::new(),
+            })
+            .collect(),
+        rules: program
+            .rules
+            .iter()
+            .map(|r| RuleEntry {
+                id: r.id,
+                name: if r.rule.name.is_empty() {
+                    format!("r{}", r.id)
+                } else {
+                    r.rule.name.clone()
+                },
+                policy: format!("p{}", r.file),
+                hook: r.rule.hook,
+                verdict: r.rule.action.map(Verdict::from),
+                audit: r.rule.audit,
+                severity: r.rule.severity,
+                message: None,
+                rate: None,
+                source: here.clone(),
+            })
+            .collect(),
+        scopes: program
+            .scopes
+            .iter()
+            .map(|s| ScopeEntry {
+                id: s.id,
+                name: s.scope.name.clone(),
+                policy: format!("p{}", s.file),
+                hook: s.scope.hook,
+                source: here.clone(),
+            })
+            .collect(),
+        hooks,
+        node_selector: Default::default(),
+    };
+    let name = "evaluation";
+    spec.digest = spec.compute_digest(name);
+    PolicyBundle {
+        api_version: API_VERSION.into(),
+        kind: KIND.into(),
+        metadata: Metadata {
+            name: name.into(),
+            ..Default::default()
+        },
+        spec,
+    }
+}

@@ -49,14 +49,11 @@ use policy_dsl::ast::Action;
 use policy_dsl::checked::{Cond, Event, FieldKey, Policy, Pred, Value};
 use policy_dsl::schema::{Field, FieldType, Hook};
 
-use crate::bundle::{
-    BundleSpec, Dimension, DimensionKind, HookTable, Metadata, PolicyBundle, PolicyInfo, RuleEntry,
-    SourceLocation, TermSet, Verdict, API_VERSION, KIND, SCHEMA_VERSION,
-};
+use crate::bundle::{Dimension, DimensionKind, HookTable, PolicyBundle, TermSet, Verdict};
 use crate::compile::Located;
 use crate::eval::{eval_bundle, eval_program, lookup_value, Outcome};
 use crate::limits::MASK_WORDS;
-use crate::lower::{self, Program, RuleRef, UNSET_ID};
+use crate::lower::{self, evaluation_bundle, Program, RuleRef, UNSET_ID};
 
 /// Most class combinations visited to answer one question (one pair of
 /// rules, one rule).
@@ -348,72 +345,6 @@ pub fn findings(program: &Program<'_>) -> Vec<Finding> {
         analysis.run(&mut budget, &mut out);
     }
     out
-}
-
-/// A bundle of the program's tables for the bundle evaluator (policies are
-/// named by file index).
-fn evaluation_bundle(program: &Program<'_>, hooks: BTreeMap<Hook, HookTable>) -> PolicyBundle {
-    let files = program
-        .rules
-        .iter()
-        .map(|r| r.file + 1)
-        .chain(program.scopes.iter().map(|s| s.file + 1))
-        .chain([program.monitor.len()])
-        .max()
-        .unwrap_or(0);
-    let here = SourceLocation {
-        file: String::new(),
-        line: 1,
-        column: 1,
-    };
-    PolicyBundle {
-        api_version: API_VERSION.into(),
-        kind: KIND.into(),
-        metadata: Metadata {
-            name: "analysis".into(),
-            ..Default::default()
-        },
-        spec: BundleSpec {
-            schema_version: SCHEMA_VERSION,
-            compiler: String::new(),
-            digest: String::new(),
-            policies: (0..files)
-                .map(|f| PolicyInfo {
-                    name: f.to_string(),
-                    description: String::new(),
-                    mode: if program.is_monitor(f) {
-                        crate::bundle::Mode::Monitor
-                    } else {
-                        crate::bundle::Mode::Enforce
-                    },
-                    source: String::new(),
-                })
-                .collect(),
-            rules: program
-                .rules
-                .iter()
-                .map(|r| RuleEntry {
-                    id: r.id,
-                    name: r.rule.name.clone(),
-                    policy: r.file.to_string(),
-                    hook: r.rule.hook,
-                    verdict: r.rule.action.map(|a| match a {
-                        Action::Allow => Verdict::Allow,
-                        Action::Deny => Verdict::Deny,
-                        Action::Kill => Verdict::Kill,
-                    }),
-                    audit: r.rule.audit,
-                    severity: r.rule.severity,
-                    message: None,
-                    rate: None,
-                    source: here.clone(),
-                })
-                .collect(),
-            scopes: Vec::new(),
-            hooks,
-            node_selector: Default::default(),
-        },
-    }
 }
 
 /// The flat JSON form of an event: `{"hook": "exec", "process.binary": "/x"}`

@@ -11,7 +11,6 @@ use serde::Serialize;
 use crate::bundle::{PolicyBundle, Verdict};
 use crate::compile::{compile_for_evaluation, CompileFailure, Located, SourceFile};
 use crate::eval::{eval_bundle, Outcome};
-use policy_dsl::ast::Action;
 use policy_dsl::checked::Expect;
 
 /// Name of the bundle `policyc test` compiles (never written).
@@ -172,11 +171,7 @@ pub fn run_tests(sources: &[SourceFile]) -> Result<TestReport, CompileFailure> {
 fn failure(expect: &Expect, o: &OutcomeView) -> Option<String> {
     match expect {
         Expect::Verdict(a) => {
-            let want = match a {
-                Action::Allow => Verdict::Allow,
-                Action::Deny => Verdict::Deny,
-                Action::Kill => Verdict::Kill,
-            };
+            let want = Verdict::from(*a);
             (o.verdict != want).then(|| want.as_str().to_string())
         }
         Expect::Audit(rules) => {

@@ -307,61 +307,10 @@ fn event() -> impl Strategy<Value = Event> {
 }
 
 fn bundle(program: &Program<'_>) -> Option<PolicyBundle> {
-    use policy_compiler::bundle::*;
-    let hooks = lower_program(program).ok()?;
-    let loc = SourceLocation {
-        file: "t".into(),
-        line: 1,
-        column: 1,
-    };
-    Some(PolicyBundle {
-        api_version: API_VERSION.into(),
-        kind: KIND.into(),
-        metadata: Metadata {
-            name: "t".into(),
-            ..Default::default()
-        },
-        spec: BundleSpec {
-            schema_version: SCHEMA_VERSION,
-            compiler: "test".into(),
-            digest: String::new(),
-            policies: (0..2)
-                .map(|i| PolicyInfo {
-                    name: format!("p{i}"),
-                    description: String::new(),
-                    mode: if program.is_monitor(i) {
-                        Mode::Monitor
-                    } else {
-                        Mode::Enforce
-                    },
-                    source: "t".into(),
-                })
-                .collect(),
-            rules: program
-                .rules
-                .iter()
-                .map(|r| RuleEntry {
-                    id: r.id,
-                    name: format!("r{}", r.id),
-                    policy: format!("p{}", r.file),
-                    hook: r.rule.hook,
-                    verdict: r.rule.action.map(|a| match a {
-                        Action::Allow => Verdict::Allow,
-                        Action::Deny => Verdict::Deny,
-                        Action::Kill => Verdict::Kill,
-                    }),
-                    audit: r.rule.audit,
-                    severity: Severity::Info,
-                    message: None,
-                    rate: None,
-                    source: loc.clone(),
-                })
-                .collect(),
-            scopes: Vec::new(),
-            hooks,
-            node_selector: Default::default(),
-        },
-    })
+    Some(policy_compiler::lower::evaluation_bundle(
+        program,
+        lower_program(program).ok()?,
+    ))
 }
 
 /// Whether `outcome` shows what `finding` claims about one event that the

@@ -21,7 +21,7 @@ use policy_dsl::ast::Action;
 use policy_dsl::checked::{
     Cond, DefaultScope, Event, FieldKey, Member, Pred, RelOp, Rule, Test, Value,
 };
-use policy_dsl::schema::{Field, Hook, Mode, Severity};
+use policy_dsl::schema::{Field, Hook, Severity};
 use proptest::prelude::*;
 
 /// A small path alphabet so that values, prefixes and events collide often.
@@ -89,54 +89,11 @@ fn event_path() -> impl Strategy<Value = String> {
 }
 
 fn bundle_for(rules: &[RuleRef<'_>]) -> Option<PolicyBundle> {
-    let hooks = lower(rules).ok()?;
-    let mut spec = policy_compiler::bundle::BundleSpec {
-        schema_version: policy_compiler::bundle::SCHEMA_VERSION,
-        compiler: "test".into(),
-        digest: String::new(),
-        policies: vec![policy_compiler::bundle::PolicyInfo {
-            name: "p".into(),
-            description: String::new(),
-            mode: Mode::Enforce,
-            source: "t".into(),
-        }],
-        rules: rules
-            .iter()
-            .map(|r| policy_compiler::bundle::RuleEntry {
-                id: r.id,
-                name: format!("r{}", r.id),
-                policy: "p".into(),
-                hook: Hook::Exec,
-                verdict: r.rule.action.map(|a| match a {
-                    Action::Allow => policy_compiler::bundle::Verdict::Allow,
-                    Action::Deny => policy_compiler::bundle::Verdict::Deny,
-                    Action::Kill => policy_compiler::bundle::Verdict::Kill,
-                }),
-                audit: r.rule.audit,
-                severity: Severity::Info,
-                message: None,
-                rate: None,
-                source: policy_compiler::bundle::SourceLocation {
-                    file: "t".into(),
-                    line: 1,
-                    column: 1,
-                },
-            })
-            .collect(),
-        scopes: Vec::new(),
-        hooks,
-        node_selector: Default::default(),
-    };
-    spec.digest = spec.compute_digest("t");
-    Some(PolicyBundle {
-        api_version: policy_compiler::bundle::API_VERSION.into(),
-        kind: policy_compiler::bundle::KIND.into(),
-        metadata: policy_compiler::bundle::Metadata {
-            name: "t".into(),
-            ..Default::default()
-        },
-        spec,
-    })
+    let program = policy_compiler::lower::Program::from_rules(rules);
+    Some(policy_compiler::lower::evaluation_bundle(
+        &program,
+        lower(rules).ok()?,
+    ))
 }
 
 proptest! {
@@ -491,73 +448,10 @@ fn multi_event() -> impl Strategy<Value = Event> {
 
 /// The bundle of a program, with policies `p0`, `p1` (monitor as given).
 fn program_bundle(program: &Program<'_>) -> Option<PolicyBundle> {
-    use policy_compiler::bundle::*;
-    let hooks = lower_program(program).ok()?;
-    let loc = SourceLocation {
-        file: "t".into(),
-        line: 1,
-        column: 1,
-    };
-    let mut spec = BundleSpec {
-        schema_version: SCHEMA_VERSION,
-        compiler: "test".into(),
-        digest: String::new(),
-        policies: (0..2)
-            .map(|i| PolicyInfo {
-                name: format!("p{i}"),
-                description: String::new(),
-                mode: if program.is_monitor(i) {
-                    Mode::Monitor
-                } else {
-                    Mode::Enforce
-                },
-                source: "t".into(),
-            })
-            .collect(),
-        rules: program
-            .rules
-            .iter()
-            .map(|r| RuleEntry {
-                id: r.id,
-                name: format!("r{}", r.id),
-                policy: format!("p{}", r.file),
-                hook: r.rule.hook,
-                verdict: r.rule.action.map(|a| match a {
-                    Action::Allow => Verdict::Allow,
-                    Action::Deny => Verdict::Deny,
-                    Action::Kill => Verdict::Kill,
-                }),
-                audit: r.rule.audit,
-                severity: Severity::Info,
-                message: None,
-                rate: None,
-                source: loc.clone(),
-            })
-            .collect(),
-        scopes: program
-            .scopes
-            .iter()
-            .map(|s| ScopeEntry {
-                id: s.id,
-                name: s.scope.name.clone(),
-                policy: format!("p{}", s.file),
-                hook: s.scope.hook,
-                source: loc.clone(),
-            })
-            .collect(),
-        hooks,
-        node_selector: Default::default(),
-    };
-    spec.digest = spec.compute_digest("t");
-    Some(PolicyBundle {
-        api_version: API_VERSION.into(),
-        kind: KIND.into(),
-        metadata: Metadata {
-            name: "t".into(),
-            ..Default::default()
-        },
-        spec,
-    })
+    Some(policy_compiler::lower::evaluation_bundle(
+        program,
+        lower_program(program).ok()?,
+    ))
 }
 
 fn check_program(
