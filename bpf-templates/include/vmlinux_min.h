@@ -47,6 +47,7 @@ enum {
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_LPM_TRIE = 11,
 	BPF_MAP_TYPE_ARRAY_OF_MAPS = 12,
+	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
 enum {
@@ -62,6 +63,43 @@ enum {
 struct bpf_raw_tracepoint_args {
 	__u64 args[0];
 };
+
+/* Context of tracepoint/syscalls/sys_enter_* (see the tracepoint's format
+ * file: common fields, `int __syscall_nr` at 8, arguments at 16). */
+struct syscall_enter_ctx {
+	__u64 _common;
+	__s32 nr;
+	__s32 _pad;
+	__u64 args[6];
+};
+
+/* Context of tracepoint/syscalls/sys_exit_*: `long ret` at 16. */
+struct syscall_exit_ctx {
+	__u64 _common;
+	__s32 nr;
+	__s32 _pad;
+	__s64 ret;
+};
+
+/* Context of cgroup sock_addr programs (UAPI struct bpf_sock_addr: the
+ * verifier rewrites these offsets, so they must be exactly the UAPI's). */
+struct bpf_sock_addr {
+	__u32 user_family;  /* AF_INET or AF_INET6 */
+	__u32 user_ip4;     /* network order */
+	__u32 user_ip6[4];  /* network order */
+	__u32 user_port;    /* network order, in the low 16 bits */
+	__u32 family;
+	__u32 type;         /* SOCK_STREAM, SOCK_DGRAM, ... */
+	__u32 protocol;     /* IPPROTO_* */
+	__u32 msg_src_ip4;
+	__u32 msg_src_ip6[4];
+	__u64 sk;
+};
+
+/* Opaque handle of bpf_ringbuf_reserve_dynptr (UAPI struct bpf_dynptr). */
+struct bpf_dynptr {
+	__u64 __opaque[2];
+} __attribute__((aligned(8)));
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 
@@ -113,7 +151,34 @@ struct path {
 
 struct file {
 	struct path f_path;
+	unsigned int f_mode; /* fmode_t: FMODE_WRITE, FMODE_CREATED */
 };
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+};
+
+struct files_struct {
+	struct fdtable *fdt;
+};
+
+struct tty_struct;
+
+struct signal_struct {
+	struct tty_struct *tty;
+};
+
+struct list_head {
+	struct list_head *next;
+	struct list_head *prev;
+};
+
+/* kernel_cap_t: a u64 since 6.3 (two u32 words before, same bytes on little
+ * endian); read as 8 bytes at the field's relocated offset. */
+typedef struct {
+	u64 val;
+} kernel_cap_t;
 
 struct fs_struct {
 	struct path root;
@@ -125,6 +190,7 @@ struct cred {
 	kgid_t gid;
 	kuid_t euid;
 	kgid_t egid;
+	kernel_cap_t cap_effective;
 };
 
 struct mm_struct {
@@ -137,9 +203,14 @@ struct task_struct {
 	pid_t pid;
 	pid_t tgid;
 	struct task_struct *real_parent;
+	struct task_struct *parent; /* the tracer when ptraced */
+	struct list_head ptraced;   /* tracees, newest first */
+	struct list_head ptrace_entry;
 	const struct cred *cred;
 	char comm[16];
 	struct fs_struct *fs;
+	struct files_struct *files;
+	struct signal_struct *signal;
 	struct mm_struct *mm;
 	kuid_t loginuid;
 };

@@ -7,7 +7,7 @@
 
 /// Number of `u64` words in a term bitmask, in the kernel and in the bundle
 /// evaluator. Fixed at build time because it sizes BPF map values.
-pub const MASK_WORDS: usize = 4;
+pub const MASK_WORDS: usize = 64;
 
 /// Most terms (rule conjunctions) one hook can hold: one bit per term.
 pub const MAX_TERMS_PER_HOOK: usize = MASK_WORDS * 64;

@@ -26,7 +26,7 @@ use policy_dsl::checked::{
     glob_tokens, Cond, DefaultScope, FieldKey, GlobToken, Member, Policy, Pred, RelOp, Rule, Test,
     Value,
 };
-use policy_dsl::schema::{Field, FieldType, Hook, Mode};
+use policy_dsl::schema::{FieldType, Hook, Mode};
 
 use crate::bundle::{
     Dimension, DimensionKind, Entry, HookTable, MaskEntry, RangeEntry, Relation, Resolve, Term,
@@ -102,7 +102,7 @@ pub enum LowerError {
     #[error("{what} is not loaded by the kernel runtime yet")]
     #[diagnostic(
         code(policyc::unsupported),
-        help("`policyc check` accepts it and `policyc test` evaluates it, but `policyc compile` writes only bundles `policyd` loads: `exec` rules testing `process.binary` with `==`, `!=`, `in`, `not in` and `startswith`")
+        help("`policyc check` accepts it and `policyc test` evaluates it, but `policyc compile` writes only bundles `policyd` loads: every hook but `module_load`; relations between ids or ports only; string literals of at most 255 bytes")
     )]
     Unsupported {
         /// What, e.g. "field `file.path`".
@@ -148,10 +148,11 @@ fn span_of(sp: &policy_dsl::ast::Span) -> miette::SourceSpan {
 /// What the node runtime (`policyd`) cannot load today, if anything: the
 /// first such construct of each declaration. `policyc compile` refuses these
 /// so that every bundle it writes loads; `compile_for_evaluation` (used by
-/// `policyc test`) does not apply this gate. The runtime loads `exec` rules on
-/// `process.binary` with `==`, `in`, `startswith` (globs equivalent to
-/// them included) and their negations, with a verdict and/or `audit`, and
-/// `rate` (applied by `policyd` to the export).
+/// `policyc test`) does not apply this gate. The runtime loads every hook but
+/// `module_load` (no kernel program yet), every field, `default deny`,
+/// `mode = monitor`, `count` and `rate`; it cannot compare non-numeric fields
+/// with each other (`process.binary == parent.binary`), nor hold a
+/// `process.args` literal longer than its 255-byte key.
 pub fn runtime_unsupported(file: usize, policy: &Policy) -> Vec<LowerError> {
     let mut out = Vec::new();
     let at = |what: String, sp: &policy_dsl::ast::Span| LowerError::Unsupported {
@@ -160,10 +161,8 @@ pub fn runtime_unsupported(file: usize, policy: &Policy) -> Vec<LowerError> {
         span: span_of(sp),
     };
     for rule in &policy.rules {
-        let what = if rule.hook != Hook::Exec {
+        let what = if rule.hook == Hook::ModuleLoad {
             Some(format!("hook `{}`", rule.hook.as_str()))
-        } else if !rule.counts.is_empty() {
-            Some("`count`".to_string())
         } else {
             // A glob that is no prefix, suffix or value has its own error.
             rewrite_globs(&rule.condition)
@@ -175,13 +174,22 @@ pub fn runtime_unsupported(file: usize, policy: &Policy) -> Vec<LowerError> {
         }
     }
     for scope in &policy.defaults {
-        out.push(at("`default deny`".into(), &scope.span));
-    }
-    if policy.mode != Mode::Enforce {
-        out.push(at("`mode = monitor`".into(), &policy.name_span));
+        let what = if scope.hook == Hook::ModuleLoad {
+            Some(format!("hook `{}`", scope.hook.as_str()))
+        } else {
+            rewrite_globs(&scope.condition)
+                .ok()
+                .and_then(|c| runtime_unsupported_in(&c))
+        };
+        if let Some(what) = what {
+            out.push(at(what, &scope.span));
+        }
     }
     out
 }
+
+/// Longest string the kernel's string keys hold (`PATH_KEY_LEN - 1`).
+const MAX_KERNEL_STRING: usize = crate::limits::PATH_KEY_LEN - 1;
 
 fn runtime_unsupported_in(cond: &Cond) -> Option<String> {
     match cond {
@@ -189,21 +197,28 @@ fn runtime_unsupported_in(cond: &Cond) -> Option<String> {
         Cond::And(cs) | Cond::Or(cs) => cs.iter().find_map(runtime_unsupported_in),
         Cond::Not(c) => runtime_unsupported_in(c),
         Cond::Test(Test { field, pred }) => {
-            if field.field != Field::ProcessBinary {
-                return Some(format!("field `{field}`"));
-            }
-            let strings = |set: &BTreeSet<Member>| {
-                set.iter()
-                    .all(|m| matches!(m, Member::Value(Value::Str(_))))
-            };
+            let long = |s: &str| s.len() > MAX_KERNEL_STRING;
             match pred {
-                Pred::StartsWith(p) if p.is_empty() => Some("a glob matching every path".into()),
-                Pred::Eq(Value::Str(_)) | Pred::StartsWith(_) => None,
-                Pred::In(set) if strings(set) => None,
-                Pred::EndsWith(_) => Some("`endswith` (or a suffix glob)".into()),
-                Pred::Glob(_) => Some("`matches`".into()),
-                Pred::Relation(..) => Some("a relation between fields".into()),
-                _ => Some(format!("this test of `{field}`")),
+                Pred::Relation(_, other) => {
+                    let numeric = |f: &policy_dsl::checked::FieldKey| f.field.info().ty.is_numeric();
+                    (!numeric(field) || !numeric(other)).then(|| {
+                        format!("a relation between `{field}` and `{other}` (the kernel compares ids and ports only)")
+                    })
+                }
+                Pred::Eq(Value::Str(s)) | Pred::StartsWith(s) | Pred::EndsWith(s) if long(s) => {
+                    Some(format!(
+                        "a `{field}` literal of {} bytes (the kernel's string keys hold {MAX_KERNEL_STRING})",
+                        s.len()
+                    ))
+                }
+                Pred::In(set) => set.iter().find_map(|m| match m {
+                    Member::Value(Value::Str(s)) if long(s) => Some(format!(
+                        "a `{field}` literal of {} bytes (the kernel's string keys hold {MAX_KERNEL_STRING})",
+                        s.len()
+                    )),
+                    _ => None,
+                }),
+                _ => None,
             }
         }
     }
@@ -1053,7 +1068,7 @@ mod tests {
 
     fn eq(v: &str) -> Cond {
         Cond::Test(Test {
-            field: FieldKey::plain(Field::ProcessBinary),
+            field: FieldKey::plain(policy_dsl::schema::Field::ProcessBinary),
             pred: Pred::Eq(Value::Str(v.into())),
         })
     }

@@ -356,8 +356,14 @@ pub fn event_json(event: &Event) -> String {
 // ---------------------------------------------------------------------------
 // Term sets as bit words.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct Bits([u64; MASK_WORDS]);
+
+impl Default for Bits {
+    fn default() -> Bits {
+        Bits([0; MASK_WORDS])
+    }
+}
 
 impl Bits {
     fn of(set: &[u32]) -> Bits {

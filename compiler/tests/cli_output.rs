@@ -162,8 +162,8 @@ fn check_reads_standard_input() {
 #[test]
 fn check_refuses_what_compile_refuses() {
     let dir = tempfile::tempdir().unwrap();
-    // (a or b) and … nine times: 2^9 = 512 terms on one hook, past the kernel's 256.
-    let cond = (0..9)
+    // (a or b) and … thirteen times: 2^13 = 8192 terms on one hook, past the kernel's 4096.
+    let cond = (0..13)
         .map(|i| format!("(process.binary != \"/{i}a\" or process.binary startswith \"/{i}b\")"))
         .collect::<Vec<_>>()
         .join(" and ");

@@ -99,7 +99,27 @@ fn compile_errors_fail_the_run() {
 
 #[test]
 fn compile_still_refuses_what_the_runtime_cannot_load() {
-    let out = policyc(&["compile", CASES[0], "-o", "-"]);
+    // Every hook with a kernel program, monitor mode and counters compile.
+    for case in CASES {
+        let out = policyc(&["compile", case, "-o", "-"]);
+        assert_eq!(out.status.code(), Some(0), "{case}: {}", text(&out.stderr));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("gaps.policy");
+    std::fs::write(
+        &f,
+        "policy p {}\n\
+         rule m on module_load { when module.name == \"x\" audit }\n\
+         rule s on exec { when process.binary == parent.binary audit }\n",
+    )
+    .unwrap();
+    let out = policyc(&["compile", f.to_str().unwrap(), "-o", "-"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("policyc::unsupported"));
+    let err = text(&out.stderr);
+    assert_eq!(err.matches("policyc::unsupported").count(), 2, "{err}");
+    assert!(err.contains("hook `module_load`"), "{err}");
+    assert!(
+        err.contains("a relation between `process.binary` and `parent.binary`"),
+        "{err}"
+    );
 }

@@ -91,10 +91,11 @@ fn inspect_a_runtime_bundle() {
     let doc: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap();
     assert_eq!(doc["name"], "sudo-audit");
     assert_eq!(doc["rules"][0]["name"], "sudo_audit.sudo_invoked");
-    // 3 exact paths: 3 × (48 + 256 + 32) + 4 buckets × 16.
+    // 3 exact paths: 3 × (48 + 256 + 8 × MASK_WORDS) + 4 buckets × 16.
     let exec = &doc["hooks"][0];
     assert_eq!(exec["maps"][0]["map"], "process.binary.exact");
-    assert_eq!(exec["maps"][0]["bytes"], 3 * 336 + 64);
+    let w = 8 * policy_compiler::limits::MASK_WORDS as u64;
+    assert_eq!(exec["maps"][0]["bytes"], 3 * (48 + 256 + w) + 64);
     assert!(doc["bytesPerRule"].as_u64().unwrap() > 0);
 }
 

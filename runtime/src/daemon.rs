@@ -12,19 +12,18 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::abi::EXEC_PROGRAM;
 use crate::clock::boot_to_unix_offset_ns;
 use crate::decision::decide;
-use crate::event::ExecEvent;
+use crate::event::KernelEvent;
 use crate::export::{
     build, build_throttled, BundleRef, ExportError, ExportErrors, ExportTarget, Exporter, Rotation,
 };
 use crate::filter::{EventKey, ExportFilters};
-use crate::loader::{map_sizes, ExecHook, LoadError, RunStats};
+use crate::loader::{map_sizes, LoadError, PolicyHooks, RunStats};
 use crate::metrics::{self, Metrics, KERNEL_REFRESH, NO_NAMESPACE};
 use crate::pins::{self, PinError, PinLock, PinPlan};
 use crate::reload::{self, BundleWatch, Version, Versions};
-use crate::tables::{ExecTables, TablesError};
+use crate::tables::TablesError;
 use crate::throttle::{BundleInfo, Summary, Throttle};
 
 /// Where the kernel exposes its BTF; CO-RE relocations need it.
@@ -266,7 +265,7 @@ impl Pipeline<'_> {
     /// Export one record. Never fails: an undecodable record or a failed
     /// write is counted and logged, and enforcement goes on.
     fn handle(&mut self, record: &[u8]) {
-        let ev = match ExecEvent::decode(record) {
+        let ev = match KernelEvent::decode(record) {
             Ok(ev) => ev,
             Err(e) => {
                 self.decode_errors += 1;
@@ -284,17 +283,24 @@ impl Pipeline<'_> {
             );
             return;
         };
-        let decision = decide(&version.exec, &version.rules, &ev.matched);
+        let hook = ev.hook;
+        let decision = decide(
+            hook,
+            version.hook(hook),
+            &version.rules,
+            &version.scopes,
+            &ev.matched,
+        );
         self.metrics
-            .record_event(Hook::Exec.as_str(), &decision, &ev.binary, NO_NAMESPACE);
+            .record_event(hook.as_str(), &decision, &ev.binary, NO_NAMESPACE);
         let key = EventKey {
-            hook: Hook::Exec.as_str(),
+            hook: hook.as_str(),
             verdict: decision.verdict,
             namespace: NO_NAMESPACE,
             binary: &ev.binary,
         };
         if !self.filters.exports(&key) {
-            self.metrics.event_filtered(Hook::Exec.as_str());
+            self.metrics.event_filtered(hook.as_str());
             return;
         }
         // The bundle of the deciding rule (with `--bundle-dir` the rules
@@ -397,15 +403,16 @@ enum Source {
     Dir(reload::DirWatch),
 }
 
-/// Copy the kernel's counters and the program's run statistics into `metrics`.
+/// Copy the kernel's counters and the programs' run statistics into `metrics`.
 /// Read errors are ignored: the previous values stay.
-fn refresh_kernel_metrics(hook: &ExecHook, metrics: &Metrics) {
-    let exec = Hook::Exec.as_str();
-    if let Ok(stats) = hook.stats() {
-        metrics.set_kernel_stats(exec, &stats);
+fn refresh_kernel_metrics(hooks: &PolicyHooks, metrics: &Metrics) {
+    if let Ok(stats) = hooks.stats() {
+        metrics.set_kernel_stats(&stats);
     }
-    if let Ok((run_time, runs)) = hook.program_stats() {
-        metrics.set_program_stats(exec, EXEC_PROGRAM, run_time, runs);
+    if let Ok(programs) = hooks.program_stats() {
+        for (hook, program, run_time, runs) in programs {
+            metrics.set_program_stats(hook.as_str(), program, run_time, runs);
+        }
     }
 }
 
@@ -424,16 +431,32 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     check_node_name(&opts.node_name)?;
     // `--bundle FILE`: the file's bytes and bundle; `--bundle-dir`: the
     // directory's watcher and its merged bundles.
-    let (first, source) = if opts.bundle_dir {
+    let (first, tables, source) = if opts.bundle_dir {
         let (watch, bundles, merged) = reload::DirWatch::start(&opts.bundle)?;
-        (Version::merged(bundles, merged, 1), Source::Dir(watch))
+        let tables = reload::kernel_tables(&bundles, &merged, &[])?;
+        (
+            Version::merged(bundles, merged, 1),
+            tables,
+            Source::Dir(watch),
+        )
     } else {
         let (bundle_bytes, bundle) = reload::read_initial(&opts.bundle)?;
-        ExecTables::from_bundle(&bundle)?;
+        let bundle = Arc::new(bundle);
+        let merged = crate::merge::merge(&[&bundle]).map_err(|e| RunError::BundleDir {
+            dir: opts.bundle.clone(),
+            message: e.to_string(),
+        })?;
+        let tables = reload::kernel_tables(std::slice::from_ref(&bundle), &merged, &[])?;
         let watch = BundleWatch::new(&opts.bundle, bundle_bytes);
-        (Version::new(Arc::new(bundle), 1), Source::File(watch))
+        (
+            Version::merged(vec![bundle], merged, 1),
+            tables,
+            Source::File(watch),
+        )
     };
-    let tables = ExecTables::from_hook_table(&first.exec)?;
+    for note in &tables.notes {
+        say!("{note}");
+    }
     let exporter = Exporter::open_with(&opts.export, opts.export_rotation.as_ref())?;
     let pin_dir = pins::absolute(&opts.pin_dir).map_err(|source| PinError::Inspect {
         path: opts.pin_dir.clone(),
@@ -485,7 +508,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let mut sighup = signal(SignalKind::hangup()).map_err(io_err("cannot handle SIGHUP"))?;
     let mut sigquit = signal(SignalKind::quit()).map_err(io_err("cannot handle SIGQUIT"))?;
 
-    let mut hook = ExecHook::load(&tables)?;
+    let mut hook = PolicyHooks::load(&tables)?;
     let pinned = plan == PinPlan::Pin;
     let pins = match &plan {
         PinPlan::Pin => {
@@ -510,7 +533,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         })?;
     hook.attach()?;
     for (map, entries, max) in map_sizes(&tables) {
-        metrics.set_map(Hook::Exec.as_str(), map, entries, max);
+        metrics.set_map(map, entries, max);
     }
     refresh_kernel_metrics(&hook, &metrics);
     for bundle in &first.bundles {
@@ -518,12 +541,21 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     }
     metrics.set_ready(true);
 
-    let exec = &first.exec;
+    let hooks_line: Vec<String> = first
+        .hooks
+        .iter()
+        .map(|(h, t)| format!("{}:{}", h.as_str(), t.terms.len()))
+        .collect();
+    let hooks_line = if hooks_line.is_empty() {
+        "none".to_string()
+    } else {
+        hooks_line.join(",")
+    };
     say!(
-        "ready hook=exec mechanism={exec_mechanism} {} rules={} terms={} pins={pins} export={} metrics={metrics_at} run_stats={}",
+        "ready hooks={hooks_line} exec_mechanism={exec_mechanism} {} rules={} terms={} pins={pins} export={} metrics={metrics_at} run_stats={}",
         first.describe(),
         first.rules.len(),
-        exec.terms.len(),
+        first.hooks.values().map(|t| t.terms.len()).sum::<usize>(),
         opts.export,
         run_stats.as_ref().map_or("off", RunStats::how),
     );
@@ -594,8 +626,16 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     }
     if let Ok(stats) = hook.stats() {
         let line: Vec<String> = stats
+            .runs
             .iter()
-            .map(|(s, v)| format!("{}={v}", s.name()))
+            .filter(|(h, v)| *v > 0 || *h == Hook::Exec)
+            .map(|(h, v)| format!("runs_{}={v}", h.as_str()))
+            .chain(
+                stats
+                    .counters
+                    .iter()
+                    .map(|(s, v)| format!("{}={v}", s.name())),
+            )
             .collect();
         say!(
             "stats {} decode_errors={} export_errors={}",

@@ -1,35 +1,44 @@
-//! Decoding exec events from ring-buffer records.
+//! Decoding events from ring-buffer records.
 //!
-//! A record is `struct exec_event` (see `bpf-templates/include/exec_abi.h`,
-//! [`EXEC_EVENT_HEADER_SIZE`] bytes, native endian) followed by four strings
-//! back to back: binary path, argv, cwd, parent binary path, with the lengths
+//! A record is `struct policy_event` (see `bpf-templates/include/policy_abi.h`,
+//! [`POLICY_EVENT_HEADER_SIZE`] bytes, native endian) followed by five strings
+//! back to back: binary path, argv, cwd, parent binary path, and the hook's
+//! object (file path on `open`, target binary on `ptrace`), with the lengths
 //! given in the header and no terminators.
 //!
 //! The kernel hands over bytes; events carry strings. A string that is not
 //! valid UTF-8 is decoded with U+FFFD for each invalid sequence, and a
 //! [`lossy`] flag says so.
 
-use crate::abi::{Mask, EXEC_EVENT_HEADER_SIZE, MASK_WORDS};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// One exec event as the kernel wrote it.
+use policy_compiler::bundle::Hook;
+
+use crate::abi::{Mask, MASK_WORDS, POLICY_EVENT_HEADER_SIZE};
+
+/// One event as the kernel wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExecEvent {
-    /// Time of the exec, nanoseconds since boot including suspend
+pub struct KernelEvent {
+    /// The hook that decided it.
+    pub hook: Hook,
+    /// Time of the event, nanoseconds since boot including suspend
     /// (`bpf_ktime_get_boot_ns`, `CLOCK_BOOTTIME`).
     pub ktime_boot_ns: u64,
     /// cgroup v2 id of the task (`bpf_get_current_cgroup_id`).
     pub cgroup_id: u64,
     /// Terms the event matched, after ANDing every dimension.
     pub matched: Mask,
+    /// What the kernel enforced: `abi::verdict` value.
+    pub verdict: u32,
     /// Process id (`task_struct.tgid`).
     pub pid: u32,
     /// Thread id (`task_struct.pid`).
     pub tid: u32,
     /// Parent process id (`task_struct.real_parent->tgid`).
     pub ppid: u32,
-    /// Real uid after exec (`task_struct.cred->uid`).
+    /// Real uid (`task_struct.cred->uid`; after exec on `exec`).
     pub uid: u32,
-    /// Effective uid after exec (`cred->euid`; 0 for a setuid-root binary).
+    /// Effective uid (`cred->euid`; 0 for a setuid-root binary on `exec`).
     pub euid: u32,
     /// Real gid (`cred->gid`).
     pub gid: u32,
@@ -37,13 +46,18 @@ pub struct ExecEvent {
     pub egid: u32,
     /// Login uid (`task_struct.loginuid`), [`AUID_UNSET`] when unset.
     pub auid: u32,
+    /// Effective capabilities (`cred->cap_effective`), bit n = capability n.
+    pub caps: u64,
+    /// `task_struct.signal->tty != NULL`.
+    pub interactive: bool,
     /// `abi::flags` bits.
     pub flags: u32,
-    /// `task_struct.comm` after exec, up to the first NUL.
+    /// `task_struct.comm`, up to the first NUL.
     pub comm: String,
-    /// Canonical absolute path of the executed file (`bprm->file`).
+    /// Canonical absolute path of the executable (`bprm->file` on exec,
+    /// `mm->exe_file` elsewhere); empty for a kernel thread.
     pub binary: String,
-    /// argv as laid out in the new image (`mm->arg_start..arg_end`): each
+    /// argv as laid out in the image (`mm->arg_start..arg_end`): each
     /// argument followed by a NUL, possibly cut at `ARGS_BUF_LEN` bytes.
     pub args_raw: Vec<u8>,
     /// Working directory (`task_struct.fs->pwd`).
@@ -51,11 +65,42 @@ pub struct ExecEvent {
     /// Executable of the parent (`real_parent->mm->exe_file`), empty for a
     /// kernel thread.
     pub parent_binary: String,
+    /// `open`: the opened file's canonical path; `ptrace`: the traced
+    /// process's executable; empty otherwise.
+    pub object: String,
+    /// Hook-specific values.
+    pub detail: Detail,
     /// [`lossy`] bits: which strings were not valid UTF-8 (decoded with
     /// U+FFFD). Set by user space, not by the kernel.
     pub lossy: u32,
     /// Generation (bundle load number) of the tables that decided the event.
     pub generation: u64,
+}
+
+/// The hook-specific part of an event.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Detail {
+    /// `open`: the file's `f_mode`; `setuid`: the syscall number;
+    /// `ptrace`: the request.
+    pub op: u32,
+    /// `setuid`: real uid after the call.
+    pub new_uid: u32,
+    /// `setuid`: effective uid after the call.
+    pub new_euid: u32,
+    /// `setuid`: real gid after the call.
+    pub new_gid: u32,
+    /// `setuid`: effective gid after the call.
+    pub new_egid: u32,
+    /// `capset`: the requested effective set.
+    pub new_caps: u64,
+    /// `ptrace`: the traced process.
+    pub target_pid: u32,
+    /// `connect`: destination; `bind`: the bound address (`None` elsewhere).
+    pub addr: Option<IpAddr>,
+    /// `connect`: destination port; `bind`: the bound port (host order).
+    pub port: u16,
+    /// `connect`/`bind`: `IPPROTO_*` of the socket.
+    pub protocol: u8,
 }
 
 /// Flags of strings that were not valid UTF-8, exported beside the kernel's
@@ -71,14 +116,17 @@ pub mod lossy {
     pub const PARENT: u32 = 1 << 3;
     /// `comm` had invalid UTF-8.
     pub const COMM: u32 = 1 << 4;
+    /// The file path or target binary had invalid UTF-8.
+    pub const OBJECT: u32 = 1 << 5;
 
     /// Every flag with its exported name.
-    pub const NAMES: [(u32, &str); 5] = [
+    pub const NAMES: [(u32, &str); 6] = [
         (BINARY, "binary_not_utf8"),
         (ARGS, "args_not_utf8"),
         (CWD, "cwd_not_utf8"),
         (PARENT, "parent_not_utf8"),
         (COMM, "comm_not_utf8"),
+        (OBJECT, "object_not_utf8"),
     ];
 
     /// The names of the flags set in `bits`.
@@ -99,12 +147,15 @@ pub const AUID_UNSET: u32 = u32::MAX;
 pub enum DecodeError {
     /// The record is shorter than the header.
     #[error(
-        "event record of {len} bytes is shorter than the {EXEC_EVENT_HEADER_SIZE}-byte header"
+        "event record of {len} bytes is shorter than the {POLICY_EVENT_HEADER_SIZE}-byte header"
     )]
     ShortHeader {
         /// Record length.
         len: usize,
     },
+    /// The header names a hook this build does not know.
+    #[error("event record names unknown hook {0}")]
+    UnknownHook(u32),
     /// The header's string lengths exceed the record.
     #[error("event record of {len} bytes cannot hold the {need} bytes its header announces")]
     ShortStrings {
@@ -152,48 +203,65 @@ fn split_args(raw: &[u8]) -> Vec<&[u8]> {
     raw.split(|&b| b == 0).collect()
 }
 
-impl ExecEvent {
+impl KernelEvent {
     /// Decode one ring-buffer record.
     ///
     /// # Errors
-    /// [`DecodeError`] when the record is shorter than its header says.
-    /// Bytes past the announced strings are ignored. Non-UTF-8 strings are
-    /// decoded lossily (U+FFFD) and flagged in [`ExecEvent::lossy`].
-    pub fn decode(buf: &[u8]) -> Result<ExecEvent, DecodeError> {
-        if buf.len() < EXEC_EVENT_HEADER_SIZE {
+    /// [`DecodeError`] when the record is shorter than its header says or
+    /// names an unknown hook. Bytes past the announced strings are ignored.
+    /// Non-UTF-8 strings are decoded lossily (U+FFFD) and flagged in
+    /// [`KernelEvent::lossy`].
+    pub fn decode(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
+        if buf.len() < POLICY_EVENT_HEADER_SIZE {
             return Err(DecodeError::ShortHeader { len: buf.len() });
         }
         let mut r = Reader { buf, pos: 0 };
         let ktime_boot_ns = r.u64();
         let cgroup_id = r.u64();
+        let generation = r.u64();
+        let caps = r.u64();
+        let new_caps = r.u64();
+        let hook_id = r.u32();
+        let hook = Hook::ALL
+            .get(hook_id as usize)
+            .map(|(h, _)| *h)
+            .ok_or(DecodeError::UnknownHook(hook_id))?;
+        let flags = r.u32();
+        let verdict = r.u32();
+        let [pid, tid, ppid, uid, euid, gid, egid, auid] = [(); 8].map(|_| r.u32());
+        let [new_uid, new_euid, new_gid, new_egid, target_pid, op] = [(); 6].map(|_| r.u32());
+        let port = r.u16();
+        let [family, protocol]: [u8; 2] = r.take();
+        let addr_raw: [u8; 16] = r.take();
+        let [interactive, _, _, _]: [u8; 4] = r.take();
+        let lens = [r.u16(), r.u16(), r.u16(), r.u16(), r.u16()].map(usize::from);
+        let _pad = r.u16();
+        let comm_raw: [u8; 16] = r.take();
         let mut matched = [0u64; MASK_WORDS];
         for w in &mut matched {
             *w = r.u64();
         }
-        let pid = r.u32();
-        let tid = r.u32();
-        let ppid = r.u32();
-        let uid = r.u32();
-        let euid = r.u32();
-        let gid = r.u32();
-        let egid = r.u32();
-        let auid = r.u32();
-        let flags = r.u32();
-        let lens = [r.u16(), r.u16(), r.u16(), r.u16()].map(usize::from);
-        let _pad = r.u32();
-        let comm_raw: [u8; 16] = r.take();
-        let generation = r.u64();
-        debug_assert_eq!(r.pos, EXEC_EVENT_HEADER_SIZE);
+        debug_assert_eq!(r.pos, POLICY_EVENT_HEADER_SIZE);
         let comm_len = comm_raw.iter().position(|&b| b == 0).unwrap_or(16);
+        let addr = match family {
+            4 => Some(IpAddr::V4(Ipv4Addr::new(
+                addr_raw[0],
+                addr_raw[1],
+                addr_raw[2],
+                addr_raw[3],
+            ))),
+            6 => Some(IpAddr::V6(Ipv6Addr::from(addr_raw))),
+            _ => None,
+        };
 
-        let need = EXEC_EVENT_HEADER_SIZE + lens.iter().sum::<usize>();
+        let need = POLICY_EVENT_HEADER_SIZE + lens.iter().sum::<usize>();
         if buf.len() < need {
             return Err(DecodeError::ShortStrings {
                 len: buf.len(),
                 need,
             });
         }
-        let mut pos = EXEC_EVENT_HEADER_SIZE;
+        let mut pos = POLICY_EVENT_HEADER_SIZE;
         let mut next = |len: usize| {
             let s = &buf[pos..pos + len];
             pos += len;
@@ -210,6 +278,7 @@ impl ExecEvent {
         let args_raw = next(lens[1]).to_vec();
         let cwd = text(next(lens[2]), lossy::CWD);
         let parent_binary = text(next(lens[3]), lossy::PARENT);
+        let object = text(next(lens[4]), lossy::OBJECT);
         let comm = text(&comm_raw[..comm_len], lossy::COMM);
         if split_args(&args_raw)
             .iter()
@@ -218,10 +287,12 @@ impl ExecEvent {
         {
             lossy_bits |= lossy::ARGS;
         }
-        Ok(ExecEvent {
+        Ok(KernelEvent {
+            hook,
             ktime_boot_ns,
             cgroup_id,
             matched,
+            verdict,
             pid,
             tid,
             ppid,
@@ -230,12 +301,27 @@ impl ExecEvent {
             gid,
             egid,
             auid,
+            caps,
+            interactive: interactive != 0,
             flags,
             comm,
             binary,
             args_raw,
             cwd,
             parent_binary,
+            object,
+            detail: Detail {
+                op,
+                new_uid,
+                new_euid,
+                new_gid,
+                new_egid,
+                new_caps,
+                target_pid,
+                addr,
+                port,
+                protocol,
+            },
             lossy: lossy_bits,
             generation,
         })
@@ -257,7 +343,7 @@ impl ExecEvent {
     }
 
     /// argv\[1..\] joined with single spaces, as Tetragon's `arguments`
-    /// (ambiguous when an argument holds a space: see [`ExecEvent::args`]).
+    /// (ambiguous when an argument holds a space: see [`KernelEvent::args`]).
     pub fn arguments(&self) -> String {
         self.args().join(" ")
     }
@@ -265,33 +351,66 @@ impl ExecEvent {
 
 /// Encode an event the way the kernel does; for tests of the consumers.
 #[doc(hidden)]
-pub fn encode(ev: &ExecEvent) -> Vec<u8> {
+pub fn encode(ev: &KernelEvent) -> Vec<u8> {
     let mut out = Vec::new();
-    out.extend(ev.ktime_boot_ns.to_ne_bytes());
-    out.extend(ev.cgroup_id.to_ne_bytes());
-    for w in ev.matched {
-        out.extend(w.to_ne_bytes());
-    }
     for v in [
-        ev.pid, ev.tid, ev.ppid, ev.uid, ev.euid, ev.gid, ev.egid, ev.auid, ev.flags,
+        ev.ktime_boot_ns,
+        ev.cgroup_id,
+        ev.generation,
+        ev.caps,
+        ev.detail.new_caps,
     ] {
         out.extend(v.to_ne_bytes());
     }
+    let d = &ev.detail;
+    let hook = Hook::ALL.iter().position(|(h, _)| *h == ev.hook).unwrap() as u32;
+    for v in [
+        hook,
+        ev.flags,
+        ev.verdict,
+        ev.pid,
+        ev.tid,
+        ev.ppid,
+        ev.uid,
+        ev.euid,
+        ev.gid,
+        ev.egid,
+        ev.auid,
+        d.new_uid,
+        d.new_euid,
+        d.new_gid,
+        d.new_egid,
+        d.target_pid,
+        d.op,
+    ] {
+        out.extend(v.to_ne_bytes());
+    }
+    out.extend(d.port.to_ne_bytes());
+    let (family, addr) = match d.addr {
+        Some(a) => crate::tables::ip_key_addr(a),
+        None => (0, [0; 16]),
+    };
+    out.extend([family, d.protocol]);
+    out.extend(addr);
+    out.extend([u8::from(ev.interactive), 0, 0, 0]);
     let strings = [
         ev.binary.as_bytes(),
         &ev.args_raw,
         ev.cwd.as_bytes(),
         ev.parent_binary.as_bytes(),
+        ev.object.as_bytes(),
     ];
     for s in strings {
         out.extend((s.len() as u16).to_ne_bytes());
     }
-    out.extend(0u32.to_ne_bytes());
+    out.extend(0u16.to_ne_bytes());
     let mut comm = [0u8; 16];
     let c = ev.comm.as_bytes();
     comm[..c.len().min(15)].copy_from_slice(&c[..c.len().min(15)]);
     out.extend(comm);
-    out.extend(ev.generation.to_ne_bytes());
+    for w in ev.matched {
+        out.extend(w.to_ne_bytes());
+    }
     for s in strings {
         out.extend(s);
     }
@@ -302,11 +421,20 @@ pub fn encode(ev: &ExecEvent) -> Vec<u8> {
 pub(crate) mod tests {
     use super::*;
 
-    pub(crate) fn sample() -> ExecEvent {
-        ExecEvent {
+    pub(crate) fn sample() -> KernelEvent {
+        let mut matched = [0u64; MASK_WORDS];
+        matched[0] = 1;
+        matched[3] = 1 << 63;
+        KernelEvent {
+            hook: Hook::Exec,
             ktime_boot_ns: 123_456_789,
             cgroup_id: 42,
-            matched: [0b1, 0, 0, 1 << 63],
+            matched,
+            verdict: 0,
+            caps: 1 << 21,
+            interactive: true,
+            object: String::new(),
+            detail: Detail::default(),
             pid: 1000,
             tid: 1000,
             ppid: 999,
@@ -330,37 +458,50 @@ pub(crate) mod tests {
     fn round_trip() {
         let ev = sample();
         let bytes = encode(&ev);
-        assert_eq!(bytes.len(), EXEC_EVENT_HEADER_SIZE + 13 + 13 + 7 + 13);
-        assert_eq!(ExecEvent::decode(&bytes).unwrap(), ev);
+        assert_eq!(bytes.len(), POLICY_EVENT_HEADER_SIZE + 13 + 13 + 7 + 13);
+        assert_eq!(KernelEvent::decode(&bytes).unwrap(), ev);
+        let connect = KernelEvent {
+            hook: Hook::Connect,
+            object: "/etc/x".into(),
+            detail: Detail {
+                addr: Some("::1".parse().unwrap()),
+                port: 443,
+                protocol: 6,
+                op: 3,
+                ..Detail::default()
+            },
+            ..sample()
+        };
+        assert_eq!(KernelEvent::decode(&encode(&connect)).unwrap(), connect);
+        let v4 = KernelEvent {
+            detail: Detail {
+                addr: Some("169.254.169.254".parse().unwrap()),
+                ..Detail::default()
+            },
+            ..connect
+        };
+        assert_eq!(KernelEvent::decode(&encode(&v4)).unwrap(), v4);
     }
 
     #[test]
     fn header_field_offsets_match_c() {
-        // Offsets from struct exec_event in exec_abi.h.
+        // Offsets from struct policy_event in policy_abi.h.
         let bytes = encode(&sample());
-        assert_eq!(
-            u64::from_ne_bytes(bytes[0..8].try_into().unwrap()),
-            123_456_789
-        );
-        assert_eq!(u64::from_ne_bytes(bytes[8..16].try_into().unwrap()), 42);
-        let o = 16 + 8 * MASK_WORDS;
-        assert_eq!(
-            u32::from_ne_bytes(bytes[o..o + 4].try_into().unwrap()),
-            1000
-        ); // pid
-        assert_eq!(
-            u32::from_ne_bytes(bytes[o + 28..o + 32].try_into().unwrap()),
-            AUID_UNSET
-        );
-        assert_eq!(
-            u16::from_ne_bytes(bytes[o + 36..o + 38].try_into().unwrap()),
-            13
-        ); // binary_len
-        assert_eq!(&bytes[o + 48..o + 52], b"sudo"); // comm
-        assert_eq!(
-            u64::from_ne_bytes(bytes[o + 64..o + 72].try_into().unwrap()),
-            7
-        ); // generation
+        let u64_at = |o: usize| u64::from_ne_bytes(bytes[o..o + 8].try_into().unwrap());
+        let u32_at = |o: usize| u32::from_ne_bytes(bytes[o..o + 4].try_into().unwrap());
+        let u16_at = |o: usize| u16::from_ne_bytes(bytes[o..o + 2].try_into().unwrap());
+        assert_eq!(u64_at(0), 123_456_789);
+        assert_eq!(u64_at(8), 42);
+        assert_eq!(u64_at(16), 7); // generation
+        assert_eq!(u64_at(24), 1 << 21); // caps
+        assert_eq!(u32_at(40), 0); // hook: exec
+        assert_eq!(u32_at(52), 1000); // pid
+        assert_eq!(u32_at(80), AUID_UNSET);
+        assert_eq!(bytes[128], 1); // interactive
+        assert_eq!(u16_at(132), 13); // binary_len
+        assert_eq!(&bytes[144..148], b"sudo"); // comm
+        assert_eq!(u64_at(160), 1); // matched[0]
+        assert_eq!(bytes.len(), POLICY_EVENT_HEADER_SIZE + 46);
     }
 
     #[test]
@@ -368,12 +509,12 @@ pub(crate) mod tests {
         let ev = sample();
         assert_eq!(ev.argv(), ["sudo", "-n", "true"]);
         assert_eq!(ev.arguments(), "-n true");
-        let truncated = ExecEvent {
+        let truncated = KernelEvent {
             args_raw: b"sudo\0-n\0tr".to_vec(),
             ..sample()
         };
         assert_eq!(truncated.arguments(), "-n tr");
-        let none = ExecEvent {
+        let none = KernelEvent {
             args_raw: vec![],
             ..sample()
         };
@@ -384,41 +525,41 @@ pub(crate) mod tests {
     fn short_records_are_errors() {
         let bytes = encode(&sample());
         assert_eq!(
-            ExecEvent::decode(&bytes[..10]),
+            KernelEvent::decode(&bytes[..10]),
             Err(DecodeError::ShortHeader { len: 10 })
         );
         let cut = bytes.len() - 1;
         assert!(matches!(
-            ExecEvent::decode(&bytes[..cut]),
+            KernelEvent::decode(&bytes[..cut]),
             Err(DecodeError::ShortStrings { need, .. }) if need == bytes.len()
         ));
     }
 
     #[test]
     fn comm_stops_at_nul_and_paths_decode_lossily() {
-        let mut bytes = encode(&ExecEvent {
+        let mut bytes = encode(&KernelEvent {
             binary: "/x".into(),
             ..sample()
         });
-        let o = EXEC_EVENT_HEADER_SIZE;
+        let o = POLICY_EVENT_HEADER_SIZE;
         bytes[o + 1] = 0xff;
-        let ev = ExecEvent::decode(&bytes).unwrap();
+        let ev = KernelEvent::decode(&bytes).unwrap();
         assert_eq!(ev.binary, "/\u{fffd}");
         assert_eq!(ev.comm, "sudo");
         assert_eq!(ev.lossy, lossy::BINARY);
         assert_eq!(lossy::names(ev.lossy), ["binary_not_utf8"]);
-        assert_eq!(ExecEvent::decode(&encode(&sample())).unwrap().lossy, 0);
+        assert_eq!(KernelEvent::decode(&encode(&sample())).unwrap().lossy, 0);
     }
 
     #[test]
     fn every_lossy_string_is_flagged() {
         // Same lengths as sample(): one byte of each string is made invalid.
         let base = encode(&sample());
-        let o = EXEC_EVENT_HEADER_SIZE;
+        let o = POLICY_EVENT_HEADER_SIZE;
         let at = |off: usize| {
             let mut b = base.clone();
             b[off] = 0xfe;
-            ExecEvent::decode(&b).unwrap()
+            KernelEvent::decode(&b).unwrap()
         };
         // "/usr/bin/sudo" (13), "sudo\0-n\0true\0" (13), "/home/u" (7), "/usr/bin/bash".
         assert_eq!(at(o + 1).lossy, lossy::BINARY);
@@ -430,7 +571,7 @@ pub(crate) mod tests {
         assert_eq!(at(o + 13).lossy, 0);
         assert_eq!(at(o + 26 + 2).lossy, lossy::CWD);
         assert_eq!(at(o + 33 + 3).lossy, lossy::PARENT);
-        let comm = o - 8 - 16; // comm, then the generation, then the strings
+        let comm = 144; // comm, then the matched terms, then the strings
         let ev = at(comm + 1);
         assert_eq!((ev.lossy, ev.comm.as_str()), (lossy::COMM, "s\u{fffd}do"));
         assert_eq!(
@@ -447,7 +588,7 @@ pub(crate) mod tests {
 
     #[test]
     fn args_keep_spaces_and_empty_arguments() {
-        let ev = ExecEvent {
+        let ev = KernelEvent {
             args_raw: b"prog\0a b\0\0c\0".to_vec(),
             ..sample()
         };

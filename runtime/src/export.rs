@@ -12,9 +12,16 @@
 //!  "bundle":{"name":"sudo-audit","digest":"sha256:…"}}
 //! ```
 //!
+//! Events of the other hooks have the same `process` and `parent` under
+//! `process_open` (with `file`), `process_connect` / `process_bind` (with
+//! `sock`), `process_setuid` (with `cred`), `process_capset` (with `caps`)
+//! and `process_ptrace` (with `target`); see docs/runtime.md.
+//!
 //! `process.flags` (names of `abi::flags`, then of `event::lossy`) is
 //! present only when some flag is set. `auid` is 4294967295 when the login
-//! uid is unset.
+//! uid is unset. `would_verdict`, `would_deny`, `scope` and `counters` are
+//! present only when they say something: a monitor policy would have
+//! decided otherwise, a `default deny` scope decided, a counter counted.
 //!
 //! A failed write never stops `policyd`: enforcement does not depend on the
 //! reader of the events. [`ExportErrors`] counts failures and decides what
@@ -37,7 +44,8 @@ use serde::Serialize;
 use crate::abi::flags;
 use crate::clock::{rfc3339, wall_time};
 use crate::decision::Decision;
-use crate::event::{lossy, ExecEvent};
+use crate::event::{lossy, KernelEvent};
+use policy_compiler::bundle::Hook;
 
 /// One exported event line.
 #[derive(Debug, Serialize)]
@@ -46,16 +54,30 @@ pub struct ExportEvent<'a> {
     pub time: String,
     /// The node's name (`--node-name`, `$NODE_NAME` or the hostname).
     pub node_name: &'a str,
-    /// The exec, Tetragon-shaped.
-    pub process_exec: ProcessExec<'a>,
+    /// The event, Tetragon-shaped, under `process_<hook>`.
+    #[serde(flatten)]
+    pub body: HookBody<'a>,
     /// Policy of the deciding rule.
     pub policy: Option<&'a str>,
     /// Name of the deciding rule (see [`crate::decision`]).
     pub rule: Option<&'a str>,
     /// Names of every matched rule, by rule id.
     pub matched: Vec<&'a str>,
-    /// `"allow"` or `"kill"` (`"deny"` is reserved for hooks that can refuse).
+    /// `"allow"`, `"kill"` (a deny on a tracepoint hook is a SIGKILL) or
+    /// `"deny"` (connect and bind refused with EPERM).
     pub verdict: &'static str,
+    /// The verdict had monitor policies been enforced, when it differs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_verdict: Option<&'static str>,
+    /// Matched deny/kill rules of monitor policies (audited, not enforced).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub would_deny: Vec<&'a str>,
+    /// The `default deny` scope that denied, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<&'a str>,
+    /// Counters incremented (`count "name"` of matched rules).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub counters: Vec<&'a str>,
     /// Whether a matched rule audits.
     pub audit: bool,
     /// Highest severity among the matched rules that audit, else the
@@ -70,6 +92,26 @@ pub struct ExportEvent<'a> {
     pub generation: u64,
 }
 
+/// The hook-specific body of an exported event, keyed `process_<hook>`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookBody<'a> {
+    /// An exec: the process after exec and its parent.
+    ProcessExec(ProcessExec<'a>),
+    /// An open.
+    ProcessOpen(WithObject<'a, FileInfo<'a>>),
+    /// A connect.
+    ProcessConnect(WithObject<'a, SockInfo>),
+    /// A bind.
+    ProcessBind(WithObject<'a, SockInfo>),
+    /// A credential change (setuid family).
+    ProcessSetuid(WithObject<'a, CredInfo>),
+    /// A capset.
+    ProcessCapset(WithObject<'a, CapsInfo>),
+    /// A ptrace attach.
+    ProcessPtrace(WithObject<'a, TargetInfo<'a>>),
+}
+
 /// `process_exec`: the process and its parent.
 #[derive(Debug, Serialize)]
 pub struct ProcessExec<'a> {
@@ -79,10 +121,147 @@ pub struct ProcessExec<'a> {
     pub parent: Parent<'a>,
 }
 
+/// The process, its parent and what the hook acted on (exported under the
+/// key the field's name gives: `file`, `sock`, `cred`, `caps`, `target`).
+#[derive(Debug, Serialize)]
+pub struct WithObject<'a, T: Serialize> {
+    /// The acting process.
+    pub process: Process<'a>,
+    /// Its parent.
+    pub parent: Parent<'a>,
+    /// What it acted on.
+    #[serde(flatten)]
+    pub object: T,
+}
+
+/// `file` of `process_open`.
+#[derive(Debug, Serialize)]
+pub struct FileInfo<'a> {
+    /// `file`.
+    pub file: FileFields<'a>,
+}
+
+/// The opened file.
+#[derive(Debug, Serialize)]
+pub struct FileFields<'a> {
+    /// Canonical absolute path (`file.f_path`).
+    pub path: &'a str,
+    /// Opened for writing (`FMODE_WRITE`) or created (`FMODE_CREATED`).
+    pub write: bool,
+    /// `file.f_mode`.
+    pub f_mode: u32,
+}
+
+/// `sock` of `process_connect` / `process_bind`.
+#[derive(Debug, Serialize)]
+pub struct SockInfo {
+    /// `sock`.
+    pub sock: SockFields,
+}
+
+/// The socket address of a connect or bind.
+#[derive(Debug, Serialize)]
+pub struct SockFields {
+    /// `ipv4` or `ipv6`.
+    pub family: &'static str,
+    /// `tcp`, `udp`, or the `IPPROTO_*` number.
+    pub protocol: String,
+    /// Destination (connect) or bound (bind) address.
+    pub addr: String,
+    /// Destination (connect) or bound (bind) port.
+    pub port: u16,
+}
+
+/// `cred` of `process_setuid`.
+#[derive(Debug, Serialize)]
+pub struct CredInfo {
+    /// `cred`.
+    pub cred: CredFields,
+}
+
+/// The ids after a setuid-family call.
+#[derive(Debug, Serialize)]
+pub struct CredFields {
+    /// The syscall: `setuid`, `setreuid`, `setresuid`, `setgid`, …
+    pub syscall: &'static str,
+    /// Real uid after the call.
+    pub new_uid: u32,
+    /// Effective uid after the call.
+    pub new_euid: u32,
+    /// Real gid after the call.
+    pub new_gid: u32,
+    /// Effective gid after the call.
+    pub new_egid: u32,
+}
+
+/// `caps` of `process_capset`.
+#[derive(Debug, Serialize)]
+pub struct CapsInfo {
+    /// `caps`.
+    pub caps: CapsFields,
+}
+
+/// The capabilities of a capset.
+#[derive(Debug, Serialize)]
+pub struct CapsFields {
+    /// The requested effective set, by name.
+    pub new_effective: Vec<&'static str>,
+    /// The effective set before the call, by name.
+    pub effective: Vec<&'static str>,
+}
+
+/// `target` of `process_ptrace`.
+#[derive(Debug, Serialize)]
+pub struct TargetInfo<'a> {
+    /// `target`.
+    pub target: TargetFields<'a>,
+}
+
+/// The traced process.
+#[derive(Debug, Serialize)]
+pub struct TargetFields<'a> {
+    /// Its process id.
+    pub pid: u32,
+    /// Its executable.
+    pub binary: &'a str,
+    /// `PTRACE_ATTACH`, `PTRACE_SEIZE` or `PTRACE_TRACEME`.
+    pub request: &'static str,
+}
+
+/// The capability names set in `bits`.
+pub fn cap_names(bits: u64) -> Vec<&'static str> {
+    policy_dsl::schema::CAPABILITIES
+        .iter()
+        .filter(|(_, b)| bits & (1u64 << b) != 0)
+        .map(|(n, _)| *n)
+        .collect()
+}
+
+fn syscall_name(nr: u32) -> &'static str {
+    match nr {
+        105 => "setuid",
+        106 => "setgid",
+        113 => "setreuid",
+        114 => "setregid",
+        117 => "setresuid",
+        119 => "setresgid",
+        _ => "unknown",
+    }
+}
+
+fn ptrace_request(r: u32) -> &'static str {
+    match r {
+        0 => "PTRACE_TRACEME",
+        16 => "PTRACE_ATTACH",
+        0x4206 => "PTRACE_SEIZE",
+        _ => "unknown",
+    }
+}
+
 /// `process_exec.process`.
 #[derive(Debug, Serialize)]
 pub struct Process<'a> {
-    /// Canonical absolute path of the executed file.
+    /// Canonical absolute path of the executable.
     pub binary: &'a str,
     /// argv\[1..\] joined with spaces (Tetragon's field; ambiguous when an
     /// argument holds a space).
@@ -200,45 +379,129 @@ pub fn build_throttled<'a>(
 /// Assemble the exported form of `ev` decided as `decision`.
 /// `boot_offset_ns` converts boot time to Unix time (see [`crate::clock`]).
 pub fn build<'a>(
-    ev: &'a ExecEvent,
+    ev: &'a KernelEvent,
     decision: &Decision<'a>,
     node_name: &'a str,
     bundle: BundleRef<'a>,
     boot_offset_ns: i128,
 ) -> ExportEvent<'a> {
     let rule = decision.rule;
+    let process = Process {
+        binary: &ev.binary,
+        arguments: ev.arguments(),
+        argv: ev.args(),
+        pid: ev.pid,
+        tid: ev.tid,
+        uid: ev.uid,
+        euid: ev.euid,
+        gid: ev.gid,
+        egid: ev.egid,
+        auid: ev.auid,
+        cwd: &ev.cwd,
+        comm: &ev.comm,
+        cgroup_id: ev.cgroup_id,
+        flags: flags::names(ev.flags)
+            .into_iter()
+            .chain(lossy::names(ev.lossy))
+            .collect(),
+    };
+    let parent = Parent {
+        binary: &ev.parent_binary,
+        pid: ev.ppid,
+    };
+    let d = &ev.detail;
+    let sock = || SockInfo {
+        sock: SockFields {
+            family: match d.addr {
+                Some(std::net::IpAddr::V6(_)) => "ipv6",
+                _ => "ipv4",
+            },
+            protocol: match d.protocol {
+                6 => "tcp".into(),
+                17 => "udp".into(),
+                p => p.to_string(),
+            },
+            addr: d.addr.map(|a| a.to_string()).unwrap_or_default(),
+            port: d.port,
+        },
+    };
+    let body = match ev.hook {
+        Hook::Exec | Hook::ModuleLoad => HookBody::ProcessExec(ProcessExec { process, parent }),
+        Hook::Open => HookBody::ProcessOpen(WithObject {
+            process,
+            parent,
+            object: FileInfo {
+                file: FileFields {
+                    path: &ev.object,
+                    write: d.op & (0x2 | 0x10_0000) != 0,
+                    f_mode: d.op,
+                },
+            },
+        }),
+        Hook::Connect => HookBody::ProcessConnect(WithObject {
+            process,
+            parent,
+            object: sock(),
+        }),
+        Hook::Bind => HookBody::ProcessBind(WithObject {
+            process,
+            parent,
+            object: sock(),
+        }),
+        Hook::Setuid => HookBody::ProcessSetuid(WithObject {
+            process,
+            parent,
+            object: CredInfo {
+                cred: CredFields {
+                    syscall: syscall_name(d.op),
+                    new_uid: d.new_uid,
+                    new_euid: d.new_euid,
+                    new_gid: d.new_gid,
+                    new_egid: d.new_egid,
+                },
+            },
+        }),
+        Hook::Capset => HookBody::ProcessCapset(WithObject {
+            process,
+            parent,
+            object: CapsInfo {
+                caps: CapsFields {
+                    new_effective: cap_names(d.new_caps),
+                    effective: cap_names(ev.caps),
+                },
+            },
+        }),
+        Hook::Ptrace => HookBody::ProcessPtrace(WithObject {
+            process,
+            parent,
+            object: TargetInfo {
+                target: TargetFields {
+                    pid: d.target_pid,
+                    binary: &ev.object,
+                    request: ptrace_request(d.op),
+                },
+            },
+        }),
+    };
     ExportEvent {
         time: rfc3339(wall_time(ev.ktime_boot_ns, boot_offset_ns)),
         node_name,
-        process_exec: ProcessExec {
-            process: Process {
-                binary: &ev.binary,
-                arguments: ev.arguments(),
-                argv: ev.args(),
-                pid: ev.pid,
-                tid: ev.tid,
-                uid: ev.uid,
-                euid: ev.euid,
-                gid: ev.gid,
-                egid: ev.egid,
-                auid: ev.auid,
-                cwd: &ev.cwd,
-                comm: &ev.comm,
-                cgroup_id: ev.cgroup_id,
-                flags: flags::names(ev.flags)
-                    .into_iter()
-                    .chain(lossy::names(ev.lossy))
-                    .collect(),
-            },
-            parent: Parent {
-                binary: &ev.parent_binary,
-                pid: ev.ppid,
-            },
-        },
-        policy: rule.map(|r| r.policy.as_str()),
+        body,
+        policy: rule
+            .map(|r| r.policy.as_str())
+            .or(decision.scope.map(|s| s.policy.as_str())),
         rule: rule.map(|r| r.name.as_str()),
         matched: decision.matched.iter().map(|r| r.name.as_str()).collect(),
         verdict: decision.verdict,
+        would_verdict: (decision.would_verdict != decision.verdict)
+            .then_some(decision.would_verdict),
+        would_deny: decision
+            .would_deny
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect(),
+        scope: decision.scope.map(|s| s.name.as_str()),
+        counters: decision.counters.clone(),
         audit: decision.audit,
         severity: decision.severity.map(|s| s.as_str()),
         message: rule.and_then(|r| r.message.as_deref()),
@@ -647,11 +910,11 @@ mod tests {
         let (table, mut rules) = fixture();
         rules[0].message = Some("sudo invoked".into());
         rules[0].policy = "sudo_audit".into();
-        let ev = ExecEvent {
+        let ev = KernelEvent {
             matched: mask_words(&vec![0]),
             ..sample()
         };
-        let d = decide(&table, &rules, &ev.matched);
+        let d = decide(Hook::Exec, &table, &rules, &[], &ev.matched);
         let bundle = BundleRef {
             name: "sudo-audit",
             digest: "sha256:00",
@@ -729,12 +992,12 @@ mod tests {
     #[test]
     fn no_flags_no_field() {
         let (table, rules) = fixture();
-        let ev = ExecEvent {
+        let ev = KernelEvent {
             flags: 0,
             matched: mask_words(&vec![1]),
             ..sample()
         };
-        let d = decide(&table, &rules, &ev.matched);
+        let d = decide(Hook::Exec, &table, &rules, &[], &ev.matched);
         let out = build(
             &ev,
             &d,
@@ -759,14 +1022,14 @@ mod tests {
         let (table, mut rules) = fixture();
         rules[0].severity = Severity::High;
         rules[1].severity = Severity::Low;
-        let ev = ExecEvent {
+        let ev = KernelEvent {
             matched: mask_words(&vec![0, 1]),
             flags: flags::KILL_SENT,
             lossy: lossy::BINARY | lossy::ARGS,
             args_raw: b"x\0a b\0\xef\xbf\xbd\0".to_vec(),
             ..sample()
         };
-        let d = decide(&table, &rules, &ev.matched);
+        let d = decide(Hook::Exec, &table, &rules, &[], &ev.matched);
         let bundle = BundleRef {
             name: "b",
             digest: "d",
@@ -809,7 +1072,7 @@ mod tests {
     fn a_cut_line_stays_alone_on_its_line() {
         let (table, rules) = fixture();
         let ev = sample();
-        let d = decide(&table, &rules, &ev.matched);
+        let d = decide(Hook::Exec, &table, &rules, &[], &ev.matched);
         let b = || BundleRef {
             name: "b",
             digest: "d",
@@ -915,8 +1178,8 @@ mod tests {
     fn write_n(exp: &mut Exporter, from: u32, n: u32) {
         let (table, rules) = fixture();
         for pid in from..from + n {
-            let ev = ExecEvent { pid, ..sample() };
-            let d = decide(&table, &rules, &ev.matched);
+            let ev = KernelEvent { pid, ..sample() };
+            let d = decide(Hook::Exec, &table, &rules, &[], &ev.matched);
             let b = BundleRef {
                 name: "b",
                 digest: "d",
@@ -1068,8 +1331,8 @@ mod tests {
         let mut exp = Exporter::open_with(&target, Some(&rot)).unwrap();
         write_n(&mut exp, 1, 1);
         let (table, rules) = fixture();
-        let ev = ExecEvent { pid: 2, ..sample() };
-        let d = decide(&table, &rules, &ev.matched);
+        let ev = KernelEvent { pid: 2, ..sample() };
+        let d = decide(Hook::Exec, &table, &rules, &[], &ev.matched);
         let b = BundleRef {
             name: "b",
             digest: "d",

@@ -1,44 +1,124 @@
-//! Loading the exec template into the kernel with aya, filling its maps,
-//! attaching it, and pinning its maps for operators.
+//! Loading the policy object into the kernel with aya, filling its maps,
+//! attaching each hook's programs, and pinning the maps for operators.
 
+use std::collections::BTreeSet;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, ArrayOfMaps, HashMap, MapData, MapError, PerCpuArray, RingBuf};
+use aya::programs::cgroup_sock_addr::CgroupSockAddrLinkId;
 use aya::programs::raw_trace_point::RawTracePointLinkId;
-use aya::programs::{ProgramError, RawTracePoint};
+use aya::programs::trace_point::TracePointLinkId;
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfError, EbpfLoader};
+use policy_compiler::bundle::Hook;
 
 use crate::abi::{
-    map_names, ExecActive, ExecConfig, Mask, PathKey, Stat, EXEC_PROGRAM, EXEC_SLOTS,
-    EXEC_TRACEPOINT,
+    hook_index, map_names, ActiveSlot, CapsEntry, CgroupKey, HookConfig, IpLpmKey, Mask, NumLpmKey,
+    Stat, StrKey, StrLpmKey, NHOOKS, SLOTS,
 };
-use crate::tables::ExecTables;
+use crate::tables::KernelTables;
 
-/// The compiled `bpf-templates/exec.bpf.o`, built by `build.rs`.
-pub static EXEC_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/exec.bpf.o"));
-
-/// How the exec hook enforces and observes, for the readiness line and logs.
-pub const EXEC_MECHANISM: &str = "raw_tracepoint/sched_process_exec+bpf_send_signal(SIGKILL)";
+/// The compiled `bpf-templates/policy.bpf.o`, built by `build.rs`.
+pub static POLICY_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/policy.bpf.o"));
 
 /// `f_type` of a bpf filesystem (`BPF_FS_MAGIC`).
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
-/// Why the exec hook could not be loaded, attached or pinned.
+/// Where a program attaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachPoint {
+    /// A raw tracepoint, by name.
+    RawTracepoint(&'static str),
+    /// A tracepoint, by category and name; skipped when this kernel has no
+    /// such tracepoint (e.g. `sys_exit_open` on architectures without `open`).
+    Tracepoint(&'static str, &'static str),
+    /// The root of the cgroup v2 hierarchy (every process of the host).
+    CgroupRoot,
+}
+
+/// One program of a hook and where it attaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HookProgram {
+    /// Program name in the object.
+    pub program: &'static str,
+    /// Attach point.
+    pub point: AttachPoint,
+}
+
+/// The programs of `hook` (none for `module_load`: see [`mechanism`]).
+pub fn hook_programs(hook: Hook) -> Vec<HookProgram> {
+    use AttachPoint::*;
+    let p = |program, point| HookProgram { program, point };
+    let tp = |program, name| p(program, Tracepoint("syscalls", name));
+    match hook {
+        Hook::Exec => vec![p("policy_exec", RawTracepoint("sched_process_exec"))],
+        Hook::Open => [
+            "sys_exit_openat",
+            "sys_exit_openat2",
+            "sys_exit_open",
+            "sys_exit_creat",
+        ]
+        .into_iter()
+        .map(|n| tp("policy_open", n))
+        .collect(),
+        Hook::Connect => vec![
+            p("policy_connect4", CgroupRoot),
+            p("policy_connect6", CgroupRoot),
+        ],
+        Hook::Bind => vec![p("policy_bind4", CgroupRoot), p("policy_bind6", CgroupRoot)],
+        Hook::Setuid => [
+            "sys_enter_setuid",
+            "sys_enter_setreuid",
+            "sys_enter_setresuid",
+            "sys_enter_setgid",
+            "sys_enter_setregid",
+            "sys_enter_setresgid",
+        ]
+        .into_iter()
+        .map(|n| tp("policy_setuid", n))
+        .collect(),
+        Hook::Capset => vec![tp("policy_capset", "sys_enter_capset")],
+        Hook::Ptrace => vec![
+            tp("policy_ptrace_enter", "sys_enter_ptrace"),
+            tp("policy_ptrace", "sys_exit_ptrace"),
+        ],
+        Hook::ModuleLoad => Vec::new(),
+    }
+}
+
+/// How `hook` is decided and enforced, for logs, metrics and docs.
+pub fn mechanism(hook: Hook) -> &'static str {
+    match hook {
+        Hook::Exec => "raw_tracepoint/sched_process_exec+bpf_send_signal(SIGKILL)",
+        Hook::Open => "tracepoint/syscalls/sys_exit_open*+bpf_send_signal(SIGKILL)",
+        Hook::Connect => "cgroup/connect4,connect6 (EPERM)",
+        Hook::Bind => "cgroup/bind4,bind6 (EPERM)",
+        Hook::Setuid => "tracepoint/syscalls/sys_enter_set*id+bpf_send_signal(SIGKILL)",
+        Hook::Capset => "tracepoint/syscalls/sys_enter_capset+bpf_send_signal(SIGKILL)",
+        Hook::Ptrace => "tracepoint/syscalls/sys_exit_ptrace+bpf_send_signal(SIGKILL)",
+        Hook::ModuleLoad => "none (this policyd has no module_load program)",
+    }
+}
+
+/// How the exec hook enforces and observes, for the readiness line and logs.
+pub const EXEC_MECHANISM: &str = "raw_tracepoint/sched_process_exec+bpf_send_signal(SIGKILL)";
+
+/// Why the policy object could not be loaded, attached or pinned.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum LoadError {
     /// The object could not be loaded (parse, BTF relocation, map creation).
-    #[error("cannot load the exec BPF object")]
+    #[error("cannot load the policy BPF object")]
     #[diagnostic(
         code(policyd::bpf_load),
-        help("policyd needs a kernel with BTF and BPF ring buffers (5.8 or later)")
+        help("policyd needs a kernel with BTF, BPF ring buffers and bpf_loop (5.17 or later)")
     )]
     Object(#[source] EbpfError),
-    /// A map the template declares is missing or has another type.
-    #[error("map `{name}` of the exec object is unusable")]
+    /// A map the object declares is missing or has another type.
+    #[error("map `{name}` of the policy object is unusable")]
     #[diagnostic(code(policyd::bpf_map))]
     Map {
         /// Map name.
@@ -47,23 +127,35 @@ pub enum LoadError {
         #[source]
         source: MapError,
     },
-    /// A map the template declares is absent.
-    #[error("map `{0}` is missing from the exec object")]
+    /// A map the object declares is absent.
+    #[error("map `{0}` is missing from the policy object")]
     #[diagnostic(code(policyd::bpf_map))]
     MissingMap(&'static str),
-    /// The object has no program named [`EXEC_PROGRAM`].
-    #[error("program `{EXEC_PROGRAM}` is missing from the exec object")]
+    /// The object has no program of this name.
+    #[error("program `{0}` is missing from the policy object")]
     #[diagnostic(code(policyd::bpf_program))]
-    MissingProgram,
-    /// The program was refused by the verifier, or could not be attached.
-    #[error("cannot {action} program `{EXEC_PROGRAM}`")]
+    MissingProgram(&'static str),
+    /// A program was refused by the verifier, or could not be attached.
+    #[error("cannot {action} program `{program}`")]
     #[diagnostic(code(policyd::bpf_program))]
     Program {
         /// `load`, `attach` or `detach`.
         action: &'static str,
+        /// The program.
+        program: &'static str,
         /// aya's error (includes the verifier log for `load`).
         #[source]
         source: ProgramError,
+    },
+    /// No cgroup v2 hierarchy to attach the connect/bind programs to.
+    #[error("no cgroup v2 hierarchy is mounted: the `{hook}` hook attaches to its root")]
+    #[diagnostic(
+        code(policyd::no_cgroup2),
+        help("mount it: `mount -t cgroup2 none /sys/fs/cgroup` (scripts/setup.sh does)")
+    )]
+    NoCgroup2 {
+        /// The hook.
+        hook: &'static str,
     },
     /// Pinning a map failed.
     #[error("cannot pin map `{name}` at {path}: {message}")]
@@ -81,7 +173,7 @@ pub enum LoadError {
 /// `BPF_F_NO_PREALLOC`, required for LPM tries.
 const BPF_F_NO_PREALLOC: u32 = 1;
 
-/// What one [`ExecHook::swap`] did, for logs and metrics.
+/// What one [`PolicyHooks::swap`] did, for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Swap {
     /// The slot now in force.
@@ -90,21 +182,36 @@ pub struct Swap {
     pub generation: u64,
     /// Waiting for an RCU grace period before touching the inactive slot.
     pub grace: Duration,
-    /// Creating and filling the inactive slot.
+    /// Creating and filling the inactive slot (and loading and attaching
+    /// the programs of hooks that had none).
     pub fill: Duration,
-    /// The switch itself: one update of `exec_active`.
+    /// The switch itself: one update of `active`.
     pub switch: Duration,
 }
 
-/// The exec hook, loaded (and after [`ExecHook::attach`], attached).
+/// An attachment, to detach it.
+enum Link {
+    Raw(&'static str, RawTracePointLinkId),
+    Tp(&'static str, TracePointLinkId),
+    Cgroup(&'static str, CgroupSockAddrLinkId),
+}
+
+/// The policy object, loaded: its maps exist; each hook's programs are
+/// loaded and attached when a bundle first has rules for the hook (see
+/// [`PolicyHooks::swap`]), and stay attached (a hook without terms in the
+/// slot in force costs one map lookup per event).
 ///
-/// Its tables are double-buffered (see [`ExecHook::swap`]). Dropping it
-/// detaches the program and frees the maps that are not pinned.
-pub struct ExecHook {
+/// Tables are double-buffered. Dropping it detaches the programs and frees
+/// the maps that are not pinned.
+pub struct PolicyHooks {
     ebpf: Ebpf,
-    /// The slot `exec_active` names; `None` before the first swap.
+    /// The slot `active` names; `None` before the first swap.
     active: Option<(u32, u64)>,
-    link: Option<RawTracePointLinkId>,
+    /// Hooks whose programs are attached.
+    attached: BTreeSet<Hook>,
+    /// Whether programs are attached as soon as they are loaded.
+    attach_enabled: bool,
+    links: Vec<Link>,
     pins: Vec<PathBuf>,
     pin_dir: Option<PathBuf>,
     /// Ancestors of `pin_dir` that `pin` created, deepest first.
@@ -115,40 +222,70 @@ fn map_err(name: &'static str) -> impl Fn(MapError) -> LoadError {
     move |source| LoadError::Map { name, source }
 }
 
-impl ExecHook {
-    /// Load [`EXEC_OBJECT`], install `tables` as generation 1 (see
-    /// [`ExecHook::swap`]), and load (verify) the program. Nothing is
-    /// attached yet.
+fn prog_err(action: &'static str, program: &'static str) -> impl Fn(ProgramError) -> LoadError {
+    move |source| LoadError::Program {
+        action,
+        program,
+        source,
+    }
+}
+
+/// Whether tracefs has the tracepoint (when no tracefs is found, assume so
+/// and let the attach report).
+fn tracepoint_exists(category: &str, name: &str) -> bool {
+    let roots = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+    let mut any_root = false;
+    for root in roots {
+        if Path::new(root).join("events").is_dir() {
+            any_root = true;
+            if Path::new(root)
+                .join("events")
+                .join(category)
+                .join(name)
+                .is_dir()
+            {
+                return true;
+            }
+        }
+    }
+    !any_root
+}
+
+/// The mount point of the cgroup v2 hierarchy (`/sys/fs/cgroup`, or
+/// `/sys/fs/cgroup/unified` on hybrid hosts).
+pub fn cgroup2_root() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2] == "cgroup2")
+        .map(|f| PathBuf::from(f[1]))
+}
+
+impl PolicyHooks {
+    /// Load [`POLICY_OBJECT`] (maps only) and install `tables` as
+    /// generation 1 (see [`PolicyHooks::swap`]); the programs of the hooks
+    /// with terms are loaded (verified) now and attached by
+    /// [`PolicyHooks::attach`].
     ///
     /// # Errors
-    /// [`LoadError`] when the kernel refuses the object, a map or the program.
-    pub fn load(tables: &ExecTables) -> Result<ExecHook, LoadError> {
+    /// [`LoadError`] when the kernel refuses the object, a map or a program.
+    pub fn load(tables: &KernelTables) -> Result<PolicyHooks, LoadError> {
         let ebpf = EbpfLoader::new()
-            .load(EXEC_OBJECT)
+            .load(POLICY_OBJECT)
             .map_err(LoadError::Object)?;
-        let mut hook = ExecHook {
+        let mut hooks = PolicyHooks {
             ebpf,
             active: None,
-            link: None,
+            attached: BTreeSet::new(),
+            attach_enabled: false,
+            links: Vec::new(),
             pins: Vec::new(),
             pin_dir: None,
             created_dirs: Vec::new(),
         };
-        hook.swap(tables, 1)?;
-        let prog: &mut RawTracePoint = hook
-            .ebpf
-            .program_mut(EXEC_PROGRAM)
-            .ok_or(LoadError::MissingProgram)?
-            .try_into()
-            .map_err(|source| LoadError::Program {
-                action: "load",
-                source,
-            })?;
-        prog.load().map_err(|source| LoadError::Program {
-            action: "load",
-            source,
-        })?;
-        Ok(hook)
+        hooks.swap(tables, 1)?;
+        Ok(hooks)
     }
 
     /// The slot and generation in force (`None` before the first swap).
@@ -156,53 +293,147 @@ impl ExecHook {
         self.active
     }
 
+    /// Hooks whose programs are loaded (and, after [`PolicyHooks::attach`], attached).
+    pub fn hooks(&self) -> &BTreeSet<Hook> {
+        &self.attached
+    }
+
+    /// Load (and, once attaching is enabled, attach) the programs of
+    /// `hook` if not done yet.
+    fn ensure(&mut self, hook: Hook) -> Result<(), LoadError> {
+        if self.attached.contains(&hook) {
+            return Ok(());
+        }
+        for hp in hook_programs(hook) {
+            self.load_program(hp.program)?;
+        }
+        self.attached.insert(hook);
+        if self.attach_enabled {
+            self.attach_hook(hook)?;
+        }
+        Ok(())
+    }
+
+    fn load_program(&mut self, name: &'static str) -> Result<(), LoadError> {
+        let prog = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(LoadError::MissingProgram(name))?;
+        if prog.fd().is_ok() {
+            return Ok(());
+        }
+        let err = prog_err("load", name);
+        match prog {
+            aya::programs::Program::RawTracePoint(p) => p.load().map_err(err),
+            aya::programs::Program::TracePoint(p) => p.load().map_err(err),
+            aya::programs::Program::CgroupSockAddr(p) => p.load().map_err(err),
+            _ => Err(LoadError::MissingProgram(name)),
+        }
+    }
+
+    fn attach_hook(&mut self, hook: Hook) -> Result<(), LoadError> {
+        for hp in hook_programs(hook) {
+            let name = hp.program;
+            let err = prog_err("attach", name);
+            let link = match hp.point {
+                AttachPoint::RawTracepoint(tp) => {
+                    let p: &mut RawTracePoint = self
+                        .ebpf
+                        .program_mut(name)
+                        .ok_or(LoadError::MissingProgram(name))?
+                        .try_into()
+                        .map_err(&err)?;
+                    Link::Raw(name, p.attach(tp).map_err(&err)?)
+                }
+                AttachPoint::Tracepoint(cat, tp) => {
+                    if !tracepoint_exists(cat, tp) {
+                        continue;
+                    }
+                    let p: &mut TracePoint = self
+                        .ebpf
+                        .program_mut(name)
+                        .ok_or(LoadError::MissingProgram(name))?
+                        .try_into()
+                        .map_err(&err)?;
+                    Link::Tp(name, p.attach(cat, tp).map_err(&err)?)
+                }
+                AttachPoint::CgroupRoot => {
+                    let root = cgroup2_root().ok_or(LoadError::NoCgroup2 {
+                        hook: hook.as_str(),
+                    })?;
+                    let dir = std::fs::File::open(&root).map_err(|_| LoadError::NoCgroup2 {
+                        hook: hook.as_str(),
+                    })?;
+                    let p: &mut CgroupSockAddr = self
+                        .ebpf
+                        .program_mut(name)
+                        .ok_or(LoadError::MissingProgram(name))?
+                        .try_into()
+                        .map_err(&err)?;
+                    Link::Cgroup(
+                        name,
+                        p.attach(&dir, CgroupAttachMode::AllowMultiple)
+                            .map_err(&err)?,
+                    )
+                }
+            };
+            self.links.push(link);
+        }
+        Ok(())
+    }
+
     /// Put `tables` in force as `generation`, atomically:
     ///
     /// 1. wait for an RCU grace period (`membarrier(MEMBARRIER_CMD_GLOBAL)`,
     ///    which is `synchronize_rcu()`), so that no program run that read
-    ///    `exec_active` before the previous switch still uses the inactive slot;
-    /// 2. create the inactive slot's hash and LPM maps with `max_entries` =
-    ///    this bundle's entry counts, fill them, put them in the outer
-    ///    `ARRAY_OF_MAPS` at the slot, and write the slot's `exec_config`
-    ///    (with `generation`);
-    /// 3. switch: one update of `exec_active` to `{slot, generation}`.
+    ///    `active` before the previous switch still uses the inactive slot;
+    /// 2. create the inactive slot's inner maps with `max_entries` = this
+    ///    bundle's entry counts, fill them, put them in the outer
+    ///    `ARRAY_OF_MAPS` at the slot, and write every hook's `hook_config`
+    ///    of the slot (with `generation`);
+    /// 3. load and attach the programs of hooks that get terms for the
+    ///    first time (they read the old slot, where the hook has none, until
+    ///    the switch);
+    /// 4. switch: one update of `active` to `{slot, generation}`.
     ///
-    /// Until step 3 every exec is decided by the previous tables; from it on,
-    /// by the new ones; the program reads `exec_active` once per event. On
+    /// Until step 4 every event is decided by the previous tables; from it
+    /// on, by the new ones; a program reads `active` once per event. On
     /// error nothing is switched and the previous tables stay in force.
     ///
     /// # Errors
-    /// [`LoadError::Map`] when the kernel refuses a map or an update.
-    pub fn swap(&mut self, tables: &ExecTables, generation: u64) -> Result<Swap, LoadError> {
+    /// [`LoadError`] when the kernel refuses a map, an update or a program.
+    pub fn swap(&mut self, tables: &KernelTables, generation: u64) -> Result<Swap, LoadError> {
         let t0 = Instant::now();
         if self.active.is_some() {
             grace_period();
         }
         let t1 = Instant::now();
         let slot = match self.active {
-            Some((s, _)) => (s + 1) % EXEC_SLOTS,
+            Some((s, _)) => (s + 1) % SLOTS,
             None => 1,
         };
         fill_slot(&mut self.ebpf, slot, tables, generation)?;
+        for &hook in tables.hooks.keys() {
+            self.ensure(hook)?;
+        }
         let t2 = Instant::now();
-        use map_names::EXEC_ACTIVE;
+        use map_names::ACTIVE;
         let map = self
             .ebpf
-            .map_mut(EXEC_ACTIVE)
-            .ok_or(LoadError::MissingMap(EXEC_ACTIVE))?;
-        let mut active: Array<_, ExecActive> =
-            Array::try_from(map).map_err(map_err(EXEC_ACTIVE))?;
+            .map_mut(ACTIVE)
+            .ok_or(LoadError::MissingMap(ACTIVE))?;
+        let mut active: Array<_, ActiveSlot> = Array::try_from(map).map_err(map_err(ACTIVE))?;
         active
             .set(
                 0,
-                ExecActive {
+                ActiveSlot {
                     slot,
                     pad: 0,
                     generation,
                 },
                 0,
             )
-            .map_err(map_err(EXEC_ACTIVE))?;
+            .map_err(map_err(ACTIVE))?;
         let t3 = Instant::now();
         self.active = Some((slot, generation));
         Ok(Swap {
@@ -214,45 +445,61 @@ impl ExecHook {
         })
     }
 
-    /// Attach the program to the `sched_process_exec` raw tracepoint. From
-    /// here on every exec is decided.
+    /// Attach the loaded programs (and, from now on, those of hooks that
+    /// later get rules). From here on every event of those hooks is decided.
     ///
     /// # Errors
-    /// [`LoadError::Program`] when the kernel refuses the attachment.
+    /// [`LoadError::Program`] when the kernel refuses an attachment.
     pub fn attach(&mut self) -> Result<(), LoadError> {
-        let prog = self.program("attach")?;
-        let link = prog
-            .attach(EXEC_TRACEPOINT)
-            .map_err(|source| LoadError::Program {
-                action: "attach",
-                source,
-            })?;
-        self.link = Some(link);
-        Ok(())
-    }
-
-    /// Detach the program (idempotent). Execs are no longer decided.
-    ///
-    /// # Errors
-    /// [`LoadError::Program`] when the link cannot be released.
-    pub fn detach(&mut self) -> Result<(), LoadError> {
-        if let Some(link) = self.link.take() {
-            self.program("detach")?
-                .detach(link)
-                .map_err(|source| LoadError::Program {
-                    action: "detach",
-                    source,
-                })?;
+        if self.attach_enabled {
+            return Ok(());
+        }
+        self.attach_enabled = true;
+        let hooks: Vec<Hook> = self.attached.iter().copied().collect();
+        for hook in hooks {
+            self.attach_hook(hook)?;
         }
         Ok(())
     }
 
-    fn program(&mut self, action: &'static str) -> Result<&mut RawTracePoint, LoadError> {
-        self.ebpf
-            .program_mut(EXEC_PROGRAM)
-            .ok_or(LoadError::MissingProgram)?
-            .try_into()
-            .map_err(|source| LoadError::Program { action, source })
+    /// Detach every program (idempotent). Events are no longer decided.
+    ///
+    /// # Errors
+    /// [`LoadError::Program`] when a link cannot be released.
+    pub fn detach(&mut self) -> Result<(), LoadError> {
+        self.attach_enabled = false;
+        for link in std::mem::take(&mut self.links) {
+            match link {
+                Link::Raw(name, id) => {
+                    let p: &mut RawTracePoint = self
+                        .ebpf
+                        .program_mut(name)
+                        .ok_or(LoadError::MissingProgram(name))?
+                        .try_into()
+                        .map_err(prog_err("detach", name))?;
+                    p.detach(id).map_err(prog_err("detach", name))?;
+                }
+                Link::Tp(name, id) => {
+                    let p: &mut TracePoint = self
+                        .ebpf
+                        .program_mut(name)
+                        .ok_or(LoadError::MissingProgram(name))?
+                        .try_into()
+                        .map_err(prog_err("detach", name))?;
+                    p.detach(id).map_err(prog_err("detach", name))?;
+                }
+                Link::Cgroup(name, id) => {
+                    let p: &mut CgroupSockAddr = self
+                        .ebpf
+                        .program_mut(name)
+                        .ok_or(LoadError::MissingProgram(name))?
+                        .try_into()
+                        .map_err(prog_err("detach", name))?;
+                    p.detach(id).map_err(prog_err("detach", name))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Pin the maps named in [`map_names::PINNED`] as `dir/<map name>`,
@@ -293,7 +540,7 @@ impl ExecHook {
         Ok(self.pins.clone())
     }
 
-    /// Remove the pins made by [`ExecHook::pin`], then the pin directory
+    /// Remove the pins made by [`PolicyHooks::pin`], then the pin directory
     /// and the ancestors `pin` created, each if it is then empty. Returns
     /// the paths that could not be removed.
     pub fn unpin(&mut self) -> Vec<(PathBuf, std::io::Error)> {
@@ -327,66 +574,109 @@ impl ExecHook {
         RingBuf::try_from(map).map_err(map_err(map_names::EVENTS))
     }
 
-    /// The `stats` counters summed over CPUs, indexed by [`Stat`].
+    /// The `stats` counters summed over CPUs: the runs per hook, then the
+    /// [`Stat`] counters.
     ///
     /// # Errors
     /// [`LoadError::Map`] when the map cannot be read.
-    pub fn stats(&self) -> Result<Vec<(Stat, u64)>, LoadError> {
+    pub fn stats(&self) -> Result<KernelStats, LoadError> {
         let map = self
             .ebpf
             .map(map_names::STATS)
             .ok_or(LoadError::MissingMap(map_names::STATS))?;
         let arr: PerCpuArray<_, u64> =
             PerCpuArray::try_from(map).map_err(map_err(map_names::STATS))?;
-        Stat::ALL
-            .iter()
-            .map(|&s| {
-                let per_cpu = arr.get(&(s as u32), 0).map_err(map_err(map_names::STATS))?;
-                Ok((s, per_cpu.iter().sum()))
-            })
-            .collect()
+        let read = |i: u32| -> Result<u64, LoadError> {
+            Ok(arr
+                .get(&i, 0)
+                .map_err(map_err(map_names::STATS))?
+                .iter()
+                .sum())
+        };
+        let mut runs = Vec::new();
+        for (hook, _) in Hook::ALL {
+            runs.push((hook, read(hook_index(hook))?));
+        }
+        let mut counters = Vec::new();
+        for s in Stat::ALL {
+            counters.push((s, read(s as u32)?));
+        }
+        Ok(KernelStats { runs, counters })
     }
 
-    /// The program's `bpf_prog_info.run_time_ns` and `run_cnt` (zero unless
-    /// run-time statistics are enabled, see [`RunStats`]).
+    /// Each loaded program's `bpf_prog_info.run_time_ns` and `run_cnt`
+    /// (zero unless run-time statistics are enabled, see [`RunStats`]), with
+    /// its hook.
     ///
     /// # Errors
     /// [`LoadError::Program`] when the kernel refuses `BPF_OBJ_GET_INFO_BY_FD`.
-    pub fn program_stats(&self) -> Result<(Duration, u64), LoadError> {
-        let info = self
-            .ebpf
-            .program(EXEC_PROGRAM)
-            .ok_or(LoadError::MissingProgram)?
-            .info()
-            .map_err(|source| LoadError::Program {
-                action: "read the info of",
-                source,
-            })?;
-        Ok((info.run_time(), info.run_count()))
+    pub fn program_stats(&self) -> Result<Vec<(Hook, &'static str, Duration, u64)>, LoadError> {
+        let mut out = Vec::new();
+        for &hook in &self.attached {
+            let mut seen = BTreeSet::new();
+            for hp in hook_programs(hook) {
+                if !seen.insert(hp.program) {
+                    continue;
+                }
+                let info = self
+                    .ebpf
+                    .program(hp.program)
+                    .ok_or(LoadError::MissingProgram(hp.program))?
+                    .info()
+                    .map_err(prog_err("read the info of", hp.program))?;
+                out.push((hook, hp.program, info.run_time(), info.run_count()));
+            }
+        }
+        Ok(out)
     }
 }
 
-/// Entries `policyd` writes to each map of the exec hook for `tables`, and
-/// each map's `max_entries`: `(map, entries, max_entries)`. For the outer
-/// maps `exec_path_exact` and `exec_path_prefix`, the inner map of the slot
-/// in force. The ring buffer has no entries and is left out.
-pub fn map_sizes(tables: &ExecTables) -> Vec<(&'static str, u64, u64)> {
-    use map_names::*;
-    vec![
-        (
-            EXEC_PATH_EXACT,
-            tables.exact.len() as u64,
-            u64::from(tables.exact_capacity()),
-        ),
-        (
-            EXEC_PATH_PREFIX,
-            tables.prefix.len() as u64,
-            u64::from(tables.prefix_capacity()),
-        ),
-        (EXEC_CONFIG, u64::from(EXEC_SLOTS), u64::from(EXEC_SLOTS)),
-        (EXEC_ACTIVE, 1, 1),
-        (STATS, u64::from(Stat::COUNT), u64::from(Stat::COUNT)),
-    ]
+/// The kernel's counters, summed over CPUs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KernelStats {
+    /// Program runs per hook.
+    pub runs: Vec<(Hook, u64)>,
+    /// The other counters.
+    pub counters: Vec<(Stat, u64)>,
+}
+
+impl KernelStats {
+    /// The value of counter `s`.
+    pub fn get(&self, s: Stat) -> u64 {
+        self.counters
+            .iter()
+            .find(|(c, _)| *c == s)
+            .map(|(_, v)| *v)
+            .unwrap_or(0)
+    }
+
+    /// Runs of `hook`'s programs.
+    pub fn runs(&self, hook: Hook) -> u64 {
+        self.runs
+            .iter()
+            .find(|(h, _)| *h == hook)
+            .map(|(_, v)| *v)
+            .unwrap_or(0)
+    }
+}
+
+/// Entries `policyd` writes to each table of `tables`, and each table's
+/// `max_entries`: `(map, entries, max_entries)`, for the inner maps of the
+/// slot in force. The ring buffer has no entries and is left out.
+pub fn map_sizes(tables: &KernelTables) -> Vec<(&'static str, u64, u64)> {
+    let mut out: Vec<(&'static str, u64, u64)> = map_names::TABLES
+        .iter()
+        .map(|&m| (m, tables.entries(m), u64::from(tables.capacity(m))))
+        .collect();
+    let configs = u64::from(SLOTS * NHOOKS);
+    out.push((map_names::HOOK_CONFIG, configs, configs));
+    out.push((map_names::ACTIVE, 1, 1));
+    out.push((
+        map_names::STATS,
+        u64::from(Stat::COUNT),
+        u64::from(Stat::COUNT),
+    ));
+    out
 }
 
 /// Path of the sysctl that turns BPF run-time statistics on for the host.
@@ -455,7 +745,7 @@ impl Drop for RunStats {
     }
 }
 
-impl Drop for ExecHook {
+impl Drop for PolicyHooks {
     fn drop(&mut self) {
         let _ = self.detach();
         let _ = self.unpin();
@@ -463,10 +753,10 @@ impl Drop for ExecHook {
 }
 
 /// Wait until every BPF program run that started before now has ended.
-/// Raw tracepoint programs run inside an RCU read-side critical section;
-/// `membarrier(MEMBARRIER_CMD_GLOBAL)` is `synchronize_rcu()`. Where it is
-/// unavailable (nohz_full kernels refuse it), sleep instead: a run takes
-/// microseconds.
+/// Tracepoint and cgroup programs run inside RCU read-side critical
+/// sections; `membarrier(MEMBARRIER_CMD_GLOBAL)` is `synchronize_rcu()`.
+/// Where it is unavailable (nohz_full kernels refuse it), sleep instead: a
+/// run takes microseconds.
 fn grace_period() {
     const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
     // SAFETY: membarrier takes two integers and touches no memory of ours.
@@ -476,64 +766,99 @@ fn grace_period() {
     }
 }
 
-/// Create and fill slot `slot`'s inner maps, install them, write its config.
+/// Put `inner` at `slot` of the outer map `name`.
+fn install<T: aya::maps::InnerMap>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    slot: u32,
+    inner: &T,
+) -> Result<(), LoadError> {
+    let map = ebpf.map_mut(name).ok_or(LoadError::MissingMap(name))?;
+    let mut outer: ArrayOfMaps<_, T> = ArrayOfMaps::try_from(map).map_err(map_err(name))?;
+    outer.set(slot, inner, 0).map_err(map_err(name))
+}
+
+fn hash<K: aya::Pod, V: aya::Pod>(
+    name: &'static str,
+    capacity: u32,
+    entries: impl Iterator<Item = (K, V)>,
+) -> Result<HashMap<MapData, K, V>, LoadError> {
+    let mut m: HashMap<MapData, K, V> = HashMap::create(capacity, 0).map_err(map_err(name))?;
+    for (k, v) in entries {
+        m.insert(k, v, 0).map_err(map_err(name))?;
+    }
+    Ok(m)
+}
+
+fn lpm<K: aya::Pod>(
+    name: &'static str,
+    capacity: u32,
+    entries: &[(u32, K, u32)],
+) -> Result<LpmTrie<MapData, K, u32>, LoadError> {
+    let mut m: LpmTrie<MapData, K, u32> =
+        LpmTrie::create(capacity, BPF_F_NO_PREALLOC).map_err(map_err(name))?;
+    for (bits, key, id) in entries {
+        m.insert(&Key::new(*bits, *key), id, 0)
+            .map_err(map_err(name))?;
+    }
+    Ok(m)
+}
+
+/// Create and fill slot `slot`'s inner maps, install them, write its configs.
 fn fill_slot(
     ebpf: &mut Ebpf,
     slot: u32,
-    tables: &ExecTables,
+    tables: &KernelTables,
     generation: u64,
 ) -> Result<(), LoadError> {
     use map_names::*;
-    let mut exact: HashMap<MapData, PathKey, Mask> =
-        HashMap::create(tables.exact_capacity(), 0).map_err(map_err(EXEC_PATH_EXACT))?;
-    for (key, mask) in &tables.exact {
-        exact
-            .insert(key, mask, 0)
-            .map_err(map_err(EXEC_PATH_EXACT))?;
-    }
-    let mut prefix: LpmTrie<MapData, PathKey, Mask> =
-        LpmTrie::create(tables.prefix_capacity(), BPF_F_NO_PREALLOC)
-            .map_err(map_err(EXEC_PATH_PREFIX))?;
-    for (bits, key, mask) in &tables.prefix {
-        prefix
-            .insert(&Key::new(*bits, *key), mask, 0)
-            .map_err(map_err(EXEC_PATH_PREFIX))?;
-    }
-    {
-        let map = ebpf
-            .map_mut(EXEC_PATH_EXACT)
-            .ok_or(LoadError::MissingMap(EXEC_PATH_EXACT))?;
-        let mut outer: ArrayOfMaps<_, HashMap<MapData, PathKey, Mask>> =
-            ArrayOfMaps::try_from(map).map_err(map_err(EXEC_PATH_EXACT))?;
-        outer
-            .set(slot, &exact, 0)
-            .map_err(map_err(EXEC_PATH_EXACT))?;
-    }
-    {
-        let map = ebpf
-            .map_mut(EXEC_PATH_PREFIX)
-            .ok_or(LoadError::MissingMap(EXEC_PATH_PREFIX))?;
-        let mut outer: ArrayOfMaps<_, LpmTrie<MapData, PathKey, Mask>> =
-            ArrayOfMaps::try_from(map).map_err(map_err(EXEC_PATH_PREFIX))?;
-        outer
-            .set(slot, &prefix, 0)
-            .map_err(map_err(EXEC_PATH_PREFIX))?;
-    }
+    let cap = |m| tables.capacity(m);
+    let masks: HashMap<MapData, u32, Mask> = hash(
+        MASKS,
+        cap(MASKS),
+        tables.masks.iter().enumerate().map(|(i, m)| (i as u32, *m)),
+    )?;
+    install(ebpf, MASKS, slot, &masks)?;
+    let exact: HashMap<MapData, StrKey, u32> =
+        hash(STR_EXACT, cap(STR_EXACT), tables.str_exact.iter().copied())?;
+    install(ebpf, STR_EXACT, slot, &exact)?;
+    let prefix: LpmTrie<MapData, StrLpmKey, u32> =
+        lpm(STR_PREFIX, cap(STR_PREFIX), &tables.str_prefix)?;
+    install(ebpf, STR_PREFIX, slot, &prefix)?;
+    let suffix: LpmTrie<MapData, StrLpmKey, u32> =
+        lpm(STR_SUFFIX, cap(STR_SUFFIX), &tables.str_suffix)?;
+    install(ebpf, STR_SUFFIX, slot, &suffix)?;
+    let num: LpmTrie<MapData, NumLpmKey, u32> = lpm(NUM_LPM, cap(NUM_LPM), &tables.num_lpm)?;
+    install(ebpf, NUM_LPM, slot, &num)?;
+    let ip: LpmTrie<MapData, IpLpmKey, u32> = lpm(IP_LPM, cap(IP_LPM), &tables.ip_lpm)?;
+    install(ebpf, IP_LPM, slot, &ip)?;
+    let cg: HashMap<MapData, CgroupKey, u32> = hash(
+        CGROUP_EXACT,
+        cap(CGROUP_EXACT),
+        tables.cgroup_exact.iter().copied(),
+    )?;
+    install(ebpf, CGROUP_EXACT, slot, &cg)?;
+    let caps: HashMap<MapData, u32, CapsEntry> = hash(
+        CAPS_TABLE,
+        cap(CAPS_TABLE),
+        tables.caps.iter().enumerate().map(|(i, c)| (i as u32, *c)),
+    )?;
+    install(ebpf, CAPS_TABLE, slot, &caps)?;
     // The outer maps now hold the inner maps; our fds can go.
     let map = ebpf
-        .map_mut(EXEC_CONFIG)
-        .ok_or(LoadError::MissingMap(EXEC_CONFIG))?;
-    let mut config: Array<_, ExecConfig> = Array::try_from(map).map_err(map_err(EXEC_CONFIG))?;
-    config
-        .set(
-            slot,
-            ExecConfig {
-                generation,
-                ..tables.config
-            },
-            0,
-        )
-        .map_err(map_err(EXEC_CONFIG))?;
+        .map_mut(HOOK_CONFIG)
+        .ok_or(LoadError::MissingMap(HOOK_CONFIG))?;
+    let mut config: Array<_, HookConfig> = Array::try_from(map).map_err(map_err(HOOK_CONFIG))?;
+    for (hook, _) in Hook::ALL {
+        let cfg = tables.hooks.get(&hook).copied().unwrap_or_default();
+        config
+            .set(
+                slot * NHOOKS + hook_index(hook),
+                HookConfig { generation, ..cfg },
+                0,
+            )
+            .map_err(map_err(HOOK_CONFIG))?;
+    }
     Ok(())
 }
 
@@ -551,79 +876,105 @@ pub fn is_bpffs(dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::abi::{MASK_WORDS, PATH_KEY_LEN};
+    use crate::abi::{MASK_WORDS, MAX_DIMS, PATH_KEY_LEN};
 
     #[test]
     fn map_sizes_follow_the_tables() {
-        let t = ExecTables::default();
+        let t = KernelTables::default();
         let sizes = map_sizes(&t);
+        assert_eq!(sizes[0], (map_names::MASKS, 0, 1));
+        assert_eq!(sizes.len(), map_names::TABLES.len() + 3);
         assert_eq!(
-            sizes,
+            &sizes[map_names::TABLES.len()..],
             [
-                (map_names::EXEC_PATH_EXACT, 0, 1),
-                (map_names::EXEC_PATH_PREFIX, 0, 1),
-                (map_names::EXEC_CONFIG, 2, 2),
-                (map_names::EXEC_ACTIVE, 1, 1),
-                (map_names::STATS, 10, 10),
+                (map_names::HOOK_CONFIG, 16, 16),
+                (map_names::ACTIVE, 1, 1),
+                (map_names::STATS, 19, 19),
             ]
         );
-        let t = ExecTables {
-            exact: vec![([0; PATH_KEY_LEN], [0; MASK_WORDS]); 3],
-            ..ExecTables::default()
+        let t = KernelTables {
+            str_exact: vec![
+                (
+                    StrKey {
+                        ns: 0,
+                        data: [0; PATH_KEY_LEN]
+                    },
+                    0
+                );
+                3
+            ],
+            ..KernelTables::default()
         };
-        assert_eq!(map_sizes(&t)[0], (map_names::EXEC_PATH_EXACT, 3, 3));
+        assert_eq!(map_sizes(&t)[1], (map_names::STR_EXACT, 3, 3));
     }
 
     /// The compiled object agrees with the Rust mirror of its ABI.
     #[test]
     fn object_matches_abi() {
-        let obj = aya_obj::Object::parse(EXEC_OBJECT).expect("embedded object parses");
+        let obj = aya_obj::Object::parse(POLICY_OBJECT).expect("embedded object parses");
         let map = |name: &str| {
             obj.maps
                 .get(name)
                 .unwrap_or_else(|| panic!("map {name} missing"))
         };
-        let mask = (8 * MASK_WORDS) as u32;
         let inner = |name: &str| {
             map(name)
                 .inner()
                 .unwrap_or_else(|| panic!("map {name} has no inner map"))
         };
-        assert_eq!(map(map_names::EXEC_PATH_EXACT).max_entries(), EXEC_SLOTS);
-        assert_eq!(map(map_names::EXEC_PATH_PREFIX).max_entries(), EXEC_SLOTS);
+        let sizes = [
+            (map_names::MASKS, 4, 8 * MASK_WORDS),
+            (map_names::STR_EXACT, std::mem::size_of::<StrKey>(), 4),
+            (
+                map_names::STR_PREFIX,
+                4 + std::mem::size_of::<StrLpmKey>(),
+                4,
+            ),
+            (
+                map_names::STR_SUFFIX,
+                4 + std::mem::size_of::<StrLpmKey>(),
+                4,
+            ),
+            (map_names::NUM_LPM, 4 + std::mem::size_of::<NumLpmKey>(), 4),
+            (map_names::IP_LPM, 4 + std::mem::size_of::<IpLpmKey>(), 4),
+            (map_names::CGROUP_EXACT, std::mem::size_of::<CgroupKey>(), 4),
+            (map_names::CAPS_TABLE, 4, std::mem::size_of::<CapsEntry>()),
+        ];
+        for (name, key, value) in sizes {
+            assert_eq!(map(name).max_entries(), SLOTS, "{name}");
+            assert_eq!(inner(name).key_size() as usize, key, "{name} key");
+            assert_eq!(inner(name).value_size() as usize, value, "{name} value");
+        }
+        for name in [
+            map_names::STR_PREFIX,
+            map_names::STR_SUFFIX,
+            map_names::NUM_LPM,
+            map_names::IP_LPM,
+        ] {
+            assert_eq!(inner(name).map_flags(), BPF_F_NO_PREALLOC, "{name}");
+        }
         assert_eq!(
-            inner(map_names::EXEC_PATH_EXACT).key_size(),
-            PATH_KEY_LEN as u32
+            map(map_names::HOOK_CONFIG).value_size() as usize,
+            std::mem::size_of::<HookConfig>()
         );
-        assert_eq!(inner(map_names::EXEC_PATH_EXACT).value_size(), mask);
+        assert_eq!(std::mem::size_of::<HookConfig>(), 64 + 48 * MAX_DIMS);
+        assert_eq!(map(map_names::HOOK_CONFIG).max_entries(), SLOTS * NHOOKS);
         assert_eq!(
-            inner(map_names::EXEC_PATH_PREFIX).key_size(),
-            4 + PATH_KEY_LEN as u32
+            map(map_names::ACTIVE).value_size() as usize,
+            std::mem::size_of::<ActiveSlot>()
         );
-        assert_eq!(inner(map_names::EXEC_PATH_PREFIX).value_size(), mask);
-        assert_eq!(
-            inner(map_names::EXEC_PATH_PREFIX).map_flags(),
-            BPF_F_NO_PREALLOC,
-            "BPF_F_NO_PREALLOC"
-        );
-        assert_eq!(
-            map(map_names::EXEC_CONFIG).value_size() as usize,
-            std::mem::size_of::<ExecConfig>()
-        );
-        assert_eq!(map(map_names::EXEC_CONFIG).max_entries(), EXEC_SLOTS);
-        assert_eq!(
-            map(map_names::EXEC_ACTIVE).value_size() as usize,
-            std::mem::size_of::<ExecActive>()
-        );
-        assert_eq!(map(map_names::EXEC_ACTIVE).max_entries(), 1);
         assert_eq!(map(map_names::STATS).max_entries(), Stat::COUNT);
-        assert_eq!(map(map_names::STATS).value_size(), 8);
-        for name in map_names::PINNED.iter().chain([&map_names::EXEC_SCRATCH]) {
+        for name in map_names::PINNED.iter().chain(&map_names::SCRATCH) {
             map(name);
         }
-        assert!(
-            obj.programs.contains_key(EXEC_PROGRAM),
-            "program {EXEC_PROGRAM} missing"
-        );
+        for (hook, _) in Hook::ALL {
+            for hp in hook_programs(hook) {
+                assert!(
+                    obj.programs.contains_key(hp.program),
+                    "program {} missing",
+                    hp.program
+                );
+            }
+        }
     }
 }

@@ -1,49 +1,43 @@
-//! Merging the exec tables of several bundles (`policyd run --bundle-dir`)
-//! into one kernel table set (pure; no kernel access).
+//! Several bundles as one rule set (`policyd run --bundle-dir`; one bundle
+//! is the case of one), pure: no kernel access.
 //!
-//! Bundle `i`'s terms are renumbered by the number of terms of the bundles
-//! before it, and its rules likewise; [`Merged::origin`] maps a merged rule
-//! id back to `(bundle index, rule id in that bundle)`, so that events name
-//! the rule's own bundle.
+//! Per hook, bundle `i`'s terms take the bits after those of the bundles
+//! before it (its *part*, see [`crate::tables::Part`]); its rules and
+//! `default deny` scopes are renumbered likewise, and [`Merged::origin`] maps
+//! a merged rule id back to `(bundle index, rule id in that bundle)`, so that
+//! events name the rule's own bundle.
 //!
-//! Each dimension (today `process.binary`) is merged class by class. A
-//! bundle's tables are complete per class: an exact entry's set is the
-//! answer for that value, a prefix entry's set the answer for values whose
-//! longest mentioned prefix it is (and that are no exact value), `default`
-//! the answer for the rest. The merged dimension cuts the value space by
-//! every value any bundle mentions:
-//!
-//! - merged exact values = the union of the bundles' exact values; a value's
-//!   set = the union over bundles of that bundle's lookup of the value
-//!   (its exact entry, else its longest prefix, else its default);
-//! - merged prefixes = the union of the bundles' prefixes; a prefix `P`'s set
-//!   = the union over bundles of that bundle's longest-prefix lookup of `P`
-//!   *with its prefix table only* (a value reaching `P`'s entry in the merged
-//!   trie is no exact value of any bundle, and every prefix of a bundle that
-//!   it starts with is a prefix of `P`, since `P` is its longest);
-//! - default = the union of the defaults.
-//!
-//! A bundle that does not test a dimension contributes all its terms to
-//! every entry of it (its terms hold whatever the value). Verdict masks are
-//! the union of the renumbered masks. So the merged lookup of any value is
-//! the union of the bundles' lookups, and as verdicts are decided over the
-//! matched set (kill over deny over allow), the bundles combine by
-//! deny-overrides.
+//! The kernel tables keep each bundle's dimensions as they are (a part's
+//! dimension constrains only the part's terms), so the matched terms of the
+//! merged set are, part by part, each bundle's own matched terms, whatever
+//! the dimension kinds; and as verdicts are decided over the matched set
+//! (kill over deny over allow over default deny), the bundles combine by
+//! deny-overrides. [`Merged::hooks`] holds, per hook, the merged term list
+//! and verdict sets that name an event's outcome in user space.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use policy_compiler::bundle::{
-    Dimension, Entry, Hook, HookTable, PolicyBundle, RuleEntry, Term, TermSet, VerdictMasks,
+    Hook, HookTable, PolicyBundle, RuleEntry, ScopeEntry, Term, TermSet, VerdictMasks,
 };
 use policy_compiler::limits::MAX_TERMS_PER_HOOK;
 
-/// Several bundles as one exec table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+use crate::tables::Part;
+
+/// Several bundles as one rule set.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Merged {
-    /// The merged exec table (terms and rules renumbered).
-    pub table: HookTable,
+    /// Per hook with terms: the merged terms (rule and scope ids
+    /// renumbered) and verdict sets; no dimensions (those stay per bundle,
+    /// see [`Merged::parts`]).
+    pub hooks: BTreeMap<Hook, HookTable>,
+    /// Per hook: (bundle index, bit of its first term) of each bundle with
+    /// terms for the hook.
+    pub parts: BTreeMap<Hook, Vec<(usize, u32)>>,
     /// The merged rule table: each bundle's rules in order, ids renumbered.
     pub rules: Vec<RuleEntry>,
+    /// The merged `default deny` scopes, ids renumbered.
+    pub scopes: Vec<ScopeEntry>,
     /// For merged rule id `r`: (index of its bundle, its id in that bundle).
     pub origin: Vec<(usize, u32)>,
 }
@@ -51,421 +45,235 @@ pub struct Merged {
 /// Why bundles cannot be merged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MergeError {
-    /// Together they have more exec terms than the kernel masks hold.
-    #[error("together the bundles need {total} exec terms, the kernel holds at most {max}: {}", .bundles.iter().map(|(n, t)| format!("{n} ({t} terms)")).collect::<Vec<_>>().join(", "))]
+    /// Together they have more terms on a hook than the kernel masks hold.
+    #[error("together the bundles need {total} `{hook}` terms, the kernel holds at most {max}: {}", .bundles.iter().map(|(n, t)| format!("{n} ({t} terms)")).collect::<Vec<_>>().join(", "))]
     TooManyTerms {
+        /// The hook.
+        hook: &'static str,
         /// Terms of all bundles.
         total: usize,
         /// [`MAX_TERMS_PER_HOOK`].
         max: usize,
-        /// Each bundle's name and exec term count.
+        /// Each bundle's name and term count on the hook.
         bundles: Vec<(String, usize)>,
     },
 }
 
-fn empty_table() -> HookTable {
-    HookTable {
-        terms: Vec::new(),
-        dimensions: BTreeMap::new(),
-        verdicts: VerdictMasks::default(),
-    }
-}
-
-/// Merge the exec tables and rules of `bundles` (in this order).
+/// Merge the rules, scopes and hook tables of `bundles` (in this order).
 ///
 /// # Errors
-/// [`MergeError::TooManyTerms`] when the terms exceed [`MAX_TERMS_PER_HOOK`].
+/// [`MergeError::TooManyTerms`] when a hook's terms exceed [`MAX_TERMS_PER_HOOK`].
 pub fn merge(bundles: &[&PolicyBundle]) -> Result<Merged, MergeError> {
-    let empty = empty_table();
-    let tables: Vec<&HookTable> = bundles
-        .iter()
-        .map(|b| b.spec.hooks.get(&Hook::Exec).unwrap_or(&empty))
-        .collect();
-    let total: usize = tables.iter().map(|t| t.terms.len()).sum();
-    if total > MAX_TERMS_PER_HOOK {
-        return Err(MergeError::TooManyTerms {
-            total,
-            max: MAX_TERMS_PER_HOOK,
-            bundles: bundles
-                .iter()
-                .zip(&tables)
-                .map(|(b, t)| (b.metadata.name.clone(), t.terms.len()))
-                .collect(),
-        });
-    }
+    let mut m = Merged::default();
     let mut rule_offsets = Vec::with_capacity(bundles.len());
-    let mut rules = Vec::new();
-    let mut origin = Vec::new();
+    let mut scope_offsets = Vec::with_capacity(bundles.len());
     for (i, b) in bundles.iter().enumerate() {
-        rule_offsets.push(rules.len() as u32);
+        rule_offsets.push(m.rules.len() as u32);
+        scope_offsets.push(m.scopes.len() as u32);
         for r in &b.spec.rules {
             let mut r = r.clone();
-            origin.push((i, r.id));
-            r.id = rules.len() as u32;
-            rules.push(r);
+            m.origin.push((i, r.id));
+            r.id = m.rules.len() as u32;
+            m.rules.push(r);
+        }
+        for s in &b.spec.scopes {
+            let mut s = s.clone();
+            s.id = m.scopes.len() as u32;
+            m.scopes.push(s);
         }
     }
-    let table = merge_tables(&tables, &rule_offsets);
-    Ok(Merged {
-        table,
-        rules,
-        origin,
-    })
-}
-
-/// Merge hook tables: table `i`'s term ids are offset by the terms of the
-/// tables before it, and its terms' rule ids by `rule_offsets[i]`. The
-/// caller checks the term count.
-pub fn merge_tables(tables: &[&HookTable], rule_offsets: &[u32]) -> HookTable {
-    let mut term_offsets = Vec::with_capacity(tables.len());
-    let mut terms = Vec::new();
-    for (i, t) in tables.iter().enumerate() {
-        let off = terms.len() as u32;
-        term_offsets.push(off);
-        for term in &t.terms {
-            terms.push(Term {
-                id: off + term.id,
-                rule: if term.scope {
-                    term.rule
-                } else {
-                    term.rule + rule_offsets.get(i).copied().unwrap_or(0)
-                },
-                scope: term.scope,
+    let hooks: std::collections::BTreeSet<Hook> = bundles
+        .iter()
+        .flat_map(|b| b.spec.hooks.keys().copied())
+        .collect();
+    for hook in hooks {
+        let tables: Vec<(usize, &HookTable)> = bundles
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| b.spec.hooks.get(&hook).map(|t| (i, t)))
+            .filter(|(_, t)| !t.terms.is_empty())
+            .collect();
+        let total: usize = tables.iter().map(|(_, t)| t.terms.len()).sum();
+        if total > MAX_TERMS_PER_HOOK {
+            return Err(MergeError::TooManyTerms {
+                hook: hook.as_str(),
+                total,
+                max: MAX_TERMS_PER_HOOK,
+                bundles: tables
+                    .iter()
+                    .map(|(i, t)| (bundles[*i].metadata.name.clone(), t.terms.len()))
+                    .collect(),
             });
         }
-    }
-    let shift =
-        |i: usize, set: &TermSet| set.iter().map(|t| t + term_offsets[i]).collect::<Vec<_>>();
-    let union = |sets: Vec<Vec<u32>>| -> TermSet {
-        sets.into_iter()
-            .flatten()
-            .collect::<BTreeSet<u32>>()
-            .into_iter()
-            .collect()
-    };
-    // All of table i's terms: its answer for a dimension it does not test.
-    let all: Vec<TermSet> = tables
-        .iter()
-        .enumerate()
-        .map(|(i, t)| shift(i, &t.terms.iter().map(|x| x.id).collect()))
-        .collect();
-
-    let names: BTreeSet<&String> = tables.iter().flat_map(|t| t.dimensions.keys()).collect();
-    let mut dimensions = BTreeMap::new();
-    for name in names {
-        let dims: Vec<Option<&Dimension>> = tables.iter().map(|t| t.dimensions.get(name)).collect();
-        let kind = dims
-            .iter()
-            .flatten()
-            .next()
-            .map(|d| d.kind)
-            .unwrap_or_default();
-        let exact_values: BTreeSet<&str> = dims
-            .iter()
-            .flatten()
-            .flat_map(|d| d.exact.iter().map(|e| e.value.as_str()))
-            .collect();
-        let prefix_values: BTreeSet<&str> = dims
-            .iter()
-            .flatten()
-            .flat_map(|d| d.prefix.iter().map(|e| e.value.as_str()))
-            .collect();
-        let per_bundle = |f: &dyn Fn(&Dimension) -> TermSet| -> TermSet {
-            union(
-                dims.iter()
-                    .enumerate()
-                    .map(|(i, d)| match d {
-                        Some(d) => shift(i, &f(d)),
-                        None => all[i].clone(),
-                    })
-                    .collect(),
-            )
-        };
-        let exact = exact_values
-            .iter()
-            .map(|v| Entry {
-                value: (*v).to_string(),
-                terms: per_bundle(&|d| lookup(d, v).clone()),
-            })
-            .collect();
-        let prefix = prefix_values
-            .iter()
-            .map(|p| Entry {
-                value: (*p).to_string(),
-                terms: per_bundle(&|d| prefix_lookup(d, p).clone()),
-            })
-            .collect();
-        let default = per_bundle(&|d| d.default.clone());
-        dimensions.insert(
-            name.clone(),
-            Dimension {
-                kind,
-                exact,
-                prefix,
-                default,
-                ..Dimension::default()
-            },
-        );
-    }
-    let v = |f: &dyn Fn(&VerdictMasks) -> &TermSet| -> TermSet {
-        union(
-            tables
-                .iter()
-                .enumerate()
-                .map(|(i, t)| shift(i, f(&t.verdicts)))
-                .collect(),
-        )
-    };
-    let mut count: BTreeMap<String, TermSet> = BTreeMap::new();
-    for (i, t) in tables.iter().enumerate() {
-        for (name, set) in &t.verdicts.count {
-            let e = count.entry(name.clone()).or_default();
-            let merged = union(vec![e.clone(), shift(i, set)]);
-            *e = merged;
+        if total == 0 {
+            continue;
         }
+        let mut merged = HookTable::default();
+        let mut parts = Vec::new();
+        for (i, t) in tables {
+            let off = merged.terms.len() as u32;
+            parts.push((i, off));
+            for term in &t.terms {
+                merged.terms.push(Term {
+                    id: off + term.id,
+                    rule: term.rule
+                        + if term.scope {
+                            scope_offsets[i]
+                        } else {
+                            rule_offsets[i]
+                        },
+                    scope: term.scope,
+                });
+            }
+            let v = &mut merged.verdicts;
+            fn shift(set: &TermSet, off: u32) -> impl Iterator<Item = u32> + '_ {
+                set.iter().map(move |t| t + off)
+            }
+            v.deny.extend(shift(&t.verdicts.deny, off));
+            v.kill.extend(shift(&t.verdicts.kill, off));
+            v.allow.extend(shift(&t.verdicts.allow, off));
+            v.audit.extend(shift(&t.verdicts.audit, off));
+            v.default_deny.extend(shift(&t.verdicts.default_deny, off));
+            v.monitor.extend(shift(&t.verdicts.monitor, off));
+            for (name, set) in &t.verdicts.count {
+                v.count
+                    .entry(name.clone())
+                    .or_default()
+                    .extend(shift(set, off));
+            }
+        }
+        // Parts are appended in order, so every set is still sorted.
+        debug_assert!(is_sorted(&merged.verdicts));
+        m.hooks.insert(hook, merged);
+        m.parts.insert(hook, parts);
     }
-    HookTable {
-        terms,
-        dimensions,
-        verdicts: VerdictMasks {
-            deny: v(&|m| &m.deny),
-            kill: v(&|m| &m.kill),
-            allow: v(&|m| &m.allow),
-            audit: v(&|m| &m.audit),
-            default_deny: v(&|m| &m.default_deny),
-            monitor: v(&|m| &m.monitor),
-            count,
-        },
-    }
+    Ok(m)
 }
 
-/// A bundle's lookup of a value: exact entry, else longest prefix, else
-/// default (the kernel's and the evaluator's rule).
-pub fn lookup<'d>(dim: &'d Dimension, value: &str) -> &'d TermSet {
-    policy_compiler::eval::lookup(dim, value)
+fn is_sorted(v: &VerdictMasks) -> bool {
+    [
+        &v.deny,
+        &v.kill,
+        &v.allow,
+        &v.audit,
+        &v.default_deny,
+        &v.monitor,
+    ]
+    .into_iter()
+    .chain(v.count.values())
+    .all(|s| s.windows(2).all(|w| w[0] < w[1]))
 }
 
-/// A bundle's longest-prefix lookup of `value` with its prefix table only
-/// (its exact entries are not consulted), else its default.
-pub fn prefix_lookup<'d>(dim: &'d Dimension, value: &str) -> &'d TermSet {
-    dim.prefix
-        .iter()
-        .filter(|e| value.as_bytes().starts_with(e.value.as_bytes()))
-        .max_by_key(|e| e.value.len())
-        .map(|e| &e.terms)
-        .unwrap_or(&dim.default)
+impl Merged {
+    /// The kernel tables' input: per hook, each bundle's table and offset.
+    pub fn kernel_parts<'b>(
+        &self,
+        bundles: &'b [&'b PolicyBundle],
+    ) -> BTreeMap<Hook, Vec<Part<'b>>> {
+        self.parts
+            .iter()
+            .map(|(hook, parts)| {
+                (
+                    *hook,
+                    parts
+                        .iter()
+                        .map(|&(i, offset)| Part {
+                            table: &bundles[i].spec.hooks[hook],
+                            offset,
+                        })
+                        .collect(),
+                )
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use policy_compiler::bundle::{mask_words, Verdict};
     use policy_compiler::SourceFile;
-    use proptest::prelude::*;
 
     use super::*;
 
-    fn compile(name: &str, rules: &[String]) -> PolicyBundle {
-        let mut text = format!("policy {name} {{}}\n");
-        for r in rules {
-            text.push_str(r);
-            text.push('\n');
-        }
-        policy_compiler::compile(
-            &[SourceFile {
-                name: format!("{name}.policy"),
-                text,
-            }],
-            name,
-        )
-        .unwrap_or_else(|e| panic!("{e:?}"))
-        .bundle
-    }
-
-    /// The matched terms of `table` for a binary (one dimension, or none).
-    fn matched(table: &HookTable, value: &str) -> TermSet {
-        match table.dimensions.get("process.binary") {
-            Some(d) => lookup(d, value).clone(),
-            None => table.terms.iter().map(|t| t.id).collect(),
-        }
-    }
-
-    fn verdict(table: &HookTable, m: &TermSet) -> Option<Verdict> {
-        let has = |set: &TermSet| m.iter().any(|t| set.binary_search(t).is_ok());
-        let v = &table.verdicts;
-        if has(&v.kill) {
-            Some(Verdict::Kill)
-        } else if has(&v.deny) {
-            Some(Verdict::Deny)
-        } else if has(&v.allow) {
-            Some(Verdict::Allow)
-        } else {
-            None
-        }
+    fn compile(name: &str, rules: &[&str]) -> PolicyBundle {
+        let text = format!("policy {name} {{}}\n{}\n", rules.join("\n"));
+        let sources = [SourceFile {
+            name: format!("{name}.policy"),
+            text,
+        }];
+        policy_compiler::compile::compile_for_evaluation(&sources, name)
+            .unwrap()
+            .0
+            .bundle
     }
 
     #[test]
-    fn a_prefix_entry_excludes_the_other_bundles_exact_values() {
+    fn parts_follow_each_other_and_ids_are_renumbered() {
         let a = compile(
             "a",
             &[
-                "rule tmp on exec { when process.binary startswith \"/tmp/\" audit }".into(),
-                "rule x on exec { when process.binary == \"/tmp/x\" deny }".into(),
+                "rule a1 on exec { when process.binary == \"/a\" deny }",
+                "rule a2 on connect { when net.dport == 22 audit }",
             ],
         );
         let b = compile(
             "b",
-            &["rule y on exec { when process.binary startswith \"/tmp/y\" deny }".into()],
+            &[
+                "rule b1 on exec { when process.binary == \"/b\" or user.uid == 0 audit }",
+                "default deny exec when process.binary startswith \"/tmp/\"",
+            ],
         );
         let m = merge(&[&a, &b]).unwrap();
-        let d = &m.table.dimensions["process.binary"];
-        let na = a.spec.hooks[&Hook::Exec].terms.len() as u32;
-        // "/tmp/y" as a prefix: a's prefix table gives "/tmp/" (not a's exact).
-        let tmp_a = prefix_lookup(
-            &a.spec.hooks[&Hook::Exec].dimensions["process.binary"],
-            "/tmp/",
-        )
-        .clone();
-        let y = d.prefix.iter().find(|e| e.value == "/tmp/y").unwrap();
-        let mut want = tmp_a.clone();
-        want.push(na);
-        assert_eq!(y.terms, want);
-        // "/tmp/x" exact: a's exact set, b's default (empty).
         assert_eq!(
-            lookup(d, "/tmp/x"),
-            lookup(
-                &a.spec.hooks[&Hook::Exec].dimensions["process.binary"],
-                "/tmp/x"
-            )
+            m.rules
+                .iter()
+                .map(|r| (r.id, r.name.as_str()))
+                .collect::<Vec<_>>(),
+            [(0, "a1"), (1, "a2"), (2, "b1")]
         );
-        assert_eq!(m.origin, vec![(0, 0), (0, 1), (1, 0)]);
-        assert_eq!(m.rules[2].id, 2);
-        assert_eq!(m.table.terms[na as usize].rule, 2);
+        assert_eq!(m.origin, [(0, 0), (0, 1), (1, 0)]);
+        assert_eq!(m.scopes.len(), 1);
+        assert_eq!(m.parts[&Hook::Exec], [(0, 0), (1, 1)]);
+        assert_eq!(m.parts[&Hook::Connect], [(0, 0)]);
+        let exec = &m.hooks[&Hook::Exec];
+        // a1: one term; b1: two terms (or), the scope: one term.
+        assert_eq!(
+            exec.terms
+                .iter()
+                .map(|t| (t.id, t.rule, t.scope))
+                .collect::<Vec<_>>(),
+            [(0, 0, false), (1, 2, false), (2, 2, false), (3, 0, true)]
+        );
+        assert_eq!(exec.verdicts.deny, [0]);
+        assert_eq!(exec.verdicts.audit, [1, 2]);
+        assert_eq!(exec.verdicts.default_deny, [3]);
+        assert!(exec.dimensions.is_empty());
+        let both = [&a, &b];
+        let parts = m.kernel_parts(&both);
+        assert_eq!(parts[&Hook::Exec][1].offset, 1);
+        assert!(std::ptr::eq(
+            parts[&Hook::Exec][1].table,
+            &b.spec.hooks[&Hook::Exec]
+        ));
     }
 
     #[test]
     fn too_many_terms_are_refused_naming_the_bundles() {
-        let mut t = empty_table();
-        t.terms = (0..200)
-            .map(|id| Term {
-                id,
-                rule: 0,
-                scope: false,
-            })
+        let rules: Vec<String> = (0..MAX_TERMS_PER_HOOK / 2 + 1)
+            .map(|i| format!("rule r{i} on exec {{ when process.binary == \"/x{i}\" audit }}"))
             .collect();
-        let mut a = compile("a", &[]);
-        a.spec.hooks.insert(Hook::Exec, t.clone());
-        let mut b = compile("b", &[]);
-        b.spec.hooks.insert(Hook::Exec, t);
+        let refs: Vec<&str> = rules.iter().map(String::as_str).collect();
+        let a = compile("a", &refs);
+        let b = compile("b", &refs);
         let err = merge(&[&a, &b]).unwrap_err();
-        let msg = err.to_string();
-        assert!(
-            msg.contains("400 exec terms") && msg.contains("a (200 terms), b (200 terms)"),
-            "{msg}"
+        let n = MAX_TERMS_PER_HOOK / 2 + 1;
+        assert_eq!(
+            err,
+            MergeError::TooManyTerms {
+                hook: "exec",
+                total: 2 * n,
+                max: MAX_TERMS_PER_HOOK,
+                bundles: vec![("a".into(), n), ("b".into(), n)],
+            }
         );
-    }
-
-    fn path() -> impl Strategy<Value = String> {
-        prop::collection::vec(prop::sample::select(vec!["a", "b", "ab", "c"]), 1..4)
-            .prop_map(|parts| format!("/{}", parts.join("/")))
-    }
-
-    fn rule() -> impl Strategy<Value = (String, bool, u8, u8)> {
-        (path(), any::<bool>(), 0u8..3, 0u8..3)
-    }
-
-    fn policy(name: &str, rules: &[(String, bool, u8, u8)]) -> PolicyBundle {
-        let rules: Vec<String> = rules
-            .iter()
-            .enumerate()
-            .map(|(i, (p, prefix, op, action))| {
-                let test = if *prefix {
-                    format!("process.binary startswith \"{p}\"")
-                } else {
-                    format!("process.binary == \"{p}\"")
-                };
-                let test = match op {
-                    0 => test,
-                    1 => format!("not {test}"),
-                    _ => format!("{test} or process.binary == \"{p}/c\""),
-                };
-                let action = ["audit", "deny", "allow"][*action as usize];
-                format!("rule r{i} on exec {{ when {test} {action} }}")
-            })
-            .collect();
-        compile(name, &rules)
-    }
-
-    /// The merged tables as one bundle, for the evaluator.
-    fn as_bundle(bundles: &[PolicyBundle], m: &Merged) -> PolicyBundle {
-        let mut b = bundles[0].clone();
-        b.spec.rules = m.rules.clone();
-        b.spec.policies = bundles
-            .iter()
-            .flat_map(|b| b.spec.policies.clone())
-            .collect();
-        b.spec.hooks = [(Hook::Exec, m.table.clone())].into_iter().collect();
-        b
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(128))]
-        #[test]
-        fn merged_lookup_is_the_union_of_the_bundles_lookups(
-            bundles in prop::collection::vec(prop::collection::vec(rule(), 0..4), 1..4),
-            values in prop::collection::vec(prop_oneof![path(), path().prop_map(|p| format!("{p}/")), path().prop_map(|p| format!("{p}b"))], 1..12),
-        ) {
-            let compiled: Vec<PolicyBundle> = bundles
-                .iter()
-                .enumerate()
-                .map(|(i, r)| policy(&format!("p{i}"), r))
-                .collect();
-            let refs: Vec<&PolicyBundle> = compiled.iter().collect();
-            let m = merge(&refs).unwrap();
-            let empty = empty_table();
-            let mut values = values;
-            // Every mentioned value too, and the empty extension of each.
-            for b in &compiled {
-                if let Some(d) = b.spec.hooks.get(&Hook::Exec).and_then(|t| t.dimensions.get("process.binary")) {
-                    values.extend(d.exact.iter().chain(&d.prefix).map(|e| e.value.clone()));
-                }
-            }
-            for v in &values {
-                let mut want = BTreeSet::new();
-                let mut want_verdict = None;
-                let mut want_rules = BTreeSet::new();
-                let mut off = 0u32;
-                for (i, b) in compiled.iter().enumerate() {
-                    let t = b.spec.hooks.get(&Hook::Exec).unwrap_or(&empty);
-                    let got = matched(t, v);
-                    want.extend(got.iter().map(|x| x + off));
-                    want_verdict = want_verdict.max(verdict(t, &got));
-                    want_rules.extend(got.iter().map(|x| (i, t.terms[*x as usize].rule)));
-                    off += t.terms.len() as u32;
-                }
-                let got = matched(&m.table, v);
-                prop_assert_eq!(&got, &want.into_iter().collect::<Vec<_>>(), "value {}", v);
-                prop_assert_eq!(verdict(&m.table, &got), want_verdict, "value {}", v);
-                let got_rules: BTreeSet<(usize, u32)> = got
-                    .iter()
-                    .map(|x| m.origin[m.table.terms[*x as usize].rule as usize])
-                    .collect();
-                prop_assert_eq!(got_rules, want_rules);
-                let _ = mask_words(&got);
-                // The evaluator agrees: deny-overrides across bundles.
-                let event = policy_compiler::event_json::parse_event(
-                    &serde_json::json!({"hook": "exec", "process.binary": v}).to_string(),
-                ).unwrap();
-                let each: Vec<_> = compiled.iter().map(|b| policy_compiler::eval::eval_bundle(b, &event)).collect();
-                let whole = policy_compiler::eval::eval_bundle(&as_bundle(&compiled, &m), &event);
-                prop_assert_eq!(whole.verdict, each.iter().map(|o| o.verdict).max().unwrap(), "value {}", v);
-                let mut each_rules = BTreeSet::new();
-                for (i, o) in each.iter().enumerate() {
-                    each_rules.extend(o.matched.iter().map(|r| (i, *r)));
-                }
-                let whole_rules: BTreeSet<(usize, u32)> = whole.matched.iter().map(|r| m.origin[*r as usize]).collect();
-                prop_assert_eq!(whole_rules, each_rules, "value {}", v);
-            }
-            prop_assert!(crate::tables::ExecTables::from_hook_table(&m.table).is_ok());
-        }
     }
 }

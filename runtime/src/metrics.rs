@@ -138,10 +138,15 @@ pub struct BundleLabels {
 /// `{hook, map}`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MapLabels {
-    /// `exec`.
-    pub hook: String,
-    /// Map name, e.g. `exec_path_exact`.
+    /// Map name, e.g. `str_exact` (the inner map of the slot in force).
     pub map: String,
+}
+
+/// `{name}` of a `count "name"` counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CounterLabels {
+    /// The counter's name.
+    pub name: String,
 }
 
 /// `{hook, program}`.
@@ -172,7 +177,9 @@ pub struct Metrics {
     denies: Family<DenyLabels, Counter>,
     binary_events: Family<BinaryLabels, Counter>,
     binaries: Mutex<HashSet<String>>,
-    kernel: Vec<(Stat, Family<HookLabels, Counter>)>,
+    kernel: Vec<(Stat, Counter)>,
+    kernel_runs: Family<HookLabels, Counter>,
+    counters: Family<CounterLabels, Counter>,
     decode_errors: Counter,
     export_errors: Counter,
     events_filtered: Family<HookLabels, Counter>,
@@ -235,7 +242,7 @@ impl Metrics {
         let kernel = Stat::ALL
             .iter()
             .map(|&s| {
-                let f = Family::<HookLabels, Counter>::default();
+                let c = Counter::default();
                 r.register(
                     format!("policyd_bpf_{}", s.name()),
                     format!(
@@ -243,11 +250,23 @@ impl Metrics {
                         s.name(),
                         stat_help(s)
                     ),
-                    f.clone(),
+                    c.clone(),
                 );
-                (s, f)
+                (s, c)
             })
             .collect();
+        let counters = Family::<CounterLabels, Counter>::default();
+        r.register(
+            "policyd_counter",
+            "Named counters of the rules (`count \"name\"` in the language): events that matched a rule with the counter",
+            counters.clone(),
+        );
+        let kernel_runs = Family::<HookLabels, Counter>::default();
+        r.register(
+            "policyd_bpf_runs",
+            "Runs of each hook's programs that found rules to decide (from the stats map, summed over CPUs; `open` counts successful opens)",
+            kernel_runs.clone(),
+        );
         let decode_errors = Counter::default();
         r.register(
             "policyd_decode_errors",
@@ -359,6 +378,8 @@ impl Metrics {
             binary_events,
             binaries: Mutex::new(HashSet::new()),
             kernel,
+            kernel_runs,
+            counters,
             decode_errors,
             export_errors,
             events_filtered,
@@ -408,7 +429,15 @@ impl Metrics {
             self.events_filtered
                 .get_or_create(&HookLabels { hook: hook.clone() })
                 .inc_by(0);
-            for verdict in ["allow", "kill"] {
+            let denied = if matches!(
+                rule.hook,
+                policy_compiler::bundle::Hook::Connect | policy_compiler::bundle::Hook::Bind
+            ) {
+                "deny"
+            } else {
+                "kill"
+            };
+            for verdict in ["allow", denied] {
                 self.events
                     .get_or_create(&HookVerdictLabels {
                         hook: hook.clone(),
@@ -430,11 +459,22 @@ impl Metrics {
         self.policy_loaded
             .get_or_create(&bundle_labels(bundle))
             .set(0);
-        for (_, f) in &self.kernel {
-            f.get_or_create(&HookLabels {
-                hook: "exec".into(),
-            })
-            .inc_by(0);
+        for table in bundle.spec.hooks.values() {
+            for name in table.verdicts.count.keys() {
+                self.counters
+                    .get_or_create(&CounterLabels { name: name.clone() })
+                    .inc_by(0);
+            }
+        }
+        for (_, c) in &self.kernel {
+            c.inc_by(0);
+        }
+        for hook in bundle.spec.hooks.keys() {
+            self.kernel_runs
+                .get_or_create(&HookLabels {
+                    hook: hook.as_str().into(),
+                })
+                .inc_by(0);
         }
         self.decode_errors.inc_by(0);
     }
@@ -532,10 +572,19 @@ impl Metrics {
                 })
                 .inc();
         }
+        for name in &decision.counters {
+            self.counters
+                .get_or_create(&CounterLabels {
+                    name: (*name).into(),
+                })
+                .inc();
+        }
         if verdict != "allow" {
-            let (policy, rule) = decision.rule.map_or((String::new(), String::new()), |r| {
-                (r.policy.clone(), r.name.clone())
-            });
+            let (policy, rule) = match (decision.rule, decision.scope) {
+                (_, Some(s)) => (s.policy.clone(), s.name.clone()),
+                (Some(r), None) => (r.policy.clone(), r.name.clone()),
+                (None, None) => (String::new(), String::new()),
+            };
             self.denies
                 .get_or_create(&DenyLabels {
                     hook: hook.into(),
@@ -595,13 +644,23 @@ impl Metrics {
             .inc();
     }
 
-    /// Mirror the kernel's `stats` counters (summed over CPUs) of `hook`.
-    /// Counters never go back: a smaller value than the last is ignored.
-    pub fn set_kernel_stats(&self, hook: &str, stats: &[(Stat, u64)]) {
-        for (stat, value) in stats {
-            if let Some((_, family)) = self.kernel.iter().find(|(s, _)| s == stat) {
-                let c = family.get_or_create(&HookLabels { hook: hook.into() });
+    /// Mirror the kernel's `stats` counters (summed over CPUs). Counters
+    /// never go back: a smaller value than the last is ignored. Runs are
+    /// mirrored for hooks that ran at least once or have a series already.
+    pub fn set_kernel_stats(&self, stats: &crate::loader::KernelStats) {
+        for (stat, value) in &stats.counters {
+            if let Some((_, c)) = self.kernel.iter().find(|(s, _)| s == stat) {
                 c.inner().fetch_max(*value, Ordering::Relaxed);
+            }
+        }
+        for (hook, runs) in &stats.runs {
+            if *runs > 0 {
+                self.kernel_runs
+                    .get_or_create(&HookLabels {
+                        hook: hook.as_str().into(),
+                    })
+                    .inner()
+                    .fetch_max(*runs, Ordering::Relaxed);
             }
         }
     }
@@ -629,11 +688,8 @@ impl Metrics {
     }
 
     /// Entries written to `map` and its `max_entries`.
-    pub fn set_map(&self, hook: &str, map: &str, entries: u64, max_entries: u64) {
-        let labels = MapLabels {
-            hook: hook.into(),
-            map: map.into(),
-        };
+    pub fn set_map(&self, map: &str, entries: u64, max_entries: u64) {
+        let labels = MapLabels { map: map.into() };
         self.map_entries.get_or_create(&labels).set(entries as i64);
         self.map_max_entries
             .get_or_create(&labels)
@@ -665,16 +721,17 @@ fn bundle_labels(bundle: &PolicyBundle) -> BundleLabels {
 
 fn stat_help(s: Stat) -> &'static str {
     match s {
-        Stat::Execs => "program runs (execs seen)",
         Stat::Events => "events written to the ring buffer",
         Stat::RingbufDrops => "events lost because the ring buffer was full",
         Stat::BinaryTruncated => "binary paths truncated or walked incompletely",
         Stat::ArgsTruncated => "argument lists longer than ARGS_BUF_LEN",
         Stat::Kills => "SIGKILLs sent",
         Stat::KillFailed => "SIGKILLs that could not be sent",
-        Stat::OtherPathTruncated => "cwd or parent binary paths truncated",
-        Stat::NoConfig => "runs that found no exec_config entry",
+        Stat::OtherPathTruncated => "cwd, parent, file or target paths truncated",
+        Stat::NoConfig => "runs that found no active slot, hook config or inner table",
         Stat::ScratchMissing => "runs that found no scratch space",
+        Stat::Refused => "connects and binds refused with EPERM",
+        Stat::MaskMissing => "runs that found a mask id without its mask (decided on no terms)",
     }
 }
 
@@ -735,7 +792,7 @@ pub async fn serve(
 mod tests {
     use std::io::{Read, Write};
 
-    use policy_compiler::bundle::{mask_words, Severity};
+    use policy_compiler::bundle::{mask_words, Hook, Severity};
 
     use super::*;
     use crate::decision::{decide, tests::fixture};
@@ -755,7 +812,7 @@ mod tests {
         let sources = [policy_compiler::SourceFile {
             name: "t.policy".into(),
             text: "policy t {}\n\
-                   rule audit_sudo on exec { when process.binary == \"/usr/bin/sudo\" audit }\n\
+                   rule audit_sudo on exec { when process.binary == \"/usr/bin/sudo\" audit count \"sudo\" }\n\
                    rule deny_tmp on exec { when process.binary startswith \"/tmp/\" deny }\n"
                 .into(),
         }];
@@ -772,18 +829,18 @@ mod tests {
         m.prepare(&bundle());
         m.record_event(
             "exec",
-            &decide(&table, &rules, &mask_words(&vec![0])),
+            &decide(Hook::Exec, &table, &rules, &[], &mask_words(&vec![0])),
             "/usr/bin/sudo",
             NO_NAMESPACE,
         );
         m.record_event(
             "exec",
-            &decide(&table, &rules, &mask_words(&vec![1])),
+            &decide(Hook::Exec, &table, &rules, &[], &mask_words(&vec![1])),
             "/tmp/x",
             NO_NAMESPACE,
         );
         m.set_program_stats("exec", "policy_exec", Duration::from_nanos(100), 1);
-        m.set_map("exec", "exec_config", 1, 1);
+        m.set_map("hook_config", 16, 16);
         m
     }
 
@@ -797,7 +854,8 @@ mod tests {
             ("policyd_audit_events", "counter"),
             ("policyd_denies", "counter"),
             ("policyd_binary_events", "counter"),
-            ("policyd_bpf_execs", "counter"),
+            ("policyd_bpf_runs", "counter"),
+            ("policyd_counter", "counter"),
             ("policyd_bpf_events", "counter"),
             ("policyd_bpf_ringbuf_drops", "counter"),
             ("policyd_bpf_binary_truncated", "counter"),
@@ -807,6 +865,8 @@ mod tests {
             ("policyd_bpf_other_path_truncated", "counter"),
             ("policyd_bpf_no_config", "counter"),
             ("policyd_bpf_scratch_missing", "counter"),
+            ("policyd_bpf_refused", "counter"),
+            ("policyd_bpf_mask_missing", "counter"),
             ("policyd_decode_errors", "counter"),
             ("policyd_export_errors", "counter"),
             ("policyd_events_filtered", "counter"),
@@ -848,7 +908,8 @@ mod tests {
                 .replace("BUNDLE_DIGEST", &bundle().spec.digest)
                 .as_str(),
         );
-        has(r#"policyd_bpf_ringbuf_drops_total{hook="exec"} 0"#);
+        has(r#"policyd_bpf_ringbuf_drops_total 0"#);
+        has(r#"policyd_bpf_runs_total{hook="exec"} 0"#);
         let start = samples(&text, "process_start_time_seconds");
         assert_eq!(start.len(), 1);
         let t: f64 = start[0].split(' ').nth(1).unwrap().parse().unwrap();
@@ -885,8 +946,8 @@ mod tests {
         rules[0].policy = "sudo_audit".into();
         rules[0].severity = Severity::High;
         let m = Metrics::new();
-        let audit = decide(&table, &rules, &mask_words(&vec![0]));
-        let kill = decide(&table, &rules, &mask_words(&vec![0, 2]));
+        let audit = decide(Hook::Exec, &table, &rules, &[], &mask_words(&vec![0]));
+        let kill = decide(Hook::Exec, &table, &rules, &[], &mask_words(&vec![0, 2]));
         for _ in 0..3 {
             m.record_event("exec", &audit, "/usr/bin/sudo", NO_NAMESPACE);
         }
@@ -908,7 +969,7 @@ mod tests {
     #[test]
     fn binary_labels_are_bounded() {
         let (table, rules) = fixture();
-        let d = decide(&table, &rules, &mask_words(&vec![0]));
+        let d = decide(Hook::Exec, &table, &rules, &[], &mask_words(&vec![0]));
         let m = Metrics::new();
         for i in 0..BINARY_LABEL_LIMIT + 10 {
             m.record_event("exec", &d, &format!("/bin/b{i}"), NO_NAMESPACE);
@@ -929,7 +990,7 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         let (table, rules) = fixture();
-        let d = decide(&table, &rules, &mask_words(&vec![0]));
+        let d = decide(Hook::Exec, &table, &rules, &[], &mask_words(&vec![0]));
         let m = Metrics::new();
         m.record_event("exec", &d, "/tmp/a\"b\\c\nd", NO_NAMESPACE);
         let text = m.encode();
@@ -939,23 +1000,31 @@ mod tests {
     #[test]
     fn kernel_counters_mirror_the_map_and_never_go_back() {
         let m = Metrics::new();
-        m.set_kernel_stats("exec", &[(Stat::Execs, 10), (Stat::RingbufDrops, 2)]);
-        m.set_kernel_stats("exec", &[(Stat::Execs, 7), (Stat::RingbufDrops, 5)]);
+        let stats = |runs: u64, drops: u64| crate::loader::KernelStats {
+            runs: vec![(Hook::Exec, runs), (Hook::Open, 0)],
+            counters: vec![(Stat::RingbufDrops, drops)],
+        };
+        m.set_kernel_stats(&stats(10, 2));
+        m.set_kernel_stats(&stats(7, 5));
         m.set_program_stats("exec", "policy_exec", Duration::from_micros(1500), 30);
         m.set_program_stats("exec", "policy_exec", Duration::from_micros(1000), 20);
-        m.set_map("exec", "exec_path_exact", 3, 3);
+        m.set_map("str_exact", 3, 3);
         let text = m.encode();
         let has = |line: &str| {
             assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
         };
-        has(r#"policyd_bpf_execs_total{hook="exec"} 10"#);
-        has(r#"policyd_bpf_ringbuf_drops_total{hook="exec"} 5"#);
+        has(r#"policyd_bpf_runs_total{hook="exec"} 10"#);
+        assert!(
+            !text.contains(r#"hook="open""#),
+            "no series for a hook that never ran:\n{text}"
+        );
+        has(r#"policyd_bpf_ringbuf_drops_total 5"#);
         has(r#"policyd_bpf_program_runs_total{hook="exec",program="policy_exec"} 30"#);
         has(
             r#"policyd_bpf_program_run_time_seconds_total{hook="exec",program="policy_exec"} 0.0015"#,
         );
-        has(r#"policyd_map_entries{hook="exec",map="exec_path_exact"} 3"#);
-        has(r#"policyd_map_max_entries{hook="exec",map="exec_path_exact"} 3"#);
+        has(r#"policyd_map_entries{map="str_exact"} 3"#);
+        has(r#"policyd_map_max_entries{map="str_exact"} 3"#);
     }
 
     #[test]

@@ -10,20 +10,20 @@
 //! differ in content. A content is acted on once it has been read the same
 //! twice in a row, so a file caught half-written is not refused for that.
 //!
-//! The kernel side of a swap is [`crate::loader::ExecHook::swap`].
+//! The kernel side of a swap is [`crate::loader::PolicyHooks::swap`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use policy_compiler::bundle::{Hook, HookTable, PolicyBundle, RuleEntry};
+use policy_compiler::bundle::{Hook, HookTable, PolicyBundle, RuleEntry, ScopeEntry};
 
 use crate::daemon::RunError;
-use crate::loader::{map_sizes, ExecHook};
+use crate::loader::{map_sizes, PolicyHooks};
 use crate::merge::{merge, Merged};
 use crate::metrics::Metrics;
-use crate::tables::ExecTables;
+use crate::tables::{KernelTables, PodCgroup, SystemNames, TablesError};
 
 /// How often `--bundle FILE` is read.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(250);
@@ -41,34 +41,29 @@ pub struct Version {
     pub generation: u64,
     /// Its bundles, in merge order (one with `--bundle FILE`).
     pub bundles: Vec<Arc<PolicyBundle>>,
-    /// Its exec hook table (merged; empty when no exec rules).
-    pub exec: HookTable,
+    /// Per hook with terms, its merged terms and verdict sets (see
+    /// [`Merged::hooks`]).
+    pub hooks: BTreeMap<Hook, HookTable>,
     /// Its rule table (merged: ids renumbered).
     pub rules: Vec<RuleEntry>,
+    /// Its `default deny` scopes (merged: ids renumbered).
+    pub scopes: Vec<ScopeEntry>,
     /// For each rule id of [`Version::rules`]: the index of its bundle.
     pub rule_bundle: Vec<usize>,
 }
 
+/// A hook table without terms, for hooks a version has no rules for.
+static NO_TERMS: std::sync::LazyLock<HookTable> = std::sync::LazyLock::new(HookTable::default);
+
 impl Version {
-    /// `bundle` as generation `generation`.
+    /// `bundle` alone as generation `generation`.
+    ///
+    /// # Panics
+    /// When the bundle has more terms on a hook than the kernel holds, which
+    /// bundle validation ([`PolicyBundle::from_yaml`]) refuses first.
     pub fn new(bundle: Arc<PolicyBundle>, generation: u64) -> Version {
-        let exec = bundle
-            .spec
-            .hooks
-            .get(&Hook::Exec)
-            .cloned()
-            .unwrap_or(HookTable {
-                terms: Vec::new(),
-                dimensions: Default::default(),
-                verdicts: Default::default(),
-            });
-        Version {
-            generation,
-            rules: bundle.spec.rules.clone(),
-            rule_bundle: vec![0; bundle.spec.rules.len()],
-            bundles: vec![bundle],
-            exec,
-        }
+        let merged = merge(&[&bundle]).expect("a valid bundle's terms fit the kernel masks");
+        Version::merged(vec![bundle], merged, generation)
     }
 
     /// `bundles`, merged as `merged` (see [`crate::merge::merge`]), as
@@ -77,10 +72,16 @@ impl Version {
         Version {
             generation,
             bundles,
-            exec: merged.table,
+            hooks: merged.hooks,
             rules: merged.rules,
+            scopes: merged.scopes,
             rule_bundle: merged.origin.iter().map(|(b, _)| *b).collect(),
         }
+    }
+
+    /// The merged table of `hook` (empty when the version has no rules for it).
+    pub fn hook(&self, hook: Hook) -> &HookTable {
+        self.hooks.get(&hook).unwrap_or(&NO_TERMS)
     }
 
     /// The bundle of merged rule `rule`.
@@ -102,6 +103,31 @@ impl Version {
             .collect::<Vec<_>>()
             .join(" ")
     }
+}
+
+/// The kernel tables of `bundles` merged as `merged`, with the node's names
+/// and the pods known (see [`KernelTables::build`]).
+///
+/// # Errors
+/// [`TablesError`] when the kernel cannot hold them.
+pub fn kernel_tables(
+    bundles: &[Arc<PolicyBundle>],
+    merged: &Merged,
+    pods: &[PodCgroup],
+) -> Result<KernelTables, TablesError> {
+    let refs: Vec<&PolicyBundle> = bundles.iter().map(|b| &**b).collect();
+    KernelTables::build(&merged.kernel_parts(&refs), &SystemNames, pods)
+}
+
+/// One bundle merged alone, and its kernel tables.
+///
+/// # Errors
+/// A line saying why the bundle cannot be loaded.
+pub fn single(bundle: &Arc<PolicyBundle>) -> Result<(Merged, KernelTables), String> {
+    let merged = merge(&[bundle]).map_err(|e| e.to_string())?;
+    let tables =
+        kernel_tables(std::slice::from_ref(bundle), &merged, &[]).map_err(|e| one_line(&e))?;
+    Ok((merged, tables))
 }
 
 /// The bundle in force and the recent ones, newest last.
@@ -160,8 +186,9 @@ pub struct BundleWatch {
 /// A change of the watched file, read twice the same.
 #[derive(Debug)]
 pub enum Change {
-    /// A valid bundle this runtime can enforce.
-    Valid(Box<PolicyBundle>, Box<ExecTables>),
+    /// A valid bundle this runtime can enforce: the bundle, its merge (of
+    /// one) and its kernel tables.
+    Valid(Arc<PolicyBundle>, Box<Merged>, Box<KernelTables>),
     /// Why the new content is refused: one line.
     Refused(String),
 }
@@ -214,9 +241,10 @@ pub fn validate(bytes: &[u8]) -> Change {
         Ok(b) => b,
         Err(e) => return Change::Refused(one_line(&e)),
     };
-    match ExecTables::from_bundle(&bundle) {
-        Ok(t) => Change::Valid(Box::new(bundle), Box::new(t)),
-        Err(e) => Change::Refused(one_line(&e)),
+    let bundle = Arc::new(bundle);
+    match single(&bundle) {
+        Ok((m, t)) => Change::Valid(bundle, Box::new(m), Box::new(t)),
+        Err(why) => Change::Refused(why),
     }
 }
 
@@ -260,7 +288,7 @@ pub fn read_initial(path: &Path) -> Result<(Vec<u8>, PolicyBundle), RunError> {
 pub fn apply(
     change: Change,
     path: &Path,
-    hook: &mut ExecHook,
+    hooks: &mut PolicyHooks,
     versions: &mut Versions,
     metrics: &Metrics,
 ) {
@@ -275,17 +303,19 @@ pub fn apply(
             old.spec.digest
         );
     };
-    let (bundle, tables) = match change {
+    let (bundle, merged, tables) = match change {
         Change::Refused(why) => return keep(&why),
-        Change::Valid(b, t) => (b, t),
+        Change::Valid(b, m, t) => (b, m, t),
     };
     let generation = old_gen + 1;
-    match hook.swap(&tables, generation) {
+    match hooks.swap(&tables, generation) {
         Ok(swap) => {
-            let bundle = Arc::new(*bundle);
-            versions.push(Version::new(bundle.clone(), generation));
+            versions.push(Version::merged(vec![bundle.clone()], *merged, generation));
+            for note in &tables.notes {
+                say!("bundle {}: {note}", path.display());
+            }
             for (map, entries, max) in map_sizes(&tables) {
-                metrics.set_map(Hook::Exec.as_str(), map, entries, max);
+                metrics.set_map(map, entries, max);
             }
             metrics.swapped(&old, &bundle, generation as i64);
             say!(
@@ -446,7 +476,7 @@ pub fn plan(
                     invalid.insert(path.clone(), bytes.clone());
                     Err(Some(why))
                 }
-                Change::Valid(b, _) => {
+                Change::Valid(b, _, _) => {
                     invalid.remove(path);
                     match clash(&b, &names) {
                         Some((policy, other)) => Err(Some(format!(
@@ -456,7 +486,7 @@ pub fn plan(
                         None => Ok(Loaded {
                             path: path.clone(),
                             bytes: bytes.clone(),
-                            bundle: Arc::new(*b),
+                            bundle: b,
                         }),
                     }
                 }
@@ -559,7 +589,12 @@ impl DirWatch {
     /// force changes (see [`plan`]); when they cannot be merged (too many
     /// terms) or the kernel refuses the tables, the generation in force
     /// stays, and so do the files in force.
-    pub fn poll_apply(&mut self, hook: &mut ExecHook, versions: &mut Versions, metrics: &Metrics) {
+    pub fn poll_apply(
+        &mut self,
+        hooks: &mut PolicyHooks,
+        versions: &mut Versions,
+        metrics: &Metrics,
+    ) {
         let now = read_dir(&self.dir).map_err(|e| e.to_string());
         if now == self.handled {
             self.pending = None;
@@ -612,19 +647,21 @@ impl DirWatch {
             Ok(m) => m,
             Err(why) => return keep(&why),
         };
-        let tables = match ExecTables::from_hook_table(&merged.table) {
+        let bundles: Vec<Arc<PolicyBundle>> = plan.set.iter().map(|l| l.bundle.clone()).collect();
+        let tables = match kernel_tables(&bundles, &merged, &[]) {
             Ok(t) => t,
             Err(e) => return keep(&one_line(&e)),
         };
         let generation = old_gen + 1;
-        match hook.swap(&tables, generation) {
+        match hooks.swap(&tables, generation) {
             Ok(swap) => {
                 let old = current.bundles.clone();
-                let bundles: Vec<Arc<PolicyBundle>> =
-                    plan.set.iter().map(|l| l.bundle.clone()).collect();
                 let version = Version::merged(bundles, merged, generation);
+                for note in &tables.notes {
+                    say!("bundle dir {}: {note}", self.dir.display());
+                }
                 for (map, entries, max) in map_sizes(&tables) {
-                    metrics.set_map(Hook::Exec.as_str(), map, entries, max);
+                    metrics.set_map(map, entries, max);
                 }
                 metrics.swapped_set(&old, &version.bundles, generation as i64);
                 say!(

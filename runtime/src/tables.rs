@@ -1,373 +1,750 @@
-//! Turning a bundle's exec [`HookTable`] into the contents of the exec maps.
+//! Turning bundles' hook tables into the contents of the kernel maps.
 //!
 //! Pure: no kernel access, so it is unit-tested here and the loader only
-//! copies the result into the maps.
+//! copies the result into the maps (see `bpf-templates/include/policy_abi.h`
+//! and docs/runtime.md "Kernel tables").
+//!
+//! Every dimension of a bundle becomes one kernel dimension with its own key
+//! namespace in the shared tables; every term set becomes a *mask id*, with
+//! equal masks stored once. With several bundles (`--bundle-dir`) each
+//! bundle's terms take a contiguous range of the hook's bits (a *part*), and
+//! each part keeps its own dimensions: a part's dimension constrains only the
+//! part's terms (the other parts' bits are set in all its masks), so the AND
+//! over every dimension gives, in each part's range, exactly that bundle's
+//! matched terms.
 
-use policy_compiler::bundle::{mask_words, DimensionKind, Hook, HookTable, PolicyBundle};
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use policy_compiler::bundle::{Dimension, DimensionKind, Hook, HookTable, Resolve, TermSet};
+use policy_compiler::lower::range_prefixes;
+use policy_dsl::checked::Value;
+use policy_dsl::schema::{Field, FieldType};
 
 use crate::abi::{
-    ExecConfig, Mask, PathKey, EXEC_BINARY_EXACT, EXEC_BINARY_PREFIX, EXEC_DIM_BINARY, PATH_KEY_LEN,
+    dim_kind, field_index, rel_op, table_bits, CapsEntry, CgroupKey, DimConfig, HookConfig,
+    IpLpmKey, Mask, NumLpmKey, StrKey, StrLpmKey, FIELD_CGROUP, MASK_WORDS, MAX_CAPS_ENTRIES,
+    MAX_DIMS, PATH_KEY_LEN, STR_LPM_LEN,
 };
 
-/// Name of the only exec dimension the kernel template implements.
-pub const DIM_PROCESS_BINARY: &str = "process.binary";
-
-/// The exec maps' contents for one bundle.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ExecTables {
-    /// Value of `exec_config[0]`.
-    pub config: ExecConfig,
-    /// Entries of `exec_path_exact`: zero-padded path → mask, in bundle order.
-    pub exact: Vec<(PathKey, Mask)>,
-    /// Entries of `exec_path_prefix`: (prefix length in bits, zero-padded
-    /// path) → mask, in bundle order.
-    pub prefix: Vec<(u32, PathKey, Mask)>,
+/// One bundle's table of a hook and where its terms start in the hook's bits.
+#[derive(Debug, Clone, Copy)]
+pub struct Part<'a> {
+    /// The bundle's hook table.
+    pub table: &'a HookTable,
+    /// Bit of the part's term 0.
+    pub offset: u32,
 }
 
-/// Why a bundle cannot be loaded by this runtime's exec template.
+/// The k8s fields of the processes of one pod container on this node, by
+/// cgroup id (filled from the Kubernetes API by `policyd --kubernetes`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PodCgroup {
+    /// cgroup v2 id of the container (the inode number of its cgroup directory).
+    pub cgroup_id: u64,
+    /// `k8s.namespace`.
+    pub namespace: String,
+    /// `k8s.pod`.
+    pub pod: String,
+    /// `k8s.container`.
+    pub container: String,
+    /// `k8s.label[...]`.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Node-side name resolution for `user.*`/`cred.*` ids written as names.
+pub trait Names {
+    /// The uid of user `name` on this node.
+    fn uid(&self, name: &str) -> Option<u32>;
+    /// The gid of group `name` on this node.
+    fn gid(&self, name: &str) -> Option<u32>;
+}
+
+/// The node's passwd and group databases (`getpwnam_r`, `getgrnam_r`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemNames;
+
+impl Names for SystemNames {
+    fn uid(&self, name: &str) -> Option<u32> {
+        let c = std::ffi::CString::new(name).ok()?;
+        let mut buf = vec![0 as libc::c_char; 16384];
+        let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut out: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call; `buf` outlives it.
+        let rc =
+            unsafe { libc::getpwnam_r(c.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
+        (rc == 0 && !out.is_null()).then_some(pw.pw_uid)
+    }
+
+    fn gid(&self, name: &str) -> Option<u32> {
+        let c = std::ffi::CString::new(name).ok()?;
+        let mut buf = vec![0 as libc::c_char; 16384];
+        let mut gr: libc::group = unsafe { std::mem::zeroed() };
+        let mut out: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: as in `uid`.
+        let rc =
+            unsafe { libc::getgrnam_r(c.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) };
+        (rc == 0 && !out.is_null()).then_some(gr.gr_gid)
+    }
+}
+
+/// The kernel maps' contents for a set of bundles.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KernelTables {
+    /// `hook_config` values of the hooks that have terms; every other hook
+    /// gets a config with `has_terms == 0`.
+    pub hooks: BTreeMap<Hook, HookConfig>,
+    /// Masks by id (`masks`). Id 0 is the empty mask.
+    pub masks: Vec<Mask>,
+    /// `str_exact` entries.
+    pub str_exact: Vec<(StrKey, u32)>,
+    /// `str_prefix` entries: (prefix length in bits, key data, mask id).
+    pub str_prefix: Vec<(u32, StrLpmKey, u32)>,
+    /// `str_suffix` entries, as `str_prefix` over reversed strings.
+    pub str_suffix: Vec<(u32, StrLpmKey, u32)>,
+    /// `num_lpm` entries.
+    pub num_lpm: Vec<(u32, NumLpmKey, u32)>,
+    /// `ip_lpm` entries.
+    pub ip_lpm: Vec<(u32, IpLpmKey, u32)>,
+    /// `cgroup_exact` entries.
+    pub cgroup_exact: Vec<(CgroupKey, u32)>,
+    /// `caps_table` entries, by index.
+    pub caps: Vec<CapsEntry>,
+    /// What name resolution did that an operator should know (a name not
+    /// found on this node, a name whose id is also tested as a number).
+    pub notes: Vec<String>,
+}
+
+/// Why bundles cannot be loaded into this runtime's kernel tables.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum TablesError {
-    /// The bundle tests an exec field the kernel template does not implement.
-    #[error("exec dimension `{field}` is not supported by this policyd (it implements `{DIM_PROCESS_BINARY}`)")]
+    /// The bundle tests a dimension the kernel programs cannot supply.
+    #[error("dimension `{field}` of hook `{hook}` is not supported by this policyd: {why}")]
     #[diagnostic(
         code(policyd::unsupported_dimension),
         help("upgrade policyd or recompile the bundle with a matching policyc")
     )]
     UnsupportedDimension {
-        /// The dimension's field name.
+        /// The hook.
+        hook: &'static str,
+        /// The dimension's name.
         field: String,
+        /// Why.
+        why: String,
     },
-    /// The bundle uses something this runtime cannot enforce yet: another
-    /// hook, a `default deny` scope, monitor mode, counters, suffix tables. Loading it would silently drop those rules.
-    #[error("this policyd cannot enforce {what} yet")]
+    /// A hook tests more dimensions than the kernel configuration holds.
+    #[error("hook `{hook}` tests {count} dimensions, the kernel holds at most {max}")]
     #[diagnostic(
-        code(policyd::unsupported_feature),
-        help("`policyc compile` refuses such policies for this runtime; the bundle was built another way, or by a newer policyc")
+        code(policyd::too_many_dimensions),
+        help("split the policies over fewer bundles, or test fewer distinct fields per hook")
     )]
-    UnsupportedFeature {
-        /// What, e.g. "hook `open`".
-        what: String,
+    TooManyDimensions {
+        /// The hook.
+        hook: &'static str,
+        /// Dimensions needed.
+        count: usize,
+        /// [`MAX_DIMS`] (for strings: 256 over all hooks).
+        max: usize,
     },
-    /// A path value does not fit a map key (the compiler never writes one).
-    #[error("path `{value}` is {len} bytes, longer than the kernel key ({max} bytes)")]
+    /// A hook has more terms than the kernel masks hold.
+    #[error("hook `{hook}` has {count} terms, the kernel holds at most {max}")]
+    #[diagnostic(code(policyd::too_many_terms))]
+    TooManyTerms {
+        /// The hook.
+        hook: &'static str,
+        /// Terms of every bundle.
+        count: usize,
+        /// `MASK_WORDS * 64`.
+        max: usize,
+    },
+    /// A value does not fit a map key (the compiler never writes one).
+    #[error("`{value}` is {len} bytes, longer than the kernel key ({max} bytes)")]
     #[diagnostic(code(policyd::path_too_long))]
     PathTooLong {
         /// The value.
         value: String,
         /// Its length in bytes.
         len: usize,
-        /// Longest value that fits, `PATH_KEY_LEN - 1`.
+        /// Longest value that fits.
         max: usize,
     },
 }
 
-impl ExecTables {
-    /// Build the exec tables of `bundle`. A bundle without exec rules gives
-    /// an empty configuration (`has_terms == 0`): the program then only
-    /// counts execs.
-    ///
-    /// # Errors
-    /// [`TablesError::UnsupportedDimension`] for a dimension other than
-    /// `process.binary`; [`TablesError::PathTooLong`] for a value of
-    /// `PATH_KEY_LEN` bytes or more (excluded by bundle validation).
-    pub fn from_bundle(bundle: &PolicyBundle) -> Result<ExecTables, TablesError> {
-        let unsupported = |what: String| Err(TablesError::UnsupportedFeature { what });
-        if let Some(hook) = bundle.spec.hooks.keys().find(|h| **h != Hook::Exec) {
-            return unsupported(format!("hook `{}`", hook.as_str()));
-        }
-        if !bundle.spec.scopes.is_empty() {
-            return unsupported("`default deny` scopes".into());
-        }
-        if let Some(p) = bundle
-            .spec
-            .policies
-            .iter()
-            .find(|p| p.mode != policy_compiler::bundle::Mode::Enforce)
-        {
-            return unsupported(format!("`mode = monitor` (policy `{}`)", p.name));
-        }
-        match bundle.spec.hooks.get(&Hook::Exec) {
-            Some(table) => Self::from_hook_table(table),
-            None => Ok(ExecTables::default()),
-        }
-    }
+/// Masks, deduplicated, by id.
+struct MaskTable {
+    masks: Vec<Mask>,
+    ids: HashMap<Mask, u32>,
+}
 
-    /// Build the exec tables from the exec hook's table; see [`ExecTables::from_bundle`].
-    ///
-    /// # Errors
-    /// As [`ExecTables::from_bundle`].
-    pub fn from_hook_table(table: &HookTable) -> Result<ExecTables, TablesError> {
-        let v = &table.verdicts;
-        if !v.default_deny.is_empty() || !v.monitor.is_empty() || !v.count.is_empty() {
-            return Err(TablesError::UnsupportedFeature {
-                what: "default-deny, monitor or counter masks".into(),
-            });
-        }
-        let all_terms: Vec<u32> = table.terms.iter().map(|t| t.id).collect();
-        let mut config = ExecConfig {
-            terms: mask_words(&all_terms),
-            deny: mask_words(&table.verdicts.deny),
-            kill: mask_words(&table.verdicts.kill),
-            allow: mask_words(&table.verdicts.allow),
-            audit: mask_words(&table.verdicts.audit),
-            has_terms: u32::from(!table.terms.is_empty()),
-            ..ExecConfig::default()
+impl MaskTable {
+    fn new() -> MaskTable {
+        let mut t = MaskTable {
+            masks: Vec::new(),
+            ids: HashMap::new(),
         };
-        let mut exact = Vec::new();
-        let mut prefix = Vec::new();
-        for (field, dim) in &table.dimensions {
-            if field != DIM_PROCESS_BINARY || dim.kind != DimensionKind::Path {
-                return Err(TablesError::UnsupportedDimension {
-                    field: field.clone(),
-                });
-            }
-            if !dim.suffix.is_empty() || dim.suffix_default.is_some() || dim.absent.is_some() {
-                return Err(TablesError::UnsupportedFeature {
-                    what: format!("suffix tables of `{field}`"),
-                });
-            }
-            config.dims |= EXEC_DIM_BINARY;
-            config.binary_default = mask_words(&dim.default);
-            for entry in &dim.exact {
-                exact.push((path_key(&entry.value)?, mask_words(&entry.terms)));
-            }
-            for entry in &dim.prefix {
-                let key = path_key(&entry.value)?;
-                prefix.push((8 * entry.value.len() as u32, key, mask_words(&entry.terms)));
-            }
-        }
-        if !exact.is_empty() {
-            config.binary_tables |= EXEC_BINARY_EXACT;
-        }
-        if !prefix.is_empty() {
-            config.binary_tables |= EXEC_BINARY_PREFIX;
-        }
-        Ok(ExecTables {
-            config,
-            exact,
-            prefix,
-        })
+        t.id([0; MASK_WORDS]);
+        t
     }
 
-    /// `max_entries` for `exec_path_exact`: the entry count, at least 1 (the
-    /// kernel refuses empty hash maps).
-    pub fn exact_capacity(&self) -> u32 {
-        (self.exact.len() as u32).max(1)
-    }
-
-    /// `max_entries` for `exec_path_prefix`: the entry count, at least 1.
-    pub fn prefix_capacity(&self) -> u32 {
-        (self.prefix.len() as u32).max(1)
+    fn id(&mut self, m: Mask) -> u32 {
+        if let Some(&id) = self.ids.get(&m) {
+            return id;
+        }
+        let id = self.masks.len() as u32;
+        self.masks.push(m);
+        self.ids.insert(m, id);
+        id
     }
 }
 
-/// `value` as a zero-padded map key; at most `PATH_KEY_LEN - 1` bytes so that
-/// a key always ends in NUL.
-///
-/// # Errors
-/// [`TablesError::PathTooLong`] when `value` has `PATH_KEY_LEN` bytes or more.
-pub fn path_key(value: &str) -> Result<PathKey, TablesError> {
-    let bytes = value.as_bytes();
-    if bytes.len() >= PATH_KEY_LEN {
+fn set_bit(m: &mut Mask, bit: u32) {
+    m[bit as usize / 64] |= 1u64 << (bit % 64);
+}
+
+/// The hook's bits of a dimension's term set: the part's terms in `set`,
+/// and every other part's terms (this dimension does not constrain them).
+fn dim_mask(set: &TermSet, part: &Part<'_>, total: u32) -> Mask {
+    let mut m = [0u64; MASK_WORDS];
+    let n = part.table.terms.len() as u32;
+    for bit in (0..part.offset).chain(part.offset + n..total) {
+        set_bit(&mut m, bit);
+    }
+    for &t in set {
+        set_bit(&mut m, part.offset + t);
+    }
+    m
+}
+
+/// The hook's bits of a verdict set over every part.
+fn verdict_mask<'t>(parts: &[Part<'t>], set: impl Fn(&'t HookTable) -> Vec<&'t TermSet>) -> Mask {
+    let mut m = [0u64; MASK_WORDS];
+    for p in parts {
+        for s in set(p.table) {
+            for &t in s {
+                set_bit(&mut m, p.offset + t);
+            }
+        }
+    }
+    m
+}
+
+/// Zero-padded key bytes of `value`, at most `max` bytes.
+fn key_bytes<const N: usize>(value: &[u8], max: usize) -> Result<[u8; N], TablesError> {
+    if value.len() > max {
         return Err(TablesError::PathTooLong {
-            value: value.to_string(),
-            len: bytes.len(),
-            max: PATH_KEY_LEN - 1,
+            value: String::from_utf8_lossy(value).into_owned(),
+            len: value.len(),
+            max,
         });
     }
-    let mut key = [0u8; PATH_KEY_LEN];
-    key[..bytes.len()].copy_from_slice(bytes);
+    let mut key = [0u8; N];
+    key[..value.len()].copy_from_slice(value);
     Ok(key)
 }
 
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
+/// The set of a string dimension for a value matching no entry.
+fn nothing(dim: &Dimension) -> TermSet {
+    match &dim.suffix_default {
+        Some(s) => policy_compiler::lower::intersect(&dim.default, s),
+        None => dim.default.clone(),
+    }
+}
 
-    use policy_compiler::bundle::{Dimension, Entry, Term, VerdictMasks};
+/// The set of a dimension when the event lacks its field.
+fn absent(dim: &Dimension) -> TermSet {
+    dim.absent.clone().unwrap_or_else(|| match dim.kind {
+        DimensionKind::Path | DimensionKind::String => nothing(dim),
+        _ => dim.default.clone(),
+    })
+}
 
-    use super::*;
+/// The kernel id of a field a relation or dimension names, if the programs
+/// supply it as a number.
+fn numeric_field(name: &str) -> Option<u32> {
+    let f = Field::from_name(name)?;
+    (f.info().ty.is_numeric()).then(|| field_index(f))
+}
 
-    /// Bundles `policyc compile` refuses for this runtime, built with the
-    /// evaluation-only compiler: each must be refused here too.
-    #[test]
-    fn what_the_kernel_cannot_enforce_is_refused() {
-        let cases = [
-            (
-                "rule r on open { when file.path == \"/etc/shadow\" deny }",
-                "hook `open`",
-            ),
-            (
-                "default deny exec when process.binary startswith \"/tmp/\"",
-                "`default deny` scopes",
-            ),
-            (
-                "rule r on exec { when process.binary endswith \"/nc\" deny }",
-                "suffix tables of `process.binary`",
-            ),
-            (
-                "rule r on exec { when process.binary == \"/a\" count \"c\" }",
-                "default-deny, monitor or counter masks",
-            ),
-        ];
-        for (rule, what) in cases {
-            let text = format!("policy p {{}}\n{rule}\n");
-            let sources = [policy_compiler::SourceFile {
-                name: "p.policy".into(),
-                text,
-            }];
-            let (compiled, _) =
-                policy_compiler::compile::compile_for_evaluation(&sources, "p").unwrap();
-            let err = ExecTables::from_bundle(&compiled.bundle).unwrap_err();
-            assert!(
-                matches!(&err, TablesError::UnsupportedFeature { what: w } if w == what),
-                "{rule}: {err}"
-            );
+struct Builder<'n> {
+    masks: MaskTable,
+    out: KernelTables,
+    next_ns: u32,
+    next_str_ns: u32,
+    names: &'n dyn Names,
+}
+
+impl Builder<'_> {
+    fn ns(&mut self) -> u32 {
+        self.next_ns += 1;
+        self.next_ns
+    }
+
+    fn str_ns(&mut self, hook: Hook) -> Result<u32, TablesError> {
+        if self.next_str_ns > 255 {
+            return Err(TablesError::TooManyDimensions {
+                hook: hook.as_str(),
+                count: self.next_str_ns as usize + 1,
+                max: 256,
+            });
         }
+        self.next_str_ns += 1;
+        Ok(self.next_str_ns - 1)
     }
 
-    /// `rate` is applied by policyd to the export (see `crate::throttle`):
-    /// the kernel tables are those of the same rule without it.
-    #[test]
-    fn a_rate_is_loaded() {
-        let tables = |rule: &str| {
-            let sources = [policy_compiler::SourceFile {
-                name: "p.policy".into(),
-                text: format!("policy p {{}}\n{rule}\n"),
-            }];
-            let compiled = policy_compiler::compile::compile(&sources, "p").unwrap();
-            ExecTables::from_bundle(&compiled.bundle).unwrap()
+    /// One bundle dimension (not `k8s.*`) as a kernel dimension.
+    fn dimension(
+        &mut self,
+        hook: Hook,
+        name: &str,
+        dim: &Dimension,
+        part: &Part<'_>,
+        total: u32,
+    ) -> Result<(DimConfig, u64), TablesError> {
+        let unsupported = |why: &str| TablesError::UnsupportedDimension {
+            hook: hook.as_str(),
+            field: name.to_string(),
+            why: why.to_string(),
         };
-        assert_eq!(
-            tables("rule r on exec { when process.binary == \"/a\" audit rate 1 per 1m }"),
-            tables("rule r on exec { when process.binary == \"/a\" audit }"),
-        );
-    }
-
-    fn table() -> HookTable {
-        let mut dimensions = BTreeMap::new();
-        dimensions.insert(
-            DIM_PROCESS_BINARY.to_string(),
-            Dimension {
-                kind: DimensionKind::Path,
-                exact: vec![
-                    Entry {
-                        value: "/bin/sudo".into(),
-                        terms: vec![0],
-                    },
-                    Entry {
-                        value: "/usr/bin/sudo".into(),
-                        terms: vec![0, 2],
-                    },
-                ],
-                prefix: vec![Entry {
-                    value: "/tmp/".into(),
-                    terms: vec![1, 2],
-                }],
-                default: vec![2],
-                ..Dimension::default()
-            },
-        );
-        HookTable {
-            terms: vec![
-                Term {
-                    id: 0,
-                    rule: 0,
-                    scope: false,
-                },
-                Term {
-                    id: 1,
-                    rule: 1,
-                    scope: false,
-                },
-                Term {
-                    id: 2,
-                    rule: 2,
-                    scope: false,
-                },
-            ],
-            dimensions,
-            verdicts: VerdictMasks {
-                deny: vec![1],
-                kill: vec![],
-                allow: vec![],
-                audit: vec![0, 1],
-                ..VerdictMasks::default()
-            },
-        }
-    }
-
-    #[test]
-    fn fills_config_and_entries() {
-        let t = ExecTables::from_hook_table(&table()).unwrap();
-        assert_eq!(t.config.terms, [0b111, 0, 0, 0]);
-        assert_eq!(t.config.binary_default, [0b100, 0, 0, 0]);
-        assert_eq!(t.config.deny, [0b010, 0, 0, 0]);
-        assert_eq!(t.config.audit, [0b011, 0, 0, 0]);
-        assert_eq!(t.config.kill, [0; 4]);
-        assert_eq!(t.config.has_terms, 1);
-        assert_eq!(t.config.dims, EXEC_DIM_BINARY);
-        assert_eq!(
-            t.config.binary_tables,
-            EXEC_BINARY_EXACT | EXEC_BINARY_PREFIX
-        );
-
-        assert_eq!(t.exact.len(), 2);
-        assert_eq!(&t.exact[1].0[..13], b"/usr/bin/sudo");
-        assert!(t.exact[1].0[13..].iter().all(|&b| b == 0));
-        assert_eq!(t.exact[1].1, [0b101, 0, 0, 0]);
-
-        assert_eq!(t.prefix.len(), 1);
-        assert_eq!(t.prefix[0].0, 5 * 8);
-        assert_eq!(&t.prefix[0].1[..5], b"/tmp/");
-        assert_eq!(t.prefix[0].2, [0b110, 0, 0, 0]);
-        assert_eq!((t.exact_capacity(), t.prefix_capacity()), (2, 1));
-    }
-
-    #[test]
-    fn high_term_ids_land_in_later_words() {
-        let mut tab = table();
-        tab.verdicts.audit = vec![0, 64, 200];
-        let t = ExecTables::from_hook_table(&tab).unwrap();
-        assert_eq!(t.config.audit, [1, 1, 0, 1 << (200 - 192)]);
-    }
-
-    #[test]
-    fn empty_hook_only_counts() {
-        let tab = HookTable {
-            terms: vec![],
-            dimensions: BTreeMap::new(),
-            verdicts: VerdictMasks::default(),
+        let mask = |set: &TermSet, b: &mut Self| b.masks.id(dim_mask(set, part, total));
+        let mut d = DimConfig {
+            dflt: mask(&dim.default, self),
+            absent: mask(&absent(dim), self),
+            ..DimConfig::default()
         };
-        let t = ExecTables::from_hook_table(&tab).unwrap();
-        assert_eq!(t.config.has_terms, 0);
-        assert_eq!(t.config.dims, 0);
-        assert_eq!((t.exact_capacity(), t.prefix_capacity()), (1, 1));
-    }
-
-    #[test]
-    fn unknown_dimension_is_refused() {
-        let mut tab = table();
-        let dim = tab.dimensions.remove(DIM_PROCESS_BINARY).unwrap();
-        tab.dimensions.insert("process.name".into(), dim);
-        let err = ExecTables::from_hook_table(&tab).unwrap_err();
-        assert!(
-            matches!(err, TablesError::UnsupportedDimension { ref field } if field == "process.name")
-        );
-        assert!(err.to_string().contains("process.name"));
-    }
-
-    #[test]
-    fn path_key_bounds() {
-        assert!(path_key(&format!("/{}", "a".repeat(254))).is_ok());
-        let err = path_key(&format!("/{}", "a".repeat(255))).unwrap_err();
-        assert!(matches!(
-            err,
-            TablesError::PathTooLong {
-                len: 256,
-                max: 255,
-                ..
+        if let Some(rel) = &dim.relation {
+            let (Some(l), Some(r)) = (numeric_field(&rel.left), numeric_field(&rel.right)) else {
+                return Err(unsupported(
+                    "the kernel compares numeric fields only (ids and ports)",
+                ));
+            };
+            d.kind = dim_kind::RELATION;
+            d.field = l;
+            d.field2 = r;
+            d.op = match rel.op.as_str() {
+                "==" => rel_op::EQ,
+                "<" => rel_op::LT,
+                "<=" => rel_op::LE,
+                other => return Err(unsupported(&format!("operator `{other}`"))),
+            };
+            d.ns = self.ns();
+            for e in &dim.exact {
+                let v = u64::from(e.value == "true");
+                let id = mask(&e.terms, self);
+                self.out
+                    .num_lpm
+                    .push((96, crate::abi::num_lpm_key(d.ns, v), id));
             }
-        ));
+            return Ok((d, (1u64 << l) | (1u64 << r)));
+        }
+        let field = Field::from_name(name).ok_or_else(|| unsupported("unknown field"))?;
+        d.field = field_index(field);
+        let bits = 1u64 << d.field;
+        match dim.kind {
+            DimensionKind::Path | DimensionKind::String => {
+                d.kind = dim_kind::STR;
+                d.ns = self.str_ns(hook)?;
+                for e in &dim.exact {
+                    let key = StrKey {
+                        ns: d.ns,
+                        data: key_bytes(e.value.as_bytes(), PATH_KEY_LEN - 1)?,
+                    };
+                    let id = mask(&e.terms, self);
+                    self.out.str_exact.push((key, id));
+                    d.tables |= table_bits::EXACT;
+                }
+                for e in &dim.prefix {
+                    let key = StrLpmKey {
+                        ns: d.ns as u8,
+                        data: key_bytes(e.value.as_bytes(), STR_LPM_LEN)?,
+                    };
+                    let id = mask(&e.terms, self);
+                    self.out
+                        .str_prefix
+                        .push((8 + 8 * e.value.len() as u32, key, id));
+                    d.tables |= table_bits::PREFIX;
+                }
+                if let Some(sd) = &dim.suffix_default {
+                    d.suffix_dflt = mask(sd, self);
+                    d.tables |= table_bits::SUFFIX;
+                    for e in &dim.suffix {
+                        let reversed: Vec<u8> = e.value.bytes().rev().collect();
+                        let key = StrLpmKey {
+                            ns: d.ns as u8,
+                            data: key_bytes(&reversed, STR_LPM_LEN)?,
+                        };
+                        let id = mask(&e.terms, self);
+                        self.out
+                            .str_suffix
+                            .push((8 + 8 * e.value.len() as u32, key, id));
+                    }
+                }
+            }
+            DimensionKind::Int => {
+                d.kind = dim_kind::NUM;
+                d.ns = self.ns();
+                for r in &dim.ranges {
+                    let id = mask(&r.terms, self);
+                    for (v, plen) in range_prefixes(r.lo, r.hi, 64) {
+                        self.out
+                            .num_lpm
+                            .push((32 + plen, crate::abi::num_lpm_key(d.ns, v), id));
+                    }
+                }
+                self.resolve_names(name, dim, d.ns, &mut |set, b| mask(set, b))?;
+            }
+            DimensionKind::Enum | DimensionKind::Bool => {
+                d.kind = dim_kind::NUM;
+                d.ns = self.ns();
+                for e in &dim.exact {
+                    let v = match (dim.kind, field.info().ty) {
+                        (DimensionKind::Bool, _) => match e.value.as_str() {
+                            "true" => 1,
+                            "false" => 0,
+                            _ => return Err(unsupported("a boolean other than true/false")),
+                        },
+                        (_, FieldType::Enum(names)) => names
+                            .iter()
+                            .position(|n| *n == e.value)
+                            .ok_or_else(|| unsupported(&format!("value `{}`", e.value)))?
+                            as u64,
+                        _ => return Err(unsupported("an enumeration of another field type")),
+                    };
+                    let id = mask(&e.terms, self);
+                    self.out
+                        .num_lpm
+                        .push((96, crate::abi::num_lpm_key(d.ns, v), id));
+                }
+            }
+            DimensionKind::Ip => {
+                d.kind = dim_kind::IP;
+                d.ns = self.ns();
+                for e in &dim.prefix {
+                    let net: IpNet = e
+                        .value
+                        .parse()
+                        .map_err(|_| unsupported(&format!("`{}` is not a CIDR block", e.value)))?;
+                    let id = mask(&e.terms, self);
+                    self.out.ip_lpm.push((
+                        32 + 8 + u32::from(net.prefix_len()),
+                        crate::abi::ip_lpm_key(d.ns, net.network()),
+                        id,
+                    ));
+                }
+            }
+            DimensionKind::Caps => {
+                d.kind = dim_kind::CAPS;
+                if dim.masks.len() > MAX_CAPS_ENTRIES {
+                    return Err(unsupported(&format!(
+                        "{} distinct capability sets, the kernel holds {MAX_CAPS_ENTRIES}",
+                        dim.masks.len()
+                    )));
+                }
+                d.caps_first = self.out.caps.len() as u32;
+                d.caps_count = dim.masks.len() as u32;
+                for m in &dim.masks {
+                    let mut caps = 0u64;
+                    for c in &m.caps {
+                        let bit = policy_dsl::schema::capability_bit(c)
+                            .ok_or_else(|| unsupported(&format!("capability `{c}`")))?;
+                        caps |= 1u64 << bit;
+                    }
+                    let held = mask(&m.held, self);
+                    let lacking = mask(&m.lacking, self);
+                    self.out.caps.push(CapsEntry {
+                        caps,
+                        held,
+                        lacking,
+                    });
+                }
+            }
+            DimensionKind::Relation => return Err(unsupported("a relation without its fields")),
+        }
+        Ok((d, bits))
+    }
+
+    /// `exact` entries of an `int` dimension are user or group names: their
+    /// ids on this node become single-value entries. An id that a range
+    /// entry already covers keeps the range's set (the number's tests), and
+    /// this is noted; a name unknown here can match no process, also noted.
+    fn resolve_names(
+        &mut self,
+        field: &str,
+        dim: &Dimension,
+        ns: u32,
+        mask: &mut dyn FnMut(&TermSet, &mut Self) -> u32,
+    ) -> Result<(), TablesError> {
+        let Some(kind) = dim.resolve else {
+            return Ok(());
+        };
+        let mut seen: BTreeMap<u32, String> = BTreeMap::new();
+        for e in &dim.exact {
+            let id = match kind {
+                Resolve::User => self.names.uid(&e.value),
+                Resolve::Group => self.names.gid(&e.value),
+            };
+            let Some(id) = id else {
+                self.out.notes.push(format!(
+                    "`{field}`: {} `{}` does not exist on this node; its tests match no process",
+                    if kind == Resolve::User {
+                        "user"
+                    } else {
+                        "group"
+                    },
+                    e.value
+                ));
+                continue;
+            };
+            let n = u64::from(id);
+            if dim.ranges.iter().any(|r| r.lo <= n && n <= r.hi) {
+                self.out.notes.push(format!(
+                    "`{field}`: `{}` is id {id} on this node, which the rules also test as a number; \
+                     the number's tests decide",
+                    e.value
+                ));
+                continue;
+            }
+            if let Some(other) = seen.insert(id, e.value.clone()) {
+                self.out.notes.push(format!(
+                    "`{field}`: `{other}` and `{}` are both id {id} on this node; `{other}`'s tests decide",
+                    e.value
+                ));
+                seen.insert(id, other);
+                continue;
+            }
+            let m = mask(&e.terms, self);
+            self.out
+                .num_lpm
+                .push((96, crate::abi::num_lpm_key(ns, n), m));
+        }
+        Ok(())
+    }
+
+    /// The `k8s.*` dimensions of a part as one cgroup dimension: per known
+    /// pod container, the AND of the dimensions' sets for its values; for
+    /// any other cgroup, the AND of their sets for an absent field.
+    fn cgroup_dimension(
+        &mut self,
+        dims: &[(&String, &Dimension)],
+        part: &Part<'_>,
+        total: u32,
+        pods: &[PodCgroup],
+    ) -> DimConfig {
+        let and = |sets: Vec<TermSet>| -> TermSet {
+            let mut it = sets.into_iter();
+            let first = it.next().unwrap_or_default();
+            it.fold(first, |a, b| policy_compiler::lower::intersect(&a, &b))
+        };
+        let outside = and(dims.iter().map(|(_, d)| absent(d)).collect());
+        let ns = self.ns();
+        let dflt = self.masks.id(dim_mask(&outside, part, total));
+        for pod in pods {
+            let set = and(dims
+                .iter()
+                .map(|(name, d)| match pod_value(name, pod) {
+                    Some(v) => policy_compiler::eval::lookup_value(d, &Value::Str(v)),
+                    None => absent(d),
+                })
+                .collect());
+            let id = self.masks.id(dim_mask(&set, part, total));
+            self.out.cgroup_exact.push((
+                CgroupKey {
+                    ns,
+                    pad: 0,
+                    cgroup_id: pod.cgroup_id,
+                },
+                id,
+            ));
+        }
+        DimConfig {
+            kind: dim_kind::CGROUP,
+            field: FIELD_CGROUP,
+            ns,
+            dflt,
+            absent: dflt,
+            ..DimConfig::default()
+        }
+    }
+}
+
+/// The value of `k8s.namespace`, `k8s.pod`, `k8s.container` or
+/// `k8s.label["key"]` for a pod container.
+fn pod_value(name: &str, pod: &PodCgroup) -> Option<String> {
+    match name {
+        "k8s.namespace" => Some(pod.namespace.clone()),
+        "k8s.pod" => Some(pod.pod.clone()),
+        "k8s.container" => Some(pod.container.clone()),
+        _ => {
+            let key = name.strip_prefix("k8s.label[")?.strip_suffix(']')?;
+            let key: String = serde_json::from_str(key).ok()?;
+            pod.labels.get(&key).cloned()
+        }
+    }
+}
+
+impl KernelTables {
+    /// The tables of one bundle (every hook it has), names resolved with
+    /// the node's databases and no pods known.
+    ///
+    /// # Errors
+    /// As [`KernelTables::build`].
+    pub fn from_bundle(
+        bundle: &policy_compiler::bundle::PolicyBundle,
+    ) -> Result<KernelTables, TablesError> {
+        let hooks: BTreeMap<Hook, Vec<Part<'_>>> = bundle
+            .spec
+            .hooks
+            .iter()
+            .map(|(h, t)| {
+                (
+                    *h,
+                    vec![Part {
+                        table: t,
+                        offset: 0,
+                    }],
+                )
+            })
+            .collect();
+        KernelTables::build(&hooks, &SystemNames, &[])
+    }
+
+    /// The tables of `hooks` (per hook, each bundle's table and the bit of
+    /// its first term; parts must not overlap).
+    ///
+    /// # Errors
+    /// [`TablesError`] when a hook has more terms or dimensions than the
+    /// kernel holds, a dimension the programs cannot supply, or a value
+    /// longer than a key.
+    pub fn build(
+        hooks: &BTreeMap<Hook, Vec<Part<'_>>>,
+        names: &dyn Names,
+        pods: &[PodCgroup],
+    ) -> Result<KernelTables, TablesError> {
+        let mut b = Builder {
+            masks: MaskTable::new(),
+            out: KernelTables::default(),
+            next_ns: 0,
+            next_str_ns: 0,
+            names,
+        };
+        for (&hook, parts) in hooks {
+            let total: u32 = parts
+                .iter()
+                .map(|p| p.offset + p.table.terms.len() as u32)
+                .max()
+                .unwrap_or(0);
+            if total as usize > MASK_WORDS * 64 {
+                return Err(TablesError::TooManyTerms {
+                    hook: hook.as_str(),
+                    count: total as usize,
+                    max: MASK_WORDS * 64,
+                });
+            }
+            if total == 0 {
+                continue;
+            }
+            let mut cfg = HookConfig {
+                has_terms: 1,
+                words: total.div_ceil(64),
+                ..HookConfig::default()
+            };
+            let mut dims = Vec::new();
+            for part in parts {
+                let (k8s, plain): (Vec<_>, Vec<_>) = part
+                    .table
+                    .dimensions
+                    .iter()
+                    .partition(|(name, _)| name.starts_with("k8s."));
+                for (name, dim) in plain {
+                    let (d, bits) = b.dimension(hook, name, dim, part, total)?;
+                    cfg.fields |= bits;
+                    dims.push(d);
+                }
+                if !k8s.is_empty() {
+                    dims.push(b.cgroup_dimension(&k8s, part, total, pods));
+                    cfg.fields |= 1u64 << FIELD_CGROUP;
+                }
+            }
+            if dims.len() > MAX_DIMS {
+                return Err(TablesError::TooManyDimensions {
+                    hook: hook.as_str(),
+                    count: dims.len(),
+                    max: MAX_DIMS,
+                });
+            }
+            cfg.ndims = dims.len() as u32;
+            cfg.dims[..dims.len()].copy_from_slice(&dims);
+            let mut all = [0u64; MASK_WORDS];
+            for bit in 0..total {
+                set_bit(&mut all, bit);
+            }
+            cfg.terms = b.masks.id(all);
+            let mut v = |f: fn(&HookTable) -> Vec<&TermSet>| b.masks.id(verdict_mask(parts, f));
+            cfg.deny = v(|t| vec![&t.verdicts.deny]);
+            cfg.kill = v(|t| vec![&t.verdicts.kill]);
+            cfg.allow = v(|t| vec![&t.verdicts.allow]);
+            cfg.audit = v(|t| vec![&t.verdicts.audit]);
+            cfg.default_deny = v(|t| vec![&t.verdicts.default_deny]);
+            cfg.monitor = v(|t| vec![&t.verdicts.monitor]);
+            cfg.count = v(|t| t.verdicts.count.values().collect());
+            b.out.hooks.insert(hook, cfg);
+        }
+        b.out.masks = b.masks.masks;
+        Ok(b.out)
+    }
+
+    /// Entries of each table (for `max_entries`, at least 1: the kernel
+    /// refuses empty hash maps and tries).
+    pub fn capacity(&self, map: &str) -> u32 {
+        use crate::abi::map_names::*;
+        let n = match map {
+            MASKS => self.masks.len(),
+            STR_EXACT => self.str_exact.len(),
+            STR_PREFIX => self.str_prefix.len(),
+            STR_SUFFIX => self.str_suffix.len(),
+            NUM_LPM => self.num_lpm.len(),
+            IP_LPM => self.ip_lpm.len(),
+            CGROUP_EXACT => self.cgroup_exact.len(),
+            CAPS_TABLE => self.caps.len(),
+            _ => 0,
+        };
+        (n as u32).max(1)
+    }
+
+    /// Entries of each table.
+    pub fn entries(&self, map: &str) -> u64 {
+        use crate::abi::map_names::*;
+        (match map {
+            MASKS => self.masks.len(),
+            STR_EXACT => self.str_exact.len(),
+            STR_PREFIX => self.str_prefix.len(),
+            STR_SUFFIX => self.str_suffix.len(),
+            NUM_LPM => self.num_lpm.len(),
+            IP_LPM => self.ip_lpm.len(),
+            CGROUP_EXACT => self.cgroup_exact.len(),
+            CAPS_TABLE => self.caps.len(),
+            _ => 0,
+        }) as u64
+    }
+}
+
+/// A term set as a kernel mask (bit `t` for term `t`).
+pub fn mask_of(set: &TermSet) -> Mask {
+    let mut m = [0u64; MASK_WORDS];
+    for &t in set {
+        set_bit(&mut m, t);
+    }
+    m
+}
+
+/// The address family and bytes a kernel key uses for `a`.
+pub fn ip_key_addr(a: IpAddr) -> (u8, [u8; 16]) {
+    let mut out = [0u8; 16];
+    match a {
+        IpAddr::V4(v) => {
+            out[..4].copy_from_slice(&v.octets());
+            (4, out)
+        }
+        IpAddr::V6(v) => (6, v.octets()),
     }
 }

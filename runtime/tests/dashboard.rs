@@ -19,8 +19,9 @@ use policy_compiler::{compile, SourceFile};
 use policy_runtime::abi::Stat;
 use policy_runtime::decision::decide;
 use policy_runtime::loader::map_sizes;
+use policy_runtime::loader::KernelStats;
 use policy_runtime::metrics::{Metrics, NO_NAMESPACE};
-use policy_runtime::tables::ExecTables;
+use policy_runtime::tables::KernelTables;
 use serde_json::Value;
 
 const DASHBOARD: &str = include_str!("../../charts/policyd/dashboards/policyd.json");
@@ -63,18 +64,33 @@ fn metrics_text() -> String {
             .collect()
     };
     let rules = &bundle.spec.rules;
-    let audit = decide(exec, rules, &mask_words(&terms_of("sudo_invoked")));
-    let deny = decide(exec, rules, &mask_words(&terms_of("no_tmp")));
+    let audit = decide(
+        Hook::Exec,
+        exec,
+        rules,
+        &[],
+        &mask_words(&terms_of("sudo_invoked")),
+    );
+    let deny = decide(
+        Hook::Exec,
+        exec,
+        rules,
+        &[],
+        &mask_words(&terms_of("no_tmp")),
+    );
     assert_eq!((audit.verdict, deny.verdict), ("allow", "kill"));
     m.record_event("exec", &audit, "/usr/bin/sudo", NO_NAMESPACE);
     m.record_event("exec", &deny, "/tmp/x", NO_NAMESPACE);
     m.decode_error();
     m.export_error();
-    m.set_kernel_stats("exec", &Stat::ALL.map(|s| (s, 1)));
+    m.set_kernel_stats(&KernelStats {
+        runs: vec![(Hook::Exec, 1)],
+        counters: Stat::ALL.map(|s| (s, 1)).to_vec(),
+    });
     m.set_program_stats("exec", "policy_exec", Duration::from_micros(3), 2);
     m.set_run_stats_enabled(true);
-    for (map, entries, max) in map_sizes(&ExecTables::from_bundle(&bundle).unwrap()) {
-        m.set_map("exec", map, entries, max);
+    for (map, entries, max) in map_sizes(&KernelTables::from_bundle(&bundle).unwrap()) {
+        m.set_map(map, entries, max);
     }
     m.loaded(&bundle, 1);
     m.encode()

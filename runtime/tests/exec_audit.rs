@@ -279,7 +279,7 @@ fn one_instance_per_pin_dir_and_stale_pins_are_removed() {
     );
     assert!(!stderr.contains("policyd: ready"), "{stderr}");
     // ... and left the first one's pins and hook alone.
-    assert!(pin_dir.join("exec_config").exists());
+    assert!(pin_dir.join("hook_config").exists());
     let (pid, _) = run(Command::new(SUDO).args(["-n", "true"]).current_dir(&dir));
     assert_one_sudo_event(
         &first,
@@ -294,7 +294,7 @@ fn one_instance_per_pin_dir_and_stale_pins_are_removed() {
     let pinned = is_bpffs(Path::new("/sys/fs/bpf"));
     if pinned {
         assert!(
-            pin_dir.join("exec_config").exists(),
+            pin_dir.join("hook_config").exists(),
             "no stale pins to test"
         );
     }
@@ -308,7 +308,7 @@ fn one_instance_per_pin_dir_and_stale_pins_are_removed() {
     if pinned {
         let line = third.wait_stderr("the stale pin line", |l| l.contains("stale pins"));
         assert!(
-            line.contains(pin_dir.to_str().unwrap()) && line.contains("exec_config"),
+            line.contains(pin_dir.to_str().unwrap()) && line.contains("hook_config"),
             "{line}"
         );
     }

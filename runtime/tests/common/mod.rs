@@ -319,7 +319,7 @@ impl Policyd {
     pub fn stop_with(self, sig: i32) -> Vec<String> {
         if self.pinned {
             assert!(
-                self.pin_dir.join("exec_config").exists(),
+                self.pin_dir.join("hook_config").exists(),
                 "maps not pinned under {}",
                 self.pin_dir.display()
             );
