@@ -112,6 +112,11 @@ pub struct Process<'a> {
     /// Names of the event flags that are set; absent when none is.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub flags: Vec<&'static str>,
+    /// The pod and container whose cgroup the process runs in, with
+    /// `--kubernetes` when the pod index knows the cgroup
+    /// ([`crate::k8s::pod_json`]); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<serde_json::Value>,
 }
 
 /// `process_exec.parent`.
@@ -229,6 +234,7 @@ pub fn build<'a>(
                     .into_iter()
                     .chain(lossy::names(ev.lossy))
                     .collect(),
+                pod: None,
             },
             parent: Parent {
                 binary: &ev.parent_binary,
@@ -751,6 +757,34 @@ mod tests {
         assert_eq!(v["verdict"], "kill");
         assert_eq!(v["rule"], "deny_victim");
         assert_eq!(v["message"], serde_json::Value::Null);
+        assert!(v["process_exec"]["process"].get("pod").is_none());
+    }
+
+    #[test]
+    fn a_known_cgroup_gets_the_pod_object() {
+        let (table, rules) = fixture();
+        let ev = sample();
+        let d = decide(&table, &rules, &ev.matched);
+        let b = BundleRef {
+            name: "b",
+            digest: "d",
+            generation: 1,
+        };
+        let mut out = build(&ev, &d, "n", b, 0);
+        let meta = crate::k8s::PodMeta {
+            namespace: "prod".into(),
+            pod: "web-1".into(),
+            container: "nginx".into(),
+            labels: [("app".to_string(), "web".to_string())].into(),
+            pod_uid: "u".into(),
+        };
+        out.process_exec.process.pod = Some(crate::k8s::pod_json(&meta));
+        let v = serde_json::to_value(&out).unwrap();
+        assert_eq!(
+            v["process_exec"]["process"]["pod"],
+            serde_json::json!({"namespace": "prod", "name": "web-1",
+                "container": {"name": "nginx"}, "pod_labels": {"app": "web"}})
+        );
     }
 
     #[test]

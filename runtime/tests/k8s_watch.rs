@@ -321,11 +321,12 @@ async fn bundles_status_and_pods_follow_the_api_server() {
         kubeconfig: None,
         node: "worker-1".into(),
         cgroup_root: cgroups.path().to_path_buf(),
-        loaded_message: "exec: raw_tracepoint/sched_process_exec+bpf_send_signal(SIGKILL)".into(),
     };
-    let (mut kw, bundles, merged) = KubeWatch::start_with(client, &opts, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let loaded = "exec: raw_tracepoint/sched_process_exec+bpf_send_signal(SIGKILL)";
+    let (mut kw, bundles, merged) =
+        KubeWatch::start_with(client, &opts, loaded, Duration::from_secs(10))
+            .await
+            .unwrap();
     // worker-1 has pool=a: pool-b-curl is not selected.
     assert_eq!(kw.active(), ["pool-a-tmp", "sudo-audit"]);
     let names = |v: &Version| v.rules.iter().map(|r| r.name.clone()).collect::<Vec<_>>();
@@ -378,7 +379,7 @@ async fn bundles_status_and_pods_follow_the_api_server() {
     assert_eq!(
         entry_of(&by_name["sudo-audit"].body),
         json!({"node": "worker-1", "state": "Loaded", "generation": 1, "digest": sudo_digest,
-               "message": opts.loaded_message, "lastTransitionTime": "T"})
+               "message": loaded, "lastTransitionTime": "T"})
     );
     assert_eq!(
         by_name["sudo-audit"].body["metadata"],
@@ -392,7 +393,7 @@ async fn bundles_status_and_pods_follow_the_api_server() {
     assert_eq!(
         entry_of(&by_name["pool-a-tmp"].body),
         json!({"node": "worker-1", "state": "Loaded", "generation": 1, "digest": tmp_digest,
-               "message": opts.loaded_message, "lastTransitionTime": "T"})
+               "message": loaded, "lastTransitionTime": "T"})
     );
     assert_eq!(
         by_name["pool-b-curl"].body,
@@ -510,7 +511,7 @@ async fn bundles_status_and_pods_follow_the_api_server() {
         entry_of(&added.body),
         json!({"node": "worker-1", "state": "Loaded", "generation": 1,
                "digest": digest_of("policybundles-watch.jsonl", "ssh-audit"),
-               "message": opts.loaded_message, "lastTransitionTime": "T"})
+               "message": loaded, "lastTransitionTime": "T"})
     );
 
     // sudo-audit deleted: out of the next generation; no status to write.

@@ -52,9 +52,6 @@ pub struct KubeOptions {
     pub node: String,
     /// The cgroup v2 mount (`--cgroup-root`, default `/sys/fs/cgroup`).
     pub cgroup_root: PathBuf,
-    /// What the node enforces with, for the `message` of `Loaded` entries
-    /// (e.g. `exec: raw_tracepoint/sched_process_exec+bpf_send_signal(SIGKILL)`).
-    pub loaded_message: String,
 }
 
 /// The `PolicyBundle` resource.
@@ -380,21 +377,25 @@ impl KubeWatch {
     /// See [`KubeWatch::start_with`].
     pub async fn start(
         opts: &KubeOptions,
+        loaded_message: &str,
     ) -> Result<(KubeWatch, Vec<Arc<PolicyBundle>>, Merged), K8sError> {
         let client = client(opts.kubeconfig.as_ref()).await?;
-        KubeWatch::start_with(client, opts, START_TIMEOUT).await
+        KubeWatch::start_with(client, opts, loaded_message, START_TIMEOUT).await
     }
 
     /// Read the node, list the bundles (waiting at most `timeout`), start
     /// the watchers, and return the source with the bundles selected for
     /// this node and their merge. Statuses are written at the first
-    /// [`KubeWatch::poll_apply`] (once the daemon has loaded them).
+    /// [`KubeWatch::poll_apply`] (once the daemon has loaded them);
+    /// `loaded_message` is the `message` of `Loaded` entries: what the node
+    /// enforces with (e.g. `exec: raw_tracepoint/sched_process_exec+…`).
     ///
     /// # Errors
     /// [`K8sError::Node`], [`K8sError::List`], [`K8sError::Merge`].
     pub async fn start_with(
         client: Client,
         opts: &KubeOptions,
+        loaded_message: &str,
         timeout: std::time::Duration,
     ) -> Result<(KubeWatch, Vec<Arc<PolicyBundle>>, Merged), K8sError> {
         let node_api: Api<Node> = Api::all(client.clone());
@@ -467,7 +468,7 @@ impl KubeWatch {
         Ok((
             KubeWatch {
                 node: opts.node.clone(),
-                loaded_message: opts.loaded_message.clone(),
+                loaded_message: loaded_message.to_string(),
                 rx,
                 active: p.set,
                 invalid,
