@@ -292,3 +292,163 @@ pub fn status_patch(name: &str, entry: Option<&NodeStatus>) -> Value {
     }
     body
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use policy_compiler::compile::{compile_k8s, K8sOptions};
+    use policy_compiler::SourceFile;
+
+    /// The API object of a bundle compiled from one rule.
+    fn object(name: &str, policy: &str, selector: &str, status: Value) -> Value {
+        let node_selector = policy_compiler::k8s::parse_labels("node selector", selector).unwrap();
+        let text = format!(
+            "policy {policy} {{}}\nrule r on exec {{ when process.binary == \"/x/{name}\" audit }}\n"
+        );
+        let b = compile_k8s(
+            &[SourceFile {
+                name: "p.policy".into(),
+                text,
+            }],
+            name,
+            &K8sOptions {
+                node_selector,
+                ..K8sOptions::default()
+            },
+        )
+        .unwrap()
+        .bundle;
+        let mut v = serde_json::to_value(&b).unwrap();
+        v["metadata"]["generation"] = 4.into();
+        v["metadata"]["resourceVersion"] = "77".into();
+        v["metadata"]["uid"] = "u".into();
+        v["status"] = status;
+        v
+    }
+
+    fn objects(list: &[Value]) -> BTreeMap<String, BundleObject> {
+        list.iter()
+            .map(|o| BundleObject::from_json(o, "n1").unwrap())
+            .map(|o| (o.name.clone(), o))
+            .collect()
+    }
+
+    fn labels(s: &str) -> BTreeMap<String, String> {
+        policy_compiler::k8s::parse_labels("label", s).unwrap()
+    }
+
+    fn names(p: &KubePlan) -> Vec<&str> {
+        p.set.iter().map(|a| a.name.as_str()).collect()
+    }
+
+    #[test]
+    fn objects_are_read_without_server_metadata_and_status() {
+        let entry = json!({"node": "n1", "state": "Loaded", "generation": 3, "digest": "d",
+                           "lastTransitionTime": "2026-01-02T03:04:05Z"});
+        let other = json!({"node": "n2", "state": "Failed", "generation": 3, "digest": "d",
+                           "message": "m", "lastTransitionTime": "2026-01-02T03:04:05Z"});
+        let o = BundleObject::from_json(
+            &object("a", "pa", "pool=x", json!({"nodes": [other, entry]})),
+            "n1",
+        )
+        .unwrap();
+        assert_eq!(o.generation, 4);
+        assert_eq!(o.node_selector, Ok(labels("pool=x")));
+        let s = o.our_status.clone().unwrap();
+        assert_eq!((s.node.as_str(), s.generation), ("n1", 3));
+        // The document validated is the bundle as compiled: it validates.
+        assert!(matches!(validate(&o.bytes), Change::Valid(..)));
+        let doc: Value = serde_json::from_slice(&o.bytes).unwrap();
+        assert_eq!(doc["metadata"], json!({"name": "a"}));
+        assert!(doc.get("status").is_none());
+    }
+
+    #[test]
+    fn node_labels_select_and_a_label_change_reselects() {
+        let list = objects(&[
+            object("a", "pa", "", Value::Null),
+            object("b", "pb", "pool=x", Value::Null),
+            object("c", "pc", "pool=y,zone=1", Value::Null),
+        ]);
+        let mut invalid = BTreeMap::new();
+        let p1 = plan(&list, &labels("pool=x,zone=1"), &[], &mut invalid);
+        assert_eq!(names(&p1), ["a", "b"]);
+        assert!(p1.log.is_empty() && p1.refused.is_empty());
+        let p2 = plan(&list, &labels("pool=y,zone=1"), &p1.set, &mut invalid);
+        assert_eq!(names(&p2), ["a", "c"]);
+        assert_eq!(
+            p2.log,
+            [format!(
+                "bundle b no longer selects this node: digest={} no longer in force",
+                p1.set[1].bundle.spec.digest
+            )]
+        );
+        // In force objects keep their Arc (no revalidation).
+        assert!(Arc::ptr_eq(&p1.set[0].bundle, &p2.set[0].bundle));
+    }
+
+    #[test]
+    fn malformed_and_clashing_objects_are_refused() {
+        let mut bad = object("bad", "pbad", "", Value::Null);
+        bad["spec"]["nodeSelector"] = json!(["not", "a", "map"]);
+        let list = objects(&[
+            object("a", "shared", "", Value::Null),
+            bad,
+            object("b", "shared", "", Value::Null),
+        ]);
+        let mut invalid = BTreeMap::new();
+        let p = plan(&list, &labels("pool=x"), &[], &mut invalid);
+        assert_eq!(names(&p), ["a"]);
+        assert!(
+            p.refused["bad"].starts_with("bundle is not valid YAML of kind `PolicyBundle`")
+                && p.refused["bad"].ends_with("; not loaded"),
+            "{}",
+            p.refused["bad"]
+        );
+        assert_eq!(
+            p.refused["b"],
+            "policy `shared` is already loaded from bundle `a`; not loaded"
+        );
+        assert_eq!(p.log.len(), 2);
+        // Unchanged: refused again without a log line.
+        let p = plan(&list, &labels("pool=x"), &p.set, &mut invalid);
+        assert_eq!(p.refused.len(), 2);
+        assert_eq!(p.log.len(), 1, "{:?}", p.log);
+    }
+
+    #[test]
+    fn status_entries_and_patches() {
+        let entry = json!({"node": "n1", "state": "Loaded", "generation": 3, "digest": "d",
+                           "lastTransitionTime": "2026-01-02T03:04:05Z"});
+        let o = BundleObject::from_json(&object("a", "pa", "", json!({"nodes": [entry]})), "n1")
+            .unwrap();
+        let loaded = node_status("n1", &o, None, "exec: m", "NOW");
+        assert_eq!(loaded.state, LoadState::Loaded);
+        assert_eq!(loaded.generation, 4);
+        assert_eq!(loaded.digest, o.digest);
+        assert_eq!(
+            loaded.last_transition_time, "2026-01-02T03:04:05Z",
+            "same state: kept"
+        );
+        let failed = node_status("n1", &o, Some("why"), "exec: m", "NOW");
+        assert_eq!(
+            (
+                failed.state,
+                failed.message.as_str(),
+                failed.last_transition_time.as_str()
+            ),
+            (LoadState::Failed, "why", "NOW")
+        );
+        assert!(!same_report(&loaded, &failed));
+        assert_eq!(
+            status_patch("a", Some(&failed)),
+            json!({"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": "a"},
+                   "status": {"nodes": [{"node": "n1", "state": "Failed", "generation": 4,
+                   "digest": o.digest, "message": "why", "lastTransitionTime": "NOW"}]}})
+        );
+        assert_eq!(
+            status_patch("a", None),
+            json!({"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": "a"}})
+        );
+    }
+}

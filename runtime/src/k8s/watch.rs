@@ -192,7 +192,7 @@ async fn watch_bundles(client: Client, node: String, tx: watch::Sender<Snapshot>
                 errors += 1;
                 let msg = one_line(&e);
                 // The first error and then one in 60 (backoff caps at minutes).
-                if errors == 1 || errors % 60 == 0 {
+                if errors == 1 || errors.is_multiple_of(60) {
                     say!("watching policybundles failed ({errors} errors so far), retrying: {msg}");
                 }
                 tx.send_modify(|s| s.last_error = Some(msg));
@@ -279,7 +279,7 @@ pub async fn watch_pods(client: Client, node: String, tracker: Arc<RwLock<PodTra
                     Ok(ev) => ev,
                     Err(e) => {
                         errors += 1;
-                        if errors == 1 || errors % 60 == 0 {
+                        if errors == 1 || errors.is_multiple_of(60) {
                             say!("watching the pods of node {node} failed ({errors} errors so far), retrying: {}", one_line(&e));
                         }
                         continue;
