@@ -93,7 +93,8 @@ pub struct SeverityLabels {
 pub struct DenyLabels {
     /// `exec`.
     pub hook: String,
-    /// Kubernetes namespace of the pod; empty until attribution exists.
+    /// Kubernetes namespace of the pod (`--kubernetes` attribution); empty
+    /// for a process in no known pod.
     pub namespace: String,
     /// Policy of the deciding rule.
     pub policy: String,
@@ -506,7 +507,7 @@ impl Metrics {
     }
 
     /// Count one decided event of `hook` about `binary`, from `namespace`
-    /// ([`NO_NAMESPACE`] until Kubernetes attribution exists).
+    /// ([`NO_NAMESPACE`] for a process in no known pod).
     pub fn record_event(&self, hook: &str, decision: &Decision<'_>, binary: &str, namespace: &str) {
         let verdict = decision.verdict;
         self.events
