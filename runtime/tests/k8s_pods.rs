@@ -111,14 +111,14 @@ fn ino(p: &Path) -> u64 {
 fn check_driver(driver: Driver) {
     let tmp = tempfile::tempdir().unwrap();
     let dirs = make_tree(tmp.path(), driver);
-    // nginx, istio-proxy, istio-init (init container), postgres, shell; the
-    // pending pod's container has no id yet.
-    assert_eq!(dirs.len(), 5);
+    // nginx, istio-proxy, postgres, shell; istio-init (a completed init
+    // container) has no processes, the pending pod's container no id yet.
+    assert_eq!(dirs.len(), 4);
     let mut t = PodTracker::new(tmp.path());
     for p in pods() {
         t.apply(&p);
     }
-    assert_eq!(t.index().len(), 5);
+    assert_eq!(t.index().len(), 4);
     assert!(t.pending().is_empty());
     for (name, dir) in &dirs {
         let m = t
@@ -141,7 +141,7 @@ fn check_driver(driver: Driver) {
     // Nothing else of the tree is a container.
     let ids: BTreeSet<u64> = t.index().iter().map(|(id, _)| id).collect();
     assert_eq!(ids, dirs.iter().map(|(_, d)| ino(d)).collect());
-    assert_eq!(t.stats().resolved, 5);
+    assert_eq!(t.stats().resolved, 4);
 }
 
 #[test]
@@ -198,12 +198,11 @@ fn pods_come_and_go_and_late_cgroups_are_retried() {
     assert_eq!(
         t.pending(),
         [
-            "prod/web-6d4cf56db6-x7k2p/istio-init",
             "prod/web-6d4cf56db6-x7k2p/istio-proxy",
             "prod/web-6d4cf56db6-x7k2p/nginx"
         ]
     );
-    assert_eq!(t.stats().retries, 3);
+    assert_eq!(t.stats().retries, 2);
     // nginx's cgroup appears: found at the next retry.
     let nginx = info.containers.iter().find(|c| c.name == "nginx").unwrap();
     let dir = layout(
@@ -217,20 +216,20 @@ fn pods_come_and_go_and_late_cgroups_are_retried() {
     std::fs::create_dir_all(&dir).unwrap();
     assert!(t.retry().is_empty());
     assert_eq!(t.index().lookup(ino(&dir)).unwrap().container, "nginx");
-    assert_eq!(t.pending().len(), 2);
-    // The others never appear: given up after MAX_CGROUP_TRIES looks, logged.
+    assert_eq!(t.pending().len(), 1);
+    // The other never appears: given up after MAX_CGROUP_TRIES looks, logged.
     let mut log = Vec::new();
     for _ in 0..MAX_CGROUP_TRIES {
         log.extend(t.retry());
     }
-    assert_eq!(log.len(), 2, "{log:?}");
+    assert_eq!(log.len(), 1, "{log:?}");
     assert!(
-        log[0].contains("container prod/web-6d4cf56db6-x7k2p/istio-init")
+        log[0].contains("container prod/web-6d4cf56db6-x7k2p/istio-proxy")
             && log[0].contains(&format!("after {MAX_CGROUP_TRIES} looks")),
         "{}",
         log[0]
     );
-    assert_eq!(t.stats().unresolved, 2);
+    assert_eq!(t.stats().unresolved, 1);
     assert!(t.pending().is_empty());
     // Labels change: the index follows.
     let mut relabelled = web.clone();
@@ -277,7 +276,7 @@ fn a_relist_drops_pods_no_longer_there() {
     for p in pods() {
         t.apply(&p);
     }
-    assert_eq!(t.index().len(), 5);
+    assert_eq!(t.index().len(), 4);
     let keep: BTreeSet<String> = ["9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d".to_string()].into();
     t.retain(&keep);
     let left: Vec<String> = t.index().iter().map(|(_, m)| m.container.clone()).collect();

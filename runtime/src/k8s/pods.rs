@@ -228,7 +228,7 @@ pub struct PodInfo {
     pub name: String,
     /// `metadata.labels`.
     pub labels: BTreeMap<String, String>,
-    /// Containers, init and ephemeral ones included, with a known id.
+    /// Running containers, init and ephemeral ones included, with a known id.
     pub containers: Vec<ContainerRef>,
 }
 
@@ -243,7 +243,15 @@ impl PodInfo {
                 &status.init_container_statuses,
                 &status.ephemeral_container_statuses,
             ];
-            for s in lists.into_iter().flatten().flatten() {
+            // Only running containers have processes (and a cgroup: a
+            // terminated container's, such as a completed init
+            // container's, is removed).
+            let running = lists
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|s| s.state.as_ref().is_some_and(|st| st.running.is_some()));
+            for s in running {
                 if let Some((runtime, id)) = s.container_id.as_deref().and_then(parse_container_id)
                 {
                     containers.push(ContainerRef {
