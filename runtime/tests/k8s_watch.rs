@@ -272,8 +272,21 @@ async fn bundles_status_and_pods_follow_the_api_server() {
     *fake.bundle_events.lock().unwrap() = Some(bundle_rx);
     *fake.pod_events.lock().unwrap() = Some(pod_rx);
     let url = serve(fake.clone()).await;
-    let config = kube::Config::new(url.parse().unwrap());
-    let client = kube::Client::try_from(config).unwrap();
+    // The client as `--kubeconfig PATH` makes it.
+    let home = tempfile::tempdir().unwrap();
+    let kubeconfig = home.path().join("config");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\n\
+             users:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: fake\n    user: u\n\
+             current-context: c\n"
+        ),
+    )
+    .unwrap();
+    let client = policy_runtime::k8s::watch::client(Some(&kubeconfig))
+        .await
+        .unwrap();
 
     // The cgroup tree of the recorded pods (systemd driver).
     let cgroups = tempfile::tempdir().unwrap();
@@ -532,4 +545,35 @@ async fn bundles_status_and_pods_follow_the_api_server() {
     assert_eq!(patches(&fake).len(), 5);
     let text = metrics.encode();
     assert!(text.contains("policyd_policy_load_generation 3"), "{text}");
+}
+
+#[tokio::test]
+async fn a_missing_kubeconfig_is_named() {
+    let path = PathBuf::from("/nonexistent/kubeconfig");
+    let Err(err) = policy_runtime::k8s::watch::client(Some(&path)).await else {
+        panic!("a client from a missing file");
+    };
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("cannot configure a Kubernetes client from `/nonexistent/kubeconfig`: "),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_node_stops_the_start() {
+    let fake = Arc::new(Fake::default());
+    let url = serve(fake.clone()).await;
+    let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+    let opts = KubeOptions {
+        kubeconfig: None,
+        node: "worker-9".into(),
+        cgroup_root: PathBuf::from("/nonexistent"),
+    };
+    let err = KubeWatch::start_with(client, &opts, "m", Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("cannot read node `worker-9`: "), "{msg}");
+    assert!(msg.contains("/api/v1/nodes/worker-9 not found"), "{msg}");
 }
