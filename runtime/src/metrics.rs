@@ -181,6 +181,8 @@ pub struct Metrics {
     policy_loaded: Family<BundleLabels, Gauge>,
     load_generation: Gauge,
     bundle_reloads: Family<ReloadLabels, Counter>,
+    pod_cgroups: Gauge,
+    pod_cgroups_unresolved: Gauge,
     map_entries: Family<MapLabels, Gauge>,
     map_max_entries: Family<MapLabels, Gauge>,
     run_time: Family<ProgramLabels, FloatCounter>,
@@ -298,6 +300,18 @@ impl Metrics {
                 })
                 .inc_by(0);
         }
+        let pod_cgroups = Gauge::default();
+        r.register(
+            "policyd_pod_cgroups",
+            "Container cgroups of this node's pods known to attribution (--kubernetes; 0 without it)",
+            pod_cgroups.clone(),
+        );
+        let pod_cgroups_unresolved = Gauge::default();
+        r.register(
+            "policyd_pod_cgroups_unresolved",
+            "Running containers whose cgroup directory was not found after every retry since start: their processes are attributed to no pod",
+            pod_cgroups_unresolved.clone(),
+        );
         let map_entries = Family::<MapLabels, Gauge>::default();
         r.register(
             "policyd_map_entries",
@@ -367,6 +381,8 @@ impl Metrics {
             policy_loaded,
             load_generation,
             bundle_reloads,
+            pod_cgroups,
+            pod_cgroups_unresolved,
             map_entries,
             map_max_entries,
             run_time,
@@ -497,6 +513,13 @@ impl Metrics {
             self.loaded(n, generation);
         }
         self.load_generation.set(generation);
+    }
+
+    /// Pod attribution now: `known` container cgroups, `unresolved`
+    /// containers given up on since start.
+    pub fn set_pod_attribution(&self, known: u64, unresolved: u64) {
+        self.pod_cgroups.set(known as i64);
+        self.pod_cgroups_unresolved.set(unresolved as i64);
     }
 
     /// `bundle` is no longer enforced (detached at exit).

@@ -545,6 +545,60 @@ async fn bundles_status_and_pods_follow_the_api_server() {
     assert_eq!(patches(&fake).len(), 5);
     let text = metrics.encode();
     assert!(text.contains("policyd_policy_load_generation 3"), "{text}");
+    assert!(text.contains("policyd_pod_cgroups 4"), "{text}");
+    assert!(text.contains("policyd_pod_cgroups_unresolved 0"), "{text}");
+}
+
+#[tokio::test]
+async fn a_set_the_kernel_refuses_leaves_the_generation_and_reports_failed() {
+    let fake = Arc::new(Fake::default());
+    let (bundle_tx, bundle_rx) = mpsc::unbounded_channel();
+    *fake.bundle_events.lock().unwrap() = Some(bundle_rx);
+    let url = serve(fake.clone()).await;
+    let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+    let opts = KubeOptions {
+        kubeconfig: None,
+        node: "worker-1".into(),
+        cgroup_root: tempfile::tempdir().unwrap().path().to_path_buf(),
+    };
+    let (mut kw, bundles, merged) =
+        KubeWatch::start_with(client, &opts, "m", Duration::from_secs(10))
+            .await
+            .unwrap();
+    let mut versions = Versions::new(Version::merged(bundles, merged, 1));
+    let metrics = Metrics::new();
+    let mut refuse = |_: &policy_runtime::tables::ExecTables, _: u64| {
+        Err::<String, _>("cannot update map exec_path_exact_1: EPERM".to_string())
+    };
+    kw.poll_apply_with(&mut refuse, &mut versions, &metrics);
+    until(|| patches(&fake).len() == 3, "the start statuses").await;
+    let events: Vec<String> = read("policybundles-watch.jsonl")
+        .lines()
+        .map(String::from)
+        .collect();
+    bundle_tx.send(events[1].clone()).unwrap();
+    until(
+        || {
+            kw.poll_apply_with(&mut refuse, &mut versions, &metrics);
+            patches(&fake).len() == 4
+        },
+        "the Failed status",
+    )
+    .await;
+    assert_eq!(versions.current().generation, 1);
+    assert_eq!(kw.active(), ["pool-a-tmp", "sudo-audit"]);
+    let failed = &patches(&fake)[3];
+    assert!(failed.path.ends_with("/ssh-audit/status"));
+    assert_eq!(
+        entry_of(&failed.body),
+        json!({"node": "worker-1", "state": "Failed", "generation": 1,
+               "digest": digest_of("policybundles-watch.jsonl", "ssh-audit"),
+               "message": "cannot be loaded with the other bundles of this node: the kernel refused the tables: cannot update map exec_path_exact_1: EPERM",
+               "lastTransitionTime": "T"})
+    );
+    assert!(metrics
+        .encode()
+        .contains("policyd_bundle_reloads_total{result=\"refused\"} 1"));
 }
 
 #[tokio::test]

@@ -534,6 +534,10 @@ impl KubeWatch {
         versions: &mut Versions,
         metrics: &Metrics,
     ) {
+        {
+            let pods = self.pods.read().unwrap_or_else(|e| e.into_inner());
+            metrics.set_pod_attribution(pods.index().len() as u64, pods.stats().unresolved);
+        }
         if !self.rx.has_changed().unwrap_or(false) && !self.report_due {
             return;
         }
