@@ -837,6 +837,8 @@ mod tests {
             ("policyd_policy_loaded", "gauge"),
             ("policyd_policy_load_generation", "gauge"),
             ("policyd_bundle_reloads", "counter"),
+            ("policyd_pod_cgroups", "gauge"),
+            ("policyd_pod_cgroups_unresolved", "gauge"),
             ("policyd_map_entries", "gauge"),
             ("policyd_map_max_entries", "gauge"),
             ("policyd_bpf_program_run_time_seconds", "counter"),
