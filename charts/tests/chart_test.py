@@ -29,9 +29,11 @@ import yaml
 CHART = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "policyd")
 KUBE_VERSIONS = ["1.25.0", kubernetes_validate.latest_version()]
 
-# Value sets: the defaults, and one turning on every optional template.
+# Value sets: the defaults (bundle.source kubernetes), the ConfigMap source,
+# and one turning on every optional template.
 VARIANTS = {
     "defaults": {},
+    "configMap": {"bundle": {"source": "configMap"}},
     "everything": {
         "bundle": {"source": "kubernetes"},
         "export": {"path": "/var/log/policyd/events.jsonl"},
@@ -101,7 +103,10 @@ def main():
         objs = objects(manifests)
         kinds = sorted(o["kind"] for _, o in objs)
         print(f"# {variant}: {', '.join(kinds)}")
-        expected = {"ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "Service", "ServiceAccount"}
+        kube = values.get("bundle", {}).get("source", "kubernetes") == "kubernetes"
+        expected = {"ConfigMap", "DaemonSet", "Service", "ServiceAccount"}
+        if kube:
+            expected |= {"ClusterRole", "ClusterRoleBinding"}
         if values.get("serviceMonitor", {}).get("enabled"):
             expected.add("ServiceMonitor")
         check(f"{variant}: rendered kinds", set(kinds) == expected and len(kinds) == len(expected), kinds)
@@ -122,8 +127,22 @@ def main():
         check(f"{variant}: capabilities", set(caps["add"]) == want and caps["drop"] == ["ALL"], caps)
         check(f"{variant}: no hostPID", pod["hostPID"] is False)
         check(f"{variant}: metrics port 2112", container["ports"][0]["containerPort"] == 2112)
-        source = "--kubernetes" if variant == "everything" else "--bundle=/etc/policyd/bundle.yaml"
-        check(f"{variant}: bundle source", source in container["args"], container["args"])
+        source = "--kubernetes" if kube else "--bundle=/etc/policyd/bundle.yaml"
+        other = "--bundle=/etc/policyd/bundle.yaml" if kube else "--kubernetes"
+        check(
+            f"{variant}: bundle source",
+            source in container["args"] and other not in container["args"],
+            container["args"],
+        )
+        check(f"{variant}: API token only for --kubernetes", pod["automountServiceAccountToken"] is kube)
+        bundle_mount = any(m["mountPath"] == "/etc/policyd" for m in container["volumeMounts"])
+        check(f"{variant}: ConfigMap mounted only for configMap", bundle_mount is not kube)
+        env = {e["name"]: e for e in container.get("env", [])}
+        check(
+            f"{variant}: NODE_NAME from the downward API",
+            env.get("NODE_NAME", {}).get("valueFrom") == {"fieldRef": {"fieldPath": "spec.nodeName"}},
+            env,
+        )
         mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
         for path in ["/sys/fs/bpf", "/sys/kernel/tracing", "/sys/fs/cgroup", "/host/proc", "/sys/kernel/btf"]:
             check(f"{variant}: mount {path}", path in mounts, sorted(mounts))
@@ -134,8 +153,19 @@ def main():
         check(f"{variant}: dashboard sidecar label", cm["metadata"]["labels"].get("grafana_dashboard") == "1")
         check(f"{variant}: dashboard content", json.loads(cm["data"]["policyd.json"]) == dashboard)
 
+        if not kube:
+            check(f"{variant}: no RBAC without --kubernetes", "ClusterRole" not in by_kind)
+            continue
         role = by_kind["ClusterRole"]
         verbs = {(r["apiGroups"][0], res): set(r["verbs"]) for r in role["rules"] for res in r["resources"]}
+        binding = by_kind["ClusterRoleBinding"]
+        check(
+            f"{variant}: the binding names the role and the service account",
+            binding["roleRef"]["name"] == role["metadata"]["name"]
+            and binding["subjects"]
+            == [{"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": "policyd"}],
+            binding,
+        )
         check(
             f"{variant}: RBAC least privilege",
             verbs

@@ -188,8 +188,8 @@ pub fn eval_bundle(bundle: &PolicyBundle, event: &Event) -> Outcome {
 }
 
 /// Terms that match: the intersection over the dimensions of each one's
-/// lookup.
-fn matched_terms(table: &HookTable, event: &Event) -> BTreeSet<u32> {
+/// lookup ([`dimension_lookup`]).
+pub fn matched_terms(table: &HookTable, event: &Event) -> BTreeSet<u32> {
     let mut terms: BTreeSet<u32> = (0..table.terms.len() as u32).collect();
     let fields: BTreeMap<String, &Value> = event
         .fields
@@ -197,24 +197,32 @@ fn matched_terms(table: &HookTable, event: &Event) -> BTreeSet<u32> {
         .map(|(k, v): (&FieldKey, _)| (k.to_string(), v))
         .collect();
     for (name, dim) in &table.dimensions {
-        let set = match &dim.relation {
-            Some(rel) => relation_lookup(
-                dim,
-                fields.get(&rel.left).copied(),
-                fields.get(&rel.right).copied(),
-                &rel.op,
-            ),
-            None => match fields.get(name) {
-                Some(v) => lookup_value(dim, v),
-                // An event without the field satisfies no test of it (as in
-                // `Cond::eval`).
-                None => dim.absent.clone().unwrap_or_else(|| lookup_none(dim)),
-            },
-        };
-        let set: BTreeSet<u32> = set.into_iter().collect();
+        let set: BTreeSet<u32> = dimension_lookup(name, dim, &fields).into_iter().collect();
         terms = terms.intersection(&set).copied().collect();
     }
     terms
+}
+
+/// The terms dimension `name` lets through for an event whose fields are
+/// `fields` (keyed by field name as the dimensions are, e.g.
+/// `k8s.label["app"]`): the lookup of the field's value, the `absent` set
+/// (else a no-entry lookup) when the event does not give the field, or for
+/// a relation the feature computed from its two fields.
+pub fn dimension_lookup(name: &str, dim: &Dimension, fields: &BTreeMap<String, &Value>) -> TermSet {
+    match &dim.relation {
+        Some(rel) => relation_lookup(
+            dim,
+            fields.get(&rel.left).copied(),
+            fields.get(&rel.right).copied(),
+            &rel.op,
+        ),
+        None => match fields.get(name) {
+            Some(v) => lookup_value(dim, v),
+            // An event without the field satisfies no test of it (as in
+            // `Cond::eval`).
+            None => dim.absent.clone().unwrap_or_else(|| lookup_none(dim)),
+        },
+    }
 }
 
 /// The set of a value matching no entry of the dimension.

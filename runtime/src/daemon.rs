@@ -39,6 +39,9 @@ pub struct RunOptions {
     /// `--bundle-dir`: `bundle` is a directory whose `*.yaml`/`*.yml`
     /// bundles are all in force at once (see [`reload::DirWatch`]).
     pub bundle_dir: bool,
+    /// `--kubernetes`: bundles are `PolicyBundle` objects selected for this
+    /// node (`bundle` is unused; see [`crate::k8s::KubeWatch`]).
+    pub kubernetes: Option<crate::k8s::KubeOptions>,
     /// Where events go.
     pub export: ExportTarget,
     /// Size rotation of an export file (`--export-max-size` …); `None`: the
@@ -115,6 +118,10 @@ pub enum RunError {
         /// Why, naming the bundles.
         message: String,
     },
+    /// The Kubernetes source could not start.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Kubernetes(#[from] crate::k8s::K8sError),
     /// The bundle needs something this runtime's templates do not implement.
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -243,6 +250,8 @@ struct Pipeline<'a> {
     filters: &'a ExportFilters,
     /// Export windows of the rules with a `rate`.
     throttle: Throttle,
+    /// With `--kubernetes`: the pods of this node by cgroup id.
+    pods: Option<Arc<std::sync::RwLock<crate::k8s::pods::PodTracker>>>,
 }
 
 /// Write one line; a failure is counted and logged, never fatal.
@@ -291,12 +300,14 @@ impl Pipeline<'_> {
             &version.scopes,
             &ev.matched,
         );
+        let pod = self.pod_of(ev.cgroup_id);
+        let namespace = pod.as_ref().map_or(NO_NAMESPACE, |p| p.namespace.as_str());
         self.metrics
-            .record_event(hook.as_str(), &decision, &ev.binary, NO_NAMESPACE);
+            .record_event(hook.as_str(), &decision, &ev.binary, namespace);
         let key = EventKey {
             hook: hook.as_str(),
             verdict: decision.verdict,
-            namespace: NO_NAMESPACE,
+            namespace,
             binary: &ev.binary,
         };
         if !self.filters.exports(&key) {
@@ -347,13 +358,14 @@ impl Pipeline<'_> {
                 return;
             }
         }
-        let out = build(
+        let mut out = build(
             &ev,
             &decision,
             self.node_name,
             bundle,
             boot_to_unix_offset_ns(),
         );
+        out.body.process_mut().pod = pod.as_ref().map(crate::k8s::pod_json);
         export_line(
             &mut self.exporter,
             &mut self.export_errors,
@@ -361,6 +373,16 @@ impl Pipeline<'_> {
             self.target,
             &out,
         );
+    }
+
+    /// The pod and container of `cgroup_id`, with `--kubernetes`.
+    fn pod_of(&self, cgroup_id: u64) -> Option<crate::k8s::PodMeta> {
+        let pods = self
+            .pods
+            .as_ref()?
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        pods.index().lookup(cgroup_id).cloned()
     }
 
     fn export_summaries(&mut self, summaries: Vec<Summary>) {
@@ -397,10 +419,12 @@ impl Pipeline<'_> {
     }
 }
 
-/// What `policyd run` follows: `--bundle FILE` or `--bundle-dir DIR`.
+/// What `policyd run` follows: `--bundle FILE`, `--bundle-dir DIR` or
+/// `--kubernetes`.
 enum Source {
     File(BundleWatch),
     Dir(reload::DirWatch),
+    Kube(crate::k8s::KubeWatch),
 }
 
 /// Copy the kernel's counters and the programs' run statistics into `metrics`.
@@ -431,9 +455,18 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     check_node_name(&opts.node_name)?;
     // `--bundle FILE`: the file's bytes and bundle; `--bundle-dir`: the
     // directory's watcher and its merged bundles.
-    let (first, tables, source) = if opts.bundle_dir {
+    let (first, tables, source) = if let Some(k) = &opts.kubernetes {
+        let message = format!("exec: {exec_mechanism}");
+        let (watch, bundles, merged) = crate::k8s::KubeWatch::start(k, &message).await?;
+        let tables = reload::kernel_tables(&bundles, &merged, &crate::k8s::PodIndex::default())?;
+        (
+            Version::merged(bundles, merged, 1),
+            tables,
+            Source::Kube(watch),
+        )
+    } else if opts.bundle_dir {
         let (watch, bundles, merged) = reload::DirWatch::start(&opts.bundle)?;
-        let tables = reload::kernel_tables(&bundles, &merged, &[])?;
+        let tables = reload::kernel_tables(&bundles, &merged, &crate::k8s::PodIndex::default())?;
         (
             Version::merged(bundles, merged, 1),
             tables,
@@ -446,7 +479,11 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             dir: opts.bundle.clone(),
             message: e.to_string(),
         })?;
-        let tables = reload::kernel_tables(std::slice::from_ref(&bundle), &merged, &[])?;
+        let tables = reload::kernel_tables(
+            std::slice::from_ref(&bundle),
+            &merged,
+            &crate::k8s::PodIndex::default(),
+        )?;
         let watch = BundleWatch::new(&opts.bundle, bundle_bytes);
         (
             Version::merged(vec![bundle], merged, 1),
@@ -569,6 +606,10 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         metrics: metrics.clone(),
         filters: &opts.export_filters,
         throttle: Throttle::default(),
+        pods: match &source {
+            Source::Kube(watch) => Some(watch.pods()),
+            _ => None,
+        },
     };
     let mut refresh = tokio::time::interval(KERNEL_REFRESH);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -598,6 +639,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                         }
                     }
                     Source::Dir(watch) => {
+                        watch.poll_apply(&mut hook, &mut pipeline.versions, &metrics);
+                    }
+                    Source::Kube(watch) => {
                         watch.poll_apply(&mut hook, &mut pipeline.versions, &metrics);
                     }
                 }

@@ -112,6 +112,20 @@ pub enum HookBody<'a> {
     ProcessPtrace(WithObject<'a, TargetInfo<'a>>),
 }
 
+impl<'a> HookBody<'a> {
+    /// The acting process, whatever the hook.
+    pub fn process_mut(&mut self) -> &mut Process<'a> {
+        match self {
+            HookBody::ProcessExec(e) => &mut e.process,
+            HookBody::ProcessOpen(e) => &mut e.process,
+            HookBody::ProcessConnect(e) | HookBody::ProcessBind(e) => &mut e.process,
+            HookBody::ProcessSetuid(e) => &mut e.process,
+            HookBody::ProcessCapset(e) => &mut e.process,
+            HookBody::ProcessPtrace(e) => &mut e.process,
+        }
+    }
+}
+
 /// `process_exec`: the process and its parent.
 #[derive(Debug, Serialize)]
 pub struct ProcessExec<'a> {
@@ -291,6 +305,11 @@ pub struct Process<'a> {
     /// Names of the event flags that are set; absent when none is.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub flags: Vec<&'static str>,
+    /// The pod and container whose cgroup the process runs in, with
+    /// `--kubernetes` when the pod index knows the cgroup
+    /// ([`crate::k8s::pod_json`]); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<serde_json::Value>,
 }
 
 /// `process_exec.parent`.
@@ -404,6 +423,7 @@ pub fn build<'a>(
             .into_iter()
             .chain(lossy::names(ev.lossy))
             .collect(),
+        pod: None,
     };
     let parent = Parent {
         binary: &ev.parent_binary,
@@ -1014,6 +1034,34 @@ mod tests {
         assert_eq!(v["verdict"], "kill");
         assert_eq!(v["rule"], "deny_victim");
         assert_eq!(v["message"], serde_json::Value::Null);
+        assert!(v["process_exec"]["process"].get("pod").is_none());
+    }
+
+    #[test]
+    fn a_known_cgroup_gets_the_pod_object() {
+        let (table, rules) = fixture();
+        let ev = sample();
+        let d = decide(Hook::Exec, &table, &rules, &[], &ev.matched);
+        let b = BundleRef {
+            name: "b",
+            digest: "d",
+            generation: 1,
+        };
+        let mut out = build(&ev, &d, "n", b, 0);
+        let meta = crate::k8s::PodMeta {
+            namespace: "prod".into(),
+            pod: "web-1".into(),
+            container: "nginx".into(),
+            labels: [("app".to_string(), "web".to_string())].into(),
+            pod_uid: "u".into(),
+        };
+        out.body.process_mut().pod = Some(crate::k8s::pod_json(&meta));
+        let v = serde_json::to_value(&out).unwrap();
+        assert_eq!(
+            v["process_exec"]["process"]["pod"],
+            serde_json::json!({"namespace": "prod", "name": "web-1",
+                "container": {"name": "nginx"}, "pod_labels": {"app": "web"}})
+        );
     }
 
     #[test]

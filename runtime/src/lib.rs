@@ -15,6 +15,7 @@
 //! - [`probe`]: `policyd probe`, kernel features and the mechanism per hook;
 //! - [`metrics`]: Prometheus metrics, `/metrics`, `/healthz`, `/readyz`;
 //! - [`reload`]: watching the bundle file or directory, generations of bundles;
+//! - [`k8s`]: `--kubernetes`: PolicyBundle objects, status per node, pod attribution;
 //! - [`merge`]: several bundles' exec tables as one (pure);
 //! - [`daemon`]: `policyd run`, tying it together with tokio;
 //! - [`abi`], [`clock`]: the kernel ABI mirror and time conversion.
@@ -34,12 +35,14 @@ pub fn say_args(args: std::fmt::Arguments<'_>) {
 }
 
 pub mod abi;
+pub mod classify;
 pub mod clock;
 pub mod daemon;
 pub mod decision;
 pub mod event;
 pub mod export;
 pub mod filter;
+pub mod k8s;
 pub mod loader;
 pub mod merge;
 pub mod metrics;

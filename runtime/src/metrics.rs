@@ -93,7 +93,8 @@ pub struct SeverityLabels {
 pub struct DenyLabels {
     /// `exec`.
     pub hook: String,
-    /// Kubernetes namespace of the pod; empty until attribution exists.
+    /// Kubernetes namespace of the pod (`--kubernetes` attribution); empty
+    /// for a process in no known pod.
     pub namespace: String,
     /// Policy of the deciding rule.
     pub policy: String,
@@ -187,6 +188,8 @@ pub struct Metrics {
     policy_loaded: Family<BundleLabels, Gauge>,
     load_generation: Gauge,
     bundle_reloads: Family<ReloadLabels, Counter>,
+    pod_cgroups: Gauge,
+    pod_cgroups_unresolved: Gauge,
     map_entries: Family<MapLabels, Gauge>,
     map_max_entries: Family<MapLabels, Gauge>,
     run_time: Family<ProgramLabels, FloatCounter>,
@@ -316,6 +319,18 @@ impl Metrics {
                 })
                 .inc_by(0);
         }
+        let pod_cgroups = Gauge::default();
+        r.register(
+            "policyd_pod_cgroups",
+            "Container cgroups of this node's pods known to attribution (--kubernetes; 0 without it)",
+            pod_cgroups.clone(),
+        );
+        let pod_cgroups_unresolved = Gauge::default();
+        r.register(
+            "policyd_pod_cgroups_unresolved",
+            "Running containers whose cgroup directory was not found after every retry since start: their processes are attributed to no pod",
+            pod_cgroups_unresolved.clone(),
+        );
         let map_entries = Family::<MapLabels, Gauge>::default();
         r.register(
             "policyd_map_entries",
@@ -387,6 +402,8 @@ impl Metrics {
             policy_loaded,
             load_generation,
             bundle_reloads,
+            pod_cgroups,
+            pod_cgroups_unresolved,
             map_entries,
             map_max_entries,
             run_time,
@@ -538,6 +555,13 @@ impl Metrics {
         self.load_generation.set(generation);
     }
 
+    /// Pod attribution now: `known` container cgroups, `unresolved`
+    /// containers given up on since start.
+    pub fn set_pod_attribution(&self, known: u64, unresolved: u64) {
+        self.pod_cgroups.set(known as i64);
+        self.pod_cgroups_unresolved.set(unresolved as i64);
+    }
+
     /// `bundle` is no longer enforced (detached at exit).
     pub fn unloaded(&self, bundle: &PolicyBundle) {
         self.policy_loaded
@@ -546,7 +570,7 @@ impl Metrics {
     }
 
     /// Count one decided event of `hook` about `binary`, from `namespace`
-    /// ([`NO_NAMESPACE`] until Kubernetes attribution exists).
+    /// ([`NO_NAMESPACE`] for a process in no known pod).
     pub fn record_event(&self, hook: &str, decision: &Decision<'_>, binary: &str, namespace: &str) {
         let verdict = decision.verdict;
         self.events
@@ -873,6 +897,8 @@ mod tests {
             ("policyd_policy_loaded", "gauge"),
             ("policyd_policy_load_generation", "gauge"),
             ("policyd_bundle_reloads", "counter"),
+            ("policyd_pod_cgroups", "gauge"),
+            ("policyd_pod_cgroups_unresolved", "gauge"),
             ("policyd_map_entries", "gauge"),
             ("policyd_map_max_entries", "gauge"),
             ("policyd_bpf_program_run_time_seconds", "counter"),

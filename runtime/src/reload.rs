@@ -20,10 +20,11 @@ use std::time::Duration;
 use policy_compiler::bundle::{Hook, HookTable, PolicyBundle, RuleEntry, ScopeEntry};
 
 use crate::daemon::RunError;
+use crate::k8s::PodIndex;
 use crate::loader::{map_sizes, PolicyHooks};
 use crate::merge::{merge, Merged};
 use crate::metrics::Metrics;
-use crate::tables::{KernelTables, PodCgroup, SystemNames, TablesError};
+use crate::tables::{KernelTables, SystemNames, TablesError};
 
 /// How often `--bundle FILE` is read.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(250);
@@ -113,7 +114,7 @@ impl Version {
 pub fn kernel_tables(
     bundles: &[Arc<PolicyBundle>],
     merged: &Merged,
-    pods: &[PodCgroup],
+    pods: &PodIndex,
 ) -> Result<KernelTables, TablesError> {
     let refs: Vec<&PolicyBundle> = bundles.iter().map(|b| &**b).collect();
     KernelTables::build(&merged.kernel_parts(&refs), &SystemNames, pods)
@@ -125,8 +126,8 @@ pub fn kernel_tables(
 /// A line saying why the bundle cannot be loaded.
 pub fn single(bundle: &Arc<PolicyBundle>) -> Result<(Merged, KernelTables), String> {
     let merged = merge(&[bundle]).map_err(|e| e.to_string())?;
-    let tables =
-        kernel_tables(std::slice::from_ref(bundle), &merged, &[]).map_err(|e| one_line(&e))?;
+    let tables = kernel_tables(std::slice::from_ref(bundle), &merged, &PodIndex::default())
+        .map_err(|e| one_line(&e))?;
     Ok((merged, tables))
 }
 
@@ -648,7 +649,7 @@ impl DirWatch {
             Err(why) => return keep(&why),
         };
         let bundles: Vec<Arc<PolicyBundle>> = plan.set.iter().map(|l| l.bundle.clone()).collect();
-        let tables = match kernel_tables(&bundles, &merged, &[]) {
+        let tables = match kernel_tables(&bundles, &merged, &PodIndex::default()) {
             Ok(t) => t,
             Err(e) => return keep(&one_line(&e)),
         };

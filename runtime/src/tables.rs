@@ -19,7 +19,6 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use policy_compiler::bundle::{Dimension, DimensionKind, Hook, HookTable, Resolve, TermSet};
 use policy_compiler::lower::range_prefixes;
-use policy_dsl::checked::Value;
 use policy_dsl::schema::{Field, FieldType};
 
 use crate::abi::{
@@ -27,6 +26,7 @@ use crate::abi::{
     IpLpmKey, Mask, NumLpmKey, StrKey, StrLpmKey, FIELD_CGROUP, MASK_WORDS, MAX_CAPS_ENTRIES,
     MAX_DIMS, PATH_KEY_LEN, STR_LPM_LEN,
 };
+use crate::k8s::PodIndex;
 
 /// One bundle's table of a hook and where its terms start in the hook's bits.
 #[derive(Debug, Clone, Copy)]
@@ -35,22 +35,6 @@ pub struct Part<'a> {
     pub table: &'a HookTable,
     /// Bit of the part's term 0.
     pub offset: u32,
-}
-
-/// The k8s fields of the processes of one pod container on this node, by
-/// cgroup id (filled from the Kubernetes API by `policyd --kubernetes`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct PodCgroup {
-    /// cgroup v2 id of the container (the inode number of its cgroup directory).
-    pub cgroup_id: u64,
-    /// `k8s.namespace`.
-    pub namespace: String,
-    /// `k8s.pod`.
-    pub pod: String,
-    /// `k8s.container`.
-    pub container: String,
-    /// `k8s.label[...]`.
-    pub labels: BTreeMap<String, String>,
 }
 
 /// Node-side name resolution for `user.*`/`cred.*` ids written as names.
@@ -520,38 +504,24 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// The `k8s.*` dimensions of a part as one cgroup dimension: per known
-    /// pod container, the AND of the dimensions' sets for its values; for
-    /// any other cgroup, the AND of their sets for an absent field.
+    /// The `k8s.*` dimensions of a part as one cgroup dimension (see
+    /// [`crate::k8s::k8s_cgroup_terms`]): per known pod container, the terms
+    /// they let through; for any other cgroup, those of absent fields.
     fn cgroup_dimension(
         &mut self,
-        dims: &[(&String, &Dimension)],
+        k: &crate::k8s::K8sTerms,
         part: &Part<'_>,
         total: u32,
-        pods: &[PodCgroup],
     ) -> DimConfig {
-        let and = |sets: Vec<TermSet>| -> TermSet {
-            let mut it = sets.into_iter();
-            let first = it.next().unwrap_or_default();
-            it.fold(first, |a, b| policy_compiler::lower::intersect(&a, &b))
-        };
-        let outside = and(dims.iter().map(|(_, d)| absent(d)).collect());
         let ns = self.ns();
-        let dflt = self.masks.id(dim_mask(&outside, part, total));
-        for pod in pods {
-            let set = and(dims
-                .iter()
-                .map(|(name, d)| match pod_value(name, pod) {
-                    Some(v) => policy_compiler::eval::lookup_value(d, &Value::Str(v)),
-                    None => absent(d),
-                })
-                .collect());
-            let id = self.masks.id(dim_mask(&set, part, total));
+        let dflt = self.masks.id(dim_mask(&k.outside_pods, part, total));
+        for (cgroup_id, set) in &k.per_cgroup {
+            let id = self.masks.id(dim_mask(set, part, total));
             self.out.cgroup_exact.push((
                 CgroupKey {
                     ns,
                     pad: 0,
-                    cgroup_id: pod.cgroup_id,
+                    cgroup_id: *cgroup_id,
                 },
                 id,
             ));
@@ -563,21 +533,6 @@ impl Builder<'_> {
             dflt,
             absent: dflt,
             ..DimConfig::default()
-        }
-    }
-}
-
-/// The value of `k8s.namespace`, `k8s.pod`, `k8s.container` or
-/// `k8s.label["key"]` for a pod container.
-fn pod_value(name: &str, pod: &PodCgroup) -> Option<String> {
-    match name {
-        "k8s.namespace" => Some(pod.namespace.clone()),
-        "k8s.pod" => Some(pod.pod.clone()),
-        "k8s.container" => Some(pod.container.clone()),
-        _ => {
-            let key = name.strip_prefix("k8s.label[")?.strip_suffix(']')?;
-            let key: String = serde_json::from_str(key).ok()?;
-            pod.labels.get(&key).cloned()
         }
     }
 }
@@ -605,7 +560,7 @@ impl KernelTables {
                 )
             })
             .collect();
-        KernelTables::build(&hooks, &SystemNames, &[])
+        KernelTables::build(&hooks, &SystemNames, &PodIndex::default())
     }
 
     /// The tables of `hooks` (per hook, each bundle's table and the bit of
@@ -618,7 +573,7 @@ impl KernelTables {
     pub fn build(
         hooks: &BTreeMap<Hook, Vec<Part<'_>>>,
         names: &dyn Names,
-        pods: &[PodCgroup],
+        pods: &PodIndex,
     ) -> Result<KernelTables, TablesError> {
         let mut b = Builder {
             masks: MaskTable::new(),
@@ -650,18 +605,24 @@ impl KernelTables {
             };
             let mut dims = Vec::new();
             for part in parts {
-                let (k8s, plain): (Vec<_>, Vec<_>) = part
-                    .table
-                    .dimensions
-                    .iter()
-                    .partition(|(name, _)| name.starts_with("k8s."));
-                for (name, dim) in plain {
+                let k8s = crate::k8s::k8s_cgroup_terms(part.table, pods);
+                if let Some(name) = k8s.per_event.first() {
+                    return Err(TablesError::UnsupportedDimension {
+                        hook: hook.as_str(),
+                        field: name.clone(),
+                        why: "a relation between a `k8s.*` field and another field".into(),
+                    });
+                }
+                for (name, dim) in &part.table.dimensions {
+                    if k8s.dimensions.contains(name) {
+                        continue;
+                    }
                     let (d, bits) = b.dimension(hook, name, dim, part, total)?;
                     cfg.fields |= bits;
                     dims.push(d);
                 }
-                if !k8s.is_empty() {
-                    dims.push(b.cgroup_dimension(&k8s, part, total, pods));
+                if !k8s.dimensions.is_empty() {
+                    dims.push(b.cgroup_dimension(&k8s, part, total));
                     cfg.fields |= 1u64 << FIELD_CGROUP;
                 }
             }

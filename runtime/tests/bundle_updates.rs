@@ -181,9 +181,10 @@ fn swaps_under_load_never_mix_versions_nor_let_a_denied_run_through() {
     let runs_so_far = || runs.lock().unwrap().len();
     // Generation g is A when odd (1 is A), B when even.
     for generation in 2..=SWAPS + 1 {
-        let before = runs_so_far();
         replace_file(&bundle, if generation % 2 == 0 { &b } else { &a });
         wait_applied(&mut d, generation);
+        // Counted from the switch, so that this generation decides some.
+        let before = runs_so_far();
         // Let some execs happen under this generation.
         let end = Instant::now() + DEADLINE;
         while runs_so_far() < before + 20 {

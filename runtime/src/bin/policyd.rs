@@ -29,14 +29,27 @@ enum Command {
         #[arg(
             long,
             value_name = "BUNDLE",
-            required_unless_present = "bundle_dir",
-            conflicts_with = "bundle_dir"
+            required_unless_present_any = ["bundle_dir", "kubernetes"],
+            conflicts_with_all = ["bundle_dir", "kubernetes"]
         )]
         bundle: Option<PathBuf>,
         /// A directory of bundles (`*.yaml`, `*.yml`), all in force at once
         /// and followed as files are added, replaced and removed.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", conflicts_with = "kubernetes")]
         bundle_dir: Option<PathBuf>,
+        /// Run the PolicyBundle objects of the cluster whose
+        /// `spec.nodeSelector` matches this node's labels, all in force at
+        /// once, write each one's status for this node, and attribute
+        /// processes to pods (`process_exec.process.pod`).
+        #[arg(long)]
+        kubernetes: bool,
+        /// Kubeconfig file for --kubernetes [default: in a pod the service
+        /// account, else $KUBECONFIG or ~/.kube/config].
+        #[arg(long, value_name = "PATH", requires = "kubernetes")]
+        kubeconfig: Option<PathBuf>,
+        /// The cgroup v2 mount where --kubernetes finds the pods' containers.
+        #[arg(long, value_name = "DIR", default_value = policy_runtime::k8s::DEFAULT_CGROUP_ROOT)]
+        cgroup_root: PathBuf,
         /// Where to write events, one JSON object per line: a file (appended
         /// to) or `-` for stdout.
         #[arg(long, value_name = "FILE|-", default_value = "-")]
@@ -127,6 +140,9 @@ fn main() -> ExitCode {
         Command::Run {
             bundle,
             bundle_dir,
+            kubernetes,
+            kubeconfig,
+            cgroup_root,
             export,
             export_max_size,
             export_backups,
@@ -162,14 +178,23 @@ fn main() -> ExitCode {
                 Ok(n) => n,
                 Err(e) => return fail(e),
             };
+            let kubernetes = kubernetes.then(|| policy_runtime::k8s::KubeOptions {
+                kubeconfig,
+                node: node_name.clone(),
+                cgroup_root,
+            });
             let (bundle, bundle_dir) = match (bundle, bundle_dir) {
                 (_, Some(dir)) => (dir, true),
                 (Some(file), None) => (file, false),
-                (None, None) => unreachable!("clap requires --bundle or --bundle-dir"),
+                (None, None) if kubernetes.is_some() => (PathBuf::new(), false),
+                (None, None) => {
+                    unreachable!("clap requires --bundle, --bundle-dir or --kubernetes")
+                }
             };
             let opts = RunOptions {
                 bundle,
                 bundle_dir,
+                kubernetes,
                 export,
                 export_rotation,
                 export_filters,

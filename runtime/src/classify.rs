@@ -1,0 +1,320 @@
+//! The kernel's classification in Rust: what `classify()` in
+//! `bpf-templates/policy.bpf.c` computes from [`KernelTables`] for the
+//! values a program extracted.
+//!
+//! Pure, and written to follow the C code step by step (one lookup per
+//! dimension, longest-prefix matches, mask ids), so that tests can check the
+//! tables against the bundle evaluator without a kernel
+//! (`tests/tables_equivalence.rs`), and the kernel against this on real
+//! events (`tests/kernel_equivalence.rs`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use policy_compiler::bundle::Hook;
+use policy_dsl::checked::{Event, Value};
+use policy_dsl::schema::{Field, FieldType};
+
+use crate::abi::{
+    dim_kind, field_index, num_lpm_key, rel_op, table_bits, DimConfig, Mask, FIELD_CGROUP,
+    MASK_WORDS, PATH_KEY_LEN, STR_LPM_LEN,
+};
+use crate::tables::{ip_key_addr, KernelTables};
+
+/// The values a hook program extracted for one event (its scratch space).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelValues {
+    /// String fields the event supplies, by field id (`process.args` joined
+    /// by spaces, `process.name` at most 15 bytes).
+    pub strings: BTreeMap<u32, Vec<u8>>,
+    /// Path fields whose walk did not reach the root.
+    pub incomplete: BTreeSet<u32>,
+    /// Numeric fields (ids, ports, enum indices, bools), by field id.
+    pub nums: BTreeMap<u32, u64>,
+    /// `net.daddr` (connect) or `net.saddr` (bind), when supplied.
+    pub ip: Option<IpAddr>,
+    /// `user.caps`, when supplied.
+    pub caps: Option<u64>,
+    /// `cred.new_caps`, when supplied.
+    pub new_caps: Option<u64>,
+    /// `bpf_get_current_cgroup_id()`.
+    pub cgroup: u64,
+}
+
+impl KernelValues {
+    fn present(&self, field: u32) -> bool {
+        if field == FIELD_CGROUP {
+            return true;
+        }
+        let f = Field::ALL.get(field as usize).copied();
+        match f {
+            Some(Field::NetDaddr | Field::NetSaddr) => self.ip.is_some(),
+            Some(Field::UserCaps) => self.caps.is_some(),
+            Some(Field::CredNewCaps) => self.new_caps.is_some(),
+            _ => self.strings.contains_key(&field) || self.nums.contains_key(&field),
+        }
+    }
+
+    /// The values a program extracts for `event` (k8s fields excepted:
+    /// they come from `cgroup`, resolved by the tables). Names (`"root"`)
+    /// are not kernel values: pass events with numbers.
+    pub fn from_event(event: &Event, cgroup: u64) -> KernelValues {
+        let mut v = KernelValues {
+            cgroup,
+            ..KernelValues::default()
+        };
+        for (key, value) in &event.fields {
+            let id = field_index(key.field);
+            match (key.field.info().ty, value) {
+                (FieldType::Path | FieldType::Str { .. }, Value::Str(s)) => {
+                    v.strings.insert(id, s.as_bytes().to_vec());
+                }
+                (FieldType::Bool, Value::Bool(b)) => {
+                    v.nums.insert(id, u64::from(*b));
+                }
+                (FieldType::Enum(names), Value::Str(s)) => {
+                    if let Some(i) = names.iter().position(|n| n == s) {
+                        v.nums.insert(id, i as u64);
+                    }
+                }
+                (_, Value::Int(n)) => {
+                    v.nums.insert(id, *n);
+                }
+                (_, Value::Unset) => {
+                    v.nums.insert(id, policy_compiler::lower::UNSET_ID);
+                }
+                (FieldType::Ip, Value::Ip(a)) => v.ip = Some(*a),
+                (FieldType::Caps, Value::Caps(set)) => {
+                    let bits = set
+                        .iter()
+                        .filter_map(|c| policy_dsl::schema::capability_bit(c))
+                        .fold(0u64, |m, b| m | (1u64 << b));
+                    if key.field == Field::CredNewCaps {
+                        v.new_caps = Some(bits);
+                    } else {
+                        v.caps = Some(bits);
+                    }
+                }
+                _ => {}
+            }
+        }
+        v
+    }
+}
+
+/// Longest LPM match among `entries` (`(prefix bits, key data, mask id)`)
+/// for `key` with `bits` significant bits.
+fn lpm<const N: usize>(entries: &[(u32, [u8; N], u32)], key: &[u8; N], bits: u32) -> Option<u32> {
+    entries
+        .iter()
+        .filter(|(plen, data, _)| {
+            *plen <= bits && {
+                let full = (*plen / 8) as usize;
+                let rest = plen % 8;
+                data[..full] == key[..full]
+                    && (rest == 0 || {
+                        let m = 0xffu8 << (8 - rest);
+                        data[full] & m == key[full] & m
+                    })
+            }
+        })
+        .max_by_key(|(plen, _, _)| *plen)
+        .map(|(_, _, id)| *id)
+}
+
+struct Run<'t> {
+    t: &'t KernelTables,
+    acc: Mask,
+    words: usize,
+    missing: bool,
+}
+
+impl Run<'_> {
+    fn and(&mut self, id: u32) {
+        match self.t.masks.get(id as usize) {
+            Some(m) => {
+                for w in 0..self.words {
+                    self.acc[w] &= m[w];
+                }
+            }
+            None => self.missing = true,
+        }
+    }
+
+    fn num(&mut self, d: &DimConfig, value: u64) {
+        let key = num_lpm_key(d.ns, value);
+        let id = lpm(&self.t.num_lpm, &key, 96).unwrap_or(d.dflt);
+        self.and(id);
+    }
+
+    fn string(&mut self, d: &DimConfig, s: &[u8], incomplete: bool) {
+        if incomplete {
+            self.and(d.dflt);
+            if d.tables & table_bits::SUFFIX != 0 {
+                self.and(d.suffix_dflt);
+            }
+            return;
+        }
+        if d.tables & table_bits::EXACT != 0 && s.len() < PATH_KEY_LEN {
+            let mut data = [0u8; PATH_KEY_LEN];
+            data[..s.len()].copy_from_slice(s);
+            if let Some((_, id)) = self
+                .t
+                .str_exact
+                .iter()
+                .find(|(k, _)| k.ns == d.ns && k.data == data)
+            {
+                let id = *id;
+                self.and(id);
+                return;
+            }
+        }
+        let llen = s.len().min(STR_LPM_LEN);
+        let lpm_key = |bytes: &[u8]| {
+            let mut k = [0u8; 256];
+            k[0] = d.ns as u8;
+            k[1..1 + bytes.len()].copy_from_slice(bytes);
+            k
+        };
+        let as_arrays =
+            |entries: &[(u32, crate::abi::StrLpmKey, u32)]| -> Vec<(u32, [u8; 256], u32)> {
+                entries
+                    .iter()
+                    .map(|(p, k, id)| {
+                        let mut a = [0u8; 256];
+                        a[0] = k.ns;
+                        a[1..].copy_from_slice(&k.data);
+                        (*p, a, *id)
+                    })
+                    .collect()
+            };
+        let prefix = if d.tables & table_bits::PREFIX != 0 {
+            lpm(
+                &as_arrays(&self.t.str_prefix),
+                &lpm_key(&s[..llen]),
+                8 + 8 * llen as u32,
+            )
+        } else {
+            None
+        };
+        self.and(prefix.unwrap_or(d.dflt));
+        if d.tables & table_bits::SUFFIX != 0 {
+            let reversed: Vec<u8> = s.iter().rev().take(llen).copied().collect();
+            let suffix = lpm(
+                &as_arrays(&self.t.str_suffix),
+                &lpm_key(&reversed),
+                8 + 8 * llen as u32,
+            );
+            self.and(suffix.unwrap_or(d.suffix_dflt));
+        }
+    }
+}
+
+/// The terms the kernel matches for an event of `hook` with `values`, or
+/// `None` when the hook has no terms (the program returns at once).
+pub fn classify(t: &KernelTables, hook: Hook, values: &KernelValues) -> Option<Mask> {
+    let cfg = t.hooks.get(&hook)?;
+    let mut run = Run {
+        t,
+        acc: [0; MASK_WORDS],
+        words: cfg.words as usize,
+        missing: false,
+    };
+    let terms = t.masks.get(cfg.terms as usize)?;
+    run.acc[..run.words].copy_from_slice(&terms[..run.words]);
+    for d in &cfg.dims[..cfg.ndims as usize] {
+        if d.kind != dim_kind::RELATION && !values.present(d.field) {
+            run.and(d.absent);
+            continue;
+        }
+        match d.kind {
+            dim_kind::STR => {
+                let s = values.strings.get(&d.field).cloned().unwrap_or_default();
+                run.string(d, &s, values.incomplete.contains(&d.field));
+            }
+            dim_kind::NUM => run.num(d, values.nums.get(&d.field).copied().unwrap_or(0)),
+            dim_kind::RELATION => {
+                let (Some(&a), Some(&b)) = (values.nums.get(&d.field), values.nums.get(&d.field2))
+                else {
+                    run.and(d.dflt);
+                    continue;
+                };
+                let auid = field_index(Field::UserAuid);
+                let unset = policy_compiler::lower::UNSET_ID;
+                let is_unset = (d.field == auid && a == unset) || (d.field2 == auid && b == unset);
+                let holds = match d.op {
+                    rel_op::EQ => a == b,
+                    _ if is_unset => false,
+                    rel_op::LT => a < b,
+                    _ => a <= b,
+                };
+                run.num(d, u64::from(holds));
+            }
+            dim_kind::IP => {
+                let id = values
+                    .ip
+                    .map(|a| {
+                        let key = crate::abi::ip_lpm_key(d.ns, a);
+                        let bits = 32 + 8 + if ip_key_addr(a).0 == 4 { 32 } else { 128 };
+                        lpm(&t.ip_lpm, &key, bits)
+                    })
+                    .unwrap_or(None)
+                    .unwrap_or(d.dflt);
+                run.and(id);
+            }
+            dim_kind::CAPS => {
+                if d.caps_count == 0 {
+                    run.and(d.dflt);
+                    continue;
+                }
+                let have = if d.field == field_index(Field::CredNewCaps) {
+                    values.new_caps.unwrap_or(0)
+                } else {
+                    values.caps.unwrap_or(0)
+                };
+                let first = d.caps_first as usize;
+                for e in &t.caps[first..first + d.caps_count as usize] {
+                    run.and(if have & e.caps == e.caps {
+                        e.held
+                    } else {
+                        e.lacking
+                    });
+                }
+            }
+            dim_kind::CGROUP => {
+                let id = t
+                    .cgroup_exact
+                    .iter()
+                    .find(|(k, _)| k.ns == d.ns && k.cgroup_id == values.cgroup)
+                    .map(|(_, id)| *id)
+                    .unwrap_or(d.dflt);
+                run.and(id);
+            }
+            _ => run.acc = [0; MASK_WORDS],
+        }
+    }
+    if run.missing {
+        return Some([0; MASK_WORDS]);
+    }
+    Some(run.acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_prefix_wins_and_bits_count() {
+        let e = [
+            (8u32, [1u8, 0, 0], 10u32),
+            (16, [1, 2, 0], 11),
+            (12, [1, 0x20, 0], 12),
+        ];
+        assert_eq!(lpm(&e, &[1, 2, 3], 24), Some(11));
+        assert_eq!(lpm(&e, &[1, 0x2f, 3], 24), Some(12));
+        assert_eq!(lpm(&e, &[1, 0x30, 3], 24), Some(10));
+        assert_eq!(lpm(&e, &[2, 2, 3], 24), None);
+        // A key with fewer significant bits than an entry does not match it.
+        assert_eq!(lpm(&e, &[1, 2, 0], 8), Some(10));
+    }
+}

@@ -1,0 +1,255 @@
+//! The kernel tables mean what the bundle means: for random rule sets of
+//! every field kind (the compiler's generators) and random events, the
+//! kernel's classification over [`KernelTables`] (its Rust mirror,
+//! `policy_runtime::classify`) matches exactly the terms the bundle
+//! evaluator matches, and the decision named from them agrees with the
+//! bundle evaluator's verdict, audited rules and counters; also when the
+//! rules come as two bundles stacked as `--bundle-dir` loads them.
+//!
+//! Pure (no kernel): `tests/kernel_equivalence.rs` checks the kernel
+//! against the same mirror on real events.
+
+use std::collections::BTreeSet;
+
+use policy_compiler::bundle::{mask_terms, PolicyBundle, Verdict};
+use policy_compiler::eval::{eval_bundle, matched_terms};
+use policy_compiler::lower::{Program, RuleRef, ScopeRef};
+use policy_dsl::checked::{DefaultScope, Event, Rule, Value};
+use policy_dsl::schema::Field;
+use policy_runtime::classify::{classify, KernelValues};
+use policy_runtime::decision::decide;
+use policy_runtime::k8s::{PodIndex, PodMeta};
+use policy_runtime::merge::merge;
+use policy_runtime::tables::{KernelTables, Names};
+use proptest::prelude::*;
+
+#[path = "../../compiler/tests/strategies/mod.rs"]
+mod strategies;
+use strategies::*;
+
+/// A node where no user or group name exists: names match no process, as
+/// the bundle evaluator says of a number tested against a name.
+struct NoNames;
+
+impl Names for NoNames {
+    fn uid(&self, _: &str) -> Option<u32> {
+        None
+    }
+    fn gid(&self, _: &str) -> Option<u32> {
+        None
+    }
+}
+
+/// The cgroup of the event's pod: a process in a pod has a namespace (the
+/// generators give no `k8s.pod`/`k8s.container` tests, so those values do
+/// not matter); `None` for an event the kernel cannot have (labels without
+/// a pod).
+fn pod_of(event: &Event) -> Option<Option<PodMeta>> {
+    let mut namespace = None;
+    let mut labels = std::collections::BTreeMap::new();
+    for (k, v) in &event.fields {
+        match (k.field, v) {
+            (Field::K8sNamespace, Value::Str(s)) => namespace = Some(s.clone()),
+            (Field::K8sLabel, Value::Str(s)) => {
+                labels.insert(k.key.clone().unwrap_or_default(), s.clone());
+            }
+            _ => {}
+        }
+    }
+    match namespace {
+        Some(namespace) => Some(Some(PodMeta {
+            namespace,
+            pod: "p".into(),
+            container: "c".into(),
+            labels,
+            pod_uid: "u".into(),
+        })),
+        None if labels.is_empty() => Some(None),
+        None => None,
+    }
+}
+
+fn kernel_verdict(v: &str) -> Verdict {
+    match v {
+        "allow" => Verdict::Allow,
+        "kill" => Verdict::Kill,
+        _ => Verdict::Deny,
+    }
+}
+
+fn check(
+    rules: &[(usize, Rule)],
+    scopes: &[(usize, DefaultScope)],
+    monitor: [bool; 2],
+    events: &[Event],
+    split: bool,
+) -> Result<(), TestCaseError> {
+    let program = Program {
+        rules: rules
+            .iter()
+            .enumerate()
+            .map(|(i, (file, rule))| RuleRef {
+                id: i as u32,
+                file: *file,
+                rule,
+            })
+            .collect(),
+        scopes: scopes
+            .iter()
+            .enumerate()
+            .map(|(i, (file, scope))| ScopeRef {
+                id: i as u32,
+                file: *file,
+                scope,
+            })
+            .collect(),
+        monitor: monitor.to_vec(),
+    };
+    let Some(whole) = program_bundle(&program) else {
+        return Ok(());
+    };
+    // As one bundle, or as two (the rules of file 0, of file 1) stacked;
+    // `ids` maps the merged rule ids back to the program's.
+    let mut ids: Vec<u32> = Vec::new();
+    let bundles: Vec<PolicyBundle> = if split {
+        let mut out = Vec::new();
+        for f in 0..2 {
+            let rules: Vec<RuleRef> = program
+                .rules
+                .iter()
+                .filter(|r| r.file == f)
+                .cloned()
+                .collect();
+            let scopes: Vec<ScopeRef> = program
+                .scopes
+                .iter()
+                .filter(|s| s.file == f)
+                .cloned()
+                .collect();
+            if rules.is_empty() && scopes.is_empty() {
+                continue;
+            }
+            let part = Program {
+                rules: rules
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| RuleRef {
+                        id: i as u32,
+                        ..r.clone()
+                    })
+                    .collect(),
+                scopes: scopes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| ScopeRef {
+                        id: i as u32,
+                        ..s.clone()
+                    })
+                    .collect(),
+                monitor: program.monitor.clone(),
+            };
+            let Some(b) = program_bundle(&part) else {
+                return Ok(());
+            };
+            ids.extend(rules.iter().map(|r| r.id));
+            out.push(b);
+        }
+        out
+    } else {
+        ids.extend(0..program.rules.len() as u32);
+        vec![whole.clone()]
+    };
+    let refs: Vec<&PolicyBundle> = bundles.iter().collect();
+    let Ok(merged) = merge(&refs) else {
+        return Ok(());
+    };
+    for event in events {
+        if event.fields.values().any(|v| matches!(v, Value::Name(_))) {
+            continue; // the kernel sees ids
+        }
+        let Some(pod) = pod_of(event) else { continue };
+        let mut pods = PodIndex::default();
+        let cgroup = match pod {
+            Some(meta) => {
+                pods.insert(7, meta);
+                7
+            }
+            None => 1,
+        };
+        let tables = match KernelTables::build(&merged.kernel_parts(&refs), &NoNames, &pods) {
+            Ok(t) => t,
+            // A relation between a k8s field and another field: refused
+            // (`policyc compile` refuses it too).
+            Err(e) => {
+                prop_assert!(e.to_string().contains("k8s"), "{e}");
+                return Ok(());
+            }
+        };
+        let values = KernelValues::from_event(event, cgroup);
+        let expected = eval_bundle(&whole, event);
+        let Some(mask) = classify(&tables, event.hook, &values) else {
+            // No terms for the hook: nothing matches, the default verdict.
+            prop_assert!(expected.matched.is_empty() && expected.scopes.is_empty());
+            prop_assert_eq!(expected.verdict, Verdict::Allow);
+            continue;
+        };
+        if !split {
+            let want: BTreeSet<u32> = matched_terms(&whole.spec.hooks[&event.hook], event);
+            let got: BTreeSet<u32> = mask_terms(&mask).into_iter().collect();
+            prop_assert_eq!(&got, &want, "terms of {:?}", event);
+        }
+        let table = &merged.hooks[&event.hook];
+        let d = decide(event.hook, table, &merged.rules, &merged.scopes, &mask);
+        let v = kernel_verdict(d.verdict);
+        let expected_v = match (expected.verdict, event.hook) {
+            // A deny on a tracepoint hook is enforced as a kill.
+            (Verdict::Deny, h)
+                if !matches!(
+                    h,
+                    policy_compiler::bundle::Hook::Connect | policy_compiler::bundle::Hook::Bind
+                ) =>
+            {
+                Verdict::Kill
+            }
+            (
+                Verdict::Kill,
+                policy_compiler::bundle::Hook::Connect | policy_compiler::bundle::Hook::Bind,
+            ) => Verdict::Deny,
+            (v, _) => v,
+        };
+        prop_assert_eq!(v, expected_v, "verdict of {:?}", event);
+        let mut matched: Vec<u32> = d.matched.iter().map(|r| ids[r.id as usize]).collect();
+        matched.sort_unstable();
+        prop_assert_eq!(
+            matched,
+            expected.matched.clone(),
+            "matched rules of {:?}",
+            event
+        );
+        let mut counters: Vec<String> = d.counters.iter().map(|c| c.to_string()).collect();
+        counters.sort();
+        prop_assert_eq!(
+            counters,
+            expected.counters.clone(),
+            "counters of {:?}",
+            event
+        );
+        prop_assert_eq!(d.audit, !expected.audit.is_empty(), "audit of {:?}", event);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3_000, max_shrink_iters: 2_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn kernel_tables_agree_with_the_bundle_evaluator(
+        rules in proptest::collection::vec(multi_rule(), 1..6),
+        scopes in proptest::collection::vec(multi_scope(), 0..2),
+        monitor in any::<[bool; 2]>(),
+        events in proptest::collection::vec(multi_event(), 1..8),
+        split in any::<bool>(),
+    ) {
+        check(&rules, &scopes, monitor, &events, split)?;
+    }
+}
