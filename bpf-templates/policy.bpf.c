@@ -1275,9 +1275,11 @@ int policy_bind6(struct bpf_sock_addr *ctx)
 }
 
 /* setuid family: the ids after the call, from its arguments ((uid_t)-1
- * keeps an id); decided before the kernel changes anything. */
-SEC("tracepoint/syscalls/sys_enter_setuid")
-int policy_setuid(struct syscall_enter_ctx *ctx)
+ * keeps an id); decided before the kernel changes anything. `two_args`:
+ * setre*id and setres*id; setuid/setgid have one argument, and a tracepoint
+ * program may not read past its tracepoint's record (the attach fails with
+ * EACCES), hence two programs. */
+static __always_inline int on_setid(struct syscall_enter_ctx *ctx, bool two_args)
 {
 	struct scratch *s;
 	struct hook_config *cfg = begin(&s, HOOK_SETUID);
@@ -1288,7 +1290,7 @@ int policy_setuid(struct syscall_enter_ctx *ctx)
 	extract_process(s, task, exe, cfg->fields);
 	u64 uid = s->num[FIELD_USER_UID], euid = s->num[FIELD_USER_EUID];
 	u64 gid = s->num[FIELD_USER_GID], egid = s->num[FIELD_USER_EGID];
-	u32 a0 = ctx->args[0], a1 = ctx->args[1];
+	u32 a0 = ctx->args[0], a1 = two_args ? ctx->args[1] : 0;
 	const u32 keep = 0xffffffff;
 	/* CAP_SETUID (7) / CAP_SETGID (6) in the effective set: setuid/setgid
 	 * set every id; without it only the effective one. */
@@ -1330,6 +1332,18 @@ int policy_setuid(struct syscall_enter_ctx *ctx)
 	s->ev.op = ctx->nr;
 	finish_tp(s, cfg, task, exe);
 	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_setuid")
+int policy_setuid(struct syscall_enter_ctx *ctx)
+{
+	return on_setid(ctx, false);
+}
+
+SEC("tracepoint/syscalls/sys_enter_setreuid")
+int policy_setreuid(struct syscall_enter_ctx *ctx)
+{
+	return on_setid(ctx, true);
 }
 
 /* capset(header, data): data[0].effective is the low word, data[1] the high

@@ -36,7 +36,7 @@ errors=$(mktemp)
 ./target/release/policyd run --bundle "$bundle" --export "$events" 2>"$errors" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -f "$events" "$errors"' EXIT
-for _ in $(seq 100); do
+for _ in $(seq 300); do
   grep -q "policyd: ready" "$errors" && break
   kill -0 $pid 2>/dev/null || { cat "$errors" >&2; exit 1; }
   sleep 0.1

@@ -70,16 +70,17 @@ pub fn hook_programs(hook: Hook) -> Vec<HookProgram> {
             p("policy_connect6", CgroupRoot),
         ],
         Hook::Bind => vec![p("policy_bind4", CgroupRoot), p("policy_bind6", CgroupRoot)],
+        // One program per argument count (see policy.bpf.c on_setid).
         Hook::Setuid => [
-            "sys_enter_setuid",
-            "sys_enter_setreuid",
-            "sys_enter_setresuid",
-            "sys_enter_setgid",
-            "sys_enter_setregid",
-            "sys_enter_setresgid",
+            ("policy_setuid", "sys_enter_setuid"),
+            ("policy_setuid", "sys_enter_setgid"),
+            ("policy_setreuid", "sys_enter_setreuid"),
+            ("policy_setreuid", "sys_enter_setresuid"),
+            ("policy_setreuid", "sys_enter_setregid"),
+            ("policy_setreuid", "sys_enter_setresgid"),
         ]
         .into_iter()
-        .map(|n| tp("policy_setuid", n))
+        .map(|(p, n)| tp(p, n))
         .collect(),
         Hook::Capset => vec![tp("policy_capset", "sys_enter_capset")],
         Hook::Ptrace => vec![
@@ -370,10 +371,13 @@ impl PolicyHooks {
                         .ok_or(LoadError::MissingProgram(name))?
                         .try_into()
                         .map_err(&err)?;
+                    // aya attaches with a bpf_link (kernel 5.7+), which the
+                    // kernel always adds next to other programs of the
+                    // cgroup (as BPF_F_ALLOW_MULTI) and which refuses any
+                    // flag: `Single` passes none.
                     Link::Cgroup(
                         name,
-                        p.attach(&dir, CgroupAttachMode::AllowMultiple)
-                            .map_err(&err)?,
+                        p.attach(&dir, CgroupAttachMode::Single).map_err(&err)?,
                     )
                 }
             };
