@@ -121,7 +121,7 @@ def main():
         pod = ds["spec"]["template"]["spec"]
         container = pod["containers"][0]
         caps = container["securityContext"]["capabilities"]
-        want = {"BPF", "PERFMON", "SYS_RESOURCE"}
+        want = {"BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE"}
         if values.get("securityContext", {}).get("sysAdmin"):
             want.add("SYS_ADMIN")
         check(f"{variant}: capabilities", set(caps["add"]) == want and caps["drop"] == ["ALL"], caps)
