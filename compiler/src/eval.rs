@@ -21,7 +21,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use policy_dsl::checked::{Event, FieldKey, Value};
 
-use crate::bundle::{Dimension, DimensionKind, HookTable, PolicyBundle, TermSet, Verdict};
+use crate::bundle::{Dimension, DimensionKind, Entry, HookTable, PolicyBundle, TermSet, Verdict};
 use crate::limits::MAX_PATH_LITERAL_LEN;
 use crate::lower::{Program, RuleRef, UNSET_ID};
 use policy_dsl::ast::Action;
@@ -190,7 +190,10 @@ pub fn eval_bundle(bundle: &PolicyBundle, event: &Event) -> Outcome {
 /// Terms that match: the intersection over the dimensions of each one's
 /// lookup.
 fn matched_terms(table: &HookTable, event: &Event) -> BTreeSet<u32> {
-    let mut terms: BTreeSet<u32> = (0..table.terms.len() as u32).collect();
+    // Starts from the first dimension's set rather than every term, so an
+    // event costs about the sizes of the sets it looks up, not the number
+    // of terms (as in the kernel, where it costs MASK_WORDS per dimension).
+    let mut terms: Option<TermSet> = None;
     let fields: BTreeMap<String, &Value> = event
         .fields
         .iter()
@@ -211,10 +214,73 @@ fn matched_terms(table: &HookTable, event: &Event) -> BTreeSet<u32> {
                 None => dim.absent.clone().unwrap_or_else(|| lookup_none(dim)),
             },
         };
-        let set: BTreeSet<u32> = set.into_iter().collect();
-        terms = terms.intersection(&set).copied().collect();
+        let set = match terms {
+            None => set,
+            Some(t) => intersect_sorted(&t, &set),
+        };
+        let empty = set.is_empty();
+        terms = Some(set);
+        if empty {
+            break; // no dimension can add terms back
+        }
     }
-    terms
+    match terms {
+        None => (0..table.terms.len() as u32).collect(),
+        Some(t) => t.into_iter().collect(),
+    }
+}
+
+/// The terms of both sets. Term sets are ascending without repeats (see
+/// [`TermSet`]); a hand-made bundle that breaks that is intersected as
+/// sets. A small set is looked up in a large one by binary search.
+fn intersect_sorted(a: &[u32], b: &[u32]) -> TermSet {
+    let ascending = |s: &[u32]| s.windows(2).all(|w| w[0] < w[1]);
+    if !ascending(a) || !ascending(b) {
+        let b: BTreeSet<u32> = b.iter().copied().collect();
+        let a: BTreeSet<u32> = a.iter().copied().collect();
+        return a.intersection(&b).copied().collect();
+    }
+    let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    if small.len() * 16 < large.len() {
+        small
+            .iter()
+            .copied()
+            .filter(|t| large.binary_search(t).is_ok())
+            .collect()
+    } else {
+        crate::lower::intersect(a, b)
+    }
+}
+
+/// The entry whose value is the longest prefix (`prefix`) or suffix of
+/// `value` among `entries` (sorted by value): one binary search per length
+/// of `value` when there are many entries instead of a scan of all of them.
+fn longest_affix<'d>(entries: &'d [Entry], value: &[u8], prefix: bool) -> Option<&'d Entry> {
+    let affix = |e: &Entry| {
+        let v = e.value.as_bytes();
+        if prefix {
+            value.starts_with(v)
+        } else {
+            value.ends_with(v)
+        }
+    };
+    if entries.len() <= 32 || !entries.windows(2).all(|w| w[0].value < w[1].value) {
+        return entries
+            .iter()
+            .filter(|e| affix(e))
+            .max_by_key(|e| e.value.len());
+    }
+    (0..=value.len()).rev().find_map(|n| {
+        let key = if prefix {
+            &value[..n]
+        } else {
+            &value[value.len() - n..]
+        };
+        entries
+            .binary_search_by(|e| e.value.as_bytes().cmp(key))
+            .ok()
+            .map(|i| &entries[i])
+    })
 }
 
 /// The set of a value matching no entry of the dimension.
@@ -266,11 +332,7 @@ fn string_lookup(dim: &Dimension, value: &str) -> TermSet {
     match &dim.suffix_default {
         None => prefix,
         Some(default) => {
-            let suffix = dim
-                .suffix
-                .iter()
-                .filter(|e| value.as_bytes().ends_with(e.value.as_bytes()))
-                .max_by_key(|e| e.value.len())
+            let suffix = longest_affix(&dim.suffix, value.as_bytes(), false)
                 .map(|e| &e.terms)
                 .unwrap_or(default);
             crate::lower::intersect(&prefix, suffix)
@@ -287,10 +349,7 @@ pub fn lookup<'d>(dim: &'d Dimension, value: &str) -> &'d TermSet {
             return &dim.exact[i].terms;
         }
     }
-    dim.prefix
-        .iter()
-        .filter(|e| value.as_bytes().starts_with(e.value.as_bytes()))
-        .max_by_key(|e| e.value.len())
+    longest_affix(&dim.prefix, value.as_bytes(), true)
         .map(|e| &e.terms)
         .unwrap_or(&dim.default)
 }

@@ -719,10 +719,16 @@ fn string_dimension(kind: DimensionKind, d: &DimTerms<'_>) -> Dimension {
     }
 }
 
-/// Sorted intersection of two sorted sets.
-pub fn intersect(a: &TermSet, b: &TermSet) -> TermSet {
-    // One merge pass: both are ascending (no set to build per call; the
-    // bundle evaluator calls this per event).
+/// Sorted intersection of two sorted sets (`a`'s order kept, as a filter of
+/// `a`, when either is not ascending).
+pub fn intersect(a: &[u32], b: &[u32]) -> TermSet {
+    let ascending = |s: &[u32]| s.windows(2).all(|w| w[0] < w[1]);
+    if !ascending(a) || !ascending(b) {
+        let b: BTreeSet<u32> = b.iter().copied().collect();
+        return a.iter().copied().filter(|t| b.contains(t)).collect();
+    }
+    // One merge pass: no set to build per call (the bundle evaluator calls
+    // this per event).
     let mut out = Vec::with_capacity(a.len().min(b.len()));
     let mut b = b.iter().peekable();
     for &t in a {

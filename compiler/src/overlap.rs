@@ -383,6 +383,18 @@ impl Bits {
     fn meets(self, o: Bits) -> bool {
         !self.and(o).is_empty()
     }
+    /// The term ids in the set, ascending.
+    fn ones(self) -> impl Iterator<Item = usize> {
+        self.0.into_iter().enumerate().flat_map(|(i, mut w)| {
+            std::iter::from_fn(move || {
+                (w != 0).then(|| {
+                    let b = w.trailing_zeros() as usize;
+                    w &= w - 1;
+                    i * 64 + b
+                })
+            })
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -416,6 +428,67 @@ struct Dim {
     classes: Vec<Class>,
     /// Every value the kernel can report falls in one of `classes`.
     complete: bool,
+    /// Per term id, the indices of the classes holding it, ascending: a
+    /// question about a few rules looks at their classes only, instead of
+    /// every class of the dimension (rules × classes, quadratic in rules).
+    by_term: Vec<Vec<usize>>,
+}
+
+impl Dim {
+    /// The classes projected onto `relevant`: each distinct projection with
+    /// the first class giving it, or the first such class with a
+    /// representative. The same map as projecting every class in order.
+    fn project(&self, relevant: Bits) -> BTreeMap<Bits, usize> {
+        let mut meeting: Vec<usize> = relevant
+            .ones()
+            .flat_map(|t| self.by_term.get(t).into_iter().flatten().copied())
+            .collect();
+        meeting.sort_unstable();
+        meeting.dedup();
+        let mut seen: BTreeMap<Bits, usize> = BTreeMap::new();
+        for &j in &meeting {
+            let e = seen.entry(self.classes[j].terms.and(relevant)).or_insert(j);
+            if self.classes[*e].rep.is_none() && self.classes[j].rep.is_some() {
+                *e = j;
+            }
+        }
+        // Every other class projects to nothing.
+        let mut meeting = meeting.into_iter().peekable();
+        let mut empty = None;
+        for j in 0..self.classes.len() {
+            if meeting.next_if_eq(&j).is_some() {
+                continue;
+            }
+            let has_rep = self.classes[j].rep.is_some();
+            if empty.is_none() || has_rep {
+                empty = Some(j);
+            }
+            if has_rep {
+                break;
+            }
+        }
+        if let Some(j) = empty {
+            seen.insert(Bits::default(), j);
+        }
+        debug_assert_eq!(
+            seen,
+            self.project_all(relevant),
+            "class index missed a class"
+        );
+        seen
+    }
+
+    /// [`Dim::project`] by asking every class (the reference for debug builds).
+    fn project_all(&self, relevant: Bits) -> BTreeMap<Bits, usize> {
+        let mut seen: BTreeMap<Bits, usize> = BTreeMap::new();
+        for (j, c) in self.classes.iter().enumerate() {
+            let e = seen.entry(c.terms.and(relevant)).or_insert(j);
+            if self.classes[*e].rep.is_none() && c.rep.is_some() {
+                *e = j;
+            }
+        }
+        seen
+    }
 }
 
 /// Fields an event may lack: Kubernetes metadata outside a pod, labels.
@@ -643,6 +716,7 @@ fn dim_classes(dim: &Dimension, field: &FieldKey, right: Option<&FieldKey>) -> D
             .map(|(r, right)| (r.op.clone(), right.clone())),
         classes,
         complete,
+        by_term: Vec::new(),
     }
 }
 
@@ -705,7 +779,15 @@ impl<'a, 'p> HookAnalysis<'a, 'p> {
             .iter()
             .filter_map(|(name, dim)| {
                 let (field, right) = fields.get(name)?;
-                Some(dim_classes(dim, field, right.as_ref()))
+                let mut d = dim_classes(dim, field, right.as_ref());
+                let mut by_term = vec![Vec::new(); table.terms.len()];
+                for (j, c) in d.classes.iter().enumerate() {
+                    for t in c.terms.ones() {
+                        by_term[t].push(j);
+                    }
+                }
+                d.by_term = by_term;
+                Some(d)
             })
             .collect();
         let mut rule_terms: BTreeMap<u32, Bits> = BTreeMap::new();
@@ -720,6 +802,29 @@ impl<'a, 'p> HookAnalysis<'a, 'p> {
             program,
             bundle,
         }
+    }
+
+    /// The terms that can match an event together with one of `terms`:
+    /// per dimension, the union of the classes holding one of `terms`,
+    /// intersected over the dimensions. A rule none of whose terms is in it
+    /// matches no event that a term of `terms` matches, so no search about
+    /// the two can succeed. `None` (no filter) when a dimension's classes are
+    /// incomplete, where a value outside them could still bring both.
+    fn co_match(&self, terms: Bits) -> Option<Bits> {
+        let mut out: Option<Bits> = None;
+        for d in &self.dims {
+            if !d.complete {
+                return None;
+            }
+            let mut union = Bits::default();
+            for t in terms.ones() {
+                for &j in d.by_term.get(t).into_iter().flatten() {
+                    union = union.or(d.classes[j].terms);
+                }
+            }
+            out = Some(out.map_or(union, |o| o.and(union)));
+        }
+        out
     }
 
     fn rule(&self, id: u32) -> &RuleRef<'p> {
@@ -743,14 +848,7 @@ impl<'a, 'p> HookAnalysis<'a, 'p> {
     ) -> Search<T> {
         let mut projected: Vec<Projected> = Vec::new();
         for (i, d) in self.dims.iter().enumerate() {
-            let mut seen: BTreeMap<Bits, usize> = BTreeMap::new();
-            for (j, c) in d.classes.iter().enumerate() {
-                let p = c.terms.and(relevant);
-                let e = seen.entry(p).or_insert(j);
-                if d.classes[*e].rep.is_none() && c.rep.is_some() {
-                    *e = j;
-                }
-            }
+            let seen = d.project(relevant);
             if seen.len() == 1 && seen.contains_key(&relevant) {
                 continue; // the dimension does not separate these terms
             }
@@ -923,7 +1021,14 @@ impl<'a, 'p> HookAnalysis<'a, 'p> {
                     }
                 })
                 .collect();
-            if over.is_empty() {
+            // Rules of `over` that cannot match an event with this one
+            // decide none of its events: when none can, it is neither
+            // shadowed nor overlapping (what the searches below would find,
+            // at a cost of every class per question). The searches keep the
+            // whole `over`, so their witnesses are those found before.
+            let co = self.co_match(terms);
+            let can_meet = |o: &u32| co.is_none_or(|co| co.meets(self.rule_terms[o]));
+            if !over.iter().any(can_meet) {
                 continue;
             }
             let verdict_of = move |o: &Outcome| if monitor { o.would_verdict } else { o.verdict };
@@ -966,6 +1071,7 @@ impl<'a, 'p> HookAnalysis<'a, 'p> {
                 let by: Vec<u32> = over
                     .iter()
                     .copied()
+                    .filter(can_meet)
                     .filter(|o| {
                         let both = terms.or(self.rule_terms[o]);
                         let ot = self.rule_terms[o];
@@ -994,7 +1100,7 @@ impl<'a, 'p> HookAnalysis<'a, 'p> {
             if rule.action != Some(Action::Allow) {
                 continue;
             }
-            for &d in &over {
+            for &d in over.iter().filter(|o| can_meet(o)) {
                 let dt = self.rule_terms[&d];
                 let holds = |o: &Outcome| {
                     o.matched.contains(&id) && o.matched.contains(&d) && wanted(verdict_of(o))
