@@ -17,7 +17,11 @@
 //! - `lower/N`: lowering of all `N` rules into one hook's tables with the term
 //!   limit lifted ([`lower::lower_program_with_limit`]), every size: how the
 //!   table construction scales once the kernel mask is larger.
-//! - `eval_bundle/N`: [`eval::eval_bundle`] per event on those tables.
+//! - `analysis/N`: the overlap/shadow analysis alone ([`overlap::warnings`]),
+//!   part of `compile/N`, same bound (its term masks are kernel masks).
+//! - `yaml/N`: writing the bundle of those tables as YAML, every size.
+//! - `eval_bundle/N`: [`eval::eval_bundle`] per event on those tables, for
+//!   256 events cycling through hits of each rule kind and misses.
 //!
 //! Bytes per rule are printed once per size (`SIZE` lines on stderr): the
 //! bundle YAML and `policyc inspect`'s estimated kernel memory.
@@ -32,7 +36,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use policy_compiler::compile::{self, SourceFile};
 use policy_compiler::limits::MAX_TERMS_PER_HOOK;
-use policy_compiler::{eval, inspect, lower};
+use policy_compiler::{eval, inspect, lower, overlap};
 use policy_dsl::checked::{Event, FieldKey, Value};
 use policy_dsl::schema::{Field, Hook};
 
@@ -120,12 +124,20 @@ fn back_end(c: &mut Criterion) {
         let (policies, diagnostics) = compile::check(&mixed);
         let policies =
             policies.unwrap_or_else(|| panic!("generated policy must check: {diagnostics:?}"));
+        if fits {
+            group.bench_with_input(BenchmarkId::new("analysis", n), &policies, |b, p| {
+                b.iter(|| overlap::warnings(black_box(p)).len())
+            });
+        }
         let program = lower::Program::new(&policies);
         group.bench_with_input(BenchmarkId::new("lower", n), &program, |b, p| {
             b.iter(|| lower::lower_program_with_limit(black_box(p), usize::MAX).is_ok())
         });
         let hooks = lower::lower_program_with_limit(&program, usize::MAX).expect("lowers");
         let bundle = lower::evaluation_bundle(&program, hooks);
+        group.bench_with_input(BenchmarkId::new("yaml", n), &bundle, |b, bundle| {
+            b.iter(|| black_box(bundle).to_yaml().len())
+        });
         let yaml = bundle.to_yaml().len();
         let kernel = inspect::inspect(&bundle).bytes;
         eprintln!(

@@ -206,16 +206,24 @@ fn matched_terms(table: &HookTable, event: &Event) -> BTreeSet<u32> {
                 fields.get(&rel.left).copied(),
                 fields.get(&rel.right).copied(),
                 &rel.op,
-            ),
+            )
+            .into(),
             None => match fields.get(name) {
-                Some(v) => lookup_value(dim, v),
+                Some(v) => match lookup_borrowed(dim, v) {
+                    Some(set) => std::borrow::Cow::Borrowed(set.as_slice()),
+                    None => lookup_value(dim, v).into(),
+                },
                 // An event without the field satisfies no test of it (as in
                 // `Cond::eval`).
-                None => dim.absent.clone().unwrap_or_else(|| lookup_none(dim)),
+                None => dim
+                    .absent
+                    .clone()
+                    .unwrap_or_else(|| lookup_none(dim))
+                    .into(),
             },
         };
         let set = match terms {
-            None => set,
+            None => set.into_owned(),
             Some(t) => intersect_sorted(&t, &set),
         };
         let empty = set.is_empty();
@@ -253,8 +261,9 @@ fn intersect_sorted(a: &[u32], b: &[u32]) -> TermSet {
 }
 
 /// The entry whose value is the longest prefix (`prefix`) or suffix of
-/// `value` among `entries` (sorted by value): one binary search per length
-/// of `value` when there are many entries instead of a scan of all of them.
+/// `value` among `entries` (sorted by value). With many entries: prefixes by
+/// a few binary searches, suffixes by one per length of `value`, instead of
+/// a scan of every entry.
 fn longest_affix<'d>(entries: &'d [Entry], value: &[u8], prefix: bool) -> Option<&'d Entry> {
     let affix = |e: &Entry| {
         let v = e.value.as_bytes();
@@ -269,6 +278,21 @@ fn longest_affix<'d>(entries: &'d [Entry], value: &[u8], prefix: bool) -> Option
             .iter()
             .filter(|e| affix(e))
             .max_by_key(|e| e.value.len());
+    }
+    if prefix {
+        // The greatest entry not after the key is the longest prefix if it
+        // is one; else no prefix is longer than what it shares with the key.
+        let mut key = value;
+        loop {
+            let i = entries.partition_point(|e| e.value.as_bytes() <= key);
+            let e = &entries[i.checked_sub(1)?];
+            let v = e.value.as_bytes();
+            if key.starts_with(v) {
+                return Some(e);
+            }
+            let common = v.iter().zip(key).take_while(|(a, b)| a == b).count();
+            key = &key[..common];
+        }
     }
     (0..=value.len()).rev().find_map(|n| {
         let key = if prefix {
@@ -308,6 +332,29 @@ pub fn lookup_value(dim: &Dimension, value: &Value) -> TermSet {
         (DimensionKind::Enum, Value::Str(s)) => exact(dim, s).unwrap_or(&dim.default).clone(),
         (DimensionKind::Caps, Value::Caps(have)) => caps_lookup(dim, have),
         _ => lookup_none(dim),
+    }
+}
+
+/// [`lookup_value`] without copying the set, for the lookups that return
+/// one entry's set as it is (`None`: use [`lookup_value`]). A set can hold
+/// most terms of the hook (those that do not test the dimension), so a copy
+/// per event would cost time in the number of rules.
+fn lookup_borrowed<'d>(dim: &'d Dimension, value: &Value) -> Option<&'d TermSet> {
+    match (dim.kind, value) {
+        (DimensionKind::Int, Value::Int(n)) => Some(range_entry(dim, *n)),
+        (DimensionKind::Int, Value::Unset) => Some(range_entry(dim, UNSET_ID)),
+        (DimensionKind::Path | DimensionKind::String, Value::Str(s))
+            if dim.suffix_default.is_none() =>
+        {
+            // As `string_lookup` without suffixes.
+            if dim.kind != DimensionKind::Path || s.len() <= MAX_PATH_LITERAL_LEN {
+                if let Some(set) = exact(dim, s) {
+                    return Some(set);
+                }
+            }
+            Some(lookup(dim, s))
+        }
+        _ => None,
     }
 }
 
@@ -357,10 +404,14 @@ pub fn lookup<'d>(dim: &'d Dimension, value: &str) -> &'d TermSet {
 /// The interval holding `n` (in the kernel: one LPM lookup of the big-endian
 /// key, see [`crate::lower::range_prefixes`]), else `default`.
 fn range_lookup(dim: &Dimension, n: u64) -> TermSet {
+    range_entry(dim, n).clone()
+}
+
+fn range_entry(dim: &Dimension, n: u64) -> &TermSet {
     let i = dim.ranges.partition_point(|r| r.hi < n);
     match dim.ranges.get(i) {
-        Some(r) if r.lo <= n => r.terms.clone(),
-        _ => dim.default.clone(),
+        Some(r) if r.lo <= n => &r.terms,
+        _ => &dim.default,
     }
 }
 
@@ -421,4 +472,75 @@ fn relation_lookup(
     exact(dim, if holds { "true" } else { "false" })
         .unwrap_or(&dim.default)
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every string over {a, b, /} up to `len` bytes.
+    fn strings(len: u32) -> Vec<String> {
+        (0..=len)
+            .flat_map(|l| {
+                (0..3usize.pow(l)).map(move |n| {
+                    (0..l)
+                        .map(|i| ["a", "b", "/"][(n / 3usize.pow(i)) % 3])
+                        .collect()
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn longest_affix_agrees_with_a_scan() {
+        let all = strings(4);
+        // Entry sets past the scan threshold, deterministic subsets.
+        for step in [1, 2, 3] {
+            let mut values: Vec<String> = all.iter().step_by(step).cloned().collect();
+            values.sort();
+            let entries: Vec<Entry> = values
+                .into_iter()
+                .map(|value| Entry {
+                    value,
+                    terms: Vec::new(),
+                })
+                .collect();
+            assert!(entries.len() > 32);
+            for v in strings(5) {
+                for prefix in [true, false] {
+                    let scan = entries
+                        .iter()
+                        .filter(|e| {
+                            if prefix {
+                                v.starts_with(&e.value)
+                            } else {
+                                v.ends_with(&e.value)
+                            }
+                        })
+                        .max_by_key(|e| e.value.len());
+                    let got = longest_affix(&entries, v.as_bytes(), prefix);
+                    assert_eq!(
+                        got.map(|e| &e.value),
+                        scan.map(|e| &e.value),
+                        "{v} {prefix}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn intersections_agree_with_sets() {
+        let a: Vec<u32> = (0..200).filter(|x| x % 3 == 0).collect();
+        let b: Vec<u32> = (0..200).filter(|x| x % 5 == 0).collect();
+        let small = vec![0, 15, 16, 195];
+        let want = |x: &[u32], y: &[u32]| -> Vec<u32> {
+            x.iter().copied().filter(|t| y.contains(t)).collect()
+        };
+        assert_eq!(intersect_sorted(&a, &b), want(&a, &b));
+        assert_eq!(intersect_sorted(&small, &a), want(&small, &a));
+        assert_eq!(intersect_sorted(&a, &small), want(&small, &a));
+        // Not ascending: intersected as sets.
+        assert_eq!(intersect_sorted(&[5, 3, 0], &[0, 5]), vec![0, 5]);
+    }
 }
