@@ -33,12 +33,15 @@
 //! - Every search is bounded ([`MAX_NODES_PER_QUESTION`] combinations per
 //!   question, [`MAX_NODES_PER_ANALYSIS`] in all, [`MAX_CLASSES_PER_DIMENSION`]
 //!   classes, [`MAX_CAP_MASKS`] capability masks). Past a bound the question
-//!   is answered with silence, never a guess.
+//!   is answered with silence, never a guess; a question cut short by the
+//!   node bounds is reported once per hook (`policyc::analysis_incomplete`),
+//!   so silence is never mistaken for a proof.
 //!
 //! Monitor-mode policies: a rule is compared with the rules that decide its
 //! verdict, i.e. an enforced rule only with enforced rules; a rule of a
 //! monitor policy with every rule (its verdict is the would-be verdict).
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -128,6 +131,32 @@ pub enum AnalysisWarning {
         #[label("never applies")]
         span: SourceSpan,
     },
+    /// The analysis hit a bound ([`MAX_NODES_PER_QUESTION`],
+    /// [`MAX_NODES_PER_ANALYSIS`]) and left questions of a hook unanswered:
+    /// its silence about them is no proof of absence.
+    #[error(
+        "the policy analysis of `{hook}` stopped at its bounds: {questions} question(s) unanswered"
+    )]
+    #[diagnostic(
+        code(policyc::analysis_incomplete),
+        severity(Warning),
+        help("overlaps, shadowed, unsatisfiable and all-matching rules are searched over combinations of value classes, at most {per_question} per question and {per_analysis} per compile; from this rule on, some questions were cut short, so warnings about them may be missing (nothing else changes: the bundle is complete). Fewer rules per compile, or simpler conditions, let the analysis finish")
+    )]
+    Incomplete {
+        /// The hook.
+        hook: &'static str,
+        /// Questions cut short.
+        questions: usize,
+        /// [`MAX_NODES_PER_QUESTION`].
+        per_question: usize,
+        /// [`MAX_NODES_PER_ANALYSIS`].
+        per_analysis: usize,
+        /// File index of the first rule whose question was cut.
+        file: usize,
+        /// That rule's name.
+        #[label("first question cut short")]
+        span: SourceSpan,
+    },
     /// A rule that matches every event of its hook.
     #[error("rule `{rule}` matches every `{hook}` event")]
     #[diagnostic(code(policyc::matches_every_event), severity(Warning))]
@@ -154,7 +183,8 @@ impl AnalysisWarning {
             AnalysisWarning::DenyAllowOverlap { file, .. }
             | AnalysisWarning::ShadowedRule { file, .. }
             | AnalysisWarning::Unsatisfiable { file, .. }
-            | AnalysisWarning::MatchesEveryEvent { file, .. } => *file,
+            | AnalysisWarning::MatchesEveryEvent { file, .. }
+            | AnalysisWarning::Incomplete { file, .. } => *file,
         }
     }
 }
@@ -203,7 +233,7 @@ pub struct Finding {
 /// error), with the file each points into.
 pub fn warnings(policies: &[Policy]) -> Vec<Located> {
     let program = Program::new(policies);
-    let findings = findings(&program);
+    let (findings, cuts) = analyze(&program);
     let name = |id: u32, from: usize| {
         let r = program.rules[id as usize];
         if r.file == from {
@@ -305,7 +335,33 @@ pub fn warnings(policies: &[Policy]) -> Vec<Located> {
             diagnostic: warning.into(),
         });
     }
+    // Never silent about a bound: one warning per hook where one was hit.
+    for cut in cuts {
+        let r = program.rules[cut.rule as usize];
+        out.push(Located {
+            file: Some(r.file),
+            diagnostic: AnalysisWarning::Incomplete {
+                hook: cut.hook.as_str(),
+                questions: cut.questions,
+                per_question: MAX_NODES_PER_QUESTION,
+                per_analysis: MAX_NODES_PER_ANALYSIS,
+                file: r.file,
+                span: span(&r.rule.name_span),
+            }
+            .into(),
+        });
+    }
     out
+}
+
+/// Questions of one hook that a bound cut short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cut {
+    hook: Hook,
+    /// The rule of the first question cut.
+    rule: u32,
+    /// How many questions were cut.
+    questions: usize,
 }
 
 fn verdict_word(a: Option<Action>) -> &'static str {
@@ -320,12 +376,18 @@ fn verdict_word(a: Option<Action>) -> &'static str {
 /// The findings of a program, per hook in hook order, per rule in id order.
 /// Empty when the program does not lower (its errors are reported elsewhere).
 pub fn findings(program: &Program<'_>) -> Vec<Finding> {
+    analyze(program).0
+}
+
+/// [`findings`], and where bounds cut questions short.
+fn analyze(program: &Program<'_>) -> (Vec<Finding>, Vec<Cut>) {
     let Ok(tables) = lower::lower_program(program) else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     let Ok(terms) = lower::terms_per_hook(program) else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
+    let mut cuts = Vec::new();
     let bundle = evaluation_bundle(program, tables);
     let mut budget = MAX_NODES_PER_ANALYSIS;
     let mut out = Vec::new();
@@ -343,8 +405,16 @@ pub fn findings(program: &Program<'_>) -> Vec<Finding> {
             .collect();
         let analysis = HookAnalysis::new(*hook, table, &fields, program, &bundle);
         analysis.run(&mut budget, &mut out);
+        let (questions, rule) = analysis.cut.get();
+        if let Some(rule) = rule {
+            cuts.push(Cut {
+                hook: *hook,
+                rule,
+                questions,
+            });
+        }
     }
-    out
+    (out, cuts)
 }
 
 /// The flat JSON form of an event: `{"hook": "exec", "process.binary": "/x"}`
@@ -759,6 +829,10 @@ struct Projected {
 }
 
 struct HookAnalysis<'a, 'p> {
+    /// The rule whose questions are being asked.
+    current: Cell<u32>,
+    /// Questions cut short by a bound, and the rule of the first.
+    cut: Cell<(usize, Option<u32>)>,
     hook: Hook,
     dims: Vec<Dim>,
     rule_terms: BTreeMap<u32, Bits>,
@@ -796,6 +870,8 @@ impl<'a, 'p> HookAnalysis<'a, 'p> {
             *e = e.or(Bits::of(&[t.id]));
         }
         HookAnalysis {
+            current: Cell::new(0),
+            cut: Cell::new((0, None)),
             hook,
             dims,
             rule_terms,
@@ -866,6 +942,11 @@ impl<'a, 'p> HookAnalysis<'a, 'p> {
         let mut chosen = Vec::new();
         let r = dfs(&projected, 0, relevant, &mut chosen, &mut left, &mut visit);
         *budget -= MAX_NODES_PER_QUESTION.min(*budget) - left;
+        if matches!(r, Search::Aborted) {
+            // `dfs` aborts only when out of nodes.
+            let (n, first) = self.cut.get();
+            self.cut.set((n + 1, first.or(Some(self.current.get()))));
+        }
         r
     }
 
@@ -952,6 +1033,7 @@ impl<'a, 'p> HookAnalysis<'a, 'p> {
         let mut skip: BTreeSet<u32> = BTreeSet::new();
         // Unsatisfiable, or matching every event.
         for (&id, &terms) in &self.rule_terms {
+            self.current.set(id);
             let rule = self.rule(id).rule;
             if constant(&rule.condition) != Constant::Unknown
                 || matches!(rule.condition, Cond::True | Cond::False)
@@ -999,6 +1081,7 @@ impl<'a, 'p> HookAnalysis<'a, 'p> {
         }
         // Shadowed allow and deny rules, and allow/deny overlaps.
         for (&id, &terms) in &self.rule_terms {
+            self.current.set(id);
             let rule = self.rule(id).rule;
             if skip.contains(&id) {
                 continue;
@@ -1218,5 +1301,45 @@ fn relation_holds(a: &Value, b: &Value, op: &str) -> bool {
             _ => a <= b,
         },
         (a, b) => op == "==" && a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::{check, SourceFile};
+
+    /// A question cut short by the node bounds is counted, at its rule.
+    #[test]
+    fn bounds_are_reported() {
+        let text = "policy p {}\n\
+            rule d on exec { when process.binary startswith \"/tmp/\" deny }\n\
+            rule a on exec { when process.binary == \"/tmp/x\" allow }\n";
+        let sources = [SourceFile {
+            name: "p.policy".into(),
+            text: text.into(),
+        }];
+        let (policies, diagnostics) = check(&sources);
+        let policies = policies.unwrap_or_else(|| panic!("{diagnostics:?}"));
+        let program = Program::new(&policies);
+        // With the usual budget the analysis finishes: no cut.
+        let (found, cuts) = analyze(&program);
+        assert!(!found.is_empty() && cuts.is_empty(), "{found:?} {cuts:?}");
+        // With no budget left every question is cut, from the first rule on.
+        let tables = lower::lower_program(&program).unwrap();
+        let terms = lower::terms_per_hook(&program).unwrap();
+        let bundle = evaluation_bundle(&program, tables);
+        let table = &bundle.spec.hooks[&Hook::Exec];
+        let fields = terms[&Hook::Exec]
+            .iter()
+            .flat_map(|(_, c)| c)
+            .map(|l| (l.dimension(), (l.field.clone(), None)))
+            .collect();
+        let analysis = HookAnalysis::new(Hook::Exec, table, &fields, &program, &bundle);
+        let mut out = Vec::new();
+        analysis.run(&mut 0, &mut out);
+        let (questions, first) = analysis.cut.get();
+        assert!(questions > 0 && out.is_empty());
+        assert_eq!(first, Some(0));
     }
 }
