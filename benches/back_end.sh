@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the back-end benches (compiler/benches/back_end.rs) and print the
+# Run the back-end benches (compiler/benches/back_end/main.rs) and print the
 # tables of docs/performance.md ("Back end"): median time per stage and size,
 # per-event evaluator time, bytes per rule.
 #
@@ -8,7 +8,9 @@
 # Builds only policy-compiler, in this checkout's target directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export POLICYC_BENCH_SIZES="${1:-10,100,1000,10000,100000}"
+# Default sizes: 10, 100, 1,000, 10,000, 100,000 and the largest one bundle
+# holds (compiler/src/limits.rs MAX_TERMS_PER_HOOK).
+if [ -n "${1:-}" ]; then export POLICYC_BENCH_SIZES="$1"; fi
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), Linux $(uname -r), $(rustc --version)"

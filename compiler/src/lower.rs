@@ -437,7 +437,7 @@ pub fn lower_program(program: &Program<'_>) -> Result<BTreeMap<Hook, HookTable>,
 /// [`lower_program`] with `max_terms` terms per hook instead of the kernel's
 /// [`MAX_TERMS_PER_HOOK`]. The tables are the same; only the point where
 /// [`LowerError::TooManyTerms`] stops lowering moves. For measuring how
-/// lowering scales past today's kernel limit (`compiler/benches/back_end.rs`)
+/// lowering scales past today's kernel limit (`compiler/benches/back_end/`)
 /// and for a larger future mask: a bundle with more terms than the kernel
 /// holds does not validate and must not be written.
 ///
@@ -719,14 +719,8 @@ fn string_dimension(kind: DimensionKind, d: &DimTerms<'_>) -> Dimension {
     }
 }
 
-/// Sorted intersection of two sorted sets (`a`'s order kept, as a filter of
-/// `a`, when either is not ascending).
+/// Sorted intersection of two sorted sets.
 pub fn intersect(a: &[u32], b: &[u32]) -> TermSet {
-    let ascending = |s: &[u32]| s.windows(2).all(|w| w[0] < w[1]);
-    if !ascending(a) || !ascending(b) {
-        let b: BTreeSet<u32> = b.iter().copied().collect();
-        return a.iter().copied().filter(|t| b.contains(t)).collect();
-    }
     // One merge pass: no set to build per call (the bundle evaluator calls
     // this per event).
     let mut out = Vec::with_capacity(a.len().min(b.len()));
@@ -997,6 +991,93 @@ pub fn dnf(cond: &Cond, positive: bool, limit: usize) -> Option<Vec<Conjunction>
     (out.len() <= limit).then_some(out)
 }
 
+/// A bundle of `program`'s tables for the bundle evaluator, without source
+/// files: policies are named `p0`, `p1`, … by file index (in monitor mode as
+/// the program says), rules keep their names (`r{id}` when unnamed), source
+/// locations are `<program>:1:1`, and the digest is filled in, so the bundle
+/// validates. Used by the analysis and by tests; `compile` builds its own with
+/// real names and locations.
+pub fn evaluation_bundle(
+    program: &Program<'_>,
+    hooks: BTreeMap<Hook, HookTable>,
+) -> crate::bundle::PolicyBundle {
+    use crate::bundle::*;
+    let files = program
+        .rules
+        .iter()
+        .map(|r| r.file + 1)
+        .chain(program.scopes.iter().map(|s| s.file + 1))
+        .chain([program.monitor.len()])
+        .max()
+        .unwrap_or(0);
+    let here = SourceLocation {
+        file: "<program>".into(),
+        line: 1,
+        column: 1,
+    };
+    let mut spec = BundleSpec {
+        schema_version: SCHEMA_VERSION,
+        compiler: format!("policyc {}", env!("CARGO_PKG_VERSION")),
+        digest: String::new(),
+        policies: (0..files)
+            .map(|f| PolicyInfo {
+                name: format!("p{f}"),
+                description: String::new(),
+                mode: if program.is_monitor(f) {
+                    Mode::Monitor
+                } else {
+                    Mode::Enforce
+                },
+                source: String::new(),
+            })
+            .collect(),
+        rules: program
+            .rules
+            .iter()
+            .map(|r| RuleEntry {
+                id: r.id,
+                name: if r.rule.name.is_empty() {
+                    format!("r{}", r.id)
+                } else {
+                    r.rule.name.clone()
+                },
+                policy: format!("p{}", r.file),
+                hook: r.rule.hook,
+                verdict: r.rule.action.map(Verdict::from),
+                audit: r.rule.audit,
+                severity: r.rule.severity,
+                message: None,
+                rate: None,
+                source: here.clone(),
+            })
+            .collect(),
+        scopes: program
+            .scopes
+            .iter()
+            .map(|s| ScopeEntry {
+                id: s.id,
+                name: s.scope.name.clone(),
+                policy: format!("p{}", s.file),
+                hook: s.scope.hook,
+                source: here.clone(),
+            })
+            .collect(),
+        hooks,
+        node_selector: Default::default(),
+    };
+    let name = "evaluation";
+    spec.digest = spec.compute_digest(name);
+    PolicyBundle {
+        api_version: API_VERSION.into(),
+        kind: KIND.into(),
+        metadata: Metadata {
+            name: name.into(),
+            ..Default::default()
+        },
+        spec,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1104,92 +1185,5 @@ mod tests {
         let c = Cond::And((0..5).map(|_| wide(4)).collect());
         assert!(dnf(&c, true, 256).is_none());
         assert_eq!(dnf(&c, true, 1024).unwrap().len(), 1024);
-    }
-}
-
-/// A bundle of `program`'s tables for the bundle evaluator, without source
-/// files: policies are named `p0`, `p1`, … by file index (in monitor mode as
-/// the program says), rules keep their names (`r{id}` when unnamed), source
-/// locations are `<program>:1:1`, and the digest is filled in, so the bundle
-/// validates. Used by the analysis and by tests; `compile` builds its own with
-/// real names and locations.
-pub fn evaluation_bundle(
-    program: &Program<'_>,
-    hooks: BTreeMap<Hook, HookTable>,
-) -> crate::bundle::PolicyBundle {
-    use crate::bundle::*;
-    let files = program
-        .rules
-        .iter()
-        .map(|r| r.file + 1)
-        .chain(program.scopes.iter().map(|s| s.file + 1))
-        .chain([program.monitor.len()])
-        .max()
-        .unwrap_or(0);
-    let here = SourceLocation {
-        file: "<program>".into(),
-        line: 1,
-        column: 1,
-    };
-    let mut spec = BundleSpec {
-        schema_version: SCHEMA_VERSION,
-        compiler: format!("policyc {}", env!("CARGO_PKG_VERSION")),
-        digest: String::new(),
-        policies: (0..files)
-            .map(|f| PolicyInfo {
-                name: format!("p{f}"),
-                description: String::new(),
-                mode: if program.is_monitor(f) {
-                    Mode::Monitor
-                } else {
-                    Mode::Enforce
-                },
-                source: String::new(),
-            })
-            .collect(),
-        rules: program
-            .rules
-            .iter()
-            .map(|r| RuleEntry {
-                id: r.id,
-                name: if r.rule.name.is_empty() {
-                    format!("r{}", r.id)
-                } else {
-                    r.rule.name.clone()
-                },
-                policy: format!("p{}", r.file),
-                hook: r.rule.hook,
-                verdict: r.rule.action.map(Verdict::from),
-                audit: r.rule.audit,
-                severity: r.rule.severity,
-                message: None,
-                rate: None,
-                source: here.clone(),
-            })
-            .collect(),
-        scopes: program
-            .scopes
-            .iter()
-            .map(|s| ScopeEntry {
-                id: s.id,
-                name: s.scope.name.clone(),
-                policy: format!("p{}", s.file),
-                hook: s.scope.hook,
-                source: here.clone(),
-            })
-            .collect(),
-        hooks,
-        node_selector: Default::default(),
-    };
-    let name = "evaluation";
-    spec.digest = spec.compute_digest(name);
-    PolicyBundle {
-        api_version: API_VERSION.into(),
-        kind: KIND.into(),
-        metadata: Metadata {
-            name: name.into(),
-            ..Default::default()
-        },
-        spec,
     }
 }

@@ -4,7 +4,7 @@
 //! A table entry lists the terms whose literals on the dimension all hold
 //! for the entry's class of values. Asking every term for every class costs
 //! classes × terms, which is quadratic in the number of rules since classes
-//! grow with the values the rules mention (`compiler/benches/back_end.rs`:
+//! grow with the values the rules mention (`compiler/benches/back_end/`:
 //! 76 ms for 1,000 rules, 100× per 10× rules). Here each class only asks the
 //! terms that *can* hold there ([`StringAnchors`]): a term with a positive
 //! `==`/`in` literal can only hold at the values it names, one with a

@@ -42,14 +42,18 @@ use policy_dsl::schema::{Field, Hook};
 
 mod generate;
 
-/// Sizes measured unless `POLICYC_BENCH_SIZES` says otherwise.
+/// Sizes measured unless `POLICYC_BENCH_SIZES` says otherwise, with the
+/// largest one bundle holds ([`MAX_TERMS_PER_HOOK`] one-term rules).
 const SIZES: [usize; 5] = [10, 100, 1_000, 10_000, 100_000];
 
 fn sizes() -> Vec<usize> {
-    match std::env::var("POLICYC_BENCH_SIZES") {
+    let mut sizes: Vec<usize> = match std::env::var("POLICYC_BENCH_SIZES") {
         Ok(s) => s.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
-        Err(_) => SIZES.to_vec(),
-    }
+        Err(_) => SIZES.iter().copied().chain([MAX_TERMS_PER_HOOK]).collect(),
+    };
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
 }
 
 fn source(text: String) -> Vec<SourceFile> {
