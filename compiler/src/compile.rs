@@ -442,9 +442,12 @@ fn compile_with(
             return Err(fail(diagnostics));
         }
     };
+    // One line index per file: `line_column` scans the text up to the
+    // offset, which for one location per rule is quadratic in file size.
+    let lines: Vec<LineIndex<'_>> = sources.iter().map(|s| LineIndex::new(&s.text)).collect();
     let location = |file: usize, offset: usize| {
         let source = &sources[file];
-        let (line, column) = line_column(&source.text, offset);
+        let (line, column) = lines[file].line_column(offset);
         SourceLocation {
             file: source.name.clone(),
             line,
@@ -540,6 +543,33 @@ pub fn line_column(text: &str, offset: usize) -> (u32, u32) {
     (line as u32, column as u32)
 }
 
+/// The start of every line of a text, for many [`line_column`] lookups.
+pub struct LineIndex<'a> {
+    text: &'a str,
+    /// Byte offset of the first byte of each line, ascending.
+    starts: Vec<usize>,
+}
+
+impl<'a> LineIndex<'a> {
+    /// Index `text` (one pass).
+    pub fn new(text: &'a str) -> LineIndex<'a> {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        LineIndex { text, starts }
+    }
+
+    /// [`line_column`] of `offset`, in time proportional to the line's length.
+    pub fn line_column(&self, offset: usize) -> (u32, u32) {
+        let offset = offset.min(self.text.len());
+        // Lines starting at or before `offset`; the last is offset's line.
+        let line = self.starts.partition_point(|s| *s <= offset);
+        let start = self.starts[line - 1];
+        let column = self.text[start..offset].chars().count() + 1;
+        (line as u32, column as u32)
+    }
+}
+
 /// Whether `name` is a Kubernetes object name (RFC 1123 subdomain).
 pub fn is_dns1123_subdomain(name: &str) -> bool {
     name.len() <= 253
@@ -580,5 +610,14 @@ mod tests {
         assert!(!is_dns1123_subdomain("-a"));
         assert_eq!(bundle_name_from("Sudo_Audit.bundle"), "sudo-audit.bundle");
         assert_eq!(line_column("ab\ncd", 4), (2, 2));
+        let text = "ab\ncé\n\nx";
+        let index = LineIndex::new(text);
+        for offset in (0..=text.len() + 2).filter(|o| text.is_char_boundary(*o.min(&text.len()))) {
+            assert_eq!(
+                index.line_column(offset),
+                line_column(text, offset),
+                "{offset}"
+            );
+        }
     }
 }

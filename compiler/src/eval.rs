@@ -21,7 +21,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use policy_dsl::checked::{Event, FieldKey, Value};
 
-use crate::bundle::{Dimension, DimensionKind, HookTable, PolicyBundle, TermSet, Verdict};
+use crate::bundle::{Dimension, DimensionKind, Entry, HookTable, PolicyBundle, TermSet, Verdict};
 use crate::limits::MAX_PATH_LITERAL_LEN;
 use crate::lower::{Program, RuleRef, UNSET_ID};
 use policy_dsl::ast::Action;
@@ -188,19 +188,119 @@ pub fn eval_bundle(bundle: &PolicyBundle, event: &Event) -> Outcome {
 }
 
 /// Terms that match: the intersection over the dimensions of each one's
-/// lookup ([`dimension_lookup`]).
+/// lookup (each as [`dimension_lookup`] gives it).
 pub fn matched_terms(table: &HookTable, event: &Event) -> BTreeSet<u32> {
-    let mut terms: BTreeSet<u32> = (0..table.terms.len() as u32).collect();
+    // Starts from the first dimension's set rather than every term, so an
+    // event costs about the sizes of the sets it looks up, not the number
+    // of terms (as in the kernel, where it costs MASK_WORDS per dimension).
+    let mut terms: Option<TermSet> = None;
     let fields: BTreeMap<String, &Value> = event
         .fields
         .iter()
         .map(|(k, v): (&FieldKey, _)| (k.to_string(), v))
         .collect();
     for (name, dim) in &table.dimensions {
-        let set: BTreeSet<u32> = dimension_lookup(name, dim, &fields).into_iter().collect();
-        terms = terms.intersection(&set).copied().collect();
+        let set = match &dim.relation {
+            Some(rel) => relation_lookup(
+                dim,
+                fields.get(&rel.left).copied(),
+                fields.get(&rel.right).copied(),
+                &rel.op,
+            )
+            .into(),
+            None => match fields.get(name) {
+                Some(v) => match lookup_borrowed(dim, v) {
+                    Some(set) => std::borrow::Cow::Borrowed(set.as_slice()),
+                    None => lookup_value(dim, v).into(),
+                },
+                // An event without the field satisfies no test of it (as in
+                // `Cond::eval`).
+                None => dim
+                    .absent
+                    .clone()
+                    .unwrap_or_else(|| lookup_none(dim))
+                    .into(),
+            },
+        };
+        let set = match terms {
+            None => set.into_owned(),
+            Some(t) => intersect_sorted(&t, &set),
+        };
+        let empty = set.is_empty();
+        terms = Some(set);
+        if empty {
+            break; // no dimension can add terms back
+        }
     }
-    terms
+    match terms {
+        None => (0..table.terms.len() as u32).collect(),
+        Some(t) => t.into_iter().collect(),
+    }
+}
+
+/// The terms of both sets, ascending without repeats (as every
+/// [`TermSet`]: `PolicyBundle::validate` refuses others). A small set is
+/// looked up in a large one by binary search, so an event costs no pass
+/// over a set holding most of the hook's terms.
+fn intersect_sorted(a: &[u32], b: &[u32]) -> TermSet {
+    let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    if small.len() * 16 < large.len() {
+        small
+            .iter()
+            .copied()
+            .filter(|t| large.binary_search(t).is_ok())
+            .collect()
+    } else {
+        crate::lower::intersect(a, b)
+    }
+}
+
+/// The entry whose value is the longest prefix (`prefix`) or suffix of
+/// `value` among `entries` (sorted by value, as `PolicyBundle::validate`
+/// requires). With many entries: prefixes by
+/// a few binary searches, suffixes by one per length of `value`, instead of
+/// a scan of every entry.
+fn longest_affix<'d>(entries: &'d [Entry], value: &[u8], prefix: bool) -> Option<&'d Entry> {
+    let affix = |e: &Entry| {
+        let v = e.value.as_bytes();
+        if prefix {
+            value.starts_with(v)
+        } else {
+            value.ends_with(v)
+        }
+    };
+    if entries.len() <= 32 {
+        return entries
+            .iter()
+            .filter(|e| affix(e))
+            .max_by_key(|e| e.value.len());
+    }
+    if prefix {
+        // The greatest entry not after the key is the longest prefix if it
+        // is one; else no prefix is longer than what it shares with the key.
+        let mut key = value;
+        loop {
+            let i = entries.partition_point(|e| e.value.as_bytes() <= key);
+            let e = &entries[i.checked_sub(1)?];
+            let v = e.value.as_bytes();
+            if key.starts_with(v) {
+                return Some(e);
+            }
+            let common = v.iter().zip(key).take_while(|(a, b)| a == b).count();
+            key = &key[..common];
+        }
+    }
+    (0..=value.len()).rev().find_map(|n| {
+        let key = if prefix {
+            &value[..n]
+        } else {
+            &value[value.len() - n..]
+        };
+        entries
+            .binary_search_by(|e| e.value.as_bytes().cmp(key))
+            .ok()
+            .map(|i| &entries[i])
+    })
 }
 
 /// The terms dimension `name` lets through for an event whose fields are
@@ -253,6 +353,29 @@ pub fn lookup_value(dim: &Dimension, value: &Value) -> TermSet {
     }
 }
 
+/// [`lookup_value`] without copying the set, for the lookups that return
+/// one entry's set as it is (`None`: use [`lookup_value`]). A set can hold
+/// most terms of the hook (those that do not test the dimension), so a copy
+/// per event would cost time in the number of rules.
+fn lookup_borrowed<'d>(dim: &'d Dimension, value: &Value) -> Option<&'d TermSet> {
+    match (dim.kind, value) {
+        (DimensionKind::Int, Value::Int(n)) => Some(range_entry(dim, *n)),
+        (DimensionKind::Int, Value::Unset) => Some(range_entry(dim, UNSET_ID)),
+        (DimensionKind::Path | DimensionKind::String, Value::Str(s))
+            if dim.suffix_default.is_none() =>
+        {
+            // As `string_lookup` without suffixes.
+            if dim.kind != DimensionKind::Path || s.len() <= MAX_PATH_LITERAL_LEN {
+                if let Some(set) = exact(dim, s) {
+                    return Some(set);
+                }
+            }
+            Some(lookup(dim, s))
+        }
+        _ => None,
+    }
+}
+
 fn exact<'d>(dim: &'d Dimension, key: &str) -> Option<&'d TermSet> {
     dim.exact
         .binary_search_by(|e| e.value.as_str().cmp(key))
@@ -274,11 +397,7 @@ fn string_lookup(dim: &Dimension, value: &str) -> TermSet {
     match &dim.suffix_default {
         None => prefix,
         Some(default) => {
-            let suffix = dim
-                .suffix
-                .iter()
-                .filter(|e| value.as_bytes().ends_with(e.value.as_bytes()))
-                .max_by_key(|e| e.value.len())
+            let suffix = longest_affix(&dim.suffix, value.as_bytes(), false)
                 .map(|e| &e.terms)
                 .unwrap_or(default);
             crate::lower::intersect(&prefix, suffix)
@@ -295,10 +414,7 @@ pub fn lookup<'d>(dim: &'d Dimension, value: &str) -> &'d TermSet {
             return &dim.exact[i].terms;
         }
     }
-    dim.prefix
-        .iter()
-        .filter(|e| value.as_bytes().starts_with(e.value.as_bytes()))
-        .max_by_key(|e| e.value.len())
+    longest_affix(&dim.prefix, value.as_bytes(), true)
         .map(|e| &e.terms)
         .unwrap_or(&dim.default)
 }
@@ -306,10 +422,14 @@ pub fn lookup<'d>(dim: &'d Dimension, value: &str) -> &'d TermSet {
 /// The interval holding `n` (in the kernel: one LPM lookup of the big-endian
 /// key, see [`crate::lower::range_prefixes`]), else `default`.
 fn range_lookup(dim: &Dimension, n: u64) -> TermSet {
+    range_entry(dim, n).clone()
+}
+
+fn range_entry(dim: &Dimension, n: u64) -> &TermSet {
     let i = dim.ranges.partition_point(|r| r.hi < n);
     match dim.ranges.get(i) {
-        Some(r) if r.lo <= n => r.terms.clone(),
-        _ => dim.default.clone(),
+        Some(r) if r.lo <= n => &r.terms,
+        _ => &dim.default,
     }
 }
 
@@ -370,4 +490,73 @@ fn relation_lookup(
     exact(dim, if holds { "true" } else { "false" })
         .unwrap_or(&dim.default)
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every string over {a, b, /} up to `len` bytes.
+    fn strings(len: u32) -> Vec<String> {
+        (0..=len)
+            .flat_map(|l| {
+                (0..3usize.pow(l)).map(move |n| {
+                    (0..l)
+                        .map(|i| ["a", "b", "/"][(n / 3usize.pow(i)) % 3])
+                        .collect()
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn longest_affix_agrees_with_a_scan() {
+        let all = strings(4);
+        // Entry sets past the scan threshold, deterministic subsets.
+        for step in [1, 2, 3] {
+            let mut values: Vec<String> = all.iter().step_by(step).cloned().collect();
+            values.sort();
+            let entries: Vec<Entry> = values
+                .into_iter()
+                .map(|value| Entry {
+                    value,
+                    terms: Vec::new(),
+                })
+                .collect();
+            assert!(entries.len() > 32);
+            for v in strings(5) {
+                for prefix in [true, false] {
+                    let scan = entries
+                        .iter()
+                        .filter(|e| {
+                            if prefix {
+                                v.starts_with(&e.value)
+                            } else {
+                                v.ends_with(&e.value)
+                            }
+                        })
+                        .max_by_key(|e| e.value.len());
+                    let got = longest_affix(&entries, v.as_bytes(), prefix);
+                    assert_eq!(
+                        got.map(|e| &e.value),
+                        scan.map(|e| &e.value),
+                        "{v} {prefix}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn intersections_agree_with_sets() {
+        let a: Vec<u32> = (0..200).filter(|x| x % 3 == 0).collect();
+        let b: Vec<u32> = (0..200).filter(|x| x % 5 == 0).collect();
+        let small = vec![0, 15, 16, 195];
+        let want = |x: &[u32], y: &[u32]| -> Vec<u32> {
+            x.iter().copied().filter(|t| y.contains(t)).collect()
+        };
+        assert_eq!(intersect_sorted(&a, &b), want(&a, &b));
+        assert_eq!(intersect_sorted(&small, &a), want(&small, &a));
+        assert_eq!(intersect_sorted(&a, &small), want(&small, &a));
+    }
 }

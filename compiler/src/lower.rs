@@ -33,7 +33,10 @@ use crate::bundle::{
     TermSet, VerdictMasks,
 };
 use crate::limits::MAX_TERMS_PER_HOOK;
+use index::{DimTerms, StringAnchors};
 use policy_dsl::ast::Action;
+
+mod index;
 
 /// The kernel's key for the login uid `unset` ((uid_t)-1).
 pub const UNSET_ID: u64 = u32::MAX as u64;
@@ -443,7 +446,23 @@ pub fn lower(rules: &[RuleRef<'_>]) -> Result<BTreeMap<Hook, HookTable>, LowerEr
 /// [`MAX_TERMS_PER_HOOK`] terms, [`LowerError::UnsupportedGlob`] for a glob
 /// the tables cannot run.
 pub fn lower_program(program: &Program<'_>) -> Result<BTreeMap<Hook, HookTable>, LowerError> {
-    let per_hook = terms_per_hook(program)?;
+    lower_program_with_limit(program, MAX_TERMS_PER_HOOK)
+}
+
+/// [`lower_program`] with `max_terms` terms per hook instead of the kernel's
+/// [`MAX_TERMS_PER_HOOK`]. The tables are the same; only the point where
+/// [`LowerError::TooManyTerms`] stops lowering moves. For measuring how
+/// lowering scales past today's kernel limit (`compiler/benches/back_end/`)
+/// and for a larger future mask: a bundle with more terms than the kernel
+/// holds does not validate and must not be written.
+///
+/// # Errors
+/// As [`lower_program`], with `max_terms` as the limit.
+pub fn lower_program_with_limit(
+    program: &Program<'_>,
+    max_terms: usize,
+) -> Result<BTreeMap<Hook, HookTable>, LowerError> {
+    let per_hook = terms_per_hook_with_limit(program, max_terms)?;
     Ok(per_hook
         .into_iter()
         .map(|(hook, terms)| (hook, hook_table(&terms, program)))
@@ -459,6 +478,18 @@ pub fn lower_program(program: &Program<'_>) -> Result<BTreeMap<Hook, HookTable>,
 /// [`LowerError::UnsupportedGlob`] for the first glob with no table form.
 pub fn terms_per_hook(
     program: &Program<'_>,
+) -> Result<BTreeMap<Hook, Vec<(Owner, Conjunction)>>, LowerError> {
+    terms_per_hook_with_limit(program, MAX_TERMS_PER_HOOK)
+}
+
+/// [`terms_per_hook`] with `max_terms` terms per hook (see
+/// [`lower_program_with_limit`]).
+///
+/// # Errors
+/// As [`terms_per_hook`], with `max_terms` as the limit.
+pub fn terms_per_hook_with_limit(
+    program: &Program<'_>,
+    max_terms: usize,
 ) -> Result<BTreeMap<Hook, Vec<(Owner, Conjunction)>>, LowerError> {
     let mut per_hook: BTreeMap<Hook, Vec<(Owner, Conjunction)>> = BTreeMap::new();
     let rules = program.rules.iter().map(|r| {
@@ -486,12 +517,12 @@ pub fn terms_per_hook(
             span: span_of(sp),
         })?;
         let terms = per_hook.entry(hook).or_default();
-        let room = MAX_TERMS_PER_HOOK - terms.len();
+        let room = max_terms.saturating_sub(terms.len());
         let Some(dnf) = dnf(&condition, true, room) else {
             return Err(LowerError::TooManyTerms {
                 hook: hook.as_str(),
                 before: terms.len(),
-                max: MAX_TERMS_PER_HOOK,
+                max: max_terms,
                 file,
                 span: span_of(sp),
             });
@@ -534,16 +565,12 @@ fn hook_table(terms: &[(Owner, Conjunction)], program: &Program<'_>) -> HookTabl
             }
         }
     }
-    // Each dimension with one of its literals (they all share field and
+    // Each dimension with its terms (their literals all share field and
     // predicate kind), in name order.
-    let mut dims: BTreeMap<String, &Literal> = BTreeMap::new();
-    for lit in terms.iter().flat_map(|(_, c)| c) {
-        dims.entry(lit.dimension()).or_insert(lit);
-    }
-    let dimensions = dims
+    let dimensions = index::by_dimension(terms)
         .into_iter()
-        .map(|(name, lit)| {
-            let dim = dimension(&name, lit, terms);
+        .map(|(name, d)| {
+            let dim = dimension(&d);
             (name, dim)
         })
         .collect();
@@ -569,41 +596,10 @@ fn hook_table(terms: &[(Owner, Conjunction)], program: &Program<'_>) -> HookTabl
     }
 }
 
-/// The terms whose literals on dimension `dim` all hold for a class of
-/// values, given each literal's truth for the class. `None` means the literal
-/// is decided elsewhere (another side of the dimension) and does not constrain
-/// this set. Terms without literals on `dim` are always included.
-fn class_terms(
-    terms: &[(Owner, Conjunction)],
-    dim: &str,
-    truth: impl Fn(&Pred) -> Option<bool>,
-) -> TermSet {
-    terms
-        .iter()
-        .enumerate()
-        .filter(|(_, (_, conj))| {
-            conj.iter()
-                .filter(|l| l.dimension() == dim)
-                .all(|l| truth(&l.pred).is_none_or(|t| t == l.positive))
-        })
-        .map(|(id, _)| id as u32)
-        .collect()
-}
-
-/// The predicates of dimension `dim`.
-fn preds<'t>(terms: &'t [(Owner, Conjunction)], dim: &str) -> impl Iterator<Item = &'t Pred> {
-    let dim = dim.to_string();
-    terms
-        .iter()
-        .flat_map(|(_, c)| c)
-        .filter(move |l| l.dimension() == dim)
-        .map(|l| &l.pred)
-}
-
 /// Values of `Eq` and value members of `In`.
-fn mentioned_values<'t>(terms: &'t [(Owner, Conjunction)], dim: &str) -> BTreeSet<&'t Value> {
+fn mentioned_values<'t>(d: &DimTerms<'t>) -> BTreeSet<&'t Value> {
     let mut out = BTreeSet::new();
-    for p in preds(terms, dim) {
+    for p in d.preds() {
         match p {
             Pred::Eq(v) => {
                 out.insert(v);
@@ -618,10 +614,11 @@ fn mentioned_values<'t>(terms: &'t [(Owner, Conjunction)], dim: &str) -> BTreeSe
     out
 }
 
-fn dimension(name: &str, lit: &Literal, terms: &[(Owner, Conjunction)]) -> Dimension {
+fn dimension(d: &DimTerms<'_>) -> Dimension {
+    let lit = d.literal();
     if let Pred::Relation(op, other) = &lit.pred {
-        let t = class_terms(terms, name, |_| Some(true));
-        let f = class_terms(terms, name, |_| Some(false));
+        let t = d.class(|_| Some(true));
+        let f = d.class(|_| Some(false));
         return Dimension {
             kind: DimensionKind::Relation,
             exact: vec![
@@ -644,21 +641,21 @@ fn dimension(name: &str, lit: &Literal, terms: &[(Owner, Conjunction)]) -> Dimen
         };
     }
     match lit.field.field.ty() {
-        FieldType::Path => string_dimension(DimensionKind::Path, name, terms),
-        FieldType::Str { .. } => string_dimension(DimensionKind::String, name, terms),
-        FieldType::Uid | FieldType::LoginUid => int_dimension(name, terms, Resolve::User),
-        FieldType::Gid => int_dimension(name, terms, Resolve::Group),
-        FieldType::Port => int_dimension(name, terms, Resolve::User),
-        FieldType::Ip => ip_dimension(name, terms),
-        FieldType::Bool => exact_dimension(DimensionKind::Bool, name, terms),
-        FieldType::Enum(_) => exact_dimension(DimensionKind::Enum, name, terms),
-        FieldType::Caps => caps_dimension(name, terms),
+        FieldType::Path => string_dimension(DimensionKind::Path, d),
+        FieldType::Str { .. } => string_dimension(DimensionKind::String, d),
+        FieldType::Uid | FieldType::LoginUid => int_dimension(d, Resolve::User),
+        FieldType::Gid => int_dimension(d, Resolve::Group),
+        FieldType::Port => int_dimension(d, Resolve::User),
+        FieldType::Ip => ip_dimension(d),
+        FieldType::Bool => exact_dimension(DimensionKind::Bool, d),
+        FieldType::Enum(_) => exact_dimension(DimensionKind::Enum, d),
+        FieldType::Caps => caps_dimension(d),
     }
 }
 
 /// Paths and strings: exact, prefix and suffix tables.
-fn string_dimension(kind: DimensionKind, name: &str, terms: &[(Owner, Conjunction)]) -> Dimension {
-    let exact: BTreeSet<&str> = mentioned_values(terms, name)
+fn string_dimension(kind: DimensionKind, d: &DimTerms<'_>) -> Dimension {
+    let exact: BTreeSet<&str> = mentioned_values(d)
         .into_iter()
         .filter_map(|v| match v {
             Value::Str(s) => Some(s.as_str()),
@@ -667,7 +664,7 @@ fn string_dimension(kind: DimensionKind, name: &str, terms: &[(Owner, Conjunctio
         .collect();
     let mut prefixes = BTreeSet::new();
     let mut suffixes = BTreeSet::new();
-    for p in preds(terms, name) {
+    for p in d.preds() {
         match p {
             Pred::StartsWith(s) => {
                 prefixes.insert(s.as_str());
@@ -682,26 +679,28 @@ fn string_dimension(kind: DimensionKind, name: &str, terms: &[(Owner, Conjunctio
         value: value.to_string(),
         terms,
     };
+    // Each class asks only the terms that can hold there (see `index`).
+    let anchors = StringAnchors::new(d);
     // Prefix side of a non-exact value whose longest mentioned prefix is `p`
     // (None: no prefix): equality is false, `startswith q` holds iff q is a
     // prefix of p (both prefix the value, p is the longest); suffixes are
     // the other side's.
     let prefix_side = |p: Option<&str>| {
-        class_terms(terms, name, |pred| match pred {
+        d.class_among(&anchors.below_prefix(p), |pred| match pred {
             Pred::StartsWith(q) => Some(p.is_some_and(|p| p.starts_with(q.as_str()))),
             Pred::EndsWith(_) => None,
             _ => Some(false),
         })
     };
     let suffix_side = |s: Option<&str>| {
-        class_terms(terms, name, |pred| match pred {
+        d.class_among(&anchors.above_suffix(s), |pred| match pred {
             Pred::EndsWith(q) => Some(s.is_some_and(|s| s.ends_with(q.as_str()))),
             _ => None,
         })
     };
     let default = prefix_side(None);
     let suffix_default = (!suffixes.is_empty()).then(|| suffix_side(None));
-    let absent = class_terms(terms, name, |_| Some(false));
+    let absent = d.class_among(anchors.absent(), |_| Some(false));
     let nothing = match &suffix_default {
         Some(s) => intersect(&default, s),
         None => default.clone(),
@@ -714,7 +713,9 @@ fn string_dimension(kind: DimensionKind, name: &str, terms: &[(Owner, Conjunctio
                 let value = Value::Str(v.to_string());
                 entry(
                     v,
-                    class_terms(terms, name, |pred| Some(pred.holds(&value, &|_| None))),
+                    d.class_among(&anchors.at_value(v), |pred| {
+                        Some(pred.holds(&value, &|_| None))
+                    }),
                 )
             })
             .collect(),
@@ -734,17 +735,26 @@ fn string_dimension(kind: DimensionKind, name: &str, terms: &[(Owner, Conjunctio
 }
 
 /// Sorted intersection of two sorted sets.
-pub fn intersect(a: &TermSet, b: &TermSet) -> TermSet {
-    let b: BTreeSet<u32> = b.iter().copied().collect();
-    a.iter().copied().filter(|t| b.contains(t)).collect()
+pub fn intersect(a: &[u32], b: &[u32]) -> TermSet {
+    // One merge pass: no set to build per call (the bundle evaluator calls
+    // this per event).
+    let mut out = Vec::with_capacity(a.len().min(b.len()));
+    let mut b = b.iter().peekable();
+    for &t in a {
+        while b.next_if(|x| **x < t).is_some() {}
+        if b.peek() == Some(&&t) {
+            out.push(t);
+        }
+    }
+    out
 }
 
 /// Ids and ports: sorted disjoint intervals (the elementary intervals cut by
 /// every mentioned bound, equal neighbours merged), names as exact entries.
-fn int_dimension(name: &str, terms: &[(Owner, Conjunction)], resolve: Resolve) -> Dimension {
+fn int_dimension(d: &DimTerms<'_>, resolve: Resolve) -> Dimension {
     let mut intervals: Vec<(u64, u64)> = Vec::new();
     let mut names = BTreeSet::new();
-    for v in mentioned_values(terms, name) {
+    for v in mentioned_values(d) {
         match v {
             Value::Int(n) => intervals.push((*n, *n)),
             Value::Unset => intervals.push((UNSET_ID, UNSET_ID)),
@@ -754,7 +764,7 @@ fn int_dimension(name: &str, terms: &[(Owner, Conjunction)], resolve: Resolve) -
             _ => {}
         }
     }
-    for p in preds(terms, name) {
+    for p in d.preds() {
         if let Pred::In(set) = p {
             intervals.extend(set.iter().filter_map(|m| match m {
                 Member::Range(lo, hi) => Some((*lo, *hi)),
@@ -768,10 +778,21 @@ fn int_dimension(name: &str, terms: &[(Owner, Conjunction)], resolve: Resolve) -
         bounds.insert(hi.saturating_add(1));
     }
     let bounds: Vec<u64> = bounds.into_iter().collect();
+    // Whether a mentioned interval covers a window, by a sweep: every
+    // interval starts at a bound and ends just before one, so the number of
+    // intervals open at a window's start says (no scan of every interval
+    // per window).
+    let mut opens: BTreeMap<u64, i64> = BTreeMap::new();
+    for (lo, hi) in &intervals {
+        *opens.entry(*lo).or_default() += 1;
+        *opens.entry(hi.saturating_add(1)).or_default() -= 1;
+    }
+    let mut open = 0;
     let mut ranges: Vec<RangeEntry> = Vec::new();
     for w in bounds.windows(2) {
         let (lo, hi) = (w[0], w[1] - 1);
-        if !intervals.iter().any(|(a, b)| *a <= lo && hi <= *b) {
+        open += opens[&lo];
+        if open <= 0 {
             continue;
         }
         let rep = if lo == UNSET_ID {
@@ -779,7 +800,7 @@ fn int_dimension(name: &str, terms: &[(Owner, Conjunction)], resolve: Resolve) -
         } else {
             Value::Int(lo)
         };
-        let set = class_terms(terms, name, |pred| Some(pred.holds(&rep, &|_| None)));
+        let set = d.class(|pred| Some(pred.holds(&rep, &|_| None)));
         match ranges.last_mut() {
             Some(last) if last.hi + 1 == lo && last.terms == set => last.hi = hi,
             _ => ranges.push(RangeEntry { lo, hi, terms: set }),
@@ -791,7 +812,7 @@ fn int_dimension(name: &str, terms: &[(Owner, Conjunction)], resolve: Resolve) -
             let value = Value::Name(n.to_string());
             Entry {
                 value: n.to_string(),
-                terms: class_terms(terms, name, |pred| Some(pred.holds(&value, &|_| None))),
+                terms: d.class(|pred| Some(pred.holds(&value, &|_| None))),
             }
         })
         .collect();
@@ -800,22 +821,22 @@ fn int_dimension(name: &str, terms: &[(Owner, Conjunction)], resolve: Resolve) -
         resolve: (!exact.is_empty()).then_some(resolve),
         exact,
         ranges,
-        default: class_terms(terms, name, |_| Some(false)),
+        default: d.class(|_| Some(false)),
         ..Dimension::default()
     }
 }
 
 /// Addresses: every mentioned block (an address is a host block); the class
 /// of a block is the values whose longest mentioned block it is.
-fn ip_dimension(name: &str, terms: &[(Owner, Conjunction)]) -> Dimension {
+fn ip_dimension(d: &DimTerms<'_>) -> Dimension {
     let host = |a: &std::net::IpAddr| IpNet::from(*a);
     let mut blocks: BTreeSet<IpNet> = BTreeSet::new();
-    for v in mentioned_values(terms, name) {
+    for v in mentioned_values(d) {
         if let Value::Ip(a) = v {
             blocks.insert(host(a));
         }
     }
-    for p in preds(terms, name) {
+    for p in d.preds() {
         if let Pred::In(set) = p {
             blocks.extend(set.iter().filter_map(|m| match m {
                 Member::Cidr(n) => Some(n.trunc()),
@@ -840,21 +861,21 @@ fn ip_dimension(name: &str, terms: &[(Owner, Conjunction)]) -> Dimension {
         .iter()
         .map(|b| Entry {
             value: b.to_string(),
-            terms: class_terms(terms, name, |p| Some(holds(p, b))),
+            terms: d.class(|p| Some(holds(p, b))),
         })
         .collect();
     prefix.sort_by(|a, b| a.value.cmp(&b.value));
     Dimension {
         kind: DimensionKind::Ip,
         prefix,
-        default: class_terms(terms, name, |_| Some(false)),
+        default: d.class(|_| Some(false)),
         ..Dimension::default()
     }
 }
 
 /// Booleans and enumerations: exact entries.
-fn exact_dimension(kind: DimensionKind, name: &str, terms: &[(Owner, Conjunction)]) -> Dimension {
-    let values = mentioned_values(terms, name);
+fn exact_dimension(kind: DimensionKind, d: &DimTerms<'_>) -> Dimension {
+    let values = mentioned_values(d);
     Dimension {
         kind,
         exact: values
@@ -865,28 +886,29 @@ fn exact_dimension(kind: DimensionKind, name: &str, terms: &[(Owner, Conjunction
                     Value::Str(s) => s.clone(),
                     _ => return None,
                 };
-                let terms = class_terms(terms, name, |p| Some(p.holds(v, &|_| None)));
+                let terms = d.class(|p| Some(p.holds(v, &|_| None)));
                 Some((key.clone(), Entry { value: key, terms }))
             })
             .collect::<BTreeMap<String, Entry>>()
             .into_values()
             .collect(),
-        default: class_terms(terms, name, |_| Some(false)),
+        default: d.class(|_| Some(false)),
         ..Dimension::default()
     }
 }
 
 /// Capability sets: per distinct required set, the terms when the value holds
 /// it and when it does not.
-fn caps_dimension(name: &str, terms: &[(Owner, Conjunction)]) -> Dimension {
-    let masks: BTreeSet<&BTreeSet<String>> = preds(terms, name)
+fn caps_dimension(d: &DimTerms<'_>) -> Dimension {
+    let masks: BTreeSet<&BTreeSet<String>> = d
+        .preds()
         .filter_map(|p| match p {
             Pred::Has(s) => Some(s),
             _ => None,
         })
         .collect();
     let side = |mask: &BTreeSet<String>, held: bool| {
-        class_terms(terms, name, |p| match p {
+        d.class(|p| match p {
             Pred::Has(s) if s == mask => Some(held),
             Pred::Has(_) => None,
             _ => Some(false),
@@ -902,7 +924,7 @@ fn caps_dimension(name: &str, terms: &[(Owner, Conjunction)]) -> Dimension {
                 lacking: side(m, false),
             })
             .collect(),
-        default: class_terms(terms, name, |_| Some(false)),
+        default: d.class(|_| Some(false)),
         ..Dimension::default()
     }
 }
@@ -982,6 +1004,93 @@ pub fn dnf(cond: &Cond, positive: bool, limit: usize) -> Option<Vec<Conjunction>
         }
     };
     (out.len() <= limit).then_some(out)
+}
+
+/// A bundle of `program`'s tables for the bundle evaluator, without source
+/// files: policies are named `p0`, `p1`, … by file index (in monitor mode as
+/// the program says), rules keep their names (`r{id}` when unnamed), source
+/// locations are `<program>:1:1`, and the digest is filled in, so the bundle
+/// validates. Used by the analysis and by tests; `compile` builds its own with
+/// real names and locations.
+pub fn evaluation_bundle(
+    program: &Program<'_>,
+    hooks: BTreeMap<Hook, HookTable>,
+) -> crate::bundle::PolicyBundle {
+    use crate::bundle::*;
+    let files = program
+        .rules
+        .iter()
+        .map(|r| r.file + 1)
+        .chain(program.scopes.iter().map(|s| s.file + 1))
+        .chain([program.monitor.len()])
+        .max()
+        .unwrap_or(0);
+    let here = SourceLocation {
+        file: "<program>".into(),
+        line: 1,
+        column: 1,
+    };
+    let mut spec = BundleSpec {
+        schema_version: SCHEMA_VERSION,
+        compiler: format!("policyc {}", env!("CARGO_PKG_VERSION")),
+        digest: String::new(),
+        policies: (0..files)
+            .map(|f| PolicyInfo {
+                name: format!("p{f}"),
+                description: String::new(),
+                mode: if program.is_monitor(f) {
+                    Mode::Monitor
+                } else {
+                    Mode::Enforce
+                },
+                source: String::new(),
+            })
+            .collect(),
+        rules: program
+            .rules
+            .iter()
+            .map(|r| RuleEntry {
+                id: r.id,
+                name: if r.rule.name.is_empty() {
+                    format!("r{}", r.id)
+                } else {
+                    r.rule.name.clone()
+                },
+                policy: format!("p{}", r.file),
+                hook: r.rule.hook,
+                verdict: r.rule.action.map(Verdict::from),
+                audit: r.rule.audit,
+                severity: r.rule.severity,
+                message: None,
+                rate: None,
+                source: here.clone(),
+            })
+            .collect(),
+        scopes: program
+            .scopes
+            .iter()
+            .map(|s| ScopeEntry {
+                id: s.id,
+                name: s.scope.name.clone(),
+                policy: format!("p{}", s.file),
+                hook: s.scope.hook,
+                source: here.clone(),
+            })
+            .collect(),
+        hooks,
+        node_selector: Default::default(),
+    };
+    let name = "evaluation";
+    spec.digest = spec.compute_digest(name);
+    PolicyBundle {
+        api_version: API_VERSION.into(),
+        kind: KIND.into(),
+        metadata: Metadata {
+            name: name.into(),
+            ..Default::default()
+        },
+        spec,
+    }
 }
 
 #[cfg(test)]
@@ -1091,92 +1200,5 @@ mod tests {
         let c = Cond::And((0..5).map(|_| wide(4)).collect());
         assert!(dnf(&c, true, 256).is_none());
         assert_eq!(dnf(&c, true, 1024).unwrap().len(), 1024);
-    }
-}
-
-/// A bundle of `program`'s tables for the bundle evaluator, without source
-/// files: policies are named `p0`, `p1`, … by file index (in monitor mode as
-/// the program says), rules keep their names (`r{id}` when unnamed), source
-/// locations are `<program>:1:1`, and the digest is filled in, so the bundle
-/// validates. Used by the analysis and by tests; `compile` builds its own with
-/// real names and locations.
-pub fn evaluation_bundle(
-    program: &Program<'_>,
-    hooks: BTreeMap<Hook, HookTable>,
-) -> crate::bundle::PolicyBundle {
-    use crate::bundle::*;
-    let files = program
-        .rules
-        .iter()
-        .map(|r| r.file + 1)
-        .chain(program.scopes.iter().map(|s| s.file + 1))
-        .chain([program.monitor.len()])
-        .max()
-        .unwrap_or(0);
-    let here = SourceLocation {
-        file: "<program>".into(),
-        line: 1,
-        column: 1,
-    };
-    let mut spec = BundleSpec {
-        schema_version: SCHEMA_VERSION,
-        compiler: format!("policyc {}", env!("CARGO_PKG_VERSION")),
-        digest: String::new(),
-        policies: (0..files)
-            .map(|f| PolicyInfo {
-                name: format!("p{f}"),
-                description: String::new(),
-                mode: if program.is_monitor(f) {
-                    Mode::Monitor
-                } else {
-                    Mode::Enforce
-                },
-                source: String::new(),
-            })
-            .collect(),
-        rules: program
-            .rules
-            .iter()
-            .map(|r| RuleEntry {
-                id: r.id,
-                name: if r.rule.name.is_empty() {
-                    format!("r{}", r.id)
-                } else {
-                    r.rule.name.clone()
-                },
-                policy: format!("p{}", r.file),
-                hook: r.rule.hook,
-                verdict: r.rule.action.map(Verdict::from),
-                audit: r.rule.audit,
-                severity: r.rule.severity,
-                message: None,
-                rate: None,
-                source: here.clone(),
-            })
-            .collect(),
-        scopes: program
-            .scopes
-            .iter()
-            .map(|s| ScopeEntry {
-                id: s.id,
-                name: s.scope.name.clone(),
-                policy: format!("p{}", s.file),
-                hook: s.scope.hook,
-                source: here.clone(),
-            })
-            .collect(),
-        hooks,
-        node_selector: Default::default(),
-    };
-    let name = "evaluation";
-    spec.digest = spec.compute_digest(name);
-    PolicyBundle {
-        api_version: API_VERSION.into(),
-        kind: KIND.into(),
-        metadata: Metadata {
-            name: name.into(),
-            ..Default::default()
-        },
-        spec,
     }
 }

@@ -33,12 +33,15 @@
 //! - Every search is bounded ([`MAX_NODES_PER_QUESTION`] combinations per
 //!   question, [`MAX_NODES_PER_ANALYSIS`] in all, [`MAX_CLASSES_PER_DIMENSION`]
 //!   classes, [`MAX_CAP_MASKS`] capability masks). Past a bound the question
-//!   is answered with silence, never a guess.
+//!   is answered with silence, never a guess; a question cut short by the
+//!   node bounds is reported once per hook (`policyc::analysis_incomplete`),
+//!   so silence is never mistaken for a proof.
 //!
 //! Monitor-mode policies: a rule is compared with the rules that decide its
 //! verdict, i.e. an enforced rule only with enforced rules; a rule of a
 //! monitor policy with every rule (its verdict is the would-be verdict).
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -128,6 +131,32 @@ pub enum AnalysisWarning {
         #[label("never applies")]
         span: SourceSpan,
     },
+    /// The analysis hit a bound ([`MAX_NODES_PER_QUESTION`],
+    /// [`MAX_NODES_PER_ANALYSIS`]) and left questions of a hook unanswered:
+    /// its silence about them is no proof of absence.
+    #[error(
+        "the policy analysis of `{hook}` stopped at its bounds: {questions} question(s) unanswered"
+    )]
+    #[diagnostic(
+        code(policyc::analysis_incomplete),
+        severity(Warning),
+        help("overlaps, shadowed, unsatisfiable and all-matching rules are searched over combinations of value classes, at most {per_question} per question and {per_analysis} per compile; from this rule on, some questions were cut short, so warnings about them may be missing (nothing else changes: the bundle is complete). Fewer rules per compile, or simpler conditions, let the analysis finish")
+    )]
+    Incomplete {
+        /// The hook.
+        hook: &'static str,
+        /// Questions cut short.
+        questions: usize,
+        /// [`MAX_NODES_PER_QUESTION`].
+        per_question: usize,
+        /// [`MAX_NODES_PER_ANALYSIS`].
+        per_analysis: usize,
+        /// File index of the first rule whose question was cut.
+        file: usize,
+        /// That rule's name.
+        #[label("first question cut short")]
+        span: SourceSpan,
+    },
     /// A rule that matches every event of its hook.
     #[error("rule `{rule}` matches every `{hook}` event")]
     #[diagnostic(code(policyc::matches_every_event), severity(Warning))]
@@ -154,7 +183,8 @@ impl AnalysisWarning {
             AnalysisWarning::DenyAllowOverlap { file, .. }
             | AnalysisWarning::ShadowedRule { file, .. }
             | AnalysisWarning::Unsatisfiable { file, .. }
-            | AnalysisWarning::MatchesEveryEvent { file, .. } => *file,
+            | AnalysisWarning::MatchesEveryEvent { file, .. }
+            | AnalysisWarning::Incomplete { file, .. } => *file,
         }
     }
 }
@@ -203,7 +233,7 @@ pub struct Finding {
 /// error), with the file each points into.
 pub fn warnings(policies: &[Policy]) -> Vec<Located> {
     let program = Program::new(policies);
-    let findings = findings(&program);
+    let (findings, cuts) = analyze(&program);
     let name = |id: u32, from: usize| {
         let r = program.rules[id as usize];
         if r.file == from {
@@ -305,7 +335,33 @@ pub fn warnings(policies: &[Policy]) -> Vec<Located> {
             diagnostic: warning.into(),
         });
     }
+    // Never silent about a bound: one warning per hook where one was hit.
+    for cut in cuts {
+        let r = program.rules[cut.rule as usize];
+        out.push(Located {
+            file: Some(r.file),
+            diagnostic: AnalysisWarning::Incomplete {
+                hook: cut.hook.as_str(),
+                questions: cut.questions,
+                per_question: MAX_NODES_PER_QUESTION,
+                per_analysis: MAX_NODES_PER_ANALYSIS,
+                file: r.file,
+                span: span(&r.rule.name_span),
+            }
+            .into(),
+        });
+    }
     out
+}
+
+/// Questions of one hook that a bound cut short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cut {
+    hook: Hook,
+    /// The rule of the first question cut.
+    rule: u32,
+    /// How many questions were cut.
+    questions: usize,
 }
 
 fn verdict_word(a: Option<Action>) -> &'static str {
@@ -320,12 +376,18 @@ fn verdict_word(a: Option<Action>) -> &'static str {
 /// The findings of a program, per hook in hook order, per rule in id order.
 /// Empty when the program does not lower (its errors are reported elsewhere).
 pub fn findings(program: &Program<'_>) -> Vec<Finding> {
+    analyze(program).0
+}
+
+/// [`findings`], and where bounds cut questions short.
+fn analyze(program: &Program<'_>) -> (Vec<Finding>, Vec<Cut>) {
     let Ok(tables) = lower::lower_program(program) else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     let Ok(terms) = lower::terms_per_hook(program) else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
+    let mut cuts = Vec::new();
     let bundle = evaluation_bundle(program, tables);
     let mut budget = MAX_NODES_PER_ANALYSIS;
     let mut out = Vec::new();
@@ -343,8 +405,16 @@ pub fn findings(program: &Program<'_>) -> Vec<Finding> {
             .collect();
         let analysis = HookAnalysis::new(*hook, table, &fields, program, &bundle);
         analysis.run(&mut budget, &mut out);
+        let (questions, rule) = analysis.cut.get();
+        if let Some(rule) = rule {
+            cuts.push(Cut {
+                hook: *hook,
+                rule,
+                questions,
+            });
+        }
     }
-    out
+    (out, cuts)
 }
 
 /// The flat JSON form of an event: `{"hook": "exec", "process.binary": "/x"}`
@@ -389,6 +459,18 @@ impl Bits {
     fn meets(self, o: Bits) -> bool {
         !self.and(o).is_empty()
     }
+    /// The term ids in the set, ascending.
+    fn ones(self) -> impl Iterator<Item = usize> {
+        self.0.into_iter().enumerate().flat_map(|(i, mut w)| {
+            std::iter::from_fn(move || {
+                (w != 0).then(|| {
+                    let b = w.trailing_zeros() as usize;
+                    w &= w - 1;
+                    i * 64 + b
+                })
+            })
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -422,6 +504,67 @@ struct Dim {
     classes: Vec<Class>,
     /// Every value the kernel can report falls in one of `classes`.
     complete: bool,
+    /// Per term id, the indices of the classes holding it, ascending: a
+    /// question about a few rules looks at their classes only, instead of
+    /// every class of the dimension (rules × classes, quadratic in rules).
+    by_term: Vec<Vec<usize>>,
+}
+
+impl Dim {
+    /// The classes projected onto `relevant`: each distinct projection with
+    /// the first class giving it, or the first such class with a
+    /// representative. The same map as projecting every class in order.
+    fn project(&self, relevant: Bits) -> BTreeMap<Bits, usize> {
+        let mut meeting: Vec<usize> = relevant
+            .ones()
+            .flat_map(|t| self.by_term.get(t).into_iter().flatten().copied())
+            .collect();
+        meeting.sort_unstable();
+        meeting.dedup();
+        let mut seen: BTreeMap<Bits, usize> = BTreeMap::new();
+        for &j in &meeting {
+            let e = seen.entry(self.classes[j].terms.and(relevant)).or_insert(j);
+            if self.classes[*e].rep.is_none() && self.classes[j].rep.is_some() {
+                *e = j;
+            }
+        }
+        // Every other class projects to nothing.
+        let mut meeting = meeting.into_iter().peekable();
+        let mut empty = None;
+        for j in 0..self.classes.len() {
+            if meeting.next_if_eq(&j).is_some() {
+                continue;
+            }
+            let has_rep = self.classes[j].rep.is_some();
+            if empty.is_none() || has_rep {
+                empty = Some(j);
+            }
+            if has_rep {
+                break;
+            }
+        }
+        if let Some(j) = empty {
+            seen.insert(Bits::default(), j);
+        }
+        debug_assert_eq!(
+            seen,
+            self.project_all(relevant),
+            "class index missed a class"
+        );
+        seen
+    }
+
+    /// [`Dim::project`] by asking every class (the reference for debug builds).
+    fn project_all(&self, relevant: Bits) -> BTreeMap<Bits, usize> {
+        let mut seen: BTreeMap<Bits, usize> = BTreeMap::new();
+        for (j, c) in self.classes.iter().enumerate() {
+            let e = seen.entry(c.terms.and(relevant)).or_insert(j);
+            if self.classes[*e].rep.is_none() && c.rep.is_some() {
+                *e = j;
+            }
+        }
+        seen
+    }
 }
 
 /// Fields an event may lack: Kubernetes metadata outside a pod, labels.
@@ -649,6 +792,7 @@ fn dim_classes(dim: &Dimension, field: &FieldKey, right: Option<&FieldKey>) -> D
             .map(|(r, right)| (r.op.clone(), right.clone())),
         classes,
         complete,
+        by_term: Vec::new(),
     }
 }
 
@@ -691,6 +835,10 @@ struct Projected {
 }
 
 struct HookAnalysis<'a, 'p> {
+    /// The rule whose questions are being asked.
+    current: Cell<u32>,
+    /// Questions cut short by a bound, and the rule of the first.
+    cut: Cell<(usize, Option<u32>)>,
     hook: Hook,
     dims: Vec<Dim>,
     rule_terms: BTreeMap<u32, Bits>,
@@ -711,7 +859,15 @@ impl<'a, 'p> HookAnalysis<'a, 'p> {
             .iter()
             .filter_map(|(name, dim)| {
                 let (field, right) = fields.get(name)?;
-                Some(dim_classes(dim, field, right.as_ref()))
+                let mut d = dim_classes(dim, field, right.as_ref());
+                let mut by_term = vec![Vec::new(); table.terms.len()];
+                for (j, c) in d.classes.iter().enumerate() {
+                    for t in c.terms.ones() {
+                        by_term[t].push(j);
+                    }
+                }
+                d.by_term = by_term;
+                Some(d)
             })
             .collect();
         let mut rule_terms: BTreeMap<u32, Bits> = BTreeMap::new();
@@ -720,12 +876,37 @@ impl<'a, 'p> HookAnalysis<'a, 'p> {
             *e = e.or(Bits::of(&[t.id]));
         }
         HookAnalysis {
+            current: Cell::new(0),
+            cut: Cell::new((0, None)),
             hook,
             dims,
             rule_terms,
             program,
             bundle,
         }
+    }
+
+    /// The terms that can match an event together with one of `terms`:
+    /// per dimension, the union of the classes holding one of `terms`,
+    /// intersected over the dimensions. A rule none of whose terms is in it
+    /// matches no event that a term of `terms` matches, so no search about
+    /// the two can succeed. `None` (no filter) when a dimension's classes are
+    /// incomplete, where a value outside them could still bring both.
+    fn co_match(&self, terms: Bits) -> Option<Bits> {
+        let mut out: Option<Bits> = None;
+        for d in &self.dims {
+            if !d.complete {
+                return None;
+            }
+            let mut union = Bits::default();
+            for t in terms.ones() {
+                for &j in d.by_term.get(t).into_iter().flatten() {
+                    union = union.or(d.classes[j].terms);
+                }
+            }
+            out = Some(out.map_or(union, |o| o.and(union)));
+        }
+        out
     }
 
     fn rule(&self, id: u32) -> &RuleRef<'p> {
@@ -749,14 +930,7 @@ impl<'a, 'p> HookAnalysis<'a, 'p> {
     ) -> Search<T> {
         let mut projected: Vec<Projected> = Vec::new();
         for (i, d) in self.dims.iter().enumerate() {
-            let mut seen: BTreeMap<Bits, usize> = BTreeMap::new();
-            for (j, c) in d.classes.iter().enumerate() {
-                let p = c.terms.and(relevant);
-                let e = seen.entry(p).or_insert(j);
-                if d.classes[*e].rep.is_none() && c.rep.is_some() {
-                    *e = j;
-                }
-            }
+            let seen = d.project(relevant);
             if seen.len() == 1 && seen.contains_key(&relevant) {
                 continue; // the dimension does not separate these terms
             }
@@ -774,6 +948,11 @@ impl<'a, 'p> HookAnalysis<'a, 'p> {
         let mut chosen = Vec::new();
         let r = dfs(&projected, 0, relevant, &mut chosen, &mut left, &mut visit);
         *budget -= MAX_NODES_PER_QUESTION.min(*budget) - left;
+        if matches!(r, Search::Aborted) {
+            // `dfs` aborts only when out of nodes.
+            let (n, first) = self.cut.get();
+            self.cut.set((n + 1, first.or(Some(self.current.get()))));
+        }
         r
     }
 
@@ -860,6 +1039,7 @@ impl<'a, 'p> HookAnalysis<'a, 'p> {
         let mut skip: BTreeSet<u32> = BTreeSet::new();
         // Unsatisfiable, or matching every event.
         for (&id, &terms) in &self.rule_terms {
+            self.current.set(id);
             let rule = self.rule(id).rule;
             if constant(&rule.condition) != Constant::Unknown
                 || matches!(rule.condition, Cond::True | Cond::False)
@@ -907,6 +1087,7 @@ impl<'a, 'p> HookAnalysis<'a, 'p> {
         }
         // Shadowed allow and deny rules, and allow/deny overlaps.
         for (&id, &terms) in &self.rule_terms {
+            self.current.set(id);
             let rule = self.rule(id).rule;
             if skip.contains(&id) {
                 continue;
@@ -929,7 +1110,14 @@ impl<'a, 'p> HookAnalysis<'a, 'p> {
                     }
                 })
                 .collect();
-            if over.is_empty() {
+            // Rules of `over` that cannot match an event with this one
+            // decide none of its events: when none can, it is neither
+            // shadowed nor overlapping (what the searches below would find,
+            // at a cost of every class per question). The searches keep the
+            // whole `over`, so their witnesses are those found before.
+            let co = self.co_match(terms);
+            let can_meet = |o: &u32| co.is_none_or(|co| co.meets(self.rule_terms[o]));
+            if !over.iter().any(can_meet) {
                 continue;
             }
             let verdict_of = move |o: &Outcome| if monitor { o.would_verdict } else { o.verdict };
@@ -972,6 +1160,7 @@ impl<'a, 'p> HookAnalysis<'a, 'p> {
                 let by: Vec<u32> = over
                     .iter()
                     .copied()
+                    .filter(can_meet)
                     .filter(|o| {
                         let both = terms.or(self.rule_terms[o]);
                         let ot = self.rule_terms[o];
@@ -1000,7 +1189,7 @@ impl<'a, 'p> HookAnalysis<'a, 'p> {
             if rule.action != Some(Action::Allow) {
                 continue;
             }
-            for &d in &over {
+            for &d in over.iter().filter(|o| can_meet(o)) {
                 let dt = self.rule_terms[&d];
                 let holds = |o: &Outcome| {
                     o.matched.contains(&id) && o.matched.contains(&d) && wanted(verdict_of(o))
@@ -1118,5 +1307,45 @@ fn relation_holds(a: &Value, b: &Value, op: &str) -> bool {
             _ => a <= b,
         },
         (a, b) => op == "==" && a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::{check, SourceFile};
+
+    /// A question cut short by the node bounds is counted, at its rule.
+    #[test]
+    fn bounds_are_reported() {
+        let text = "policy p {}\n\
+            rule d on exec { when process.binary startswith \"/tmp/\" deny }\n\
+            rule a on exec { when process.binary == \"/tmp/x\" allow }\n";
+        let sources = [SourceFile {
+            name: "p.policy".into(),
+            text: text.into(),
+        }];
+        let (policies, diagnostics) = check(&sources);
+        let policies = policies.unwrap_or_else(|| panic!("{diagnostics:?}"));
+        let program = Program::new(&policies);
+        // With the usual budget the analysis finishes: no cut.
+        let (found, cuts) = analyze(&program);
+        assert!(!found.is_empty() && cuts.is_empty(), "{found:?} {cuts:?}");
+        // With no budget left every question is cut, from the first rule on.
+        let tables = lower::lower_program(&program).unwrap();
+        let terms = lower::terms_per_hook(&program).unwrap();
+        let bundle = evaluation_bundle(&program, tables);
+        let table = &bundle.spec.hooks[&Hook::Exec];
+        let fields = terms[&Hook::Exec]
+            .iter()
+            .flat_map(|(_, c)| c)
+            .map(|l| (l.dimension(), (l.field.clone(), None)))
+            .collect();
+        let analysis = HookAnalysis::new(Hook::Exec, table, &fields, &program, &bundle);
+        let mut out = Vec::new();
+        analysis.run(&mut 0, &mut out);
+        let (questions, first) = analysis.cut.get();
+        assert!(questions > 0 && out.is_empty());
+        assert_eq!(first, Some(0));
     }
 }
