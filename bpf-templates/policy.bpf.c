@@ -15,11 +15,14 @@
  *   connect  cgroup/connect4, cgroup/connect6        EPERM
  *   bind     cgroup/bind4, cgroup/bind6              EPERM
  *   setuid   tracepoint/syscalls/sys_enter_set{,re,res}{uid,gid}
- *                                                    SIGKILL before the ids change
- *   capset   tracepoint/syscalls/sys_enter_capset    SIGKILL before the change
+ *                                                    SIGKILL queued at entry: the call
+ *                                                    completes, the process dies before
+ *                                                    it returns to user mode
+ *   capset   tracepoint/syscalls/sys_enter_capset    likewise
  *   ptrace   tracepoint/syscalls/sys_{enter,exit}_ptrace
- *                                                    SIGKILL of the tracer on return
- *                                                    from a successful attach
+ *                                                    SIGKILL of the caller on return from
+ *                                                    a successful ATTACH/SEIZE (the tracer)
+ *                                                    or TRACEME (the tracee)
  *
  * (BPF-LSM would return -EPERM for all of these; our kernels refuse LSM and
  * fentry programs, see docs/runtime.md. `policyd probe` reports the choice.)
@@ -107,6 +110,7 @@ struct scratch {
 	u32 len[NFIELDS];        /* string lengths (regions of strbuf) */
 	u64 present;             /* 1 << FIELD_*: the event supplies the field */
 	u64 incomplete;          /* 1 << FIELD_*: path walk did not reach the root */
+	u64 truncated;           /* 1 << FIELD_*: the string's tail was cut (too long) */
 	u64 caps;                /* user.caps */
 	u64 new_caps;            /* cred.new_caps */
 	u8 ip[16];               /* net.daddr or net.saddr */
@@ -423,6 +427,8 @@ static __always_inline void file_field(struct scratch *s, u32 field, u32 region,
 	s->present |= 1ull << field;
 	if (incomplete)
 		s->incomplete |= 1ull << field;
+	if (too_long)
+		s->truncated |= 1ull << field;
 	if (incomplete || too_long) {
 		s->flags |= trunc_flag;
 		stat_inc(trunc_stat);
@@ -484,6 +490,7 @@ static __always_inline u32 read_argv(struct scratch *s, struct task_struct *task
 	u64 alen = arg_end > arg_start ? arg_end - arg_start : 0;
 	if (alen > ARGS_BUF_LEN) {
 		alen = ARGS_BUF_LEN;
+		s->truncated |= 1ull << FIELD_PROCESS_ARGS;
 		s->flags |= EV_ARGS_TRUNCATED;
 		stat_inc(STAT_ARGS_TRUNCATED);
 	}
@@ -706,7 +713,10 @@ static __always_inline void classify_str(struct scratch *s, struct dim_config *d
 	and_mask(s, pid, words);
 	if (d->tables & TABLE_SUFFIX) {
 		u32 sid = d->suffix_dflt;
-		void *t = bpf_map_lookup_elem(&str_suffix, &s->slot);
+		/* A cut string's real end is unknown: no suffix is known to match
+		 * (flagged and counted where it was cut). */
+		void *t = (s->truncated & (1ull << field)) ? NULL :
+							      bpf_map_lookup_elem(&str_suffix, &s->slot);
 		if (t) {
 			__builtin_memset(&s->lkey, 0, sizeof(s->lkey));
 			s->lkey.prefixlen = 8 + 8 * llen;
@@ -987,6 +997,7 @@ static __always_inline struct hook_config *begin(struct scratch **sp, u32 hook)
 	s->hook = hook;
 	s->present = 0;
 	s->incomplete = 0;
+	s->truncated = 0;
 	s->flags = 0;
 	/* Hook-specific values of an earlier event on this CPU must not leak. */
 	s->new_caps = 0;

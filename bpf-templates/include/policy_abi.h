@@ -274,7 +274,8 @@ enum policy_stat {
 	STAT_KILLS,                 /* SIGKILL sent */
 	STAT_KILL_FAILED,
 	STAT_OTHER_PATH_TRUNCATED,  /* cwd, parent, file or target path truncated */
-	STAT_NO_CONFIG,             /* active slot, config or an inner table missing (never expected) */
+	STAT_NO_CONFIG,             /* active slot or hook config missing (never expected; a missing
+				     * inner table falls back to the dimension's default) */
 	STAT_SCRATCH_MISSING,       /* per-CPU scratch missing (never expected) */
 	STAT_REFUSED,               /* operations refused with EPERM */
 	STAT_MASK_MISSING,          /* a mask id with no mask (never expected): decided on no terms */

@@ -337,6 +337,13 @@ fn analyze_with(
                 });
             }
         }
+        for e in lower::kernel_limits(&policies) {
+            ok = false;
+            diagnostics.push(Located {
+                file: Some(e.file()),
+                diagnostic: e.into(),
+            });
+        }
     }
     diagnostics.sort_by_key(|d| (d.file, label_offset(&d.diagnostic)));
     (ok.then_some(policies), diagnostics)

@@ -28,3 +28,12 @@ pub const PATH_BUF_LEN: usize = 4096;
 /// Most bytes of `argv` copied into an event; longer argument lists are
 /// truncated, flagged in the event and counted.
 pub const ARGS_BUF_LEN: usize = 1024;
+
+/// Most dimensions (distinct fields, label keys counting as one `k8s`
+/// dimension with the other `k8s.*` fields, and field relations) one hook's
+/// rules may test: the kernel's per-hook configuration holds this many.
+pub const MAX_DIMS_PER_HOOK: usize = 32;
+
+/// Most distinct capability sets tested with `has` on one field of a hook:
+/// the kernel checks each per event.
+pub const MAX_CAPS_SETS: usize = 64;

@@ -81,6 +81,26 @@ pub type Conjunction = Vec<Literal>;
 /// Why lowering failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
 pub enum LowerError {
+    /// A hook's rules test more dimensions, or one field more capability
+    /// sets, than the kernel's configuration holds.
+    #[error("hook `{hook}` tests more than {max} {what}, the most the kernel holds")]
+    #[diagnostic(
+        code(policyc::kernel_limit),
+        help("test fewer distinct fields, field relations or capability sets on this hook (several bundles on one node add up, so splitting does not help)")
+    )]
+    KernelLimit {
+        /// The hook.
+        hook: &'static str,
+        /// `dimensions` or `capability sets of `user.caps``.
+        what: String,
+        /// The limit ([`crate::limits::MAX_DIMS_PER_HOOK`] or [`crate::limits::MAX_CAPS_SETS`]).
+        max: usize,
+        /// File index of the rule that crossed the limit.
+        file: usize,
+        /// Span of that rule's name.
+        #[label("this rule crosses the limit")]
+        span: miette::SourceSpan,
+    },
     /// A hook's rules need more terms than the kernel mask holds.
     #[error("hook `{hook}` needs more than {max} terms, the most the kernel holds")]
     #[diagnostic(
@@ -138,6 +158,7 @@ impl LowerError {
     pub fn file(&self) -> usize {
         match self {
             LowerError::TooManyTerms { file, .. }
+            | LowerError::KernelLimit { file, .. }
             | LowerError::Unsupported { file, .. }
             | LowerError::UnsupportedGlob { file, .. } => *file,
         }
@@ -186,6 +207,79 @@ pub fn runtime_unsupported(file: usize, policy: &Policy) -> Vec<LowerError> {
         };
         if let Some(what) = what {
             out.push(at(what, &scope.span));
+        }
+    }
+    out
+}
+
+/// The kernel's per-hook limits on what rules test (see
+/// [`crate::limits::MAX_DIMS_PER_HOOK`], [`crate::limits::MAX_CAPS_SETS`]):
+/// one error per hook and limit, at the rule (or scope) that crosses it, in
+/// file order. All `k8s.*` fields count as one dimension (the node resolves
+/// them together by cgroup).
+pub fn kernel_limits(policies: &[Policy]) -> Vec<LowerError> {
+    use crate::limits::{MAX_CAPS_SETS, MAX_DIMS_PER_HOOK};
+    fn walk(
+        cond: &Cond,
+        dims: &mut BTreeSet<String>,
+        caps: &mut BTreeMap<String, BTreeSet<BTreeSet<String>>>,
+    ) {
+        match cond {
+            Cond::True | Cond::False => {}
+            Cond::And(cs) | Cond::Or(cs) => cs.iter().for_each(|c| walk(c, dims, caps)),
+            Cond::Not(c) => walk(c, dims, caps),
+            Cond::Test(Test { field, pred }) => {
+                let name = match pred {
+                    Pred::Relation(op, other) => relation_name(field, *op, other),
+                    _ if field.field.as_str().starts_with("k8s.") => "k8s".to_string(),
+                    _ => field.to_string(),
+                };
+                dims.insert(name);
+                if let Pred::Has(set) = pred {
+                    caps.entry(field.to_string())
+                        .or_default()
+                        .insert(set.clone());
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (hook, _) in Hook::ALL {
+        let mut dims = BTreeSet::new();
+        let mut caps: BTreeMap<String, BTreeSet<BTreeSet<String>>> = BTreeMap::new();
+        let (mut dims_done, mut caps_done) = (false, false);
+        let decls = policies.iter().enumerate().flat_map(|(i, p)| {
+            p.rules
+                .iter()
+                .filter(move |r| r.hook == hook)
+                .map(move |r| (i, &r.condition, &r.name_span))
+                .chain(
+                    p.defaults
+                        .iter()
+                        .filter(move |s| s.hook == hook)
+                        .map(move |s| (i, &s.condition, &s.span)),
+                )
+        });
+        for (file, cond, span) in decls {
+            let cond = rewrite_globs(cond).unwrap_or_else(|_| cond.clone());
+            walk(&cond, &mut dims, &mut caps);
+            let at = |what: String, max: usize| LowerError::KernelLimit {
+                hook: hook.as_str(),
+                what,
+                max,
+                file,
+                span: span_of(span),
+            };
+            if !dims_done && dims.len() > MAX_DIMS_PER_HOOK {
+                dims_done = true;
+                out.push(at("dimensions".into(), MAX_DIMS_PER_HOOK));
+            }
+            if !caps_done {
+                if let Some((field, _)) = caps.iter().find(|(_, s)| s.len() > MAX_CAPS_SETS) {
+                    caps_done = true;
+                    out.push(at(format!("capability sets of `{field}`"), MAX_CAPS_SETS));
+                }
+            }
         }
     }
     out

@@ -319,7 +319,7 @@ impl Field {
                 source: "value of a label of the pod whose cgroup holds the process: `k8s.label[\"app\"]`",
             },
             Field::FilePath => f("file.path", Path, &[Open], "canonical absolute path of the opened file, `file.f_path` resolved through dentries and mounts"),
-            Field::FileWrite => f("file.write", Bool, &[Open], "opened for writing: `O_WRONLY` or `O_RDWR` in the open flags (also `O_CREAT`, `O_TRUNC`)"),
+            Field::FileWrite => f("file.write", Bool, &[Open], "opened for writing (`O_WRONLY`, `O_RDWR`) or created by this open (`O_CREAT` of a file that did not exist): `file.f_mode & (FMODE_WRITE | FMODE_CREATED)`"),
             Field::NetDaddr => f("net.daddr", Ip, &[Connect], "destination address, `sockaddr_in.sin_addr` / `sockaddr_in6.sin6_addr` of `connect`"),
             Field::NetDport => f("net.dport", Port, &[Connect], "destination port of `connect`"),
             Field::NetSaddr => f("net.saddr", Ip, &[Bind], "address being bound, from the `bind` sockaddr"),

@@ -64,6 +64,14 @@ pub mod map_names {
         EVENTS,
         STATS,
     ];
+    /// Pins of the exec-only policyd (before the generic engine), removed
+    /// as stale pins when a crashed old instance left them.
+    pub const LEGACY_PINNED: [&str; 4] = [
+        "exec_path_exact",
+        "exec_path_prefix",
+        "exec_config",
+        "exec_active",
+    ];
     /// Per-CPU scratch space of the programs (not for user space).
     pub const SCRATCH: [&str; 3] = ["scratch", "strbuf", "ptrace_calls"];
 }

@@ -29,6 +29,9 @@ pub struct KernelValues {
     pub strings: BTreeMap<u32, Vec<u8>>,
     /// Path fields whose walk did not reach the root.
     pub incomplete: BTreeSet<u32>,
+    /// String fields whose tail was cut (longer than the kernel buffer):
+    /// their suffix side is the suffix default.
+    pub truncated: BTreeSet<u32>,
     /// Numeric fields (ids, ports, enum indices, bools), by field id.
     pub nums: BTreeMap<u32, u64>,
     /// `net.daddr` (connect) or `net.saddr` (bind), when supplied.
@@ -147,7 +150,7 @@ impl Run<'_> {
         self.and(id);
     }
 
-    fn string(&mut self, d: &DimConfig, s: &[u8], incomplete: bool) {
+    fn string(&mut self, d: &DimConfig, s: &[u8], incomplete: bool, truncated: bool) {
         if incomplete {
             self.and(d.dflt);
             if d.tables & table_bits::SUFFIX != 0 {
@@ -200,11 +203,15 @@ impl Run<'_> {
         self.and(prefix.unwrap_or(d.dflt));
         if d.tables & table_bits::SUFFIX != 0 {
             let reversed: Vec<u8> = s.iter().rev().take(llen).copied().collect();
-            let suffix = lpm(
-                &as_arrays(&self.t.str_suffix),
-                &lpm_key(&reversed),
-                8 + 8 * llen as u32,
-            );
+            let suffix = if truncated {
+                None
+            } else {
+                lpm(
+                    &as_arrays(&self.t.str_suffix),
+                    &lpm_key(&reversed),
+                    8 + 8 * llen as u32,
+                )
+            };
             self.and(suffix.unwrap_or(d.suffix_dflt));
         }
     }
@@ -230,7 +237,12 @@ pub fn classify(t: &KernelTables, hook: Hook, values: &KernelValues) -> Option<M
         match d.kind {
             dim_kind::STR => {
                 let s = values.strings.get(&d.field).cloned().unwrap_or_default();
-                run.string(d, &s, values.incomplete.contains(&d.field));
+                run.string(
+                    d,
+                    &s,
+                    values.incomplete.contains(&d.field),
+                    values.truncated.contains(&d.field),
+                );
             }
             dim_kind::NUM => run.num(d, values.nums.get(&d.field).copied().unwrap_or(0)),
             dim_kind::RELATION => {

@@ -115,7 +115,7 @@ pub enum LoadError {
     #[error("cannot load the policy BPF object")]
     #[diagnostic(
         code(policyd::bpf_load),
-        help("policyd needs a kernel with BTF, BPF ring buffers and bpf_loop (5.17 or later)")
+        help("policyd needs a kernel with BTF, bpf_loop and ring-buffer dynptrs (5.19 or later)")
     )]
     Object(#[source] EbpfError),
     /// A map the object declares is missing or has another type.

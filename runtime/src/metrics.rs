@@ -267,7 +267,7 @@ impl Metrics {
         let kernel_runs = Family::<HookLabels, Counter>::default();
         r.register(
             "policyd_bpf_runs",
-            "Runs of each hook's programs that found rules to decide (from the stats map, summed over CPUs; `open` counts successful opens)",
+            "Runs of each hook's programs (from the stats map, summed over CPUs; counted before the program looks for rules; `open` counts successful opens only)",
             kernel_runs.clone(),
         );
         let decode_errors = Counter::default();

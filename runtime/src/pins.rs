@@ -446,15 +446,17 @@ pub fn not_bpffs_reason(dir: &Path, anc: &Path, mounts: &[Mount]) -> String {
     format!("{what}; maps are not pinned ({hint})")
 }
 
-/// Remove the pins (names of [`map_names::PINNED`]) found in `dir`. Call
-/// with the [`PinLock`] held: they were left by an instance that died.
-/// Returns the names removed.
+/// Remove the pins (names of [`map_names::PINNED`], and of
+/// [`map_names::LEGACY_PINNED`], those of the exec-only policyd before the
+/// generic engine) found in `dir`. Call with the [`PinLock`] held: they were
+/// left by an instance that died. Returns the names removed.
 ///
 /// # Errors
 /// [`PinError::Stale`] when one exists and cannot be removed.
 pub fn remove_stale_pins(dir: &Path) -> Result<Vec<&'static str>, PinError> {
     let mut removed = Vec::new();
-    for name in map_names::PINNED {
+    for name in map_names::PINNED.iter().chain(&map_names::LEGACY_PINNED) {
+        let name: &'static str = name;
         let path = dir.join(name);
         match fs::remove_file(&path) {
             Ok(()) => removed.push(name),

@@ -131,6 +131,17 @@ pub enum TablesError {
         /// [`MAX_DIMS`] (for strings: 256 over all hooks).
         max: usize,
     },
+    /// The bundle has rules for a hook this policyd has no kernel program
+    /// for (`module_load`): they would never be decided.
+    #[error("this policyd has no kernel program for hook `{hook}`: its rules would never apply")]
+    #[diagnostic(
+        code(policyd::no_program),
+        help("`policyc compile` refuses such rules; the bundle was built another way, or by a newer policyc")
+    )]
+    NoProgram {
+        /// The hook.
+        hook: &'static str,
+    },
     /// A hook has more terms than the kernel masks hold.
     #[error("hook `{hook}` has {count} terms, the kernel holds at most {max}")]
     #[diagnostic(code(policyd::too_many_terms))]
@@ -598,6 +609,11 @@ impl KernelTables {
             if total == 0 {
                 continue;
             }
+            if crate::loader::hook_programs(hook).is_empty() {
+                return Err(TablesError::NoProgram {
+                    hook: hook.as_str(),
+                });
+            }
             let mut cfg = HookConfig {
                 has_terms: 1,
                 words: total.div_ceil(64),
@@ -707,5 +723,62 @@ pub fn ip_key_addr(a: IpAddr) -> (u8, [u8; 16]) {
             (4, out)
         }
         IpAddr::V6(v) => (6, v.octets()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn evaluation_bundle(text: &str) -> policy_compiler::bundle::PolicyBundle {
+        let sources = [policy_compiler::SourceFile {
+            name: "p.policy".into(),
+            text: format!("policy p {{}}\n{text}\n"),
+        }];
+        policy_compiler::compile::compile_for_evaluation(&sources, "p")
+            .unwrap()
+            .0
+            .bundle
+    }
+
+    #[test]
+    fn a_hook_without_a_program_is_refused_not_ignored() {
+        let b = evaluation_bundle("rule m on module_load { when module.name == \"x\" deny }");
+        let err = KernelTables::from_bundle(&b).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TablesError::NoProgram {
+                    hook: "module_load"
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn equal_masks_are_stored_once_and_entries_point_at_them() {
+        let b = evaluation_bundle(
+            "rule a on exec { when process.binary in { \"/a\", \"/b\" } audit }\n\
+             rule c on connect { when net.dport in 1..1023 deny }",
+        );
+        let t = KernelTables::from_bundle(&b).unwrap();
+        // "/a" and "/b" have the same set: one mask for both entries.
+        assert_eq!(t.str_exact.len(), 2);
+        assert_eq!(t.str_exact[0].1, t.str_exact[1].1);
+        let distinct: std::collections::BTreeSet<&Mask> = t.masks.iter().collect();
+        assert_eq!(distinct.len(), t.masks.len(), "every mask once");
+        // 1..1023 is 10 LPM prefixes of a 64-bit value, all with one mask.
+        assert_eq!(t.num_lpm.len(), 10);
+        assert!(t.num_lpm.iter().all(|e| e.2 == t.num_lpm[0].2));
+        let exec = &t.hooks[&Hook::Exec];
+        assert_eq!((exec.has_terms, exec.words, exec.ndims), (1, 1, 1));
+        assert_eq!(
+            exec.fields,
+            1 << crate::abi::field_index(Field::ProcessBinary)
+        );
+        assert_eq!(t.masks[exec.audit as usize][0], 1);
+        let connect = &t.hooks[&Hook::Connect];
+        assert_eq!(t.masks[connect.deny as usize][0], 1);
     }
 }
