@@ -14,12 +14,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use foldhash::{HashMap as FastMap, HashMapExt as _, HashSet as FastSet, HashSetExt as _};
+
 use ipnet::IpNet;
 
 use crate::analysis::{constant, Constant};
 use crate::ast::{
     self, AttrValue, CompareOp, ExpectKind, Expr, ExprKind, FieldRef, Item, Literal, LiteralKind,
-    Operand, SetLiteral, Span, StringLit, TestValue,
+    Operand, SetLiteral, Span, TestValue,
 };
 use crate::checked::{
     glob_tokens, Cond, DefaultScope, Event, Expect, FieldKey, Member, Policy, Pred, Rate, RelOp,
@@ -78,12 +80,25 @@ pub fn check_files(files: &[ast::File]) -> Checked {
 }
 
 /// Declarations of one file, by name.
+///
+/// The maps borrow names from the tree and hash them with foldhash: a large
+/// file looks a name up for every reference, and ordered maps of `String`s
+/// spent that time in `memcmp` and SipHash. Where an order is shown to the
+/// author (suggestion lists) the names are sorted at that point, on the error
+/// path only.
 #[derive(Default)]
 struct Scope<'a> {
     policy: Option<&'a ast::PolicyDecl>,
-    sets: BTreeMap<&'a str, &'a ast::SetDecl>,
-    lets: BTreeMap<&'a str, &'a ast::LetDecl>,
-    rules: BTreeMap<&'a str, &'a ast::RuleDecl>,
+    sets: FastMap<&'a str, &'a ast::SetDecl>,
+    lets: FastMap<&'a str, &'a ast::LetDecl>,
+    rules: FastMap<&'a str, &'a ast::RuleDecl>,
+}
+
+/// The keys of a name map in sorted order, for messages.
+fn sorted_names<'a, T>(map: &FastMap<&'a str, T>) -> Vec<&'a str> {
+    let mut names: Vec<&'a str> = map.keys().copied().collect();
+    names.sort_unstable();
+    names
 }
 
 /// A resolved declaration: the file it is in and the declaration.
@@ -97,17 +112,21 @@ struct Checker<'a> {
     files: &'a [ast::File],
     scopes: Vec<Scope<'a>>,
     /// Policy name → file index (first declaration wins).
-    by_policy: HashMap<&'a str, usize>,
+    by_policy: FastMap<&'a str, usize>,
     errors: Vec<(usize, Error)>,
+    /// How many of `errors` are errors (not warnings): a rule compares it
+    /// before and after its checks, which must not rescan every diagnostic.
+    error_total: usize,
     /// File whose text the current spans point into.
     file: usize,
-    used: BTreeSet<(usize, String)>,
+    /// Sets and lets used somewhere, as (file, name borrowed from the tree).
+    used: FastSet<(usize, &'a str)>,
     /// `let`s being expanded, for cycle detection.
-    let_stack: Vec<(usize, String)>,
+    let_stack: Vec<(usize, &'a str)>,
     /// Counters incremented by some rule, for `expect count`.
-    counters: BTreeSet<String>,
+    counters: FastSet<&'a str>,
     /// Cycles already reported, as sorted sets of `let`s.
-    cycles: BTreeSet<Vec<(usize, String)>>,
+    cycles: BTreeSet<Vec<(usize, &'a str)>>,
 }
 
 impl<'a> Checker<'a> {
@@ -115,12 +134,13 @@ impl<'a> Checker<'a> {
         let mut cx = Checker {
             files,
             scopes: Vec::new(),
-            by_policy: HashMap::new(),
+            by_policy: FastMap::new(),
             errors: Vec::new(),
+            error_total: 0,
             file: 0,
-            used: BTreeSet::new(),
+            used: FastSet::new(),
             let_stack: Vec::new(),
-            counters: BTreeSet::new(),
+            counters: FastSet::new(),
             cycles: BTreeSet::new(),
         };
         for (i, f) in files.iter().enumerate() {
@@ -134,7 +154,8 @@ impl<'a> Checker<'a> {
         for f in files {
             for item in &f.items {
                 if let Item::Rule(r) = item {
-                    cx.counters.extend(r.counts.iter().map(|c| c.value.clone()));
+                    cx.counters
+                        .extend(r.counts.iter().map(|c| c.value.as_str()));
                 }
             }
         }
@@ -142,17 +163,21 @@ impl<'a> Checker<'a> {
     }
 
     fn error(&mut self, e: impl Into<Error>) {
-        self.errors.push((self.file, e.into()));
+        self.error_in(self.file, e);
     }
 
     fn error_in(&mut self, file: usize, e: impl Into<Error>) {
-        self.errors.push((file, e.into()));
+        let e = e.into();
+        if !e.is_warning() {
+            self.error_total += 1;
+        }
+        self.errors.push((file, e));
     }
 
     /// Collect a file's declarations, reporting duplicates.
     fn declare(&mut self, f: &'a ast::File) -> Scope<'a> {
         let mut scope = Scope::default();
-        let mut names: HashMap<(&str, &str), &Span> = HashMap::new();
+        let mut names: FastMap<(&str, &str), &Span> = FastMap::new();
         for item in &f.items {
             let (kind, name) = match item {
                 Item::Policy(p) => {
@@ -227,7 +252,7 @@ impl<'a> Checker<'a> {
                 _ => {}
             }
         }
-        let mut rule_names = BTreeSet::new();
+        let mut rule_names = FastSet::new();
         let mut defaults = 0;
         for item in &file.items {
             self.file = i;
@@ -249,7 +274,7 @@ impl<'a> Checker<'a> {
                 _ => {}
             }
         }
-        let mut test_names: HashMap<&str, &Span> = HashMap::new();
+        let mut test_names: FastMap<&str, &Span> = FastMap::new();
         for item in &file.items {
             self.file = i;
             if let Item::Test(t) = item {
@@ -456,7 +481,7 @@ impl<'a> Checker<'a> {
     }
 
     fn error_count(&self) -> usize {
-        self.errors.iter().filter(|(_, e)| !e.is_warning()).count()
+        self.error_total
     }
 
     fn rate(&mut self, rate: &ast::RateClause) -> Option<Rate> {
@@ -594,8 +619,9 @@ impl<'a> Checker<'a> {
                 }
                 ExpectKind::NoAudit => expects.push(Expect::NoAudit),
                 ExpectKind::Count(c) => {
-                    if !self.counters.contains(&c.value) {
-                        let known: Vec<&str> = self.counters.iter().map(String::as_str).collect();
+                    if !self.counters.contains(c.value.as_str()) {
+                        let mut known: Vec<&str> = self.counters.iter().copied().collect();
+                        known.sort_unstable();
                         let help = if known.is_empty() {
                             "no rule has a `count` clause".to_string()
                         } else {
@@ -647,7 +673,7 @@ impl<'a> Checker<'a> {
             )),
             None => {
                 let names: Vec<&str> = file
-                    .map(|f| self.scopes[f].rules.keys().copied().collect())
+                    .map(|f| sorted_names(&self.scopes[f].rules))
                     .unwrap_or_default();
                 let help = did_you_mean(rule, "rules", &names);
                 self.error(UnknownRule {
@@ -677,8 +703,20 @@ impl<'a> Checker<'a> {
     fn expr(&mut self, e: &Expr, hook: Option<Hook>) -> Option<Cond> {
         match &e.kind {
             ExprKind::And(es) | ExprKind::Or(es) => {
-                let checked: Vec<Option<Cond>> = es.iter().map(|x| self.expr(x, hook)).collect();
-                let cs: Vec<Cond> = checked.into_iter().collect::<Option<_>>()?;
+                // Every operand is checked, so that all their errors are
+                // reported, even after one has failed.
+                let mut cs = Vec::with_capacity(es.len());
+                let mut all_ok = true;
+                for x in es {
+                    match self.expr(x, hook) {
+                        Some(c) if all_ok => cs.push(c),
+                        Some(_) => {}
+                        None => all_ok = false,
+                    }
+                }
+                if !all_ok {
+                    return None;
+                }
                 Some(if matches!(e.kind, ExprKind::And(_)) {
                     Cond::And(cs)
                 } else {
@@ -718,11 +756,9 @@ impl<'a> Checker<'a> {
         }
         match self.resolve(name) {
             Some(Decl::Let(file, l)) => self.expand_let(file, l, name, hook),
-            Some(Decl::Set(file, _)) => {
-                self.used.insert((
-                    file,
-                    name.name.rsplit('.').next().unwrap_or_default().to_string(),
-                ));
+            Some(Decl::Set(file, s)) => {
+                // The set resolved by its last segment, which is its name.
+                self.used.insert((file, s.name.name.as_str()));
                 self.error(NotACondition {
                     name: name.name.clone(),
                     what: "a set".into(),
@@ -732,8 +768,7 @@ impl<'a> Checker<'a> {
                 None
             }
             None => {
-                let help =
-                    self.suggest_decl(name, |s| s.lets.keys().copied().collect(), "conditions");
+                let help = self.suggest_decl(name, |s| sorted_names(&s.lets), "conditions");
                 self.error(UnknownName {
                     name: name.name.clone(),
                     span: span(&name.span),
@@ -751,8 +786,8 @@ impl<'a> Checker<'a> {
         used_at: &ast::Ident,
         hook: Option<Hook>,
     ) -> Option<Cond> {
-        let key = (file, l.name.name.clone());
-        self.used.insert(key.clone());
+        let key = (file, l.name.name.as_str());
+        self.used.insert(key);
         if let Some(pos) = self.let_stack.iter().position(|k| *k == key) {
             let mut members = self.let_stack[pos..].to_vec();
             members.sort();
@@ -760,7 +795,7 @@ impl<'a> Checker<'a> {
             if self.cycles.insert(members) {
                 let chain: Vec<String> = self.let_stack[pos..]
                     .iter()
-                    .map(|(_, n)| n.clone())
+                    .map(|(_, n)| n.to_string())
                     .chain([l.name.name.clone()])
                     .collect();
                 self.error(LetCycle {
@@ -804,7 +839,7 @@ impl<'a> Checker<'a> {
             Some((p, n)) => match self.by_policy.get(p) {
                 Some(f) => (*f, n, format!("{p}.")),
                 None => {
-                    let policies: Vec<&str> = self.by_policy.keys().copied().collect();
+                    let policies = sorted_names(&self.by_policy);
                     return did_you_mean(p, "policies", &policies);
                 }
             },
@@ -814,7 +849,7 @@ impl<'a> Checker<'a> {
         if let Some(meant) = closest(local, candidates.iter().copied()) {
             // The declaration the author probably meant is not "unused":
             // one error is enough for one typo.
-            self.used.insert((file, meant.to_string()));
+            self.used.insert((file, meant));
             return format!("did you mean `{prefix}{meant}`?");
         }
         if candidates.is_empty() {
@@ -918,25 +953,23 @@ impl<'a> Checker<'a> {
             // Still check the operand's names so their errors are not lost.
             if let Operand::Name(n) = &c.operand {
                 if !is_field_name(&n.name) && self.resolve(n).is_none() {
-                    let help = self.suggest_decl(n, |s| s.sets.keys().copied().collect(), "sets");
+                    let help = self.suggest_decl(n, |s| sorted_names(&s.sets), "sets");
                     self.error(UnknownSet {
                         name: n.name.clone(),
                         span: span(&n.span),
                         help,
                     });
-                } else if let Some(Decl::Set(f, _)) = self.resolve(n) {
-                    self.used
-                        .insert((f, n.name.rsplit('.').next().unwrap_or_default().to_string()));
+                } else if let Some(Decl::Set(f, s)) = self.resolve(n) {
+                    self.used.insert((f, s.name.name.as_str()));
                 }
             }
             return None;
         };
         let ty = key.field.ty();
-        let field_name = key.to_string();
         if !operator_applies(op, ty) {
             self.error(OperatorNotApplicable {
                 op: op.as_str(),
-                field: field_name,
+                field: key.to_string(),
                 ty: ty.describe(),
                 span: span(&op_span),
                 help: format!("operators for {}: {}", ty.describe(), operators_for(ty)),
@@ -1025,11 +1058,11 @@ impl<'a> Checker<'a> {
             }
             Operand::Name(n) => match self.resolve(n) {
                 Some(Decl::Set(f, s)) => {
-                    self.used.insert((f, s.name.name.clone()));
+                    self.used.insert((f, s.name.name.as_str()));
                     Some((f, &s.value))
                 }
                 Some(Decl::Let(f, l)) => {
-                    self.used.insert((f, l.name.name.clone()));
+                    self.used.insert((f, l.name.name.as_str()));
                     self.error(OperandType {
                         op: op.as_str(),
                         expected: "a set",
@@ -1041,7 +1074,7 @@ impl<'a> Checker<'a> {
                     return None;
                 }
                 None => {
-                    let help = self.suggest_decl(n, |s| s.sets.keys().copied().collect(), "sets");
+                    let help = self.suggest_decl(n, |s| sorted_names(&s.sets), "sets");
                     self.error(UnknownSet {
                         name: n.name.clone(),
                         span: span(&n.span),
@@ -1201,9 +1234,9 @@ impl<'a> Checker<'a> {
             });
             return None;
         };
-        let lit = StringLit {
-            value: s.clone(),
-            span: l.span.clone(),
+        let lit = TextLit {
+            value: s,
+            span: &l.span,
         };
         match op {
             CompareOp::StartsWith => {
@@ -1300,17 +1333,17 @@ impl<'a> Checker<'a> {
         };
         match (&l.kind, ty) {
             (LiteralKind::Str(s), FieldType::Path) => {
-                let lit = StringLit {
-                    value: s.clone(),
-                    span: l.span.clone(),
+                let lit = TextLit {
+                    value: s,
+                    span: &l.span,
                 };
                 self.path_literal(&lit, PathUse::Exact)
                     .then(|| Value::Str(s.clone()))
             }
             (LiteralKind::Str(s), FieldType::Str { .. }) => {
-                let lit = StringLit {
-                    value: s.clone(),
-                    span: l.span.clone(),
+                let lit = TextLit {
+                    value: s,
+                    span: &l.span,
                 };
                 self.string_len(&lit, ty, key)
                     .then(|| Value::Str(s.clone()))
@@ -1463,7 +1496,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn string_len(&mut self, lit: &StringLit, ty: FieldType, key: &FieldKey) -> bool {
+    fn string_len(&mut self, lit: &TextLit, ty: FieldType, key: &FieldKey) -> bool {
         let FieldType::Str { max } = ty else {
             return true;
         };
@@ -1476,7 +1509,7 @@ impl<'a> Checker<'a> {
                 field: key.to_string(),
                 len: lit.value.len(),
                 max,
-                span: span(&lit.span),
+                span: span(lit.span),
                 help,
             });
             return false;
@@ -1484,12 +1517,12 @@ impl<'a> Checker<'a> {
         true
     }
 
-    fn path_literal(&mut self, lit: &StringLit, usage: PathUse) -> bool {
-        let v = &lit.value;
+    fn path_literal(&mut self, lit: &TextLit, usage: PathUse) -> bool {
+        let v = lit.value;
         if !v.starts_with('/') {
             self.error(RelativePath {
-                value: v.clone(),
-                span: span(&lit.span),
+                value: v.to_string(),
+                span: span(lit.span),
                 help: "the kernel reports canonical absolute paths, so a relative path never matches; write the full path, e.g. `/usr/bin/sudo`".into(),
             });
             return false;
@@ -1498,7 +1531,7 @@ impl<'a> Checker<'a> {
             self.error(PathTooLong {
                 len: v.len(),
                 max: MAX_PATH_LITERAL_LEN,
-                span: span(&lit.span),
+                span: span(lit.span),
             });
             return false;
         }
@@ -1531,10 +1564,10 @@ impl<'a> Checker<'a> {
         };
         if let Some(problem) = problem {
             self.error(NonCanonicalPath {
-                value: v.clone(),
-                span: span(&lit.span),
+                value: v.to_string(),
+                span: span(lit.span),
                 help: match canonical(v, prefix) {
-                    Some(c) if c != *v => format!("the kernel reports canonical paths; write `{c}`"),
+                    Some(c) if c != v => format!("the kernel reports canonical paths; write `{c}`"),
                     _ => "the kernel reports canonical paths; write the path without `.`, `..` or `//`".into(),
                 },
                 problem,
@@ -1548,7 +1581,7 @@ impl<'a> Checker<'a> {
     fn unused(&mut self) {
         for (i, scope) in self.scopes.iter().enumerate() {
             for (name, s) in &scope.sets {
-                if !self.used.contains(&(i, name.to_string())) {
+                if !self.used.contains(&(i, *name)) {
                     self.errors.push((
                         i,
                         UnusedSet {
@@ -1560,7 +1593,7 @@ impl<'a> Checker<'a> {
                 }
             }
             for (name, l) in &scope.lets {
-                if !self.used.contains(&(i, name.to_string())) {
+                if !self.used.contains(&(i, *name)) {
                     self.errors.push((
                         i,
                         UnusedLet {
@@ -1573,6 +1606,13 @@ impl<'a> Checker<'a> {
             }
         }
     }
+}
+
+/// A string literal's text and span, borrowed from the tree: the checks of
+/// a literal need no copy of it.
+struct TextLit<'s> {
+    value: &'s str,
+    span: &'s Span,
 }
 
 enum AddrOrNet {
