@@ -214,7 +214,7 @@ fn dnf(cond: &Cond, positive: bool) -> Option<Vec<Vec<Lit<'_>>>> {
 
 /// A term is contradictory when, for one field, its positive tests cannot
 /// hold together or a negative test excludes every value the positives allow.
-fn term_unsatisfiable(term: &[Lit<'_>]) -> bool {
+fn term_unsatisfiable<'c>(term: &[Lit<'c>]) -> bool {
     // A term of one literal contradicts itself only in the few cases
     // `field_unsatisfiable` knows; most rules have such terms, so answer
     // without grouping (this runs for every rule of every file).
@@ -226,26 +226,35 @@ fn term_unsatisfiable(term: &[Lit<'_>]) -> bool {
         };
         return field_unsatisfiable(field, pos, neg);
     }
-    // Group by field; terms are short, so a vector beats a map.
-    let mut by_field: Vec<(&FieldKey, Vec<&Pred>, Vec<&Pred>)> = Vec::new();
-    for (lit, positive) in term {
-        let Some((field, pred)) = lit else { continue };
-        let i = match by_field.iter().position(|(f, _, _)| f == field) {
-            Some(i) => i,
-            None => {
-                by_field.push((field, Vec::new(), Vec::new()));
-                by_field.len() - 1
-            }
+    // Each field, in order of first appearance, with its positive and
+    // negative tests in term order. Terms are short: rescanning them beats
+    // grouping into a vector of vectors per term (the allocations were most
+    // of the cost), and two buffers serve every field.
+    let (mut pos, mut neg): (Vec<&'c Pred>, Vec<&'c Pred>) = (Vec::new(), Vec::new());
+    let field_of = |lit: &Lit<'c>| -> Option<&'c FieldKey> { lit.0.map(|(field, _)| field) };
+    term.iter().enumerate().any(|(i, lit)| {
+        let Some(field) = field_of(lit) else {
+            return false;
         };
-        if *positive {
-            by_field[i].1.push(pred);
-        } else {
-            by_field[i].2.push(pred);
+        if term[..i].iter().any(|l| field_of(l) == Some(field)) {
+            return false; // Checked with its first appearance.
         }
-    }
-    by_field
-        .iter()
-        .any(|(field, pos, neg)| field_unsatisfiable(field, pos, neg))
+        pos.clear();
+        neg.clear();
+        for (l, positive) in &term[i..] {
+            match l {
+                Some((f, pred)) if *f == field => {
+                    if *positive {
+                        pos.push(pred);
+                    } else {
+                        neg.push(pred);
+                    }
+                }
+                _ => {}
+            }
+        }
+        field_unsatisfiable(field, &pos, &neg)
+    })
 }
 
 fn field_unsatisfiable(field: &FieldKey, pos: &[&Pred], neg: &[&Pred]) -> bool {
@@ -281,26 +290,30 @@ fn field_unsatisfiable(field: &FieldKey, pos: &[&Pred], neg: &[&Pred]) -> bool {
     {
         return true;
     }
-    // Values a positive equality or finite set pins the field to.
-    let pinned: Option<Vec<&Value>> = pos.iter().find_map(|p| match p {
-        Pred::Eq(v) => Some(vec![v]),
-        Pred::In(set) if set.iter().all(|m| matches!(m, Member::Value(_))) => Some(
-            set.iter()
-                .filter_map(|m| match m {
-                    Member::Value(v) => Some(v),
-                    _ => None,
-                })
-                .collect(),
-        ),
-        _ => None,
+    // The first positive equality or finite set pins the field's values.
+    let pinning = pos.iter().find(|p| match p {
+        Pred::Eq(_) => true,
+        Pred::In(set) => set.iter().all(|m| matches!(m, Member::Value(_))),
+        _ => false,
     });
-    let Some(candidates) = pinned else {
+    let Some(pinning) = pinning else {
         return false;
     };
     // With one positive test and no other, the pinned values satisfy it.
     if pos.len() == 1 && neg.is_empty() {
         return false;
     }
+    let candidates: Vec<&Value> = match pinning {
+        Pred::Eq(v) => vec![v],
+        Pred::In(set) => set
+            .iter()
+            .filter_map(|m| match m {
+                Member::Value(v) => Some(v),
+                _ => None,
+            })
+            .collect(),
+        _ => unreachable!("`pinning` is an equality or a set"),
+    };
     // Symbolic names and relations cannot be decided here.
     if candidates.iter().any(|v| matches!(v, Value::Name(_))) {
         return false;
