@@ -1154,8 +1154,7 @@ impl<'a> Checker<'a> {
                     return None;
                 }
                 let saved = std::mem::replace(&mut self.file, file);
-                let members: Option<BTreeSet<Member>> =
-                    s.elements.iter().map(|e| self.member(e, ty, key)).collect();
+                let members = set_of(s.elements.iter().map(|e| self.member(e, ty, key)));
                 self.file = saved;
                 members.map(Pred::In)
             }
@@ -1644,6 +1643,18 @@ impl<'a> Checker<'a> {
             }
         }
     }
+}
+
+/// `iter.collect::<Option<BTreeSet<T>>>()` (stops at the first `None`),
+/// inserting one element at a time: `FromIterator` first gathers the
+/// elements into a vector and sorts it, an allocation and a sort too many
+/// for the few elements of a set literal.
+fn set_of<T: Ord>(iter: impl Iterator<Item = Option<T>>) -> Option<BTreeSet<T>> {
+    let mut set = BTreeSet::new();
+    for element in iter {
+        set.insert(element?);
+    }
+    Some(set)
 }
 
 /// A string literal's text and span, borrowed from the tree: the checks of
