@@ -37,12 +37,134 @@ pub fn constant(cond: &Cond) -> Constant {
 /// One literal of a term: a test or its negation (`None` for the constants).
 type Lit<'c> = (Option<(&'c FieldKey, &'c Pred)>, bool);
 
+/// Conditions of at most this many nodes have their DNF terms enumerated
+/// one at a time ([`each_term`], which recurses once per node of a term);
+/// larger ones are expanded into a vector ([`dnf`], which recurses once per
+/// level of nesting).
+const ENUMERATE_NODES: usize = 256;
+
 /// Whether `cond` (or its negation when `positive` is false) has no model.
 fn unsatisfiable(cond: &Cond, positive: bool) -> bool {
-    match dnf(cond, positive) {
-        Some(terms) => terms.iter().all(|t| term_unsatisfiable(t)),
-        None => false,
+    let Some(shape) = dnf_shape(cond, positive) else {
+        // Too many terms: the analysis gives up (as `dnf` would).
+        return false;
+    };
+    if shape.nodes > ENUMERATE_NODES {
+        return match dnf(cond, positive) {
+            Some(terms) => terms.iter().all(|t| term_unsatisfiable(t)),
+            None => false,
+        };
     }
+    // The same terms as `dnf`, in the same order with their literals in the
+    // same order, without building them all: the first satisfiable term
+    // answers. Every rule of every file goes through here twice, and the
+    // vectors of `dnf` were most of the analysis' cost.
+    let mut pending = vec![(cond, positive)];
+    let mut lits = Vec::new();
+    each_term(&mut pending, &mut lits, &mut |term| {
+        term_unsatisfiable(term)
+    })
+}
+
+/// How large `dnf(cond, positive)` is: its number of terms, and the number
+/// of condition nodes walked. `None` exactly when `dnf` gives up (the same
+/// checks against [`LIMIT`] at the same steps).
+struct Shape {
+    terms: usize,
+    nodes: usize,
+}
+
+fn dnf_shape(cond: &Cond, positive: bool) -> Option<Shape> {
+    Some(match (cond, positive) {
+        (Cond::True, true) | (Cond::False, false) => Shape { terms: 1, nodes: 1 },
+        (Cond::True, false) | (Cond::False, true) => Shape { terms: 0, nodes: 1 },
+        (Cond::Test(_), _) => Shape { terms: 1, nodes: 1 },
+        (Cond::Not(c), p) => {
+            let inner = dnf_shape(c, !p)?;
+            Shape {
+                terms: inner.terms,
+                nodes: inner.nodes + 1,
+            }
+        }
+        (Cond::Or(cs), true) | (Cond::And(cs), false) => {
+            let mut shape = Shape { terms: 0, nodes: 1 };
+            for c in cs {
+                let part = dnf_shape(c, positive)?;
+                shape.terms += part.terms;
+                shape.nodes += part.nodes;
+                if shape.terms > LIMIT {
+                    return None;
+                }
+            }
+            shape
+        }
+        (Cond::And(cs), true) | (Cond::Or(cs), false) => {
+            let mut shape = Shape { terms: 1, nodes: 1 };
+            for c in cs {
+                let part = dnf_shape(c, positive)?;
+                if shape.terms.saturating_mul(part.terms) > LIMIT {
+                    return None;
+                }
+                shape.terms *= part.terms;
+                shape.nodes += part.nodes;
+            }
+            shape
+        }
+    })
+}
+
+/// Calls `f` on each term of the DNF of the conjunction of `pending` (a
+/// stack: the last entry comes first), with `lits` before it, in `dnf`'s
+/// order, until `f` returns false; returns false when it did. `pending` and
+/// `lits` are left as they were.
+fn each_term<'c>(
+    pending: &mut Vec<(&'c Cond, bool)>,
+    lits: &mut Vec<Lit<'c>>,
+    f: &mut impl FnMut(&[Lit<'c>]) -> bool,
+) -> bool {
+    let Some((cond, positive)) = pending.pop() else {
+        return f(lits);
+    };
+    let go_on = match (cond, positive) {
+        (Cond::True, true) | (Cond::False, false) => each_term(pending, lits, f),
+        // No term.
+        (Cond::True, false) | (Cond::False, true) => true,
+        (Cond::Test(t), p) => {
+            lits.push((Some((&t.field, &t.pred)), p));
+            let go_on = each_term(pending, lits, f);
+            lits.pop();
+            go_on
+        }
+        (Cond::Not(c), p) => {
+            pending.push((c, !p));
+            let go_on = each_term(pending, lits, f);
+            pending.pop();
+            go_on
+        }
+        (Cond::Or(cs), true) | (Cond::And(cs), false) => {
+            let mut go_on = true;
+            for c in cs {
+                pending.push((c, positive));
+                go_on = each_term(pending, lits, f);
+                pending.pop();
+                if !go_on {
+                    break;
+                }
+            }
+            go_on
+        }
+        (Cond::And(cs), true) | (Cond::Or(cs), false) => {
+            let depth = pending.len();
+            // Reversed: the first operand is popped first, so its literals
+            // come first, as in `dnf`'s products.
+            pending.extend(cs.iter().rev().map(|c| (c, positive)));
+            let go_on = each_term(pending, lits, f);
+            pending.truncate(depth);
+            go_on
+        }
+    };
+    pending.push((cond, positive));
+    go_on
 }
 
 fn dnf(cond: &Cond, positive: bool) -> Option<Vec<Vec<Lit<'_>>>> {
@@ -64,9 +186,18 @@ fn dnf(cond: &Cond, positive: bool) -> Option<Vec<Vec<Lit<'_>>>> {
         (Cond::And(cs), true) | (Cond::Or(cs), false) => {
             let mut out: Vec<Vec<Lit>> = vec![vec![]];
             for c in cs {
-                let rhs = dnf(c, positive)?;
+                let mut rhs = dnf(c, positive)?;
                 if out.len().saturating_mul(rhs.len()) > LIMIT {
                     return None;
+                }
+                // One term on the right (a test, or a conjunction of tests:
+                // most operands of a rule's `and`) extends every term in
+                // place instead of rebuilding the product.
+                if let [single] = rhs.as_mut_slice() {
+                    for term in &mut out {
+                        term.extend_from_slice(single);
+                    }
+                    continue;
                 }
                 out = out
                     .iter()
@@ -83,7 +214,7 @@ fn dnf(cond: &Cond, positive: bool) -> Option<Vec<Vec<Lit<'_>>>> {
 
 /// A term is contradictory when, for one field, its positive tests cannot
 /// hold together or a negative test excludes every value the positives allow.
-fn term_unsatisfiable(term: &[Lit<'_>]) -> bool {
+fn term_unsatisfiable<'c>(term: &[Lit<'c>]) -> bool {
     // A term of one literal contradicts itself only in the few cases
     // `field_unsatisfiable` knows; most rules have such terms, so answer
     // without grouping (this runs for every rule of every file).
@@ -95,26 +226,35 @@ fn term_unsatisfiable(term: &[Lit<'_>]) -> bool {
         };
         return field_unsatisfiable(field, pos, neg);
     }
-    // Group by field; terms are short, so a vector beats a map.
-    let mut by_field: Vec<(&FieldKey, Vec<&Pred>, Vec<&Pred>)> = Vec::new();
-    for (lit, positive) in term {
-        let Some((field, pred)) = lit else { continue };
-        let i = match by_field.iter().position(|(f, _, _)| f == field) {
-            Some(i) => i,
-            None => {
-                by_field.push((field, Vec::new(), Vec::new()));
-                by_field.len() - 1
-            }
+    // Each field, in order of first appearance, with its positive and
+    // negative tests in term order. Terms are short: rescanning them beats
+    // grouping into a vector of vectors per term (the allocations were most
+    // of the cost), and two buffers serve every field.
+    let (mut pos, mut neg): (Vec<&'c Pred>, Vec<&'c Pred>) = (Vec::new(), Vec::new());
+    let field_of = |lit: &Lit<'c>| -> Option<&'c FieldKey> { lit.0.map(|(field, _)| field) };
+    term.iter().enumerate().any(|(i, lit)| {
+        let Some(field) = field_of(lit) else {
+            return false;
         };
-        if *positive {
-            by_field[i].1.push(pred);
-        } else {
-            by_field[i].2.push(pred);
+        if term[..i].iter().any(|l| field_of(l) == Some(field)) {
+            return false; // Checked with its first appearance.
         }
-    }
-    by_field
-        .iter()
-        .any(|(field, pos, neg)| field_unsatisfiable(field, pos, neg))
+        pos.clear();
+        neg.clear();
+        for (l, positive) in &term[i..] {
+            match l {
+                Some((f, pred)) if *f == field => {
+                    if *positive {
+                        pos.push(pred);
+                    } else {
+                        neg.push(pred);
+                    }
+                }
+                _ => {}
+            }
+        }
+        field_unsatisfiable(field, &pos, &neg)
+    })
 }
 
 fn field_unsatisfiable(field: &FieldKey, pos: &[&Pred], neg: &[&Pred]) -> bool {
@@ -150,26 +290,30 @@ fn field_unsatisfiable(field: &FieldKey, pos: &[&Pred], neg: &[&Pred]) -> bool {
     {
         return true;
     }
-    // Values a positive equality or finite set pins the field to.
-    let pinned: Option<Vec<&Value>> = pos.iter().find_map(|p| match p {
-        Pred::Eq(v) => Some(vec![v]),
-        Pred::In(set) if set.iter().all(|m| matches!(m, Member::Value(_))) => Some(
-            set.iter()
-                .filter_map(|m| match m {
-                    Member::Value(v) => Some(v),
-                    _ => None,
-                })
-                .collect(),
-        ),
-        _ => None,
+    // The first positive equality or finite set pins the field's values.
+    let pinning = pos.iter().find(|p| match p {
+        Pred::Eq(_) => true,
+        Pred::In(set) => set.iter().all(|m| matches!(m, Member::Value(_))),
+        _ => false,
     });
-    let Some(candidates) = pinned else {
+    let Some(pinning) = pinning else {
         return false;
     };
     // With one positive test and no other, the pinned values satisfy it.
     if pos.len() == 1 && neg.is_empty() {
         return false;
     }
+    let candidates: Vec<&Value> = match pinning {
+        Pred::Eq(v) => vec![v],
+        Pred::In(set) => set
+            .iter()
+            .filter_map(|m| match m {
+                Member::Value(v) => Some(v),
+                _ => None,
+            })
+            .collect(),
+        _ => unreachable!("`pinning` is an equality or a set"),
+    };
     // Symbolic names and relations cannot be decided here.
     if candidates.iter().any(|v| matches!(v, Value::Name(_))) {
         return false;
@@ -230,5 +374,59 @@ mod tests {
         );
         // Every path starts with `/`.
         assert_eq!(constant(&t(Pred::StartsWith("/".into()))), Constant::True);
+    }
+
+    /// A pseudo-random condition of about `budget` nodes over a few tests.
+    fn random_cond(seed: &mut u64, budget: usize) -> Cond {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let pick = (*seed >> 33) as usize;
+        if budget <= 1 {
+            return match pick % 6 {
+                0 => Cond::True,
+                1 => Cond::False,
+                n => t(Pred::StartsWith(format!("/{n}/"))),
+            };
+        }
+        match pick % 4 {
+            0 => Cond::Not(Box::new(random_cond(seed, budget - 1))),
+            kind => {
+                let n = 2 + pick / 4 % 3;
+                let cs = (0..n).map(|_| random_cond(seed, budget / n)).collect();
+                if kind == 1 {
+                    Cond::Or(cs)
+                } else {
+                    Cond::And(cs)
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn enumerated_terms_are_dnf_terms_in_order() {
+        let mut seed = 7;
+        for i in 0..2_000 {
+            let cond = random_cond(&mut seed, 1 + i % 40);
+            for positive in [true, false] {
+                let expected = dnf(&cond, positive);
+                assert_eq!(
+                    dnf_shape(&cond, positive).map(|s| s.terms),
+                    expected.as_ref().map(Vec::len),
+                    "{cond:?}"
+                );
+                let Some(expected) = expected else { continue };
+                let mut terms = Vec::new();
+                let mut pending = vec![(&cond, positive)];
+                let mut lits = Vec::new();
+                assert!(each_term(&mut pending, &mut lits, &mut |term| {
+                    terms.push(term.to_vec());
+                    true
+                }));
+                assert_eq!(terms, expected, "{cond:?}");
+                assert_eq!(pending.len(), 1);
+                assert!(lits.is_empty());
+            }
+        }
     }
 }

@@ -14,12 +14,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use foldhash::{HashMap as FastMap, HashMapExt as _, HashSet as FastSet, HashSetExt as _};
+
 use ipnet::IpNet;
 
 use crate::analysis::{constant, Constant};
 use crate::ast::{
     self, AttrValue, CompareOp, ExpectKind, Expr, ExprKind, FieldRef, Item, Literal, LiteralKind,
-    Operand, SetLiteral, Span, StringLit, TestValue,
+    Operand, SetLiteral, Span, TestValue,
 };
 use crate::checked::{
     glob_tokens, Cond, DefaultScope, Event, Expect, FieldKey, Member, Policy, Pred, Rate, RelOp,
@@ -78,12 +80,41 @@ pub fn check_files(files: &[ast::File]) -> Checked {
 }
 
 /// Declarations of one file, by name.
+///
+/// The maps borrow names from the tree and hash them with foldhash: a large
+/// file looks a name up for every reference, and ordered maps of `String`s
+/// spent that time in `memcmp` and SipHash. Where an order is shown to the
+/// author (suggestion lists) the names are sorted at that point, on the error
+/// path only.
 #[derive(Default)]
 struct Scope<'a> {
     policy: Option<&'a ast::PolicyDecl>,
-    sets: BTreeMap<&'a str, &'a ast::SetDecl>,
-    lets: BTreeMap<&'a str, &'a ast::LetDecl>,
-    rules: BTreeMap<&'a str, &'a ast::RuleDecl>,
+    sets: FastMap<&'a str, &'a ast::SetDecl>,
+    lets: FastMap<&'a str, &'a ast::LetDecl>,
+    rules: FastMap<&'a str, &'a ast::RuleDecl>,
+    /// The file's items for each checking pass, in source order.
+    passes: Passes<'a>,
+}
+
+/// A file's items split by the checking pass that reads them, collected by
+/// `declare`. On a large file each walk of the whole item vector costs a
+/// cache miss per item; the passes after `declare` walk these short vectors
+/// of references instead.
+#[derive(Default)]
+struct Passes<'a> {
+    /// `set` and `let` declarations (checked on their own, in order).
+    sets_and_lets: Vec<&'a Item>,
+    /// `rule` and `default deny` declarations.
+    rules_and_defaults: Vec<&'a Item>,
+    /// `test` blocks.
+    tests: Vec<&'a ast::TestDecl>,
+}
+
+/// The keys of a name map in sorted order, for messages.
+fn sorted_names<'a, T>(map: &FastMap<&'a str, T>) -> Vec<&'a str> {
+    let mut names: Vec<&'a str> = map.keys().copied().collect();
+    names.sort_unstable();
+    names
 }
 
 /// A resolved declaration: the file it is in and the declaration.
@@ -94,33 +125,36 @@ enum Decl<'a> {
 }
 
 struct Checker<'a> {
-    files: &'a [ast::File],
     scopes: Vec<Scope<'a>>,
     /// Policy name → file index (first declaration wins).
-    by_policy: HashMap<&'a str, usize>,
+    by_policy: FastMap<&'a str, usize>,
     errors: Vec<(usize, Error)>,
+    /// How many of `errors` are errors (not warnings): a rule compares it
+    /// before and after its checks, which must not rescan every diagnostic.
+    error_total: usize,
     /// File whose text the current spans point into.
     file: usize,
-    used: BTreeSet<(usize, String)>,
+    /// Sets and lets used somewhere, as (file, name borrowed from the tree).
+    used: FastSet<(usize, &'a str)>,
     /// `let`s being expanded, for cycle detection.
-    let_stack: Vec<(usize, String)>,
+    let_stack: Vec<(usize, &'a str)>,
     /// Counters incremented by some rule, for `expect count`.
-    counters: BTreeSet<String>,
+    counters: FastSet<&'a str>,
     /// Cycles already reported, as sorted sets of `let`s.
-    cycles: BTreeSet<Vec<(usize, String)>>,
+    cycles: BTreeSet<Vec<(usize, &'a str)>>,
 }
 
 impl<'a> Checker<'a> {
     fn new(files: &'a [ast::File]) -> Self {
         let mut cx = Checker {
-            files,
             scopes: Vec::new(),
-            by_policy: HashMap::new(),
+            by_policy: FastMap::new(),
             errors: Vec::new(),
+            error_total: 0,
             file: 0,
-            used: BTreeSet::new(),
+            used: FastSet::new(),
             let_stack: Vec::new(),
-            counters: BTreeSet::new(),
+            counters: FastSet::new(),
             cycles: BTreeSet::new(),
         };
         for (i, f) in files.iter().enumerate() {
@@ -131,49 +165,66 @@ impl<'a> Checker<'a> {
             }
             cx.scopes.push(scope);
         }
-        for f in files {
-            for item in &f.items {
-                if let Item::Rule(r) = item {
-                    cx.counters.extend(r.counts.iter().map(|c| c.value.clone()));
-                }
-            }
-        }
         cx
     }
 
     fn error(&mut self, e: impl Into<Error>) {
-        self.errors.push((self.file, e.into()));
+        self.error_in(self.file, e);
     }
 
     fn error_in(&mut self, file: usize, e: impl Into<Error>) {
-        self.errors.push((file, e.into()));
+        let e = e.into();
+        if !e.is_warning() {
+            self.error_total += 1;
+        }
+        self.errors.push((file, e));
     }
 
     /// Collect a file's declarations, reporting duplicates.
+    ///
+    /// One walk of the items sorts them into the checking passes; the name
+    /// maps are then built from those lists, sized once. The diagnostics are
+    /// the same as in one walk in source order: each namespace is still
+    /// filled in source order, and diagnostics are sorted by position.
     fn declare(&mut self, f: &'a ast::File) -> Scope<'a> {
         let mut scope = Scope::default();
-        let mut names: HashMap<(&str, &str), &Span> = HashMap::new();
+        let passes = &mut scope.passes;
         for item in &f.items {
-            let (kind, name) = match item {
-                Item::Policy(p) => {
-                    match scope.policy {
-                        None => scope.policy = Some(p),
-                        Some(first) => self.error(DuplicatePolicy {
-                            name: p.name.name.clone(),
-                            span: span(&p.name.span),
-                            first: span(&first.name.span),
-                        }),
-                    }
-                    continue;
+            match item {
+                Item::Policy(p) => match scope.policy {
+                    None => scope.policy = Some(p),
+                    Some(first) => self.error(DuplicatePolicy {
+                        name: p.name.name.clone(),
+                        span: span(&p.name.span),
+                        first: span(&first.name.span),
+                    }),
+                },
+                Item::Set(_) | Item::Let(_) => passes.sets_and_lets.push(item),
+                Item::Rule(r) => {
+                    passes.rules_and_defaults.push(item);
+                    // Every file's counters, before any `expect count` is checked.
+                    self.counters
+                        .extend(r.counts.iter().map(|c| c.value.as_str()));
                 }
+                Item::Default(_) => passes.rules_and_defaults.push(item),
+                Item::Test(t) => passes.tests.push(t),
+            }
+        }
+        // Sets and lets share one namespace: both are used by name in conditions.
+        scope.sets.reserve(scope.passes.sets_and_lets.len());
+        scope.lets.reserve(scope.passes.sets_and_lets.len());
+        for item in &scope.passes.sets_and_lets {
+            let (kind, name) = match item {
                 Item::Set(s) => ("set", &s.name),
                 Item::Let(l) => ("let", &l.name),
-                Item::Rule(r) => ("rule", &r.name),
-                Item::Default(_) | Item::Test(_) => continue,
+                _ => continue,
             };
-            // Sets and lets share one namespace: both are used by name in conditions.
-            let ns = if kind == "rule" { "rule" } else { "decl" };
-            if let Some(first) = names.get(&(ns, name.name.as_str())) {
+            let key = name.name.as_str();
+            let first = match scope.sets.get(key) {
+                Some(s) => Some(&s.name.span),
+                None => scope.lets.get(key).map(|l| &l.name.span),
+            };
+            if let Some(first) = first {
                 self.error(DuplicateName {
                     kind,
                     name: name.name.clone(),
@@ -182,26 +233,36 @@ impl<'a> Checker<'a> {
                 });
                 continue;
             }
-            names.insert((ns, name.name.as_str()), &name.span);
             match item {
                 Item::Set(s) => {
-                    scope.sets.insert(&s.name.name, s);
+                    scope.sets.insert(key, s);
                 }
                 Item::Let(l) => {
-                    scope.lets.insert(&l.name.name, l);
-                }
-                Item::Rule(r) => {
-                    scope.rules.insert(&r.name.name, r);
+                    scope.lets.insert(key, l);
                 }
                 _ => {}
             }
+        }
+        scope.rules.reserve(scope.passes.rules_and_defaults.len());
+        for item in &scope.passes.rules_and_defaults {
+            let Item::Rule(r) = item else { continue };
+            if let Some(first) = scope.rules.get(r.name.name.as_str()) {
+                self.error(DuplicateName {
+                    kind: "rule",
+                    name: r.name.name.clone(),
+                    span: span(&r.name.span),
+                    first: span(&first.name.span),
+                });
+                continue;
+            }
+            scope.rules.insert(&r.name.name, r);
         }
         scope
     }
 
     fn file(&mut self, i: usize) -> Option<Policy> {
         self.file = i;
-        let file = &self.files[i];
+        let passes = std::mem::take(&mut self.scopes[i].passes);
         let header = self.scopes[i].policy;
         let mut policy = Policy {
             name: String::new(),
@@ -216,7 +277,7 @@ impl<'a> Checker<'a> {
         if let Some(h) = header {
             self.header(h, &mut policy);
         }
-        for item in &file.items {
+        for item in passes.sets_and_lets {
             match item {
                 Item::Set(s) => self.set_decl(s),
                 Item::Let(l) => {
@@ -227,13 +288,17 @@ impl<'a> Checker<'a> {
                 _ => {}
             }
         }
-        let mut rule_names = BTreeSet::new();
         let mut defaults = 0;
-        for item in &file.items {
+        policy.rules.reserve(passes.rules_and_defaults.len());
+        for item in passes.rules_and_defaults {
             self.file = i;
             match item {
                 Item::Rule(r) => {
-                    let first = rule_names.insert(r.name.name.as_str());
+                    // The scope holds the first rule of each name.
+                    let first = self.scopes[i]
+                        .rules
+                        .get(r.name.name.as_str())
+                        .is_some_and(|f| std::ptr::eq(*f, r));
                     if let Some(rule) = self.rule(r) {
                         if first {
                             policy.rules.push(rule);
@@ -249,23 +314,21 @@ impl<'a> Checker<'a> {
                 _ => {}
             }
         }
-        let mut test_names: HashMap<&str, &Span> = HashMap::new();
-        for item in &file.items {
+        let mut test_names: FastMap<&str, &Span> = FastMap::new();
+        for t in passes.tests {
             self.file = i;
-            if let Item::Test(t) = item {
-                if let Some(first) = test_names.get(t.name.value.as_str()) {
-                    self.error(DuplicateName {
-                        kind: "test",
-                        name: t.name.value.clone(),
-                        span: span(&t.name.span),
-                        first: span(first),
-                    });
-                    continue;
-                }
-                test_names.insert(&t.name.value, &t.name.span);
-                if let Some(test) = self.test_decl(t) {
-                    policy.tests.push(test);
-                }
+            if let Some(first) = test_names.get(t.name.value.as_str()) {
+                self.error(DuplicateName {
+                    kind: "test",
+                    name: t.name.value.clone(),
+                    span: span(&t.name.span),
+                    first: span(first),
+                });
+                continue;
+            }
+            test_names.insert(&t.name.value, &t.name.span);
+            if let Some(test) = self.test_decl(t) {
+                policy.tests.push(test);
             }
         }
         match header {
@@ -456,7 +519,7 @@ impl<'a> Checker<'a> {
     }
 
     fn error_count(&self) -> usize {
-        self.errors.iter().filter(|(_, e)| !e.is_warning()).count()
+        self.error_total
     }
 
     fn rate(&mut self, rate: &ast::RateClause) -> Option<Rate> {
@@ -594,8 +657,9 @@ impl<'a> Checker<'a> {
                 }
                 ExpectKind::NoAudit => expects.push(Expect::NoAudit),
                 ExpectKind::Count(c) => {
-                    if !self.counters.contains(&c.value) {
-                        let known: Vec<&str> = self.counters.iter().map(String::as_str).collect();
+                    if !self.counters.contains(c.value.as_str()) {
+                        let mut known: Vec<&str> = self.counters.iter().copied().collect();
+                        known.sort_unstable();
                         let help = if known.is_empty() {
                             "no rule has a `count` clause".to_string()
                         } else {
@@ -647,7 +711,7 @@ impl<'a> Checker<'a> {
             )),
             None => {
                 let names: Vec<&str> = file
-                    .map(|f| self.scopes[f].rules.keys().copied().collect())
+                    .map(|f| sorted_names(&self.scopes[f].rules))
                     .unwrap_or_default();
                 let help = did_you_mean(rule, "rules", &names);
                 self.error(UnknownRule {
@@ -677,8 +741,20 @@ impl<'a> Checker<'a> {
     fn expr(&mut self, e: &Expr, hook: Option<Hook>) -> Option<Cond> {
         match &e.kind {
             ExprKind::And(es) | ExprKind::Or(es) => {
-                let checked: Vec<Option<Cond>> = es.iter().map(|x| self.expr(x, hook)).collect();
-                let cs: Vec<Cond> = checked.into_iter().collect::<Option<_>>()?;
+                // Every operand is checked, so that all their errors are
+                // reported, even after one has failed.
+                let mut cs = Vec::with_capacity(es.len());
+                let mut all_ok = true;
+                for x in es {
+                    match self.expr(x, hook) {
+                        Some(c) if all_ok => cs.push(c),
+                        Some(_) => {}
+                        None => all_ok = false,
+                    }
+                }
+                if !all_ok {
+                    return None;
+                }
                 Some(if matches!(e.kind, ExprKind::And(_)) {
                     Cond::And(cs)
                 } else {
@@ -718,11 +794,9 @@ impl<'a> Checker<'a> {
         }
         match self.resolve(name) {
             Some(Decl::Let(file, l)) => self.expand_let(file, l, name, hook),
-            Some(Decl::Set(file, _)) => {
-                self.used.insert((
-                    file,
-                    name.name.rsplit('.').next().unwrap_or_default().to_string(),
-                ));
+            Some(Decl::Set(file, s)) => {
+                // The set resolved by its last segment, which is its name.
+                self.used.insert((file, s.name.name.as_str()));
                 self.error(NotACondition {
                     name: name.name.clone(),
                     what: "a set".into(),
@@ -732,8 +806,7 @@ impl<'a> Checker<'a> {
                 None
             }
             None => {
-                let help =
-                    self.suggest_decl(name, |s| s.lets.keys().copied().collect(), "conditions");
+                let help = self.suggest_decl(name, |s| sorted_names(&s.lets), "conditions");
                 self.error(UnknownName {
                     name: name.name.clone(),
                     span: span(&name.span),
@@ -751,8 +824,8 @@ impl<'a> Checker<'a> {
         used_at: &ast::Ident,
         hook: Option<Hook>,
     ) -> Option<Cond> {
-        let key = (file, l.name.name.clone());
-        self.used.insert(key.clone());
+        let key = (file, l.name.name.as_str());
+        self.used.insert(key);
         if let Some(pos) = self.let_stack.iter().position(|k| *k == key) {
             let mut members = self.let_stack[pos..].to_vec();
             members.sort();
@@ -760,7 +833,7 @@ impl<'a> Checker<'a> {
             if self.cycles.insert(members) {
                 let chain: Vec<String> = self.let_stack[pos..]
                     .iter()
-                    .map(|(_, n)| n.clone())
+                    .map(|(_, n)| n.to_string())
                     .chain([l.name.name.clone()])
                     .collect();
                 self.error(LetCycle {
@@ -804,7 +877,7 @@ impl<'a> Checker<'a> {
             Some((p, n)) => match self.by_policy.get(p) {
                 Some(f) => (*f, n, format!("{p}.")),
                 None => {
-                    let policies: Vec<&str> = self.by_policy.keys().copied().collect();
+                    let policies = sorted_names(&self.by_policy);
                     return did_you_mean(p, "policies", &policies);
                 }
             },
@@ -814,7 +887,7 @@ impl<'a> Checker<'a> {
         if let Some(meant) = closest(local, candidates.iter().copied()) {
             // The declaration the author probably meant is not "unused":
             // one error is enough for one typo.
-            self.used.insert((file, meant.to_string()));
+            self.used.insert((file, meant));
             return format!("did you mean `{prefix}{meant}`?");
         }
         if candidates.is_empty() {
@@ -918,25 +991,23 @@ impl<'a> Checker<'a> {
             // Still check the operand's names so their errors are not lost.
             if let Operand::Name(n) = &c.operand {
                 if !is_field_name(&n.name) && self.resolve(n).is_none() {
-                    let help = self.suggest_decl(n, |s| s.sets.keys().copied().collect(), "sets");
+                    let help = self.suggest_decl(n, |s| sorted_names(&s.sets), "sets");
                     self.error(UnknownSet {
                         name: n.name.clone(),
                         span: span(&n.span),
                         help,
                     });
-                } else if let Some(Decl::Set(f, _)) = self.resolve(n) {
-                    self.used
-                        .insert((f, n.name.rsplit('.').next().unwrap_or_default().to_string()));
+                } else if let Some(Decl::Set(f, s)) = self.resolve(n) {
+                    self.used.insert((f, s.name.name.as_str()));
                 }
             }
             return None;
         };
         let ty = key.field.ty();
-        let field_name = key.to_string();
         if !operator_applies(op, ty) {
             self.error(OperatorNotApplicable {
                 op: op.as_str(),
-                field: field_name,
+                field: key.to_string(),
                 ty: ty.describe(),
                 span: span(&op_span),
                 help: format!("operators for {}: {}", ty.describe(), operators_for(ty)),
@@ -1025,11 +1096,11 @@ impl<'a> Checker<'a> {
             }
             Operand::Name(n) => match self.resolve(n) {
                 Some(Decl::Set(f, s)) => {
-                    self.used.insert((f, s.name.name.clone()));
+                    self.used.insert((f, s.name.name.as_str()));
                     Some((f, &s.value))
                 }
                 Some(Decl::Let(f, l)) => {
-                    self.used.insert((f, l.name.name.clone()));
+                    self.used.insert((f, l.name.name.as_str()));
                     self.error(OperandType {
                         op: op.as_str(),
                         expected: "a set",
@@ -1041,7 +1112,7 @@ impl<'a> Checker<'a> {
                     return None;
                 }
                 None => {
-                    let help = self.suggest_decl(n, |s| s.sets.keys().copied().collect(), "sets");
+                    let help = self.suggest_decl(n, |s| sorted_names(&s.sets), "sets");
                     self.error(UnknownSet {
                         name: n.name.clone(),
                         span: span(&n.span),
@@ -1083,8 +1154,7 @@ impl<'a> Checker<'a> {
                     return None;
                 }
                 let saved = std::mem::replace(&mut self.file, file);
-                let members: Option<BTreeSet<Member>> =
-                    s.elements.iter().map(|e| self.member(e, ty, key)).collect();
+                let members = set_of(s.elements.iter().map(|e| self.member(e, ty, key)));
                 self.file = saved;
                 members.map(Pred::In)
             }
@@ -1201,9 +1271,9 @@ impl<'a> Checker<'a> {
             });
             return None;
         };
-        let lit = StringLit {
-            value: s.clone(),
-            span: l.span.clone(),
+        let lit = TextLit {
+            value: s,
+            span: &l.span,
         };
         match op {
             CompareOp::StartsWith => {
@@ -1300,17 +1370,17 @@ impl<'a> Checker<'a> {
         };
         match (&l.kind, ty) {
             (LiteralKind::Str(s), FieldType::Path) => {
-                let lit = StringLit {
-                    value: s.clone(),
-                    span: l.span.clone(),
+                let lit = TextLit {
+                    value: s,
+                    span: &l.span,
                 };
                 self.path_literal(&lit, PathUse::Exact)
                     .then(|| Value::Str(s.clone()))
             }
             (LiteralKind::Str(s), FieldType::Str { .. }) => {
-                let lit = StringLit {
-                    value: s.clone(),
-                    span: l.span.clone(),
+                let lit = TextLit {
+                    value: s,
+                    span: &l.span,
                 };
                 self.string_len(&lit, ty, key)
                     .then(|| Value::Str(s.clone()))
@@ -1463,7 +1533,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn string_len(&mut self, lit: &StringLit, ty: FieldType, key: &FieldKey) -> bool {
+    fn string_len(&mut self, lit: &TextLit, ty: FieldType, key: &FieldKey) -> bool {
         let FieldType::Str { max } = ty else {
             return true;
         };
@@ -1476,7 +1546,7 @@ impl<'a> Checker<'a> {
                 field: key.to_string(),
                 len: lit.value.len(),
                 max,
-                span: span(&lit.span),
+                span: span(lit.span),
                 help,
             });
             return false;
@@ -1484,12 +1554,12 @@ impl<'a> Checker<'a> {
         true
     }
 
-    fn path_literal(&mut self, lit: &StringLit, usage: PathUse) -> bool {
-        let v = &lit.value;
+    fn path_literal(&mut self, lit: &TextLit, usage: PathUse) -> bool {
+        let v = lit.value;
         if !v.starts_with('/') {
             self.error(RelativePath {
-                value: v.clone(),
-                span: span(&lit.span),
+                value: v.to_string(),
+                span: span(lit.span),
                 help: "the kernel reports canonical absolute paths, so a relative path never matches; write the full path, e.g. `/usr/bin/sudo`".into(),
             });
             return false;
@@ -1498,7 +1568,7 @@ impl<'a> Checker<'a> {
             self.error(PathTooLong {
                 len: v.len(),
                 max: MAX_PATH_LITERAL_LEN,
-                span: span(&lit.span),
+                span: span(lit.span),
             });
             return false;
         }
@@ -1531,10 +1601,10 @@ impl<'a> Checker<'a> {
         };
         if let Some(problem) = problem {
             self.error(NonCanonicalPath {
-                value: v.clone(),
-                span: span(&lit.span),
+                value: v.to_string(),
+                span: span(lit.span),
                 help: match canonical(v, prefix) {
-                    Some(c) if c != *v => format!("the kernel reports canonical paths; write `{c}`"),
+                    Some(c) if c != v => format!("the kernel reports canonical paths; write `{c}`"),
                     _ => "the kernel reports canonical paths; write the path without `.`, `..` or `//`".into(),
                 },
                 problem,
@@ -1548,7 +1618,7 @@ impl<'a> Checker<'a> {
     fn unused(&mut self) {
         for (i, scope) in self.scopes.iter().enumerate() {
             for (name, s) in &scope.sets {
-                if !self.used.contains(&(i, name.to_string())) {
+                if !self.used.contains(&(i, *name)) {
                     self.errors.push((
                         i,
                         UnusedSet {
@@ -1560,7 +1630,7 @@ impl<'a> Checker<'a> {
                 }
             }
             for (name, l) in &scope.lets {
-                if !self.used.contains(&(i, name.to_string())) {
+                if !self.used.contains(&(i, *name)) {
                     self.errors.push((
                         i,
                         UnusedLet {
@@ -1573,6 +1643,25 @@ impl<'a> Checker<'a> {
             }
         }
     }
+}
+
+/// `iter.collect::<Option<BTreeSet<T>>>()` (stops at the first `None`),
+/// inserting one element at a time: `FromIterator` first gathers the
+/// elements into a vector and sorts it, an allocation and a sort too many
+/// for the few elements of a set literal.
+fn set_of<T: Ord>(iter: impl Iterator<Item = Option<T>>) -> Option<BTreeSet<T>> {
+    let mut set = BTreeSet::new();
+    for element in iter {
+        set.insert(element?);
+    }
+    Some(set)
+}
+
+/// A string literal's text and span, borrowed from the tree: the checks of
+/// a literal need no copy of it.
+struct TextLit<'s> {
+    value: &'s str,
+    span: &'s Span,
 }
 
 enum AddrOrNet {

@@ -95,7 +95,7 @@ fn is_keyword(w: &[u8]) -> bool {
 
 #[inline]
 fn ident_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
+    crate::parser::IDENT_BYTE[usize::from(b)]
 }
 
 struct P<'a> {
@@ -146,12 +146,12 @@ impl<'a> P<'a> {
     /// The run of identifier characters starting at `i` (possibly empty).
     #[inline]
     fn word(&self, i: usize) -> &'a [u8] {
-        let s = self.s;
-        let mut j = i;
-        while j < s.len() && ident_char(s[j]) {
-            j += 1;
-        }
-        &s[i.min(s.len())..j]
+        let rest = &self.s[i.min(self.s.len())..];
+        let len = rest
+            .iter()
+            .position(|&b| !ident_char(b))
+            .unwrap_or(rest.len());
+        &rest[..len]
     }
 
     /// `"kw" ~ !ident_char` at `i`.
