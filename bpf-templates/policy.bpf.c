@@ -121,6 +121,8 @@ struct scratch {
 	u32 slot;
 	u32 flags;               /* EV_* */
 	u32 mask_missing;
+	u32 busy;                /* 1 while a program run owns this CPU's scratch */
+	u32 _pad_busy;
 	struct str_key skey;
 	struct str_lpm_key lkey;
 	u8 _lkey_slack;          /* rev_step's bound: index 255 of lkey.data lands here */
@@ -993,6 +995,18 @@ static __always_inline struct hook_config *begin(struct scratch **sp, u32 hook)
 		stat_inc(STAT_SCRATCH_MISSING);
 		return NULL;
 	}
+	/*
+	 * Programs run with migration, not preemption, disabled: on a
+	 * preemptible kernel another task's run on this CPU could start while
+	 * this one is mid-way and overwrite the per-CPU scratch. The flag makes
+	 * that run step aside (allowed, counted as scratch_busy) instead of
+	 * deciding on mixed values. Every program that got a config from here
+	 * calls release() before it returns.
+	 */
+	if (__sync_val_compare_and_swap(&s->busy, 0, 1) != 0) {
+		stat_inc(STAT_SCRATCH_BUSY);
+		return NULL;
+	}
 	s->slot = slot;
 	s->hook = hook;
 	s->present = 0;
@@ -1013,6 +1027,13 @@ static __always_inline struct hook_config *begin(struct scratch **sp, u32 hook)
 	s->ev.target_pid = 0;
 	*sp = s;
 	return cfg;
+}
+
+/* Give the scratch back (see begin()). */
+static __always_inline void release(struct scratch *s)
+{
+	/* Only the owner clears it, on the CPU it runs on: a plain store. */
+	*(volatile u32 *)&s->busy = 0;
 }
 
 /* Send SIGKILL to the current task for a deny/kill verdict (tracepoint hooks). */
@@ -1172,6 +1193,7 @@ int policy_exec(struct bpf_raw_tracepoint_args *ctx)
 			s->flags |= EV_BINARY_UNLINKED;
 	}
 	finish_tp(s, cfg, task, exe);
+	release(s);
 	return 0;
 }
 
@@ -1180,10 +1202,6 @@ static __always_inline int on_open_exit(struct syscall_exit_ctx *ctx)
 {
 	s64 fd = ctx->ret;
 	if (fd < 0)
-		return 0;
-	struct scratch *s;
-	struct hook_config *cfg = begin(&s, HOOK_OPEN);
-	if (!cfg)
 		return 0;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
@@ -1194,6 +1212,10 @@ static __always_inline int on_open_exit(struct syscall_exit_ctx *ctx)
 	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
 	if (!f)
 		return 0;
+	struct scratch *s;
+	struct hook_config *cfg = begin(&s, HOOK_OPEN);
+	if (!cfg)
+		return 0;
 	struct file *exe = exe_of(task);
 	extract_process(s, task, exe, cfg->fields);
 	u32 mode = BPF_CORE_READ(f, f_mode);
@@ -1203,6 +1225,7 @@ static __always_inline int on_open_exit(struct syscall_exit_ctx *ctx)
 	file_field(s, FIELD_FILE_PATH, R_OBJECT, f, task, EV_OBJECT_TRUNCATED,
 		   STAT_OTHER_PATH_TRUNCATED);
 	finish_tp(s, cfg, task, exe);
+	release(s);
 	return 0;
 }
 
@@ -1258,6 +1281,7 @@ static __always_inline int on_sock_addr(struct bpf_sock_addr *ctx, u32 hook, boo
 	}
 	if (o.emit)
 		emit(s, cfg, task, exe, o);
+	release(s);
 	return o.verdict == VERDICT_ALLOW ? 1 : 0;
 }
 
@@ -1332,6 +1356,7 @@ static __always_inline int on_setid(struct syscall_enter_ctx *ctx, bool two_args
 			egid = a1;
 		break;
 	default:
+		release(s);
 		return 0;
 	}
 	s->num[FIELD_CRED_NEW_UID] = uid;
@@ -1342,6 +1367,7 @@ static __always_inline int on_setid(struct syscall_enter_ctx *ctx, bool two_args
 		      (1ull << FIELD_CRED_NEW_GID) | (1ull << FIELD_CRED_NEW_EGID);
 	s->ev.op = ctx->nr;
 	finish_tp(s, cfg, task, exe);
+	release(s);
 	return 0;
 }
 
@@ -1377,6 +1403,7 @@ int policy_capset(struct syscall_enter_ctx *ctx)
 	s->new_caps = ((u64)hi << 32) | lo;
 	s->present |= 1ull << FIELD_CRED_NEW_CAPS;
 	finish_tp(s, cfg, task, exe);
+	release(s);
 	return 0;
 }
 
@@ -1425,5 +1452,6 @@ int policy_ptrace(struct syscall_exit_ctx *ctx)
 	file_field(s, FIELD_TARGET_BINARY, R_OBJECT, BPF_CORE_READ(target, mm, exe_file), task,
 		   EV_OBJECT_TRUNCATED, STAT_OTHER_PATH_TRUNCATED);
 	finish_tp(s, cfg, task, exe);
+	release(s);
 	return 0;
 }

@@ -68,6 +68,9 @@ fn compile(clang: &str, src: &Path, include: &Path, out: &Path) {
             "bpf",
             "-g",
             "-O2",
+            // v3: atomic compare-and-exchange (the scratch guard) and 32-bit
+            // jumps; kernels with everything else policyd needs (5.19+) have it.
+            "-mcpu=v3",
             "-D__TARGET_ARCH_x86",
             "-Wall",
             "-Werror",

@@ -279,6 +279,7 @@ enum policy_stat {
 	STAT_SCRATCH_MISSING,       /* per-CPU scratch missing (never expected) */
 	STAT_REFUSED,               /* operations refused with EPERM */
 	STAT_MASK_MISSING,          /* a mask id with no mask (never expected): decided on no terms */
+	STAT_SCRATCH_BUSY,          /* runs that found this CPU's scratch in use (a preempted run): allowed */
 	STAT__COUNT,
 };
 

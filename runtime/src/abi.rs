@@ -428,13 +428,16 @@ pub enum Stat {
     Refused = 17,
     /// Runs that found a mask id without a mask (decided on no terms).
     MaskMissing = 18,
+    /// Runs that found this CPU's scratch space in use by a preempted run
+    /// of another program: not decided (allowed), counted.
+    ScratchBusy = 19,
 }
 
 impl Stat {
     /// Number of counters (`STAT__COUNT`), the per-hook run counters included.
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 20;
     /// Every counter but the per-hook run counters, in index order.
-    pub const ALL: [Stat; 11] = [
+    pub const ALL: [Stat; 12] = [
         Stat::Events,
         Stat::RingbufDrops,
         Stat::BinaryTruncated,
@@ -446,6 +449,7 @@ impl Stat {
         Stat::ScratchMissing,
         Stat::Refused,
         Stat::MaskMissing,
+        Stat::ScratchBusy,
     ];
 
     /// The counter's name in logs and metrics.
@@ -462,6 +466,7 @@ impl Stat {
             Stat::ScratchMissing => "scratch_missing",
             Stat::Refused => "refused",
             Stat::MaskMissing => "mask_missing",
+            Stat::ScratchBusy => "scratch_busy",
         }
     }
 }

@@ -893,7 +893,7 @@ mod tests {
             [
                 (map_names::HOOK_CONFIG, 16, 16),
                 (map_names::ACTIVE, 1, 1),
-                (map_names::STATS, 19, 19),
+                (map_names::STATS, 20, 20),
             ]
         );
         let t = KernelTables {

@@ -756,6 +756,7 @@ fn stat_help(s: Stat) -> &'static str {
         Stat::ScratchMissing => "runs that found no scratch space",
         Stat::Refused => "connects and binds refused with EPERM",
         Stat::MaskMissing => "runs that found a mask id without its mask (decided on no terms)",
+        Stat::ScratchBusy => "runs that found the CPU's scratch space in use by a preempted run: not decided (allowed)",
     }
 }
 
@@ -891,6 +892,7 @@ mod tests {
             ("policyd_bpf_scratch_missing", "counter"),
             ("policyd_bpf_refused", "counter"),
             ("policyd_bpf_mask_missing", "counter"),
+            ("policyd_bpf_scratch_busy", "counter"),
             ("policyd_decode_errors", "counter"),
             ("policyd_export_errors", "counter"),
             ("policyd_events_filtered", "counter"),
