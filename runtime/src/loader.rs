@@ -370,10 +370,14 @@ impl PolicyHooks {
                         .ok_or(LoadError::MissingProgram(name))?
                         .try_into()
                         .map_err(&err)?;
+                    // `Single`: aya attaches with a BPF link here (kernel
+                    // >= 5.7), and passes the mode as `link_create.flags`,
+                    // which the kernel requires to be 0 for cgroup links
+                    // (EINVAL otherwise); a cgroup link is always attached
+                    // as one of many (BPF_F_ALLOW_MULTI), next to others'.
                     Link::Cgroup(
                         name,
-                        p.attach(&dir, CgroupAttachMode::AllowMultiple)
-                            .map_err(&err)?,
+                        p.attach(&dir, CgroupAttachMode::Single).map_err(&err)?,
                     )
                 }
             };
