@@ -1288,7 +1288,19 @@ int policy_setuid(struct syscall_enter_ctx *ctx)
 	extract_process(s, task, exe, cfg->fields);
 	u64 uid = s->num[FIELD_USER_UID], euid = s->num[FIELD_USER_EUID];
 	u64 gid = s->num[FIELD_USER_GID], egid = s->num[FIELD_USER_EGID];
-	u32 a0 = ctx->args[0], a1 = ctx->args[1];
+	/* The same program serves every tracepoint of the family, and the
+	 * kernel refuses to attach a program to a tracepoint whose record is
+	 * shorter than the context it reads (perf_event_set_bpf_prog: EACCES
+	 * when max_ctx_offset > the record size). sys_enter_setuid and
+	 * sys_enter_setgid records hold one argument: read the second one
+	 * with a helper (not a direct ctx access) and only for the calls
+	 * that have it. */
+	u32 a0 = ctx->args[0], a1 = 0;
+	if (ctx->nr != NR_SETUID && ctx->nr != NR_SETGID) {
+		u64 v = 0;
+		bpf_probe_read_kernel(&v, sizeof(v), (void *)&ctx->args[1]);
+		a1 = v;
+	}
 	const u32 keep = 0xffffffff;
 	/* CAP_SETUID (7) / CAP_SETGID (6) in the effective set: setuid/setgid
 	 * set every id; without it only the effective one. */
