@@ -28,7 +28,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -126,13 +126,15 @@ enum Action {
         addr: &'static str,
         port: u16,
     },
-    /// `kq id syscall a0 a1 a2` (-1 keeps an id).
+    /// `kq id syscall a0 a1 a2` (-1 keeps an id), run as `uid` (and gid).
     Id {
         syscall: &'static str,
         args: [i64; 3],
+        uid: u32,
     },
-    /// `kq capset` keeping `caps`.
-    Capset { caps: Vec<usize> },
+    /// `kq capset` keeping `caps`, run as `uid` (not root: it holds no
+    /// capability, and the call fails after the hook).
+    Capset { caps: Vec<usize>, uid: u32 },
     /// `kq ptrace target`.
     Ptrace { target: String },
 }
@@ -149,16 +151,29 @@ impl Action {
         }
     }
 
-    /// The new ids of a setuid-family call by root (CAP_SETUID/CAP_SETGID
-    /// held): `(uid, euid, gid, egid)`.
-    fn new_ids(syscall: &str, a: [i64; 3]) -> [i64; 4] {
-        let mut ids = [0i64; 4];
-        let keep = |v: i64, old: i64| if v == -1 { old } else { v };
+    /// The acting uid (and gid).
+    fn uid(&self) -> u32 {
+        match self {
+            Action::Id { uid, .. } | Action::Capset { uid, .. } => *uid,
+            _ => 0,
+        }
+    }
+
+    /// The new ids `(uid, euid, gid, egid)` of a setuid-family call by
+    /// `uid` (all of its ids equal to it): root holds CAP_SETUID and
+    /// CAP_SETGID, so setuid/setgid set every id; others only the
+    /// effective one.
+    fn new_ids(syscall: &str, a: [i64; 3], uid: u32) -> [i64; 4] {
+        let old = i64::from(uid);
+        let mut ids = [old; 4];
+        let keep = |v: i64| if v == -1 { old } else { v };
         match syscall {
-            "setuid" => (ids[0], ids[1]) = (a[0], a[0]),
-            "setgid" => (ids[2], ids[3]) = (a[0], a[0]),
-            "setreuid" | "setresuid" => (ids[0], ids[1]) = (keep(a[0], 0), keep(a[1], 0)),
-            _ => (ids[2], ids[3]) = (keep(a[0], 0), keep(a[1], 0)),
+            "setuid" if uid == 0 => (ids[0], ids[1]) = (a[0], a[0]),
+            "setuid" => ids[1] = a[0],
+            "setgid" if uid == 0 => (ids[2], ids[3]) = (a[0], a[0]),
+            "setgid" => ids[3] = a[0],
+            "setreuid" | "setresuid" => (ids[0], ids[1]) = (keep(a[0]), keep(a[1])),
+            _ => (ids[2], ids[3]) = (keep(a[0]), keep(a[1])),
         }
         ids
     }
@@ -169,7 +184,8 @@ impl Action {
             "hook": self.hook().as_str(),
             "process.binary": env.kq,
             "process.name": "kq",
-            "user.uid": 0, "user.euid": 0, "user.gid": 0, "user.egid": 0,
+            "user.uid": self.uid(), "user.euid": self.uid(),
+            "user.gid": self.uid(), "user.egid": self.uid(),
         });
         let m = e.as_object_mut().unwrap();
         match self {
@@ -205,8 +221,8 @@ impl Action {
                     json!(if *v6 { "ipv6" } else { "ipv4" }),
                 );
             }
-            Action::Id { syscall, args } => {
-                let ids = Action::new_ids(syscall, *args);
+            Action::Id { syscall, args, uid } => {
+                let ids = Action::new_ids(syscall, *args, *uid);
                 for (k, v) in ["new_uid", "new_euid", "new_gid", "new_egid"]
                     .iter()
                     .zip(ids)
@@ -214,7 +230,7 @@ impl Action {
                     m.insert(format!("cred.{k}"), json!(v));
                 }
             }
-            Action::Capset { caps } => {
+            Action::Capset { caps, .. } => {
                 let names: Vec<&str> = caps.iter().map(|&i| CAPS[i].0).collect();
                 m.insert("cred.new_caps".into(), json!(names));
             }
@@ -254,11 +270,11 @@ impl Action {
                 .arg(addr)
                 .arg(port.to_string());
             }
-            Action::Id { syscall, args } => {
+            Action::Id { syscall, args, .. } => {
                 c = Command::new(&env.kq);
                 c.args(["id", *syscall]).args(args.map(|a| a.to_string()));
             }
-            Action::Capset { caps } => {
+            Action::Capset { caps, .. } => {
                 let bits = caps.iter().fold(0u64, |m, &i| m | 1 << CAPS[i].1);
                 c = Command::new(&env.kq);
                 c.arg("capset").arg(format!("{bits:x}"));
@@ -267,6 +283,9 @@ impl Action {
                 c = Command::new(&env.kq);
                 c.arg("ptrace").arg(target);
             }
+        }
+        if self.uid() != 0 {
+            c.uid(self.uid()).gid(self.uid());
         }
         c
     }
@@ -488,7 +507,8 @@ fn actions(rng: &mut Rng, env: &Env) -> Vec<Action> {
         for _ in 0..8 {
             let v6 = rng.chance(1, 3);
             let addr = if v6 {
-                "::1"
+                // An IPv4-mapped address is an IPv6 one (connect6/bind6).
+                *rng.pick(&["::1", "::1", "::ffff:127.0.0.1"])
             } else {
                 *rng.pick(&["127.0.0.1", "127.0.0.2", "127.0.0.3"])
             };
@@ -520,11 +540,16 @@ fn actions(rng: &mut Rng, env: &Env) -> Vec<Action> {
                 &[0, 1000, 65534][..]
             });
         }
-        out.push(Action::Id { syscall, args });
+        out.push(Action::Id {
+            syscall,
+            args,
+            uid: *rng.pick(&[0, 0, 1000]),
+        });
     }
     for _ in 0..3 {
         out.push(Action::Capset {
             caps: (0..CAPS.len()).filter(|_| rng.chance(1, 2)).collect(),
+            uid: *rng.pick(&[0, 0, 1000]),
         });
     }
     for target in ["a", "b"] {
@@ -606,6 +631,8 @@ fn setup(dir: &Path, round: u64, kq_bin: &Path) -> Env {
         marker: s(dir.join("marker")),
         port: 42_000 + 16 * round as u16,
     };
+    // Traversable by the unprivileged actions (tempdir makes it 0700).
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     for sub in ["x/sub", "f/sub", "tgt"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
@@ -649,6 +676,12 @@ fn check(bundle: &PolicyBundle, env: &Env, x: &Expected, events: &[&Value]) {
             x.status
         ),
         (_, "kill") => assert_eq!(x.status.signal(), Some(libc::SIGKILL), "{what}: not killed"),
+        // Not root: the call may fail after the hook allowed it.
+        _ if x.action.uid() != 0 => assert!(
+            matches!(x.status.code(), Some(0 | 2)),
+            "{what}: did not run ({})",
+            x.status
+        ),
         _ => assert_eq!(x.status.code(), Some(0), "{what}: did not run"),
     }
     if !x.emit {
@@ -753,8 +786,8 @@ fn check(bundle: &PolicyBundle, env: &Env, x: &Expected, events: &[&Value]) {
                     assert_eq!(s["addr"], *addr, "{what}: {e:#}");
                     assert_eq!(s["port"], *port, "{what}: {e:#}");
                 }
-                Action::Id { syscall, args } => {
-                    let ids = Action::new_ids(syscall, *args);
+                Action::Id { syscall, args, uid } => {
+                    let ids = Action::new_ids(syscall, *args, *uid);
                     let c = &body["cred"];
                     assert_eq!(c["syscall"], *syscall, "{what}: {e:#}");
                     let got: Vec<i64> = ["new_uid", "new_euid", "new_gid", "new_egid"]
@@ -763,7 +796,7 @@ fn check(bundle: &PolicyBundle, env: &Env, x: &Expected, events: &[&Value]) {
                         .collect();
                     assert_eq!(got, ids, "{what}: {e:#}");
                 }
-                Action::Capset { caps } => {
+                Action::Capset { caps, .. } => {
                     let want: BTreeSet<&str> = caps.iter().map(|&i| CAPS[i].0).collect();
                     let got: BTreeSet<String> =
                         strs(&body["caps"]["new_effective"]).into_iter().collect();
