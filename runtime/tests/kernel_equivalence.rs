@@ -112,11 +112,13 @@ enum Action {
         binary: String,
         name: String,
     },
-    /// `kq open path r|w`; `canonical` is what the kernel resolves.
+    /// `kq open path r|w syscall`; `canonical` is what the kernel
+    /// resolves.
     Open {
         path: String,
         canonical: String,
         write: bool,
+        syscall: &'static str,
     },
     /// `kq connect|bind`.
     Net {
@@ -248,9 +250,17 @@ impl Action {
                 c = Command::new(program);
                 c.current_dir(cwd);
             }
-            Action::Open { path, write, .. } => {
+            Action::Open {
+                path,
+                write,
+                syscall,
+                ..
+            } => {
                 c = Command::new(&env.kq);
-                c.arg("open").arg(path).arg(if *write { "w" } else { "r" });
+                c.arg("open")
+                    .arg(path)
+                    .arg(if *write { "w" } else { "r" })
+                    .arg(syscall);
             }
             Action::Net {
                 hook,
@@ -489,19 +499,30 @@ fn actions(rng: &mut Rng, env: &Env) -> Vec<Action> {
         exec("./l2", &format!("{x}/sub"), "t2", "l2"),
     ];
     let f = &env.f;
+    // Every open syscall the hook attaches to (creat only writes).
+    let syscall = |rng: &mut Rng, write: bool| {
+        *rng.pick(if write {
+            &["openat", "open", "openat2", "creat"][..]
+        } else {
+            &["openat", "open", "openat2"][..]
+        })
+    };
     for name in ["a.txt", "b.log", "sub/c.txt", "sub/d.conf"] {
         for write in [false, true] {
             out.push(Action::Open {
                 path: format!("{f}/{name}"),
                 canonical: format!("{f}/{name}"),
                 write,
+                syscall: syscall(rng, write),
             });
         }
     }
+    let write = rng.chance(1, 2);
     out.push(Action::Open {
         path: format!("{f}/ln.txt"),
         canonical: format!("{f}/sub/d.conf"),
-        write: rng.chance(1, 2),
+        write,
+        syscall: syscall(rng, write),
     });
     for hook in [Hook::Connect, Hook::Bind] {
         for _ in 0..8 {

@@ -4,7 +4,8 @@
  * kernel sees from it is one the test asked for.
  *
  *   kq                                  exit 0 (a `true`)
- *   kq open PATH r|w                    open for reading / writing (O_CREAT)
+ *   kq open PATH r|w [SYSCALL]          open for reading / writing (O_CREAT) with
+ *                                       openat (default), open, openat2 or creat
  *   kq connect|bind 4|6 tcp|udp ADDR PORT
  *                                       exit 0, 1 on EPERM, 3 on another error
  *   kq id SYSCALL A0 A1 A2              setuid/setgid/setreuid/.../setresgid
@@ -20,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <linux/openat2.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -38,9 +40,20 @@ int main(int argc, char **argv)
 	if (argc < 2)
 		return 0;
 	const char *op = argv[1];
-	if (!strcmp(op, "open") && argc == 4) {
-		int fd = argv[3][0] == 'w' ? open(argv[2], O_WRONLY | O_CREAT, 0644)
-					   : open(argv[2], O_RDONLY);
+	if (!strcmp(op, "open") && (argc == 4 || argc == 5)) {
+		int flags = argv[3][0] == 'w' ? O_WRONLY | O_CREAT : O_RDONLY;
+		const char *how = argc == 5 ? argv[4] : "openat";
+		long fd;
+		if (!strcmp(how, "open")) {
+			fd = syscall(SYS_open, argv[2], flags, 0644);
+		} else if (!strcmp(how, "creat")) {
+			fd = syscall(SYS_creat, argv[2], 0644);
+		} else if (!strcmp(how, "openat2")) {
+			struct open_how h = {.flags = flags, .mode = flags & O_CREAT ? 0644 : 0};
+			fd = syscall(SYS_openat2, AT_FDCWD, argv[2], &h, sizeof(h));
+		} else {
+			fd = syscall(SYS_openat, AT_FDCWD, argv[2], flags, 0644);
+		}
 		return fd < 0 ? 2 : 0;
 	}
 	if ((!strcmp(op, "connect") || !strcmp(op, "bind")) && argc == 6) {
