@@ -188,8 +188,19 @@ impl Action {
             "process.name": "kq",
             "user.uid": self.uid(), "user.euid": self.uid(),
             "user.gid": self.uid(), "user.egid": self.uid(),
+            "process.interactive": false,
         });
         let m = e.as_object_mut().unwrap();
+        // Root keeps the test's effective set across exec; uid 1000 has none.
+        let caps = if self.uid() == 0 { effective_caps() } else { 0 };
+        m.insert(
+            "user.caps".into(),
+            json!(policy_dsl::schema::CAPABILITIES
+                .iter()
+                .filter(|(_, b)| caps & (1u64 << b) != 0)
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()),
+        );
         match self {
             Action::Exec { binary, name, .. } => {
                 m.insert("process.binary".into(), json!(binary));
@@ -379,6 +390,9 @@ fn atoms(env: &Env, hook: Hook) -> (String, Vec<String>) {
                 "cred.new_uid != user.uid".into(),
                 "cred.new_euid < cred.new_uid".into(),
                 "user.uid == 0".into(),
+                "user.euid != 0".into(),
+                "user.caps has CAP_SETUID".into(),
+                "not process.interactive".into(),
             ],
         ),
         Hook::Capset => (
@@ -388,6 +402,8 @@ fn atoms(env: &Env, hook: Hook) -> (String, Vec<String>) {
                 "cred.new_caps has { CAP_CHOWN, CAP_KILL }".into(),
                 "cred.new_caps has CAP_SYS_ADMIN".into(),
                 "not cred.new_caps has CAP_CHOWN".into(),
+                "user.caps has { CAP_SYS_ADMIN, CAP_NET_RAW }".into(),
+                "user.uid in 1..65534".into(),
             ],
         ),
         Hook::Ptrace => (
@@ -618,6 +634,18 @@ fn reap_tracee(stdout: &str, target: &str) {
         // SAFETY: kill has no memory preconditions; the pid runs our target.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
+}
+
+/// This (root) test's effective capabilities, which its root children
+/// keep across exec.
+fn effective_caps() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .unwrap()
+        .trim();
+    u64::from_str_radix(hex, 16).unwrap()
 }
 
 /// The exported name of a verdict on `hook`.
