@@ -99,15 +99,18 @@ struct Env {
     marker: String,
     /// First of the round's 16 ports.
     port: u16,
+    /// The test binary, parent of every action.
+    parent: String,
 }
 
 /// One thing done, as the test sees it.
 #[derive(Debug, Clone)]
 enum Action {
-    /// Run `program` (as written) in `cwd`; `binary` is the canonical path,
-    /// `name` the task's comm after the exec.
+    /// Run `program` (as written) with `args` in `cwd`; `binary` is the
+    /// canonical path, `name` the task's comm after the exec.
     Exec {
         program: String,
+        args: Vec<&'static str>,
         cwd: String,
         binary: String,
         name: String,
@@ -189,6 +192,7 @@ impl Action {
             "user.uid": self.uid(), "user.euid": self.uid(),
             "user.gid": self.uid(), "user.egid": self.uid(),
             "process.interactive": false,
+            "parent.binary": env.parent,
         });
         let m = e.as_object_mut().unwrap();
         // Root keeps the test's effective set across exec; uid 1000 has none.
@@ -202,9 +206,12 @@ impl Action {
                 .collect::<Vec<_>>()),
         );
         match self {
-            Action::Exec { binary, name, .. } => {
+            Action::Exec {
+                binary, name, args, ..
+            } => {
                 m.insert("process.binary".into(), json!(binary));
                 m.insert("process.name".into(), json!(name));
+                m.insert("process.args".into(), json!(args.join(" ")));
             }
             Action::Open {
                 canonical, write, ..
@@ -257,9 +264,11 @@ impl Action {
     fn command(&self, env: &Env) -> Command {
         let mut c;
         match self {
-            Action::Exec { program, cwd, .. } => {
+            Action::Exec {
+                program, args, cwd, ..
+            } => {
                 c = Command::new(program);
-                c.current_dir(cwd);
+                c.args(args).current_dir(cwd);
             }
             Action::Open {
                 path,
@@ -332,6 +341,12 @@ fn atoms(env: &Env, hook: Hook) -> (String, Vec<String>) {
                 "process.name startswith \"t\"".into(),
                 "process.name endswith \"2\"".into(),
                 "user.uid == 0".into(),
+                "process.args == \"-a\"".into(),
+                "process.args startswith \"-a\"".into(),
+                "process.args endswith \"-a\"".into(),
+                "process.args != \"-a -b\"".into(),
+                format!("parent.binary == \"{}\"", env.parent),
+                "parent.binary endswith \"/nothing\"".into(),
             ],
         ),
         Hook::Open => (
@@ -499,6 +514,7 @@ fn actions(rng: &mut Rng, env: &Env) -> Vec<Action> {
     let x = &env.x;
     let exec = |program: &str, cwd: &str, binary: &str, name: &str| Action::Exec {
         program: program.into(),
+        args: Vec::new(),
         cwd: cwd.into(),
         binary: format!("{x}/{binary}"),
         name: name.into(),
@@ -514,6 +530,13 @@ fn actions(rng: &mut Rng, env: &Env) -> Vec<Action> {
         exec(&format!("{x}/l1"), "/", "t1", "l1"),
         exec("./l2", &format!("{x}/sub"), "t2", "l2"),
     ];
+    for a in &mut out {
+        if let Action::Exec { args, .. } = a {
+            *args = rng
+                .pick(&[&[][..], &["-a"], &["-a", "-b"], &["-x", "-a"]])
+                .to_vec();
+        }
+    }
     let f = &env.f;
     // Every open syscall the hook attaches to (creat only writes).
     let syscall = |rng: &mut Rng, write: bool| {
@@ -679,6 +702,7 @@ fn setup(dir: &Path, round: u64, kq_bin: &Path) -> Env {
         t: s(dir.join("tgt")),
         marker: s(dir.join("marker")),
         port: 42_000 + 16 * round as u16,
+        parent: s(std::env::current_exe().unwrap().canonicalize().unwrap()),
     };
     // Traversable by the unprivileged actions (tempdir makes it 0700).
     std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -809,9 +833,12 @@ fn check(bundle: &PolicyBundle, env: &Env, x: &Expected, events: &[&Value]) {
     // The object, as the kernel saw it.
     let p = &body["process"];
     match &x.action {
-        Action::Exec { binary, name, .. } => {
+        Action::Exec {
+            binary, name, args, ..
+        } => {
             assert_eq!(p["binary"], *binary, "{what}: {e:#}");
             assert_eq!(p["comm"], *name, "{what}: {e:#}");
+            assert_eq!(p["argv"], json!(args), "{what}: {e:#}");
         }
         a => {
             assert_eq!(p["binary"], env.kq, "{what}: {e:#}");

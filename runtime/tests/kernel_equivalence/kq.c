@@ -3,7 +3,7 @@
  * that it opens no file of its own (no dynamic loader): every open the
  * kernel sees from it is one the test asked for.
  *
- *   kq                                  exit 0 (a `true`)
+ *   kq [-OPTION...]                     exit 0 (a `true`)
  *   kq open PATH r|w [SYSCALL]          open for reading / writing (O_CREAT) with
  *                                       openat (default), open, openat2 or creat
  *   kq connect|bind 4|6 tcp|udp ADDR PORT
@@ -37,8 +37,8 @@ static long num(const char *s) { return strtol(s, NULL, 0); }
 
 int main(int argc, char **argv)
 {
-	if (argc < 2)
-		return 0;
+	if (argc < 2 || argv[1][0] == '-')
+		return 0; /* a `true`, with or without options */
 	const char *op = argv[1];
 	if (!strcmp(op, "open") && (argc == 4 || argc == 5)) {
 		int flags = argv[3][0] == 'w' ? O_WRONLY | O_CREAT : O_RDONLY;
