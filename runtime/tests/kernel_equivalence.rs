@@ -906,7 +906,15 @@ fn round(round: u64, kq_bin: &Path) -> usize {
     let seed = env_u64("KERNEL_EQ_SEED", SEED);
     let mut rng = Rng(seed ^ round.wrapping_mul(0x1000_0001));
     let files = policies(&mut rng, &env, round);
-    let compiled = compile(&files, &format!("eq{round}")).unwrap_or_else(|e| {
+    let actions = actions(&mut rng, &env);
+    play(&env, round, &format!("seed {seed}"), &files, actions)
+}
+
+/// Compile `files`, start policyd, perform `actions` and compare; the
+/// number of events exported for them.
+fn play(env: &Env, round: u64, origin: &str, files: &[SourceFile], actions: Vec<Action>) -> usize {
+    let dir = &env.dir;
+    let compiled = compile(files, &format!("eq{round}")).unwrap_or_else(|e| {
         let text: Vec<&str> = files.iter().map(|f| f.text.as_str()).collect();
         panic!(
             "round {round}: the compiler refuses:\n{e}\n{}",
@@ -916,19 +924,18 @@ fn round(round: u64, kq_bin: &Path) -> usize {
     let bundle = compiled.bundle;
     let bundle_path = dir.join("bundle.yaml");
     std::fs::write(&bundle_path, bundle.to_yaml()).unwrap();
-    let actions = actions(&mut rng, &env);
 
     let d = Policyd::start(&bundle_path, &env.dir, &format!("eq{round}"));
     let mut expected = Vec::new();
     for action in actions {
-        let event = event_from_json(&action.event(&env))
+        let event = event_from_json(&action.event(env))
             .unwrap_or_else(|e| panic!("{action:?}: bad event: {e}"));
         let outcome = eval_bundle(&bundle, &event);
         let emit = outcome.verdict != Verdict::Allow
             || !outcome.audit.is_empty()
             || !outcome.counters.is_empty()
             || outcome.would_verdict != outcome.verdict;
-        let (pid, status, stdout) = run_capture(&mut action.command(&env));
+        let (pid, status, stdout) = run_capture(&mut action.command(env));
         if let Action::Ptrace { target } = &action {
             reap_tracee(&stdout, target);
         }
@@ -985,10 +992,10 @@ fn round(round: u64, kq_bin: &Path) -> usize {
         let evs = by_pid.get(&u64::from(x.pid)).cloned().unwrap_or_default();
         emitted += usize::from(x.emit);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            check(&bundle, &env, x, &evs)
+            check(&bundle, env, x, &evs)
         }));
         if let Err(e) = result {
-            eprintln!("round {round} (seed {seed}) policies:\n{}", report());
+            eprintln!("round {round} ({origin}) policies:\n{}", report());
             std::panic::resume_unwind(e);
         }
     }
@@ -1010,19 +1017,9 @@ fn round(round: u64, kq_bin: &Path) -> usize {
     emitted
 }
 
-#[test]
-fn kernel_verdicts_and_events_equal_the_bundle_evaluator() {
-    if !kernel_tests_enabled_with(
-        "kernel_verdicts_and_events_equal_the_bundle_evaluator",
-        &[(
-            "/usr/bin/clang",
-            "no clang to build the helper (scripts/setup.sh installs it)",
-        )],
-    ) {
-        return;
-    }
-    let build = tempfile::tempdir().unwrap();
-    let kq = build.path().join("kq");
+/// Build `kq` (static) into `dir`.
+fn build_kq(dir: &Path) -> PathBuf {
+    let kq = dir.join("kq");
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kernel_equivalence/kq.c");
     let out = Command::new("/usr/bin/clang")
         .args(["-O1", "-static", "-o"])
@@ -1036,6 +1033,22 @@ fn kernel_verdicts_and_events_equal_the_bundle_evaluator() {
         src.display(),
         String::from_utf8_lossy(&out.stderr)
     );
+    kq
+}
+
+#[test]
+fn kernel_verdicts_and_events_equal_the_bundle_evaluator() {
+    if !kernel_tests_enabled_with(
+        "kernel_verdicts_and_events_equal_the_bundle_evaluator",
+        &[(
+            "/usr/bin/clang",
+            "no clang to build the helper (scripts/setup.sh installs it)",
+        )],
+    ) {
+        return;
+    }
+    let build = tempfile::tempdir().unwrap();
+    let kq = build_kq(build.path());
     let rounds = env_u64("KERNEL_EQ_ROUNDS", ROUNDS);
     let mut emitted = 0;
     for r in 0..rounds {
@@ -1043,4 +1056,88 @@ fn kernel_verdicts_and_events_equal_the_bundle_evaluator() {
     }
     // The generator must exercise events, not only silence.
     assert!(emitted > 20, "only {emitted} events in {rounds} rounds");
+}
+
+/// Regressions found by the generator, as fixed scenarios: connect and
+/// setuid rules load (their programs attach), and a matched monitor term
+/// that changes nothing (a monitor allow; a monitor `default deny` scope
+/// that an allow overrides) exports no event.
+#[test]
+fn fixed_scenarios_equal_the_bundle_evaluator() {
+    if !kernel_tests_enabled_with(
+        "fixed_scenarios_equal_the_bundle_evaluator",
+        &[(
+            "/usr/bin/clang",
+            "no clang to build the helper (scripts/setup.sh installs it)",
+        )],
+    ) {
+        return;
+    }
+    let build = tempfile::tempdir().unwrap();
+    let kq = build_kq(build.path());
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().canonicalize().unwrap();
+    let env = setup(&dir, 7, &kq);
+    let (k, p) = (&env.kq, env.port);
+    let file = |name: &str, text: String| SourceFile {
+        name: name.into(),
+        text,
+    };
+    let files = [
+        file(
+            "fixed_0.policy",
+            format!(
+                "policy fixed_0 {{ description = \"enforced\" }}\n\
+                 rule marker on exec {{ when process.binary == \"{}\" audit }}\n\
+                 rule bind_ok on bind {{ when process.binary == \"{k}\" and net.sport == {p} allow }}\n\
+                 rule no_connect on connect {{ when process.binary == \"{k}\" and net.dport == {p} deny }}\n\
+                 rule to_nobody on setuid {{ when process.binary == \"{k}\" and cred.new_uid == 65534 count \"nobody\" }}\n",
+                env.marker
+            ),
+        ),
+        file(
+            "fixed_1.policy",
+            format!(
+                "policy fixed_1 {{ description = \"monitor\" mode = monitor }}\n\
+                 default deny bind when process.binary == \"{k}\" and net.sport in {p}..{}\n\
+                 rule bind_mon on bind {{ when process.binary == \"{k}\" and net.sport == {} allow }}\n",
+                p + 2,
+                p + 1
+            ),
+        ),
+    ];
+    let bind = |port: u16| Action::Net {
+        hook: Hook::Bind,
+        v6: false,
+        udp: true,
+        addr: "127.0.0.1",
+        port,
+    };
+    let actions = vec![
+        // Enforced allow + monitor scope: nothing to say.
+        bind(p),
+        // Monitor allow + monitor scope: nothing to say.
+        bind(p + 1),
+        // The monitor scope alone would deny: an event.
+        bind(p + 2),
+        Action::Net {
+            hook: Hook::Connect,
+            v6: true,
+            udp: false,
+            addr: "::1",
+            port: p,
+        },
+        Action::Id {
+            syscall: "setuid",
+            args: [65534, 0, 0],
+            uid: 0,
+        },
+        Action::Id {
+            syscall: "setgid",
+            args: [65534, 0, 0],
+            uid: 1000,
+        },
+    ];
+    let emitted = play(&env, 0, "fixed", &files, actions);
+    assert_eq!(emitted, 3);
 }
