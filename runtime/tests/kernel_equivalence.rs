@@ -5,10 +5,12 @@
 //! enforces here (exec, open, connect, bind, setuid, capset, ptrace) and
 //! random `default deny` scopes, compiles them with the compiler the
 //! runtime gates on, starts `policyd`, and performs real actions: execs of
-//! temp binaries (directly, by relative path, through symlinks), opens for
-//! reading and writing (also through a symlink), loopback connects and
-//! binds (IPv4 and IPv6, TCP and UDP), setuid-family calls, capsets and
-//! ptrace attaches. For each action the exported event (or its absence)
+//! temp binaries (directly, by relative path, through symlinks, with
+//! random options), opens for reading and writing through `open`,
+//! `openat`, `openat2` and `creat` (also through a symlink), loopback
+//! connects and binds (IPv4, IPv6 and IPv4-mapped, TCP and UDP),
+//! setuid-family calls and capsets (as root and as uid 1000), and ptrace
+//! attaches. For each action the exported event (or its absence)
 //! must be what `policy_compiler::eval::eval_bundle` says of the
 //! [`Event`] describing the action — matched rules, verdict, would-be
 //! verdict, would-deny rules, deciding scope, audit, counters and the
