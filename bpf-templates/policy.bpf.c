@@ -901,6 +901,7 @@ static long copy_step(u32 w, void *data)
 struct verdict_ctx {
 	u64 *acc, *deny, *kill, *allow, *audit, *scope, *monitor, *count;
 	u64 k, d, a, sc, acct;
+	u64 wd, wa, wsc; /* over every term, monitor ones included: the would-be verdict */
 };
 
 static long verdict_step(u32 w, void *data)
@@ -916,7 +917,10 @@ static long verdict_step(u32 w, void *data)
 	v->d |= enforced & v->deny[w];
 	v->a |= enforced & v->allow[w];
 	v->sc |= enforced & v->scope[w];
-	v->acct |= m & (v->audit[w] | v->count[w] | v->monitor[w]);
+	v->acct |= m & (v->audit[w] | v->count[w]);
+	v->wd |= m & (v->kill[w] | v->deny[w]);
+	v->wa |= m & v->allow[w];
+	v->wsc |= m & v->scope[w];
 	return 0;
 }
 
@@ -968,7 +972,14 @@ static __always_inline struct outcome classify(struct scratch *s, struct hook_co
 		o.verdict = VERDICT_KILL;
 	else if (v.d || (v.sc && !v.a))
 		o.verdict = VERDICT_DENY;
-	o.emit = o.verdict != VERDICT_ALLOW || v.acct;
+	/* An event when something is enforced, audited or counted, or when
+	 * monitor policies would deny (a matched monitor deny/kill rule is
+	 * audited as would-deny; a monitor scope that nothing allows would
+	 * deny). A matched monitor term that changes nothing (an allow, or a
+	 * scope an allow overrides) says nothing: no event, as for an
+	 * enforced allow. */
+	bool would_deny = v.wd || (v.wsc && !v.wa);
+	o.emit = o.verdict != VERDICT_ALLOW || v.acct || would_deny;
 	return o;
 }
 
