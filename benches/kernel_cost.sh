@@ -205,7 +205,7 @@ start_policyd() { # BUNDLE_DIR LABEL
     --metrics-addr "127.0.0.1:$METRICS_PORT" 2>"$T/policyd.$2.log" &
   pd_pid=$!
   for _ in $(seq 600); do
-    grep -q "policyd: ready" "$T/policyd.$2.log" && return 0
+    grep -qs "policyd: ready" "$T/policyd.$2.log" && return 0
     kill -0 "$pd_pid" 2>/dev/null || { cat "$T/policyd.$2.log" >&2; return 1; }
     sleep 0.2
   done
@@ -262,7 +262,7 @@ for spec in $BUNDLES; do
   log "bundle $label: $single; $parts bundle(s) of <= $chunk rules per hook"
   [ "$ok" = 1 ] || continue
   if ! start_policyd "$dir" "$label"; then
-    refused+=("$label ($parts bundles): policyd refused: $(grep -m1 -iE 'error|×' "$T/policyd.$label.log" | sed 's/^[[:space:]]*//' | cut -c1-300)")
+    refused+=("$label ($parts bundles): policyd refused: $(sed -n '/×/,/help:/p' "$T/policyd.$label.log" | grep -v 'help:' | tr -d '│×' | tr -s ' \n' '  ' | sed 's/ (files: .*//' | cut -c1-300)")
     pd_pid=
     continue
   fi
