@@ -8,29 +8,40 @@
 # Usage (root: policyd loads and attaches BPF programs):
 #   sudo benches/kernel_cost.sh
 #   sudo EXEC_ITERS=500 CONNECT_ITERS=10000 REPS=3 benches/kernel_cost.sh
-#   sudo BUNDLES="1:1 1000:1" benches/kernel_cost.sh     # a subset
+#   sudo BUNDLES="exact:1 exact:1000" benches/kernel_cost.sh     # a subset
 #
 # Environment:
-#   BUNDLES        bundles to measure, each RULES:VALUES (default below): RULES
-#                  rules on exec and RULES rules on connect; VALUES > 1 makes
-#                  every set-valued rule match VALUES values (more table
-#                  entries for the same number of rules and terms).
+#   BUNDLES        what to measure, each SERIES:N (default below): N rules on
+#                  exec and N rules on connect. SERIES `exact`: exec
+#                  `process.binary == "/nonexistent/bI"`, connect
+#                  `net.dport == 20000+I` (one dimension per hook); `mix`:
+#                  exec rules cycle through an exact binary, a binary prefix
+#                  and a uid with a prefix, connect rules alternate a port and
+#                  a /24 CIDR.
+#   CHUNK_EXACT    rules per hook in one bundle for `exact` (default 1400)
+#   CHUNK_MIX      the same for `mix` (default 200): a bundle may not exceed
+#                  1 MiB (policyc::bundle_too_large), so N rules are loaded
+#                  as several bundles with `policyd run --bundle-dir`
 #   EXEC_ITERS     fork+execve per exec-loop repetition (default 1000)
 #   CONNECT_ITERS  connect() per connect-loop repetition (default 20000)
 #   REPS           repetitions of each loop per configuration (default 5)
 #   METRICS_PORT   policyd's metrics port on 127.0.0.1 (default 39187)
-#   KEEP=1         keep the temporary directory (policies, bundles, logs)
+#   KEEP=1         keep the temporary directory (policies, bundles, logs,
+#                  results.tsv, per-map lists maps.*)
 #
 # What it does, in one run:
 #  1. builds release policyc and policyd (cargo build --release --bins) and
 #     the loop driver benches/kernel_loop.c (clang -O2);
-#  2. writes a policy per bundle: RULES exec rules (exact binaries, binary
-#     prefixes, uids with a prefix) and RULES connect rules (ports, /24 CIDRs),
-#     every one `audit` on values that never occur (/nonexistent/..., uids
-#     >= 2000000, 10.0.0.0/8 and ports >= 20000): nothing is denied, nothing
-#     matches; rule 0 of each hook touches every table the others use, so all
-#     sizes have the same dimensions. Compiles it with `policyc compile`
-#     (a refusal, e.g. past the kernel's term limit, is reported and skipped);
+#  2. writes the N rules of each size, every one `audit` on values that never
+#     occur (/nonexistent/..., uids >= 2000000, 10.0.0.0/8 and ports >=
+#     20000): nothing is denied, nothing matches (the script stops if a loop
+#     iteration misbehaves and warns if an event is exported); in `mix`,
+#     rule 0 of each hook touches every table the others use, so all sizes
+#     have the same dimensions. Tries `policyc compile` on all N rules in one
+#     file and reports its verdict (the compiler's limit), then compiles them
+#     in chunks of CHUNK rules into a directory for policyd; a refusal by
+#     policyc or policyd (e.g. past the kernel's 4096 terms per hook) is
+#     reported and the size skipped;
 #  3. runs the exec loop (fork + execve of a copy of /usr/bin/true in the temp
 #     dir, then waitpid) and the connect loop (TCP connect to 127.0.0.1:1,
 #     closed, ECONNREFUSED) REPS times with no policyd, then with policyd on
@@ -44,12 +55,12 @@
 #     bytes_memlock): every map whose fd policyd holds (/proc/PID/fdinfo,
 #     map_id), plus the inner maps of each ARRAY_OF_MAPS, found by dumping
 #     the pinned outer maps (`bpftool map dump pinned DIR/masks`: each filled
-#     slot's value is its inner map's id). "tables" = the inner maps (they grow with the rules);
-#     "fixed" = everything else (ring buffer, scratch, configs, outer maps);
+#     slot's value is its inner map's id). "tables" = the inner maps (they
+#     grow with the rules); "fixed" = everything else (ring buffer, scratch,
+#     configs, outer maps);
 #  5. prints one table (also written to $OUT/results.tsv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$PWD
 
 BUNDLES=${BUNDLES:-"exact:1 exact:100 exact:1000 exact:4000 exact:10000 exact:100000 mix:1 mix:100 mix:1000 mix:4000"}
 CHUNK_EXACT=${CHUNK_EXACT:-1400}
