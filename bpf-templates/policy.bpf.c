@@ -122,6 +122,7 @@ struct scratch {
 	u32 flags;               /* EV_* */
 	u32 mask_missing;
 	u32 busy;                /* 1 while a program run owns this CPU's scratch */
+	u32 lo, hi;              /* acc's words that may be non-zero: [lo, hi) */
 	u32 _pad_busy;
 	struct str_key skey;
 	struct str_lpm_key lkey;
@@ -132,6 +133,7 @@ struct scratch {
 	/* Unused: makes clang emit the full BTF of the caps table's value
 	 * (it emits only a forward declaration for a type seen through pointers). */
 	struct caps_entry _caps_btf;
+	struct mask_value _mask_btf;
 	struct policy_event ev;
 	u64 names[PATH_MAX_DEPTH];
 	u32 lens[PATH_MAX_DEPTH];
@@ -147,7 +149,7 @@ struct masks_inner {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u64[MASK_WORDS]);
+	__type(value, struct mask_value);
 };
 
 struct str_exact_inner {
@@ -568,7 +570,7 @@ static __always_inline void extract_process(struct scratch *s, struct task_struc
 
 /* ---- Classification ---------------------------------------------------- */
 
-static __always_inline u64 *mask_of(u32 slot, u32 id)
+static __always_inline struct mask_value *mask_of(u32 slot, u32 id)
 {
 	void *inner = bpf_map_lookup_elem(&masks, &slot);
 	if (!inner)
@@ -579,11 +581,13 @@ static __always_inline u64 *mask_of(u32 slot, u32 id)
 struct and_ctx {
 	u64 *m;
 	u64 *acc;
+	u32 base; /* first word */
 };
 
-static long and_step(u32 w, void *data)
+static long and_step(u32 i, void *data)
 {
 	struct and_ctx *c = data;
+	u32 w = c->base + i;
 	if (w >= MASK_WORDS)
 		return 1;
 	barrier_var(w);
@@ -592,17 +596,45 @@ static long and_step(u32 w, void *data)
 	return 0;
 }
 
-/* acc &= mask(id), over the words in use. Word loops run under bpf_loop so
- * that the verifier checks them once, not once per word and call site. */
-static __always_inline void and_mask(struct scratch *s, u32 id, u32 words)
+struct and_mask_ctx {
+	u32 id;
+	u32 words;
+};
+
+/* acc &= mask(id) over the words both may have set (see struct
+ * mask_value); an empty result ends the event's classification. Run as a
+ * one-iteration bpf_loop callback: the verifier checks its branches once,
+ * not at each of the many places that AND a mask. */
+static long and_mask_cb(u32 i, void *data)
 {
-	u64 *m = mask_of(s->slot, id);
+	struct and_mask_ctx *a = data;
+	struct scratch *s = get_scratch();
+	if (!s)
+		return 1;
+	struct mask_value *m = mask_of(s->slot, a->id);
 	if (!m) {
 		s->mask_missing = 1;
-		return;
+		return 1;
 	}
-	struct and_ctx c = {.m = m, .acc = s->acc};
-	bpf_loop(words, and_step, &c, 0);
+	u32 lo = s->lo > m->lo ? s->lo : m->lo;
+	u32 hi = s->hi < m->hi ? s->hi : m->hi;
+	if (hi > a->words)
+		hi = a->words;
+	if (lo >= hi) {
+		s->lo = s->hi = 0;
+		return 1;
+	}
+	struct and_ctx c = {.m = m->w, .acc = s->acc, .base = lo};
+	bpf_loop(hi - lo, and_step, &c, 0);
+	s->lo = lo;
+	s->hi = hi;
+	return 1;
+}
+
+static __always_inline void and_mask(struct scratch *s, u32 id, u32 words)
+{
+	struct and_mask_ctx a = {.id = id, .words = words};
+	bpf_loop(1, and_mask_cb, &a, 0);
 }
 
 static __always_inline struct hook_config *config_of(u32 slot, u32 hook)
@@ -769,7 +801,7 @@ static long caps_step(u32 i, void *data)
 {
 	struct caps_ctx *c = data;
 	struct scratch *s = get_scratch();
-	if (!s)
+	if (!s || s->lo >= s->hi)
 		return 1;
 	void *t = bpf_map_lookup_elem(&caps_table, &s->slot);
 	if (!t)
@@ -793,6 +825,8 @@ static long dim_step(u32 i, void *data)
 	struct scratch *s = get_scratch();
 	if (!s)
 		return 1;
+	if (s->lo >= s->hi)
+		return 1; /* nothing left that could match */
 	struct hook_config *cfg = config_of(s->slot, s->hook);
 	if (!cfg)
 		return 1;
@@ -880,15 +914,16 @@ static long dim_step(u32 i, void *data)
 	}
 	default:
 		/* Unknown kind: match nothing rather than everything. */
-		__builtin_memset(s->acc, 0, sizeof(s->acc));
+		s->lo = s->hi = 0;
 		break;
 	}
 	return 0;
 }
 
-static long copy_step(u32 w, void *data)
+static long copy_step(u32 i, void *data)
 {
 	struct and_ctx *c = data;
+	u32 w = c->base + i;
 	if (w >= MASK_WORDS)
 		return 1;
 	barrier_var(w);
@@ -900,13 +935,15 @@ static long copy_step(u32 w, void *data)
 /* The verdict masks and what the matched terms hit in them. */
 struct verdict_ctx {
 	u64 *acc, *deny, *kill, *allow, *audit, *scope, *monitor, *count;
+	u32 base;
 	u64 k, d, a, sc, acct;
 	u64 wd, wa, wsc; /* over every term, monitor ones included: the would-be verdict */
 };
 
-static long verdict_step(u32 w, void *data)
+static long verdict_step(u32 i, void *data)
 {
 	struct verdict_ctx *v = data;
+	u32 w = v->base + i;
 	if (w >= MASK_WORDS)
 		return 1;
 	barrier_var(w);
@@ -939,35 +976,42 @@ static __always_inline struct outcome classify(struct scratch *s, struct hook_co
 	struct outcome o = {.verdict = VERDICT_ALLOW, .emit = false};
 	u32 words = cfg->words;
 	s->mask_missing = 0;
-	u64 *terms = mask_of(s->slot, cfg->terms);
+	struct mask_value *terms = mask_of(s->slot, cfg->terms);
 	if (!terms) {
 		stat_inc(STAT_MASK_MISSING);
 		return o;
 	}
-	struct and_ctx init = {.m = terms, .acc = s->acc};
-	bpf_loop(words, copy_step, &init, 0);
+	u32 lo = terms->lo, hi = terms->hi < words ? terms->hi : words;
+	if (lo >= hi)
+		return o;
+	struct and_ctx init = {.m = terms->w, .acc = s->acc, .base = lo};
+	bpf_loop(hi - lo, copy_step, &init, 0);
+	s->lo = lo;
+	s->hi = hi;
 	u32 ndims = cfg->ndims;
 	if (ndims > MAX_DIMS)
 		ndims = MAX_DIMS;
 	bpf_loop(ndims, dim_step, NULL, 0);
 
-	u64 *deny = mask_of(s->slot, cfg->deny);
-	u64 *kill = mask_of(s->slot, cfg->kill);
-	u64 *allow = mask_of(s->slot, cfg->allow);
-	u64 *audit = mask_of(s->slot, cfg->audit);
-	u64 *scope = mask_of(s->slot, cfg->default_deny);
-	u64 *monitor = mask_of(s->slot, cfg->monitor);
-	u64 *count = mask_of(s->slot, cfg->count);
+	struct mask_value *deny = mask_of(s->slot, cfg->deny);
+	struct mask_value *kill = mask_of(s->slot, cfg->kill);
+	struct mask_value *allow = mask_of(s->slot, cfg->allow);
+	struct mask_value *audit = mask_of(s->slot, cfg->audit);
+	struct mask_value *scope = mask_of(s->slot, cfg->default_deny);
+	struct mask_value *monitor = mask_of(s->slot, cfg->monitor);
+	struct mask_value *count = mask_of(s->slot, cfg->count);
 	if (!deny || !kill || !allow || !audit || !scope || !monitor || !count ||
 	    s->mask_missing) {
 		stat_inc(STAT_MASK_MISSING);
 		return o;
 	}
 	struct verdict_ctx v = {
-		.acc = s->acc, .deny = deny, .kill = kill, .allow = allow,
-		.audit = audit, .scope = scope, .monitor = monitor, .count = count,
+		.acc = s->acc, .deny = deny->w, .kill = kill->w, .allow = allow->w,
+		.audit = audit->w, .scope = scope->w, .monitor = monitor->w, .count = count->w,
+		.base = s->lo,
 	};
-	bpf_loop(words, verdict_step, &v, 0);
+	if (s->lo < s->hi)
+		bpf_loop(s->hi - s->lo, verdict_step, &v, 0);
 	if (v.k)
 		o.verdict = VERDICT_KILL;
 	else if (v.d || (v.sc && !v.a))
@@ -1135,8 +1179,12 @@ static __always_inline void emit(struct scratch *s, struct hook_config *cfg, str
 	ev->object_len = have & (1ull << FIELD_FILE_PATH)	   ? s->len[FIELD_FILE_PATH] :
 			 have & (1ull << FIELD_TARGET_BINARY) ? s->len[FIELD_TARGET_BINARY] :
 								  0;
-	for (u32 w = 0; w < MASK_WORDS; w++)
-		ev->matched[w] = w < cfg->words ? s->acc[w] : 0;
+	/* The matched terms: acc's words in [lo, hi), zero elsewhere. */
+	__builtin_memset(ev->matched, 0, sizeof(ev->matched));
+	if (s->lo < s->hi) {
+		struct and_ctx c = {.m = s->acc, .acc = ev->matched, .base = s->lo};
+		bpf_loop(s->hi - s->lo, copy_step, &c, 0);
+	}
 
 	u32 blen = ev->binary_len & (REGION - 1), plen = ev->parent_len & (REGION - 1);
 	u32 olen = ev->object_len & (REGION - 1);

@@ -194,6 +194,16 @@ struct cgroup_key {
 	__u64 cgroup_id;
 };
 
+/* Value of the masks table: a term mask and the range of its words that
+ * are not zero (lo == hi for the empty mask), so that the programs AND only
+ * the words both sides can have set: an event's cost follows the words
+ * its matching terms span, not the hook's term count. */
+struct mask_value {
+	__u64 w[MASK_WORDS];
+	__u32 lo; /* first word not zero */
+	__u32 hi; /* one past the last word not zero */
+};
+
 struct caps_entry {
 	__u64 caps;    /* required set: bit n = capability n */
 	__u32 held;    /* mask id when the value holds every capability of `caps` */

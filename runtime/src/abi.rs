@@ -14,7 +14,7 @@ pub type Mask = [u64; MASK_WORDS];
 
 /// Names of the maps of the policy object, as declared in `policy.bpf.c`.
 pub mod map_names {
-    /// `ARRAY_OF_MAPS[SLOTS]`: per slot a `HASH` mask id (`u32`) → [`super::Mask`].
+    /// `ARRAY_OF_MAPS[SLOTS]`: per slot a `HASH` mask id (`u32`) → [`super::MaskValue`].
     pub const MASKS: &str = "masks";
     /// `ARRAY_OF_MAPS[SLOTS]`: per slot a `HASH` [`super::StrKey`] → mask id.
     pub const STR_EXACT: &str = "str_exact";
@@ -246,6 +246,37 @@ pub struct ActiveSlot {
     pub generation: u64,
 }
 
+/// A value of the `masks` table (`struct mask_value`): the mask and the
+/// range of its words that are not zero, which the programs use to AND only
+/// the words that can matter.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaskValue {
+    /// The term mask.
+    pub words: Mask,
+    /// First word not zero (`lo == hi` for the empty mask).
+    pub lo: u32,
+    /// One past the last word not zero.
+    pub hi: u32,
+}
+
+impl MaskValue {
+    /// `mask` with its range of non-zero words.
+    pub fn new(mask: Mask) -> MaskValue {
+        let lo = mask.iter().position(|&w| w != 0);
+        let hi = mask.iter().rposition(|&w| w != 0);
+        let (lo, hi) = match (lo, hi) {
+            (Some(lo), Some(hi)) => (lo as u32, hi as u32 + 1),
+            _ => (0, 0),
+        };
+        MaskValue {
+            words: mask,
+            lo,
+            hi,
+        }
+    }
+}
+
 /// Key of `str_exact` (`struct str_key`): namespace and zero-padded string.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -330,6 +361,8 @@ pub struct CapsEntry {
 unsafe impl aya::Pod for HookConfig {}
 // SAFETY: as HookConfig.
 unsafe impl aya::Pod for ActiveSlot {}
+// SAFETY: as HookConfig.
+unsafe impl aya::Pod for MaskValue {}
 // SAFETY: as HookConfig.
 unsafe impl aya::Pod for StrKey {}
 // SAFETY: as HookConfig.
@@ -474,6 +507,7 @@ impl Stat {
 const _: () = assert!(std::mem::size_of::<DimConfig>() == 48);
 const _: () = assert!(std::mem::size_of::<HookConfig>() == 64 + 48 * MAX_DIMS);
 const _: () = assert!(std::mem::size_of::<ActiveSlot>() == 16);
+const _: () = assert!(std::mem::size_of::<MaskValue>() == 8 * MASK_WORDS + 8);
 const _: () = assert!(std::mem::size_of::<StrKey>() == 4 + PATH_KEY_LEN);
 const _: () = assert!(std::mem::size_of::<StrLpmKey>() == 256);
 const _: () = assert!(std::mem::size_of::<CgroupKey>() == 16);
@@ -482,3 +516,19 @@ const _: () = assert!(PATH_KEY_LEN <= PATH_BUF_LEN);
 // String lengths travel as u16 in the event header.
 const _: () = assert!(PATH_BUF_LEN <= u16::MAX as usize);
 const _: () = assert!(ARGS_BUF_LEN <= u16::MAX as usize);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mask_value_spans_its_non_zero_words() {
+        let mut m = [0u64; MASK_WORDS];
+        assert_eq!(MaskValue::new(m).lo, MaskValue::new(m).hi);
+        m[3] = 1;
+        m[9] = 1 << 63;
+        let v = MaskValue::new(m);
+        assert_eq!((v.lo, v.hi), (3, 10));
+        assert_eq!(v.words, m);
+    }
+}

@@ -16,8 +16,8 @@ use aya::{Ebpf, EbpfError, EbpfLoader};
 use policy_compiler::bundle::Hook;
 
 use crate::abi::{
-    hook_index, map_names, ActiveSlot, CapsEntry, CgroupKey, HookConfig, IpLpmKey, Mask, NumLpmKey,
-    Stat, StrKey, StrLpmKey, NHOOKS, SLOTS,
+    hook_index, map_names, ActiveSlot, CapsEntry, CgroupKey, HookConfig, IpLpmKey, MaskValue,
+    NumLpmKey, Stat, StrKey, StrLpmKey, NHOOKS, SLOTS,
 };
 use crate::tables::KernelTables;
 
@@ -817,10 +817,14 @@ fn fill_slot(
 ) -> Result<(), LoadError> {
     use map_names::*;
     let cap = |m| tables.capacity(m);
-    let masks: HashMap<MapData, u32, Mask> = hash(
+    let masks: HashMap<MapData, u32, MaskValue> = hash(
         MASKS,
         cap(MASKS),
-        tables.masks.iter().enumerate().map(|(i, m)| (i as u32, *m)),
+        tables
+            .masks
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (i as u32, MaskValue::new(*m))),
     )?;
     install(ebpf, MASKS, slot, &masks)?;
     let exact: HashMap<MapData, StrKey, u32> =
@@ -927,7 +931,7 @@ mod tests {
                 .unwrap_or_else(|| panic!("map {name} has no inner map"))
         };
         let sizes = [
-            (map_names::MASKS, 4, 8 * MASK_WORDS),
+            (map_names::MASKS, 4, 8 * MASK_WORDS + 8),
             (map_names::STR_EXACT, std::mem::size_of::<StrKey>(), 4),
             (
                 map_names::STR_PREFIX,
