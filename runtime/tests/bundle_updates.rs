@@ -36,6 +36,44 @@ fn bundles(victim: &Path) -> (String, String) {
     )
 }
 
+/// As [`bundles`], and A audits connects to 127.0.0.1:`port` while B
+/// refuses them (EPERM).
+fn bundles_with_port(victim: &Path, port: u16) -> (String, String) {
+    let a = format!(
+        "policy swap_a {{ description = \"audit the victim\" }}\n\
+         rule victim_seen on exec {{ when process.binary == \"{}\" audit severity info \"victim ran\" }}\n\
+         rule port_seen on connect {{ when net.daddr == 127.0.0.1 and net.dport == {port} audit }}\n",
+        victim.display()
+    );
+    let b = format!(
+        "policy swap_b {{ description = \"kill the victim\" }}\n\
+         rule victim_denied on exec {{ when process.binary == \"{}\" deny }}\n\
+         rule port_denied on connect {{ when net.daddr == 127.0.0.1 and net.dport == {port} deny }}\n",
+        victim.display()
+    );
+    (
+        bundle_yaml("swap-a.policy", &a, "swap-a"),
+        bundle_yaml("swap-b.policy", &b, "swap-b"),
+    )
+}
+
+/// A loopback port nothing listens on (bound once by us, then released).
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Connect events of this process to `port`, in ring-buffer order.
+fn port_events(d: &Policyd, port: u16) -> Vec<Value> {
+    d.events()
+        .into_iter()
+        .filter(|e| {
+            e["process_connect"]["sock"]["port"] == port
+                && e["process_connect"]["process"]["pid"] == std::process::id()
+        })
+        .collect()
+}
+
 fn victim_events(d: &Policyd, victim: &Path) -> Vec<Value> {
     d.events()
         .into_iter()
@@ -161,7 +199,8 @@ fn swaps_under_load_never_mix_versions_nor_let_a_denied_run_through() {
     let dir = work.path().canonicalize().unwrap();
     let victim = dir.join("victim");
     std::fs::copy("/usr/bin/true", &victim).unwrap();
-    let (a, b) = bundles(&victim);
+    let port = closed_port();
+    let (a, b) = bundles_with_port(&victim, port);
     let bundle = dir.join("bundle.yaml");
     std::fs::write(&bundle, &a).unwrap();
     let mut d = Policyd::start(&bundle, &dir, "swapload");
@@ -175,6 +214,22 @@ fn swaps_under_load_never_mix_versions_nor_let_a_denied_run_through() {
             while !stop.load(Ordering::Relaxed) {
                 let r = run(&mut Command::new(&victim));
                 runs.lock().unwrap().push(r);
+            }
+        })
+    };
+    // The connect loop: the error kind of every connect (refused by the
+    // closed port under A, EPERM under B).
+    let connects = Arc::new(Mutex::new(Vec::<std::io::ErrorKind>::new()));
+    let connecter = {
+        let (stop, connects) = (stop.clone(), connects.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let kind = match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                    Ok(_) => std::io::ErrorKind::Other, // nothing listens: never expected
+                    Err(e) => e.kind(),
+                };
+                connects.lock().unwrap().push(kind);
+                std::thread::sleep(Duration::from_millis(1));
             }
         })
     };
@@ -194,7 +249,45 @@ fn swaps_under_load_never_mix_versions_nor_let_a_denied_run_through() {
     }
     stop.store(true, Ordering::Relaxed);
     looper.join().unwrap();
+    connecter.join().unwrap();
     let runs = runs.lock().unwrap().clone();
+    let connects = connects.lock().unwrap().clone();
+
+    // Every connect has its event (A audits, B refuses: both emit), in
+    // order (one thread connects); its generation says what happened.
+    let end = Instant::now() + DEADLINE;
+    let cevents = loop {
+        let evs = port_events(&d, port);
+        if evs.len() >= connects.len() || Instant::now() >= end {
+            break evs;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(cevents.len(), connects.len(), "one event per connect");
+    let mut connect_generations = std::collections::BTreeSet::new();
+    for (kind, e) in connects.iter().zip(&cevents) {
+        let generation = e["generation"].as_u64().unwrap_or_else(|| panic!("{e:#}"));
+        connect_generations.insert(generation);
+        if generation % 2 == 1 {
+            assert_eq!(
+                (e["verdict"].as_str(), e["rule"].as_str()),
+                (Some("allow"), Some("port_seen")),
+                "{e:#}"
+            );
+            assert_eq!(*kind, std::io::ErrorKind::ConnectionRefused, "{e:#}");
+        } else {
+            assert_eq!(
+                (e["verdict"].as_str(), e["rule"].as_str()),
+                (Some("deny"), Some("port_denied")),
+                "{e:#}"
+            );
+            assert_eq!(*kind, std::io::ErrorKind::PermissionDenied, "{e:#}");
+        }
+    }
+    assert!(
+        connect_generations.len() > 1,
+        "connects ran under several generations: {connect_generations:?}"
+    );
 
     // Every run has its event (A audits, B kills: both emit).
     let end = Instant::now() + DEADLINE;
