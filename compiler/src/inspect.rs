@@ -1,57 +1,86 @@
 //! `policyc inspect BUNDLE`: what a bundle holds and what it costs the kernel.
 //!
 //! Prints the bundle's name, digest, policies and rules; per hook its terms,
-//! dimensions with the entry count of each table, verdict masks, and an
-//! **estimated kernel memory** per map, with the model below (also in
+//! dimensions, verdict masks and the kernel entries it contributes; and an
+//! **estimated kernel memory** per kernel map, with the model below (also in
 //! `docs/bundle.md`, "Kernel memory").
 //!
-//! ## Memory model
+//! ## Model: what the runtime stores
 //!
-//! `W` = [`MASK_WORDS`] × 8 bytes, the value of every table entry (a term
-//! mask). Sizes are for a 64-bit kernel (6.x) and count the map elements only:
-//! not the `struct bpf_map` header of each map, nor slab rounding.
+//! [`kernel_model`] mirrors `KernelTables::build` (runtime/src/tables.rs) for
+//! one bundle loaded alone (one part per hook, at bit 0); the compiler cannot
+//! depend on the runtime crate, so it is recomputed here, and
+//! `runtime/tests/inspect_matches_tables.rs` checks that both count the same
+//! entries. The maps are those of `bpf-templates/policy.bpf.c`, shared by
+//! every hook; each entry's value is a 4-byte **mask id**, and each distinct
+//! term mask is stored once in `masks`:
 //!
-//! - **Hash map** (`BPF_MAP_TYPE_HASH`), exact entries: each element is a
+//! - `str_exact` (hash, key `{u32 ns; u8[256]}` = 260 bytes): one entry per
+//!   `exact` value of a path or string dimension.
+//! - `str_prefix`, `str_suffix` (LPM tries, data `{u8 ns; u8[255]}` = 256
+//!   bytes): one entry per `prefix` value, and per `suffix` value of a
+//!   dimension with a `suffixDefault` (over the reversed bytes).
+//! - `num_lpm` (LPM trie, data `{u32 ns; u64 value}` = 12 bytes): per `int`
+//!   range, its prefixes over a 64-bit value
+//!   ([`crate::lower::range_prefixes`]`(lo, hi, 64)`); one single-value entry
+//!   per user/group name (counted as if every name resolves on the node to an
+//!   id no range covers, an upper bound: the node skips unknown, duplicate and
+//!   covered ids), per `enum`/`bool` value, per relation value.
+//! - `ip_lpm` (LPM trie, data `{u32 ns; u8 family; pad; u8[16]}` = 24 bytes):
+//!   one entry per CIDR block.
+//! - `cgroup_exact` (hash, 16-byte key): all `k8s.*` dimensions of a hook
+//!   (and relations between two `k8s.*` fields) become one cgroup dimension
+//!   whose entries, one per pod container, the node fills from its pods: 0
+//!   at compile time, only its default (every `k8s.*` field absent) counted.
+//! - `caps_table` (hash, key `u32`, value `{u64 caps; u32 held; u32
+//!   lacking}` = 16 bytes): one entry per distinct capability set.
+//! - `masks` (hash, key `u32`, value `u64[MASK_WORDS]`): the distinct term
+//!   sets, **deduplicated over the whole bundle**: the empty set (id 0); per
+//!   dimension its `default` and its set for an absent field, its
+//!   `suffixDefault`, and the set of every entry above; per capability set
+//!   `held` and `lacking`; per hook the set of all its terms and the verdict
+//!   sets (`deny`, `kill`, `allow`, `audit`, `defaultDeny`, `monitor`, the
+//!   union of the counters). A hook without terms stores nothing.
+//!
+//! ## Bytes
+//!
+//! Sizes are for a 64-bit kernel (6.x) and count the map elements only: not
+//! the `struct bpf_map` header of each map, nor slab rounding.
+//!
+//! - **Hash map** (`BPF_MAP_TYPE_HASH`, preallocated): each element is a
 //!   `struct htab_elem` (kernel/bpf/hashtab.c: `hash_node`/free-list union
 //!   16 bytes, `lru_node`/`ptr_to_pptr` union 24, `u32 hash`, key aligned to
 //!   8: [`HTAB_ELEM_BYTES`] = 48) followed by the key and the value, each
 //!   rounded up to 8 bytes; plus one `struct bucket` (`hlist_nulls_head` and a
 //!   spinlock, [`HTAB_BUCKET_BYTES`] = 16) per bucket, the entry count rounded
 //!   up to a power of two:
-//!   `entries × (48 + round8(key) + round8(W)) + pow2(entries) × 16`.
-//!   A preallocated map also holds one spare element per possible CPU, not
-//!   counted.
-//! - **LPM trie** (`BPF_MAP_TYPE_LPM_TRIE`), prefix, suffix, CIDR and range
-//!   entries: each entry is a `struct lpm_trie_node` (kernel/bpf/lpm_trie.c:
-//!   `child[2]`, `u32 prefixlen`, `u32 flags`: [`LPM_NODE_BYTES`] = 24)
-//!   followed by the key's data (the key less its `u32 prefixlen`) and the
-//!   value: `entries × (24 + data + W)`. The trie also allocates up to
+//!   `entries × (48 + round8(key) + round8(value)) + pow2(entries) × 16`.
+//!   Not counted: one spare element per possible CPU, and the one element an
+//!   empty map still preallocates (policyd creates every map with at least
+//!   one entry).
+//! - **LPM trie** (`BPF_MAP_TYPE_LPM_TRIE`, `BPF_F_NO_PREALLOC`): each entry
+//!   is a `struct lpm_trie_node` (kernel/bpf/lpm_trie.c: `child[2]`, `u32
+//!   prefixlen`, `u32 flags`: [`LPM_NODE_BYTES`] = 24) followed by the key's
+//!   data (the key less its `u32 prefixlen`) and the value:
+//!   `entries × (24 + data + 4)`. The trie also allocates up to
 //!   `entries − 1` intermediate nodes of the same size where two prefixes
 //!   branch; `upperBytes` counts them, `bytes` does not.
-//! - **Array** (`BPF_MAP_TYPE_ARRAY`), enum, bool, relation and capability
-//!   tables and the per-hook configuration: `entries × round8(value)`.
 //!
-//! Keys: paths 256 bytes (`PATH_KEY_LEN`); strings the field's kernel buffer
-//! (its longest value + NUL); uids, gids and login uids 4 bytes, ports 2
-//! (ranges as LPM prefixes over the big-endian key, see
-//! [`crate::lower::range_prefixes`]); names resolved on the node to 4-byte
-//! ids; IPv4 4, IPv6 16. Enum and bool arrays have one slot per possible
-//! value; a relation has two (false, true); a capability table one
-//! `(u64 mask, held, lacking)` per distinct mask. The configuration array of
-//! a hook holds each dimension's default masks (`default`, `suffixDefault`,
-//! `absent`) and the verdict masks (`deny`, `kill`, `allow`, `audit`, and
-//! `defaultDeny`, `monitor` and each counter when present).
+//! The tables are double-buffered (two slots): `bytes` is one slot, the
+//! bundle in force; while a reload fills the other slot both exist. The
+//! maps whose size does not depend on the bundle (`hook_config`, `active`,
+//! `stats`, the `events` ring buffer) are reported apart as `fixedMaps`
+//! and `fixedBytes`, not in `bytes`.
 //!
-//! `bytesPerRule` is the estimate over every hook divided by the number of
-//! rules.
+//! `bytesPerRule` is `bytes` divided by the number of rules.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
-use policy_dsl::schema::{Field, FieldType};
+use policy_dsl::checked::Value;
 use serde::Serialize;
 
 use crate::bundle::{Dimension, DimensionKind, HookTable, PolicyBundle, TermSet};
-use crate::limits::{MASK_WORDS, PATH_KEY_LEN};
+use crate::limits::{MASK_WORDS, MAX_DIMS_PER_HOOK, PATH_KEY_LEN};
 
 /// Bytes of a `struct htab_elem` before its key, on a 64-bit kernel.
 pub const HTAB_ELEM_BYTES: u64 = 48;
@@ -59,8 +88,44 @@ pub const HTAB_ELEM_BYTES: u64 = 48;
 pub const HTAB_BUCKET_BYTES: u64 = 16;
 /// Bytes of a `struct lpm_trie_node` before its data.
 pub const LPM_NODE_BYTES: u64 = 24;
-/// Bytes of a term mask, the value of every table entry.
+/// Bytes of a term mask (`u64[MASK_WORDS]`), the value of `masks`.
 pub const MASK_BYTES: u64 = (MASK_WORDS * 8) as u64;
+/// Bytes of a mask id (`u32`), the value of every lookup table.
+pub const MASK_ID_BYTES: u64 = 4;
+/// Key of `str_exact` (`struct str_key`: `u32 ns`, `u8[PATH_KEY_LEN]`).
+pub const STR_KEY_BYTES: u64 = 4 + PATH_KEY_LEN as u64;
+/// LPM data of `str_prefix`/`str_suffix` (`u8 ns`, `u8[STR_LPM_LEN]`).
+pub const STR_LPM_DATA_BYTES: u64 = PATH_KEY_LEN as u64;
+/// LPM data of `num_lpm` (`u32 ns`, big-endian `u64` value).
+pub const NUM_LPM_DATA_BYTES: u64 = 12;
+/// LPM data of `ip_lpm` (`u32 ns`, `u8 family`, padding, `u8[16]` address).
+pub const IP_LPM_DATA_BYTES: u64 = 24;
+/// Key of `cgroup_exact` (`struct cgroup_key`: `u32 ns`, pad, `u64` id).
+pub const CGROUP_KEY_BYTES: u64 = 16;
+/// Value of `caps_table` (`struct caps_entry`: `u64 caps`, `u32 held`,
+/// `u32 lacking`).
+pub const CAPS_ENTRY_BYTES: u64 = 16;
+/// Value of `hook_config` (`struct hook_config`: 64 bytes of header and
+/// `MAX_DIMS` 48-byte `struct dim_config`).
+pub const HOOK_CONFIG_BYTES: u64 = 64 + 48 * MAX_DIMS_PER_HOOK as u64;
+/// Slots of `hook_config`: `SLOTS` (2) × `NHOOKS` (8).
+pub const HOOK_CONFIG_SLOTS: u64 = 2 * 8;
+/// Counters of `stats` (`STAT__COUNT`: one per hook and 11 others).
+pub const STATS_COUNT: u64 = 8 + 11;
+/// Bytes of the `events` ring buffer (`4 << 20`).
+pub const EVENTS_BYTES: u64 = 4 << 20;
+
+/// The kernel maps filled from a bundle, in `policy.bpf.c` order.
+pub const MAPS: [&str; 8] = [
+    "masks",
+    "str_exact",
+    "str_prefix",
+    "str_suffix",
+    "num_lpm",
+    "ip_lpm",
+    "cgroup_exact",
+    "caps_table",
+];
 
 /// What `policyc inspect` reports.
 #[derive(Debug, Clone, Serialize)]
@@ -80,12 +145,19 @@ pub struct Inspection {
     pub scopes: Vec<ScopeView>,
     /// Per hook, in bundle order.
     pub hooks: Vec<HookView>,
-    /// Estimated kernel memory of every hook's maps, in bytes.
+    /// The kernel maps the bundle fills (one table slot), in [`MAPS`] order.
+    pub maps: Vec<MapEstimate>,
+    /// Estimated kernel memory of [`Inspection::maps`], in bytes.
     pub bytes: u64,
-    /// Upper bound, LPM intermediate nodes included.
+    /// Upper bound, LPM intermediate nodes included, in bytes.
     pub upper_bytes: u64,
     /// `bytes` / number of rules (0 without rules).
     pub bytes_per_rule: u64,
+    /// Maps of the same size for any bundle (`hook_config`, `active`,
+    /// `stats` per CPU, `events`).
+    pub fixed_maps: Vec<MapEstimate>,
+    /// Sum of the fixed maps' `bytes` (`stats` for one CPU).
+    pub fixed_bytes: u64,
 }
 
 /// A policy of the bundle.
@@ -152,12 +224,13 @@ pub struct HookView {
     pub dimensions: Vec<DimensionView>,
     /// Verdict masks: name → term ids (`count "c"` as `count:c`).
     pub verdicts: BTreeMap<String, TermSet>,
-    /// The hook's maps with their estimated memory.
-    pub maps: Vec<MapEstimate>,
-    /// Sum of the maps' `bytes`.
-    pub bytes: u64,
-    /// Sum of the maps' `upperBytes`.
-    pub upper_bytes: u64,
+    /// Kernel dimensions (`hook_config.ndims`): the bundle's, with every
+    /// `k8s.*` one folded into one cgroup dimension.
+    pub kernel_dimensions: usize,
+    /// Entries the hook adds to each kernel map (only maps it adds to; for
+    /// `masks`, the masks no earlier hook stored, the empty mask counted
+    /// with the first hook).
+    pub entries: BTreeMap<String, u64>,
 }
 
 /// One dimension.
@@ -168,8 +241,8 @@ pub struct DimensionView {
     pub name: String,
     /// Kind (`path`, `int`…).
     pub kind: String,
-    /// Entries per table (`exact`, `prefix`, `suffix`, `ranges`, `masks`),
-    /// only tables that have entries.
+    /// Entries per bundle table (`exact`, `prefix`, `suffix`, `ranges`,
+    /// `masks`), only tables that have entries.
     pub entries: BTreeMap<String, usize>,
 }
 
@@ -177,13 +250,13 @@ pub struct DimensionView {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MapEstimate {
-    /// `DIMENSION.TABLE` (`process.binary.exact`), or `config`.
+    /// Map name in `policy.bpf.c` (`str_exact`).
     pub map: String,
-    /// `hash`, `lpm_trie` or `array`.
+    /// `hash`, `lpm_trie`, `array`, `percpu_array` or `ringbuf`.
     pub kind: String,
-    /// Elements (for ranges: LPM prefixes; for arrays: slots).
+    /// Elements (for `num_lpm`: range prefixes and single values).
     pub entries: u64,
-    /// Key bytes (LPM: the data after the `u32 prefixlen`; array: 4).
+    /// Key bytes (LPM: the data after the `u32 prefixlen`; arrays: 4).
     pub key_bytes: u64,
     /// Value bytes.
     pub value_bytes: u64,
@@ -196,6 +269,9 @@ pub struct MapEstimate {
     pub bytes: u64,
     /// Upper bound with LPM intermediate nodes.
     pub upper_bytes: u64,
+    /// What the count leaves out, when something does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 fn round8(n: u64) -> u64 {
@@ -223,143 +299,257 @@ pub fn array_bytes(entries: u64, value: u64) -> u64 {
     entries * round8(value)
 }
 
-/// The field a dimension name (`k8s.label["app"]`) is about.
-pub fn dimension_field(name: &str) -> Option<Field> {
-    Field::from_name(name.split('[').next().unwrap_or(name))
+/// Entry counts of the kernel maps, as `KernelTables::build` fills them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelCounts {
+    /// Entries per map name ([`MAPS`]).
+    pub maps: BTreeMap<&'static str, u64>,
+    /// Per hook with terms: entries it adds per map, and its kernel
+    /// dimensions.
+    pub hooks: BTreeMap<crate::bundle::Hook, (BTreeMap<&'static str, u64>, usize)>,
+    /// `num_lpm` entries of user/group names (resolved on the node).
+    pub names: u64,
 }
 
-/// Key bytes of the field's exact hash map and LPM data.
-fn key_bytes(field: Option<Field>) -> u64 {
-    match field.map(|f| f.info().ty) {
-        Some(FieldType::Str { max }) => max as u64 + 1,
-        Some(FieldType::Port) => 2,
-        Some(FieldType::Uid | FieldType::Gid | FieldType::LoginUid) => 4,
-        _ => PATH_KEY_LEN as u64,
+/// The set a string dimension gives a value matching no entry.
+fn nothing(dim: &Dimension) -> TermSet {
+    match &dim.suffix_default {
+        Some(s) => crate::lower::intersect(&dim.default, s),
+        None => dim.default.clone(),
     }
 }
 
-fn map(
-    name: String,
-    kind: &str,
-    entries: u64,
-    key: u64,
-    value: u64,
-    bytes: (u64, u64),
-) -> MapEstimate {
-    let (overhead_bytes, bucket_bytes) = match kind {
-        "hash" if entries > 0 => (
-            HTAB_ELEM_BYTES,
-            entries.next_power_of_two() * HTAB_BUCKET_BYTES,
-        ),
-        "lpm_trie" => (LPM_NODE_BYTES, 0),
-        _ => (0, 0),
+/// The set a dimension gives an event without its field (tables.rs `absent`).
+fn absent(dim: &Dimension) -> TermSet {
+    dim.absent.clone().unwrap_or_else(|| match dim.kind {
+        DimensionKind::Path | DimensionKind::String => nothing(dim),
+        _ => dim.default.clone(),
+    })
+}
+
+fn is_k8s(name: &str) -> bool {
+    name.starts_with("k8s.")
+}
+
+/// Distinct masks, as tables.rs's `MaskTable` (sets normalised: a mask is a
+/// set of bits).
+struct Masks(HashSet<TermSet>);
+
+impl Masks {
+    /// Stores `set`; 1 when it is new.
+    fn add(&mut self, set: &TermSet) -> u64 {
+        let mut s = set.clone();
+        s.sort_unstable();
+        s.dedup();
+        u64::from(self.0.insert(s))
+    }
+}
+
+/// The entries `KernelTables::build` stores for `bundle` alone (see the
+/// module docs), with no pods known and every user/group name resolved to
+/// an id of its own.
+pub fn kernel_model(bundle: &PolicyBundle) -> KernelCounts {
+    let mut masks = Masks(HashSet::new());
+    let mut out = KernelCounts::default();
+    let mut first = masks.add(&Vec::new());
+    for (&hook, table) in &bundle.spec.hooks {
+        if table.terms.is_empty() {
+            continue;
+        }
+        let mut n: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let mut m = std::mem::take(&mut first);
+        let ndims = hook_model(table, &mut masks, &mut n, &mut m);
+        out.names += n.remove("names").unwrap_or(0);
+        n.insert("masks", m);
+        n.retain(|_, v| *v > 0);
+        for (k, v) in &n {
+            *out.maps.entry(k).or_default() += v;
+        }
+        out.hooks.insert(hook, (n, ndims));
+    }
+    for name in MAPS {
+        out.maps.entry(name).or_default();
+    }
+    out
+}
+
+/// One hook of [`kernel_model`]: entries into `n`, new masks into `m`;
+/// returns the number of kernel dimensions.
+fn hook_model(
+    table: &HookTable,
+    masks: &mut Masks,
+    n: &mut BTreeMap<&'static str, u64>,
+    m: &mut u64,
+) -> usize {
+    let mut add = |map: &'static str, k: u64| *n.entry(map).or_default() += k;
+    let mut ndims = 0;
+    // `k8s.*` dimensions and relations between two `k8s.*` fields: one
+    // cgroup dimension (runtime/src/k8s/terms.rs).
+    let k8s: Vec<&String> = table
+        .dimensions
+        .iter()
+        .filter(|(name, dim)| match &dim.relation {
+            Some(rel) => is_k8s(&rel.left) && is_k8s(&rel.right),
+            None => is_k8s(name),
+        })
+        .map(|(name, _)| name)
+        .collect();
+    for (name, dim) in &table.dimensions {
+        if k8s.contains(&name) {
+            continue;
+        }
+        ndims += 1;
+        *m += masks.add(&dim.default) + masks.add(&absent(dim));
+        if dim.relation.is_some() {
+            for e in &dim.exact {
+                add("num_lpm", 1);
+                *m += masks.add(&e.terms);
+            }
+            continue;
+        }
+        match dim.kind {
+            DimensionKind::Path | DimensionKind::String => {
+                for e in &dim.exact {
+                    add("str_exact", 1);
+                    *m += masks.add(&e.terms);
+                }
+                for e in &dim.prefix {
+                    add("str_prefix", 1);
+                    *m += masks.add(&e.terms);
+                }
+                if let Some(sd) = &dim.suffix_default {
+                    *m += masks.add(sd);
+                    for e in &dim.suffix {
+                        add("str_suffix", 1);
+                        *m += masks.add(&e.terms);
+                    }
+                }
+            }
+            DimensionKind::Int => {
+                for r in &dim.ranges {
+                    *m += masks.add(&r.terms);
+                    add(
+                        "num_lpm",
+                        crate::lower::range_prefixes(r.lo, r.hi, 64).len() as u64,
+                    );
+                }
+                if dim.resolve.is_some() {
+                    for e in &dim.exact {
+                        add("num_lpm", 1);
+                        add("names", 1);
+                        *m += masks.add(&e.terms);
+                    }
+                }
+            }
+            DimensionKind::Enum | DimensionKind::Bool => {
+                for e in &dim.exact {
+                    add("num_lpm", 1);
+                    *m += masks.add(&e.terms);
+                }
+            }
+            DimensionKind::Ip => {
+                for e in &dim.prefix {
+                    add("ip_lpm", 1);
+                    *m += masks.add(&e.terms);
+                }
+            }
+            DimensionKind::Caps => {
+                for c in &dim.masks {
+                    add("caps_table", 1);
+                    *m += masks.add(&c.held) + masks.add(&c.lacking);
+                }
+            }
+            DimensionKind::Relation => {}
+        }
+    }
+    if !k8s.is_empty() {
+        // Outside every pod (all the node knows at compile time): every
+        // `k8s.*` field absent. Entries per pod container come on the node.
+        ndims += 1;
+        let none: BTreeMap<String, &Value> = BTreeMap::new();
+        let mut set: TermSet = (0..table.terms.len() as u32).collect();
+        for name in &k8s {
+            let got = crate::eval::dimension_lookup(name, &table.dimensions[*name], &none);
+            set = crate::lower::intersect(&set, &got);
+        }
+        add("cgroup_exact", 0);
+        *m += masks.add(&set);
+    }
+    let v = &table.verdicts;
+    let all: TermSet = (0..table.terms.len() as u32).collect();
+    let mut count: TermSet = v.count.values().flatten().copied().collect();
+    count.sort_unstable();
+    count.dedup();
+    for s in [
+        &all,
+        &v.deny,
+        &v.kill,
+        &v.allow,
+        &v.audit,
+        &v.default_deny,
+        &v.monitor,
+        &count,
+    ] {
+        *m += masks.add(s);
+    }
+    ndims
+}
+
+/// The estimate of kernel map `name` holding `entries` elements.
+pub fn map_estimate(name: &str, entries: u64) -> MapEstimate {
+    let (kind, key, value) = match name {
+        "masks" => ("hash", 4, MASK_BYTES),
+        "str_exact" => ("hash", STR_KEY_BYTES, MASK_ID_BYTES),
+        "str_prefix" | "str_suffix" => ("lpm_trie", STR_LPM_DATA_BYTES, MASK_ID_BYTES),
+        "num_lpm" => ("lpm_trie", NUM_LPM_DATA_BYTES, MASK_ID_BYTES),
+        "ip_lpm" => ("lpm_trie", IP_LPM_DATA_BYTES, MASK_ID_BYTES),
+        "cgroup_exact" => ("hash", CGROUP_KEY_BYTES, MASK_ID_BYTES),
+        "caps_table" => ("hash", 4, CAPS_ENTRY_BYTES),
+        "hook_config" => ("array", 4, HOOK_CONFIG_BYTES),
+        "active" => ("array", 4, 16),
+        "stats" => ("percpu_array", 4, 8),
+        _ => ("ringbuf", 0, 0),
+    };
+    let (overhead_bytes, bucket_bytes, bytes, upper_bytes) = match kind {
+        "hash" => {
+            let b = hash_bytes(entries, key, value);
+            let buckets = if entries > 0 {
+                entries.next_power_of_two() * HTAB_BUCKET_BYTES
+            } else {
+                0
+            };
+            (HTAB_ELEM_BYTES, buckets, b, b)
+        }
+        "lpm_trie" => {
+            let (b, u) = lpm_bytes(entries, key, value);
+            (LPM_NODE_BYTES, 0, b, u)
+        }
+        "ringbuf" => (0, 0, EVENTS_BYTES, EVENTS_BYTES),
+        _ => {
+            let b = array_bytes(entries, value);
+            (0, 0, b, b)
+        }
+    };
+    let note = match name {
+        "cgroup_exact" => {
+            Some("one entry per pod container, filled on the node: 0 here".to_string())
+        }
+        "stats" => Some("per possible CPU".to_string()),
+        "events" => Some("ring buffer data pages".to_string()),
+        _ => None,
     };
     MapEstimate {
-        map: name,
+        map: name.to_string(),
         kind: kind.into(),
         entries,
         key_bytes: key,
         value_bytes: value,
         overhead_bytes,
         bucket_bytes,
-        bytes: bytes.0,
-        upper_bytes: bytes.1,
+        bytes,
+        upper_bytes,
+        note,
     }
-}
-
-/// The maps of one dimension.
-pub fn dimension_maps(name: &str, dim: &Dimension) -> Vec<MapEstimate> {
-    let w = MASK_BYTES;
-    let field = dimension_field(name);
-    let key = key_bytes(field);
-    let mut out = Vec::new();
-    let hash = |table: &str, n: usize, key: u64| {
-        let n = n as u64;
-        let b = hash_bytes(n, key, w);
-        map(format!("{name}.{table}"), "hash", n, key, w, (b, b))
-    };
-    let lpm = |table: &str, n: u64, data: u64| {
-        map(
-            format!("{name}.{table}"),
-            "lpm_trie",
-            n,
-            data,
-            w,
-            lpm_bytes(n, data, w),
-        )
-    };
-    let array = |table: &str, n: u64, value: u64| {
-        let b = array_bytes(n, value);
-        map(format!("{name}.{table}"), "array", n, 4, value, (b, b))
-    };
-    match dim.kind {
-        DimensionKind::Path | DimensionKind::String => {
-            if !dim.exact.is_empty() {
-                out.push(hash("exact", dim.exact.len(), key));
-            }
-            if !dim.prefix.is_empty() {
-                out.push(lpm("prefix", dim.prefix.len() as u64, key));
-            }
-            if !dim.suffix.is_empty() {
-                out.push(lpm("suffix", dim.suffix.len() as u64, key));
-            }
-        }
-        DimensionKind::Int => {
-            let bits = if key == 2 { 16 } else { 32 };
-            let prefixes: u64 = dim
-                .ranges
-                .iter()
-                .map(|r| {
-                    let hi = r.hi.min((1u64 << bits) - 1);
-                    if r.lo > hi {
-                        0
-                    } else {
-                        crate::lower::range_prefixes(r.lo, hi, bits).len() as u64
-                    }
-                })
-                .sum();
-            if prefixes > 0 {
-                out.push(lpm("ranges", prefixes, key));
-            }
-            if !dim.exact.is_empty() {
-                // Names, resolved on the node to 4-byte ids.
-                out.push(hash("exact", dim.exact.len(), 4));
-            }
-        }
-        DimensionKind::Ip => {
-            let v6 = dim.prefix.iter().filter(|e| e.value.contains(':')).count() as u64;
-            let v4 = dim.prefix.len() as u64 - v6;
-            if v4 > 0 {
-                out.push(lpm("prefix4", v4, 4));
-            }
-            if v6 > 0 {
-                out.push(lpm("prefix6", v6, 16));
-            }
-        }
-        DimensionKind::Enum | DimensionKind::Bool => {
-            let slots = match field.map(|f| f.info().ty) {
-                Some(FieldType::Enum(names)) => names.len() as u64,
-                _ => 2,
-            };
-            out.push(array("values", slots, w));
-        }
-        DimensionKind::Relation => out.push(array("values", 2, w)),
-        DimensionKind::Caps => out.push(array("masks", dim.masks.len() as u64, 8 + 2 * w)),
-    }
-    out
-}
-
-/// Number of masks in the hook's configuration array.
-fn config_masks(table: &HookTable) -> u64 {
-    let defaults: u64 = table
-        .dimensions
-        .values()
-        .map(|d| 1 + d.suffix_default.is_some() as u64 + d.absent.is_some() as u64)
-        .sum();
-    let v = &table.verdicts;
-    let verdicts =
-        4 + !v.default_deny.is_empty() as u64 + !v.monitor.is_empty() as u64 + v.count.len() as u64;
-    defaults + verdicts
 }
 
 /// Inspect a (validated) bundle.
@@ -390,9 +580,9 @@ pub fn inspect(bundle: &PolicyBundle) -> Inspection {
                 .unwrap_or(0),
         })
         .collect();
+    let model = kernel_model(bundle);
     let mut hooks = Vec::new();
     for (hook, table) in &spec.hooks {
-        let mut maps = Vec::new();
         let mut dimensions = Vec::new();
         for (name, dim) in &table.dimensions {
             let mut entries = BTreeMap::new();
@@ -415,11 +605,7 @@ pub fn inspect(bundle: &PolicyBundle) -> Inspection {
                     .unwrap_or_default(),
                 entries,
             });
-            maps.extend(dimension_maps(name, dim));
         }
-        let n = config_masks(table);
-        let b = array_bytes(n, MASK_BYTES);
-        maps.push(map("config".into(), "array", n, 4, MASK_BYTES, (b, b)));
         let v = &table.verdicts;
         let mut verdicts = BTreeMap::new();
         for (name, set) in [
@@ -437,18 +623,38 @@ pub fn inspect(bundle: &PolicyBundle) -> Inspection {
         for (c, set) in &v.count {
             verdicts.insert(format!("count:{c}"), set.clone());
         }
+        let (entries, kernel_dimensions) = model
+            .hooks
+            .get(hook)
+            .map(|(e, d)| (e.iter().map(|(k, v)| (k.to_string(), *v)).collect(), *d))
+            .unwrap_or_default();
         hooks.push(HookView {
             hook: hook.as_str().into(),
             terms: table.terms.len(),
             rules: spec.rules.iter().filter(|r| r.hook == *hook).count(),
             dimensions,
             verdicts,
-            bytes: maps.iter().map(|m| m.bytes).sum(),
-            upper_bytes: maps.iter().map(|m| m.upper_bytes).sum(),
-            maps,
+            kernel_dimensions,
+            entries,
         });
     }
-    let bytes: u64 = hooks.iter().map(|h| h.bytes).sum();
+    let mut maps: Vec<MapEstimate> = MAPS
+        .iter()
+        .map(|name| map_estimate(name, model.maps[name]))
+        .collect();
+    if model.names > 0 {
+        maps[4].note = Some(format!(
+            "{} user/group names counted as resolved on the node to ids of their own",
+            model.names
+        ));
+    }
+    let fixed_maps = vec![
+        map_estimate("hook_config", HOOK_CONFIG_SLOTS),
+        map_estimate("active", 1),
+        map_estimate("stats", STATS_COUNT),
+        map_estimate("events", 0),
+    ];
+    let bytes: u64 = maps.iter().map(|m| m.bytes).sum();
     Inspection {
         name: bundle.metadata.name.clone(),
         digest: spec.digest.clone(),
@@ -473,13 +679,16 @@ pub fn inspect(bundle: &PolicyBundle) -> Inspection {
                 source: location(&s.source),
             })
             .collect(),
-        upper_bytes: hooks.iter().map(|h| h.upper_bytes).sum(),
+        upper_bytes: maps.iter().map(|m| m.upper_bytes).sum(),
         bytes_per_rule: if rules.is_empty() {
             0
         } else {
             bytes / rules.len() as u64
         },
         bytes,
+        fixed_bytes: fixed_maps.iter().map(|m| m.bytes).sum(),
+        fixed_maps,
+        maps,
         rules,
         hooks,
     }
@@ -488,6 +697,40 @@ pub fn inspect(bundle: &PolicyBundle) -> Inspection {
 fn set(s: &TermSet) -> String {
     let items: Vec<String> = s.iter().map(u32::to_string).collect();
     format!("[{}]", items.join(", "))
+}
+
+/// One map line of the human report.
+fn map_line(m: &MapEstimate) -> String {
+    let overhead = if m.overhead_bytes > 0 {
+        format!("{} + ", m.overhead_bytes)
+    } else {
+        String::new()
+    };
+    let buckets = if m.bucket_bytes > 0 {
+        format!(" + buckets {}", m.bucket_bytes)
+    } else {
+        String::new()
+    };
+    let mut o = match m.kind.as_str() {
+        "ringbuf" => format!("    {} ({}): {} bytes", m.map, m.kind, m.bytes),
+        // An array stores values only: its index is not a stored key.
+        "array" | "percpu_array" => format!(
+            "    {} ({}): {} × value {} = {} bytes",
+            m.map, m.kind, m.entries, m.value_bytes, m.bytes
+        ),
+        _ => format!(
+            "    {} ({}): {} × ({overhead}key {} + value {}){buckets} = {} bytes",
+            m.map, m.kind, m.entries, m.key_bytes, m.value_bytes, m.bytes
+        ),
+    };
+    if m.upper_bytes != m.bytes {
+        o.push_str(&format!(" (≤ {} with intermediate nodes)", m.upper_bytes));
+    }
+    if let Some(note) = &m.note {
+        o.push_str(&format!("; {note}"));
+    }
+    o.push('\n');
+    o
 }
 
 impl Inspection {
@@ -556,38 +799,39 @@ impl Inspection {
             for (name, s) in &h.verdicts {
                 o.push_str(&format!("    {name}: {}\n", set(s)));
             }
-            o.push_str("  estimated kernel memory:\n");
-            for m in &h.maps {
-                let overhead = if m.overhead_bytes > 0 {
-                    format!("{} + ", m.overhead_bytes)
+            let entries: Vec<String> = h
+                .entries
+                .iter()
+                .map(|(map, n)| {
+                    if map == "masks" {
+                        format!("{map} {n} new")
+                    } else {
+                        format!("{map} {n}")
+                    }
+                })
+                .collect();
+            o.push_str(&format!(
+                "  kernel: {}, entries: {}\n",
+                n(h.kernel_dimensions, "dimension"),
+                if entries.is_empty() {
+                    "none".to_string()
                 } else {
-                    String::new()
-                };
-                let buckets = if m.bucket_bytes > 0 {
-                    format!(" + buckets {}", m.bucket_bytes)
-                } else {
-                    String::new()
-                };
-                // An array stores values only: its index is not a stored key.
-                let per_entry = if m.kind == "array" {
-                    format!("value {}", m.value_bytes)
-                } else {
-                    format!("({overhead}key {} + value {})", m.key_bytes, m.value_bytes)
-                };
-                o.push_str(&format!(
-                    "    {} ({}): {} × {per_entry}{buckets} = {} bytes",
-                    m.map, m.kind, m.entries, m.bytes
-                ));
-                if m.upper_bytes != m.bytes {
-                    o.push_str(&format!(" (≤ {} with intermediate nodes)", m.upper_bytes));
+                    entries.join(", ")
                 }
-                o.push('\n');
-            }
-            o.push_str(&format!("    total: {} bytes\n", h.bytes));
+            ));
+        }
+        o.push_str("\nestimated kernel memory (one table slot):\n");
+        for m in &self.maps {
+            o.push_str(&map_line(m));
+        }
+        o.push_str(&format!("    total: {} bytes\n", self.bytes));
+        o.push_str("fixed maps (any bundle):\n");
+        for m in &self.fixed_maps {
+            o.push_str(&map_line(m));
         }
         o.push_str(&format!(
-            "\nestimated kernel memory: {} bytes (≤ {}), {} bytes per rule\n",
-            self.bytes, self.upper_bytes, self.bytes_per_rule
+            "\nestimated kernel memory: {} bytes (≤ {}), {} bytes per rule; fixed maps {} bytes\n",
+            self.bytes, self.upper_bytes, self.bytes_per_rule, self.fixed_bytes
         ));
         o.push_str("(model: docs/bundle.md, \"Kernel memory\")\n");
         o
@@ -607,12 +851,75 @@ mod tests {
 
     #[test]
     fn formulas() {
-        // 3 paths: 3 × (48 + 256 + 32) + 4 buckets × 16.
-        assert_eq!(hash_bytes(3, 256, 32), 3 * 336 + 64);
+        // 3 str_exact entries: 3 × (48 + round8(260) + round8(4)) + 4 buckets × 16.
+        assert_eq!(hash_bytes(3, STR_KEY_BYTES, 4), 3 * (48 + 264 + 8) + 64);
         assert_eq!(hash_bytes(0, 256, 32), 0);
-        assert_eq!(lpm_bytes(2, 4, 32), (2 * 60, 3 * 60));
-        assert_eq!(array_bytes(2, 32), 64);
-        assert_eq!(key_bytes(dimension_field("k8s.label[\"app\"]")), 64);
-        assert_eq!(key_bytes(dimension_field("process.name")), 16);
+        assert_eq!(lpm_bytes(2, 12, 4), (2 * 40, 3 * 40));
+        assert_eq!(array_bytes(2, 1600), 3200);
+        assert_eq!(HOOK_CONFIG_BYTES, 1600);
+    }
+
+    fn bundle(text: &str) -> PolicyBundle {
+        let sources = [crate::compile::SourceFile {
+            name: "p.policy".into(),
+            text: format!("policy p {{}}\n{text}\n"),
+        }];
+        crate::compile::compile_for_evaluation(&sources, "p")
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .0
+            .bundle
+    }
+
+    #[test]
+    fn counts_by_hand() {
+        let b = bundle(
+            "rule a on exec { when process.binary in { \"/a\", \"/b\" } audit }\n\
+             rule p on exec { when process.binary startswith \"/tmp/\" deny }\n\
+             rule c on connect { when net.dport in 1..1023 deny }",
+        );
+        let k = kernel_model(&b);
+        // exec: terms 0 (rule a), 1 (rule p). process.binary: "/a", "/b"
+        // exact → {0} each; prefix "/tmp/" → {1}; default {} (nothing else
+        // matches).
+        // connect: term 0; net.dport 1..1023 → 10 prefixes of a 64-bit value
+        // (1, 2–3, 4–7, …, 512–1023), default {}.
+        assert_eq!(k.maps["str_exact"], 2);
+        assert_eq!(k.maps["str_prefix"], 1);
+        assert_eq!(k.maps["str_suffix"], 0);
+        assert_eq!(k.maps["num_lpm"], 10);
+        assert_eq!(k.maps["ip_lpm"], 0);
+        assert_eq!(k.maps["caps_table"], 0);
+        // Masks: {} (id 0, also every default/absent and empty verdict),
+        // {0} (exact entries, exec audit, connect's entries, all and deny),
+        // {1} (prefix entry, exec deny), {0, 1} (exec's all terms).
+        assert_eq!(k.maps["masks"], 4);
+        let exec = &k.hooks[&crate::bundle::Hook::Exec];
+        assert_eq!(exec.0["masks"], 4);
+        assert_eq!(exec.1, 1);
+        let connect = &k.hooks[&crate::bundle::Hook::Connect];
+        assert_eq!(connect.0.get("masks"), None, "{connect:?}");
+        assert_eq!(connect.0["num_lpm"], 10);
+        let i = inspect(&b);
+        // masks: 4 × (48 + 8 + 512) + 4 × 16; str_exact 2 × (48 + 264 + 8)
+        // + 2 × 16; str_prefix 24 + 256 + 4; num_lpm 10 × (24 + 12 + 4).
+        let expected = 4 * 568 + 64 + 2 * 320 + 32 + 284 + 400;
+        assert_eq!(i.bytes, expected);
+        assert_eq!(i.bytes_per_rule, expected / 3);
+    }
+
+    #[test]
+    fn k8s_dimensions_are_one_cgroup_dimension() {
+        let b = bundle(
+            "rule k on exec { when k8s.namespace in { \"a\", \"b\" } and k8s.pod == \"x\" \
+             and process.binary == \"/bin/sh\" deny }",
+        );
+        let k = kernel_model(&b);
+        let exec = &k.hooks[&crate::bundle::Hook::Exec];
+        // process.binary and the cgroup dimension.
+        assert_eq!(exec.1, 2);
+        assert_eq!(k.maps["str_exact"], 1);
+        assert_eq!(k.maps["cgroup_exact"], 0);
+        // {} and {0}: outside pods nothing matches, as with the defaults.
+        assert_eq!(k.maps["masks"], 2);
     }
 }

@@ -24,7 +24,9 @@
 //!   256 events cycling through hits of each rule kind and misses.
 //!
 //! Bytes per rule are printed once per size (`SIZE` lines on stderr): the
-//! bundle YAML and `policyc inspect`'s estimated kernel memory.
+//! bundle YAML and `policyc inspect`'s estimated kernel memory, and for the
+//! `lower` bundle each kernel map's `name:entries:bytes` (`maps=`). A filter
+//! matching no bench (`-- zzz`) prints only these lines.
 
 /// The allocator `policyc` ships with (compiler/src/bin/policyc.rs).
 #[global_allocator]
@@ -157,11 +159,20 @@ fn back_end(c: &mut Criterion) {
             b.iter(|| black_box(bundle).to_yaml().len())
         });
         let yaml = bundle.to_yaml().len();
-        let kernel = inspect::inspect(&bundle).bytes;
+        let report = inspect::inspect(&bundle);
+        let kernel = report.bytes;
+        // Entries and bytes per kernel map, for the reading of the column.
+        let maps: Vec<String> = report
+            .maps
+            .iter()
+            .filter(|m| m.entries > 0)
+            .map(|m| format!("{}:{}:{}", m.map, m.entries, m.bytes))
+            .collect();
         eprintln!(
-            "SIZE lower rules={n} yaml_bytes={yaml} kernel_bytes={kernel} yaml_per_rule={} kernel_per_rule={}",
+            "SIZE lower rules={n} yaml_bytes={yaml} kernel_bytes={kernel} yaml_per_rule={} kernel_per_rule={} maps={}",
             yaml / n,
-            kernel / n as u64
+            kernel / n as u64,
+            maps.join(",")
         );
         let events = events(n, 256, true);
         group.bench_with_input(BenchmarkId::new("eval_bundle", n), &events, |b, evs| {

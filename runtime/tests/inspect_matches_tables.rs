@@ -1,0 +1,164 @@
+//! `policyc inspect`'s kernel model (`policy_compiler::inspect::kernel_model`)
+//! counts what [`KernelTables`] stores: the entries of every kernel map, the
+//! distinct masks, and each hook's kernel dimensions. Pure: no kernel.
+//!
+//! The shipped `policies/` (but `module-load.policy`: the runtime has no
+//! program for its hook) and generated bundles of every dimension kind.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+
+use policy_compiler::bundle::{DimensionKind, Hook, PolicyBundle};
+use policy_compiler::inspect::{inspect, kernel_model, MAPS};
+use policy_compiler::SourceFile;
+use policy_runtime::k8s::PodIndex;
+use policy_runtime::tables::{KernelTables, Names, Part};
+
+/// Every name resolves to an id of its own that no range of the bundle
+/// covers: what the model assumes.
+struct Distinct {
+    next: Cell<u32>,
+    ranges: Vec<(u64, u64)>,
+}
+
+impl Distinct {
+    fn new(b: &PolicyBundle) -> Distinct {
+        let ranges = b
+            .spec
+            .hooks
+            .values()
+            .flat_map(|t| t.dimensions.values())
+            .filter(|d| d.kind == DimensionKind::Int)
+            .flat_map(|d| d.ranges.iter().map(|r| (r.lo, r.hi)))
+            .collect();
+        Distinct {
+            next: Cell::new(3_000_000_000),
+            ranges,
+        }
+    }
+
+    fn id(&self) -> Option<u32> {
+        loop {
+            let id = self.next.get();
+            self.next.set(id + 1);
+            let n = u64::from(id);
+            if !self.ranges.iter().any(|&(lo, hi)| lo <= n && n <= hi) {
+                return Some(id);
+            }
+        }
+    }
+}
+
+impl Names for Distinct {
+    fn uid(&self, _: &str) -> Option<u32> {
+        self.id()
+    }
+    fn gid(&self, _: &str) -> Option<u32> {
+        self.id()
+    }
+}
+
+fn compile(name: &str, text: &str) -> PolicyBundle {
+    policy_compiler::compile::compile_for_evaluation(
+        &[SourceFile {
+            name: name.into(),
+            text: text.into(),
+        }],
+        "x",
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e:?}"))
+    .0
+    .bundle
+}
+
+fn check(what: &str, b: &PolicyBundle) {
+    let hooks: BTreeMap<Hook, Vec<Part<'_>>> = b
+        .spec
+        .hooks
+        .iter()
+        .map(|(h, t)| {
+            (
+                *h,
+                vec![Part {
+                    table: t,
+                    offset: 0,
+                }],
+            )
+        })
+        .collect();
+    let t = KernelTables::build(&hooks, &Distinct::new(b), &PodIndex::default())
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let model = kernel_model(b);
+    let report = inspect(b);
+    for (i, map) in MAPS.iter().enumerate() {
+        assert_eq!(model.maps[map], t.entries(map), "{what}: map `{map}`");
+        assert_eq!(report.maps[i].map, *map);
+        assert_eq!(report.maps[i].entries, t.entries(map), "{what}: `{map}`");
+    }
+    let with_terms: Vec<&Hook> = t.hooks.keys().collect();
+    assert_eq!(
+        model.hooks.keys().collect::<Vec<_>>(),
+        with_terms,
+        "{what}: hooks"
+    );
+    for (hook, cfg) in &t.hooks {
+        assert_eq!(
+            model.hooks[hook].1, cfg.ndims as usize,
+            "{what}: dimensions of {hook:?}"
+        );
+    }
+}
+
+#[test]
+fn shipped_policies() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.ends_with(".policy") || name == "module-load.policy" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        check(&name, &compile(&name, &text));
+        n += 1;
+    }
+    assert!(n >= 8, "{n} policies");
+}
+
+#[test]
+fn every_dimension_kind() {
+    let text = r#"policy g {}
+rule s on exec { when process.binary endswith ".sh" and not process.binary startswith "/usr/" audit }
+rule a on exec { when process.args startswith "rm -rf" and process.name == "rm" deny }
+rule i on exec { when process.interactive and user.uid in 1000..1999 audit }
+rule n on exec { when user.uid == "alice" or user.gid == "wheel" audit }
+rule r on setuid { when cred.new_uid < user.uid and cred.new_uid == 0 deny }
+rule c on capset { when cred.new_caps has CAP_SYS_ADMIN and not user.caps has CAP_NET_ADMIN kill }
+rule ip on connect { when net.daddr in { 10.0.0.0/8, 169.254.169.254, fd00::/8 } and net.protocol == "tcp" and net.dport in 1..1023 deny }
+rule k on exec { when k8s.namespace == "prod" and k8s.label["app"] startswith "web" and process.binary == "/bin/sh" audit count "prod_sh" }
+rule o on open { when file.path startswith "/etc/" and file.write and process.binary not in { "/usr/bin/vi", "/bin/ed" } deny }
+"#;
+    check("kinds", &compile("g.policy", text));
+}
+
+#[test]
+fn generated_bundles() {
+    for n in [10, 60, 240] {
+        let mut text = String::from("policy g {}\n");
+        for i in 0..n {
+            let rule = match i % 6 {
+                0 => format!("when process.binary == \"/usr/bin/tool{i}\" deny"),
+                1 => format!("when process.binary in {{ \"/a/{}\", \"/b/{}\" }} audit", i % 7, i),
+                2 => format!(
+                    "when process.binary startswith \"/opt/v{i}/\" and not process.binary == \"/opt/v{i}/bin/health\" audit"
+                ),
+                3 => format!("when user.uid in {{ {}..{} }} audit", i, i * 3 + 7),
+                4 => format!("when process.binary endswith \".x{}\" allow", i % 13),
+                _ => format!("when process.name == \"n{}\" and process.interactive deny", i % 11),
+            };
+            text.push_str(&format!("rule r{i} on exec {{ {rule} }}\n"));
+        }
+        check(&format!("generated {n}"), &compile("g.policy", &text));
+    }
+}
