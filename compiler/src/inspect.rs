@@ -88,8 +88,9 @@ pub const HTAB_ELEM_BYTES: u64 = 48;
 pub const HTAB_BUCKET_BYTES: u64 = 16;
 /// Bytes of a `struct lpm_trie_node` before its data.
 pub const LPM_NODE_BYTES: u64 = 24;
-/// Bytes of a term mask (`u64[MASK_WORDS]`), the value of `masks`.
-pub const MASK_BYTES: u64 = (MASK_WORDS * 8) as u64;
+/// Bytes of a value of `masks` (`struct mask_value`: the term mask,
+/// `u64[MASK_WORDS]`, and its non-zero word range, two `u32`).
+pub const MASK_BYTES: u64 = (MASK_WORDS * 8 + 8) as u64;
 /// Bytes of a mask id (`u32`), the value of every lookup table.
 pub const MASK_ID_BYTES: u64 = 4;
 /// Key of `str_exact` (`struct str_key`: `u32 ns`, `u8[PATH_KEY_LEN]`).

@@ -93,14 +93,14 @@ fn inspect_a_runtime_bundle() {
     assert_eq!(doc["rules"][0]["name"], "sudo_audit.sudo_invoked");
     // 3 exact paths in `str_exact`: 3 × (48 + round8(4 + 256) + round8(4))
     // + 4 buckets × 16; masks: the empty set, {0} (the entries, audit, all
-    // terms): 2 × (48 + 8 + 8 × MASK_WORDS) + 2 × 16.
+    // terms): 2 × (48 + 8 + 8 × MASK_WORDS + 8) + 2 × 16.
     let maps = &doc["maps"];
     assert_eq!(maps[1]["map"], "str_exact");
     assert_eq!(maps[1]["entries"], 3);
     assert_eq!(maps[1]["bytes"], 3 * (48 + 264 + 8) + 64);
     assert_eq!(maps[0]["map"], "masks");
     assert_eq!(maps[0]["entries"], 2);
-    let w = 8 * policy_compiler::limits::MASK_WORDS as u64;
+    let w = 8 * policy_compiler::limits::MASK_WORDS as u64 + 8;
     assert_eq!(maps[0]["bytes"], 2 * (48 + 8 + w) + 32);
     assert_eq!(doc["hooks"][0]["entries"]["str_exact"], 3);
     assert_eq!(doc["bytes"], 3 * 320 + 64 + 2 * (56 + w) + 32);
