@@ -601,10 +601,12 @@ struct and_mask_ctx {
 	u32 words;
 };
 
-/* acc &= mask(id) over the words both may have set (see struct
- * mask_value); an empty result ends the event's classification. Run as a
- * one-iteration bpf_loop callback: the verifier checks its branches once,
- * not at each of the many places that AND a mask. */
+/* acc &= mask(id) within the window `win` (words lo | hi << 16 of the
+ * dimension's bundle; outside it acc is untouched): only the words both may
+ * have set are visited (see struct mask_value), the match's range shrinks
+ * from the edges the window covers, and an empty match ends the event's
+ * classification. Run as a one-iteration bpf_loop callback: the verifier
+ * checks its branches once, not at each of the many places that AND a mask. */
 static long and_mask_cb(u32 i, void *data)
 {
 	struct and_mask_ctx *a = data;
@@ -616,18 +618,30 @@ static long and_mask_cb(u32 i, void *data)
 		s->mask_missing = 1;
 		return 1;
 	}
-	u32 lo = s->lo > m->lo ? s->lo : m->lo;
-	u32 hi = s->hi < m->hi ? s->hi : m->hi;
-	if (hi > a->words)
-		hi = a->words;
-	if (lo >= hi) {
+	u32 wlo = a->words & 0xffff, whi = a->words >> 16;
+	u32 alo = s->lo, ahi = s->hi;
+	u32 lo = alo > wlo ? alo : wlo; /* acc's words inside the window */
+	u32 hi = ahi < whi ? ahi : whi;
+	if (lo >= hi)
+		return 1; /* nothing of acc there: unchanged */
+	u32 mlo = m->lo > lo ? m->lo : lo; /* the mask's non-zero words there */
+	u32 mhi = m->hi < hi ? m->hi : hi;
+	bool any = mlo < mhi;
+	/* Where the window holds acc's edge, the words before mlo (after mhi)
+	 * become zero: move the edge instead of writing them. */
+	u32 nlo = alo >= wlo ? (any ? mlo : hi) : alo;
+	u32 nhi = ahi <= whi ? (any ? mhi : lo) : ahi;
+	if (nlo >= nhi) {
 		s->lo = s->hi = 0;
 		return 1;
 	}
-	struct and_ctx c = {.m = m->w, .acc = s->acc, .base = lo};
-	bpf_loop(hi - lo, and_step, &c, 0);
-	s->lo = lo;
-	s->hi = hi;
+	u32 from = lo > nlo ? lo : nlo, to = hi < nhi ? hi : nhi;
+	if (from < to) {
+		struct and_ctx c = {.m = m->w, .acc = s->acc, .base = from};
+		bpf_loop(to - from, and_step, &c, 0);
+	}
+	s->lo = nlo;
+	s->hi = nhi;
 	return 1;
 }
 
@@ -830,8 +844,9 @@ static long dim_step(u32 i, void *data)
 	struct hook_config *cfg = config_of(s->slot, s->hook);
 	if (!cfg)
 		return 1;
-	u32 words = cfg->words;
 	struct dim_config *d = &cfg->dims[i & (MAX_DIMS - 1)];
+	/* and_mask() takes the dimension's window of words. */
+	u32 words = d->window;
 	u32 field = d->field & (NFIELDS - 1);
 	u32 kind = d->kind;
 	if (kind != DIM_RELATION && !(s->present & (1ull << field))) {

@@ -124,7 +124,9 @@ struct dim_config {
 	__u32 absent;      /* mask id: the event does not supply the field */
 	__u32 caps_first;  /* DIM_CAPS: first index in the caps table */
 	__u32 caps_count;  /* DIM_CAPS: number of entries (<= MAX_CAPS_ENTRIES) */
-	__u32 _pad;
+	__u32 window;      /* words of its bundle's terms: lo | hi << 16; its masks hold
+			    * only those words (others' bits in shared words set), and
+			    * an AND leaves the words outside untouched */
 };
 
 /* Value of hook_config (ARRAY[SLOTS * NHOOKS], key slot * NHOOKS + hook). */

@@ -171,8 +171,9 @@ pub struct DimConfig {
     pub caps_first: u32,
     /// Capability dimension: number of entries.
     pub caps_count: u32,
-    /// Padding, zero.
-    pub pad: u32,
+    /// The words of its bundle's terms, `lo | hi << 16`: its masks hold
+    /// only those words, and an AND leaves the others untouched.
+    pub window: u32,
 }
 
 /// A value of `hook_config` (`struct hook_config`): one hook in one slot.

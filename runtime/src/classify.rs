@@ -128,7 +128,8 @@ fn lpm<const N: usize>(entries: &[(u32, [u8; N], u32)], key: &[u8; N], bits: u32
 struct Run<'t> {
     t: &'t KernelTables,
     acc: Mask,
-    words: usize,
+    /// Words the current dimension ANDs: its bundle's window.
+    window: (usize, usize),
     missing: bool,
 }
 
@@ -136,7 +137,7 @@ impl Run<'_> {
     fn and(&mut self, id: u32) {
         match self.t.masks.get(id as usize) {
             Some(m) => {
-                for w in 0..self.words {
+                for w in self.window.0..self.window.1 {
                     self.acc[w] &= m[w];
                 }
             }
@@ -221,15 +222,18 @@ impl Run<'_> {
 /// `None` when the hook has no terms (the program returns at once).
 pub fn classify(t: &KernelTables, hook: Hook, values: &KernelValues) -> Option<Mask> {
     let cfg = t.hooks.get(&hook)?;
+    let words = cfg.words as usize;
     let mut run = Run {
         t,
         acc: [0; MASK_WORDS],
-        words: cfg.words as usize,
+        window: (0, words),
         missing: false,
     };
     let terms = t.masks.get(cfg.terms as usize)?;
-    run.acc[..run.words].copy_from_slice(&terms[..run.words]);
+    run.acc[..words].copy_from_slice(&terms[..words]);
     for d in &cfg.dims[..cfg.ndims as usize] {
+        let (lo, hi) = ((d.window & 0xffff) as usize, (d.window >> 16) as usize);
+        run.window = (lo, hi.min(words));
         if d.kind != dim_kind::RELATION && !values.present(d.field) {
             run.and(d.absent);
             continue;

@@ -197,12 +197,28 @@ fn set_bit(m: &mut Mask, bit: u32) {
     m[bit as usize / 64] |= 1u64 << (bit % 64);
 }
 
-/// The hook's bits of a dimension's term set: the part's terms in `set`,
-/// and every other part's terms (this dimension does not constrain them).
+/// The words a part's terms occupy, `[lo, hi)`.
+fn part_words(part: &Part<'_>) -> (u32, u32) {
+    let n = part.table.terms.len() as u32;
+    (part.offset / 64, (part.offset + n).div_ceil(64))
+}
+
+/// A part's dimension window as the kernel takes it (`lo | hi << 16`).
+fn window(part: &Part<'_>) -> u32 {
+    let (lo, hi) = part_words(part);
+    lo | hi << 16
+}
+
+/// The hook's bits of a dimension's term set, within the part's words (the
+/// kernel ANDs a part's dimension only there): the part's terms in `set`,
+/// and the other parts' terms that share those words (this dimension does
+/// not constrain them).
 fn dim_mask(set: &TermSet, part: &Part<'_>, total: u32) -> Mask {
     let mut m = [0u64; MASK_WORDS];
     let n = part.table.terms.len() as u32;
-    for bit in (0..part.offset).chain(part.offset + n..total) {
+    let (lo, hi) = part_words(part);
+    let shared = (lo * 64..part.offset).chain(part.offset + n..(hi * 64).min(total));
+    for bit in shared {
         set_bit(&mut m, bit);
     }
     for &t in set {
@@ -635,10 +651,16 @@ impl KernelTables {
                     }
                     let (d, bits) = b.dimension(hook, name, dim, part, total)?;
                     cfg.fields |= bits;
-                    dims.push(d);
+                    dims.push(DimConfig {
+                        window: window(part),
+                        ..d
+                    });
                 }
                 if !k8s.dimensions.is_empty() {
-                    dims.push(b.cgroup_dimension(&k8s, part, total));
+                    dims.push(DimConfig {
+                        window: window(part),
+                        ..b.cgroup_dimension(&k8s, part, total)
+                    });
                     cfg.fields |= 1u64 << FIELD_CGROUP;
                 }
             }
