@@ -901,9 +901,9 @@ mod tests {
         assert_eq!(connect.0.get("masks"), None, "{connect:?}");
         assert_eq!(connect.0["num_lpm"], 10);
         let i = inspect(&b);
-        // masks: 4 × (48 + 8 + 512) + 4 × 16; str_exact 2 × (48 + 264 + 8)
+        // masks: 4 × (48 + 8 + 520) + 4 × 16; str_exact 2 × (48 + 264 + 8)
         // + 2 × 16; str_prefix 24 + 256 + 4; num_lpm 10 × (24 + 12 + 4).
-        let expected = 4 * 568 + 64 + 2 * 320 + 32 + 284 + 400;
+        let expected = 4 * 576 + 64 + 2 * 320 + 32 + 284 + 400;
         assert_eq!(i.bytes, expected);
         assert_eq!(i.bytes_per_rule, expected / 3);
     }
