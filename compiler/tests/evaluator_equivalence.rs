@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use policy_compiler::bundle::PolicyBundle;
 use policy_compiler::compile::{compile, SourceFile};
 use policy_compiler::eval::{eval_bundle, eval_program, eval_rules};
-use policy_compiler::lower::{lower, Program, RuleRef, ScopeRef};
+use policy_compiler::lower::{lower, RuleRef};
 use policy_dsl::ast::Action;
 use policy_dsl::checked::{DefaultScope, Event, FieldKey, Pred, Rule, Value};
 use policy_dsl::schema::{Field, Hook, Severity};
@@ -72,27 +72,7 @@ fn check_program(
     monitor: [bool; 2],
     events: &[Event],
 ) -> Result<(), TestCaseError> {
-    let program = Program {
-        rules: rules
-            .iter()
-            .enumerate()
-            .map(|(i, (file, rule))| RuleRef {
-                id: i as u32,
-                file: *file,
-                rule,
-            })
-            .collect(),
-        scopes: scopes
-            .iter()
-            .enumerate()
-            .map(|(i, (file, scope))| ScopeRef {
-                id: i as u32,
-                file: *file,
-                scope,
-            })
-            .collect(),
-        monitor: monitor.to_vec(),
-    };
+    let program = program_of(rules, scopes, monitor);
     // Random conditions can exceed the term limit; that is a compile error, tested elsewhere.
     let Some(bundle) = program_bundle(&program) else {
         return Ok(());

@@ -231,6 +231,22 @@ fn prog_err(action: &'static str, program: &'static str) -> impl Fn(ProgramError
     }
 }
 
+/// Program `name` of `ebpf` as its type `P` (`RawTracePoint`, `TracePoint`,
+/// `CgroupSockAddr`).
+fn program_as<'a, P>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+    action: &'static str,
+) -> Result<&'a mut P, LoadError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(LoadError::MissingProgram(name))?
+        .try_into()
+        .map_err(prog_err(action, name))
+}
+
 /// Whether tracefs has the tracepoint (when no tracefs is found, assume so
 /// and let the attach report).
 fn tracepoint_exists(category: &str, name: &str) -> bool {
@@ -338,24 +354,14 @@ impl PolicyHooks {
             let err = prog_err("attach", name);
             let link = match hp.point {
                 AttachPoint::RawTracepoint(tp) => {
-                    let p: &mut RawTracePoint = self
-                        .ebpf
-                        .program_mut(name)
-                        .ok_or(LoadError::MissingProgram(name))?
-                        .try_into()
-                        .map_err(&err)?;
+                    let p: &mut RawTracePoint = program_as(&mut self.ebpf, name, "attach")?;
                     Link::Raw(name, p.attach(tp).map_err(&err)?)
                 }
                 AttachPoint::Tracepoint(cat, tp) => {
                     if !tracepoint_exists(cat, tp) {
                         continue;
                     }
-                    let p: &mut TracePoint = self
-                        .ebpf
-                        .program_mut(name)
-                        .ok_or(LoadError::MissingProgram(name))?
-                        .try_into()
-                        .map_err(&err)?;
+                    let p: &mut TracePoint = program_as(&mut self.ebpf, name, "attach")?;
                     Link::Tp(name, p.attach(cat, tp).map_err(&err)?)
                 }
                 AttachPoint::CgroupRoot => {
@@ -365,12 +371,7 @@ impl PolicyHooks {
                     let dir = std::fs::File::open(&root).map_err(|_| LoadError::NoCgroup2 {
                         hook: hook.as_str(),
                     })?;
-                    let p: &mut CgroupSockAddr = self
-                        .ebpf
-                        .program_mut(name)
-                        .ok_or(LoadError::MissingProgram(name))?
-                        .try_into()
-                        .map_err(&err)?;
+                    let p: &mut CgroupSockAddr = program_as(&mut self.ebpf, name, "attach")?;
                     // aya attaches with a bpf_link (kernel 5.7+), which the
                     // kernel always adds next to other programs of the
                     // cgroup (as BPF_F_ALLOW_MULTI) and which refuses any
@@ -474,32 +475,16 @@ impl PolicyHooks {
         self.attach_enabled = false;
         for link in std::mem::take(&mut self.links) {
             match link {
-                Link::Raw(name, id) => {
-                    let p: &mut RawTracePoint = self
-                        .ebpf
-                        .program_mut(name)
-                        .ok_or(LoadError::MissingProgram(name))?
-                        .try_into()
-                        .map_err(prog_err("detach", name))?;
-                    p.detach(id).map_err(prog_err("detach", name))?;
-                }
-                Link::Tp(name, id) => {
-                    let p: &mut TracePoint = self
-                        .ebpf
-                        .program_mut(name)
-                        .ok_or(LoadError::MissingProgram(name))?
-                        .try_into()
-                        .map_err(prog_err("detach", name))?;
-                    p.detach(id).map_err(prog_err("detach", name))?;
-                }
+                Link::Raw(name, id) => program_as::<RawTracePoint>(&mut self.ebpf, name, "detach")?
+                    .detach(id)
+                    .map_err(prog_err("detach", name))?,
+                Link::Tp(name, id) => program_as::<TracePoint>(&mut self.ebpf, name, "detach")?
+                    .detach(id)
+                    .map_err(prog_err("detach", name))?,
                 Link::Cgroup(name, id) => {
-                    let p: &mut CgroupSockAddr = self
-                        .ebpf
-                        .program_mut(name)
-                        .ok_or(LoadError::MissingProgram(name))?
-                        .try_into()
-                        .map_err(prog_err("detach", name))?;
-                    p.detach(id).map_err(prog_err("detach", name))?;
+                    program_as::<CgroupSockAddr>(&mut self.ebpf, name, "detach")?
+                        .detach(id)
+                        .map_err(prog_err("detach", name))?
                 }
             }
         }

@@ -84,27 +84,7 @@ fn check(
     events: &[Event],
     split: bool,
 ) -> Result<(), TestCaseError> {
-    let program = Program {
-        rules: rules
-            .iter()
-            .enumerate()
-            .map(|(i, (file, rule))| RuleRef {
-                id: i as u32,
-                file: *file,
-                rule,
-            })
-            .collect(),
-        scopes: scopes
-            .iter()
-            .enumerate()
-            .map(|(i, (file, scope))| ScopeRef {
-                id: i as u32,
-                file: *file,
-                scope,
-            })
-            .collect(),
-        monitor: monitor.to_vec(),
-    };
+    let program = program_of(rules, scopes, monitor);
     let Some(whole) = program_bundle(&program) else {
         return Ok(());
     };

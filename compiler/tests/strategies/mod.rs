@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 
 use policy_compiler::bundle::PolicyBundle;
-use policy_compiler::lower::{lower_program, Program};
+use policy_compiler::lower::{lower_program, Program, RuleRef, ScopeRef};
 use policy_dsl::ast::Action;
 use policy_dsl::checked::{
     Cond, DefaultScope, Event, FieldKey, Member, Pred, RelOp, Rule, Test, Value,
@@ -406,4 +406,34 @@ pub fn program_bundle(program: &Program<'_>) -> Option<PolicyBundle> {
         program,
         lower_program(program).ok()?,
     ))
+}
+
+/// The program of generated rules and scopes (each with its file, 0 or 1),
+/// rule and scope ids in order, with files' `mode = monitor` as given.
+pub fn program_of<'a>(
+    rules: &'a [(usize, Rule)],
+    scopes: &'a [(usize, DefaultScope)],
+    monitor: [bool; 2],
+) -> Program<'a> {
+    Program {
+        rules: rules
+            .iter()
+            .enumerate()
+            .map(|(i, (file, rule))| RuleRef {
+                id: i as u32,
+                file: *file,
+                rule,
+            })
+            .collect(),
+        scopes: scopes
+            .iter()
+            .enumerate()
+            .map(|(i, (file, scope))| ScopeRef {
+                id: i as u32,
+                file: *file,
+                scope,
+            })
+            .collect(),
+        monitor: monitor.to_vec(),
+    }
 }
