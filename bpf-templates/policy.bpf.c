@@ -598,7 +598,7 @@ static long and_step(u32 i, void *data)
 
 struct and_mask_ctx {
 	u32 id;
-	u32 words;
+	u32 win;
 };
 
 /* acc &= mask(id) within the window `win` (words lo | hi << 16 of the
@@ -618,7 +618,7 @@ static long and_mask_cb(u32 i, void *data)
 		s->mask_missing = 1;
 		return 1;
 	}
-	u32 wlo = a->words & 0xffff, whi = a->words >> 16;
+	u32 wlo = a->win & 0xffff, whi = a->win >> 16;
 	u32 alo = s->lo, ahi = s->hi;
 	u32 lo = alo > wlo ? alo : wlo; /* acc's words inside the window */
 	u32 hi = ahi < whi ? ahi : whi;
@@ -645,9 +645,9 @@ static long and_mask_cb(u32 i, void *data)
 	return 1;
 }
 
-static __always_inline void and_mask(struct scratch *s, u32 id, u32 words)
+static __always_inline void and_mask(struct scratch *s, u32 id, u32 win)
 {
-	struct and_mask_ctx a = {.id = id, .words = words};
+	struct and_mask_ctx a = {.id = id, .win = win};
 	bpf_loop(1, and_mask_cb, &a, 0);
 }
 
@@ -719,7 +719,7 @@ static __always_inline void copy_key(struct scratch *s, u8 *dst, u32 field, u32 
 	bpf_probe_read_kernel(dst, klen & (2 * STR_KEY_LEN - 1), &b->str[base]);
 }
 
-static __always_inline void classify_str(struct scratch *s, struct dim_config *d, u32 words)
+static __always_inline void classify_str(struct scratch *s, struct dim_config *d, u32 win)
 {
 	u32 field = d->field & (NFIELDS - 1);
 	u32 len = str_len_of(s, field);
@@ -727,9 +727,9 @@ static __always_inline void classify_str(struct scratch *s, struct dim_config *d
 	u32 klen = len > STR_KEY_LEN ? STR_KEY_LEN : len;          /* exact key */
 	u32 llen = len > STR_LPM_LEN ? STR_LPM_LEN : len;          /* LPM key */
 	if (incomplete) {
-		and_mask(s, d->dflt, words);
+		and_mask(s, d->dflt, win);
 		if (d->tables & TABLE_SUFFIX)
-			and_mask(s, d->suffix_dflt, words);
+			and_mask(s, d->suffix_dflt, win);
 		return;
 	}
 	if ((d->tables & TABLE_EXACT) && len <= STR_KEY_LEN - 1) {
@@ -740,7 +740,7 @@ static __always_inline void classify_str(struct scratch *s, struct dim_config *d
 			copy_key(s, s->skey.data, field, klen);
 			u32 *id = bpf_map_lookup_elem(t, &s->skey);
 			if (id) {
-				and_mask(s, *id, words);
+				and_mask(s, *id, win);
 				return;
 			}
 		}
@@ -758,7 +758,7 @@ static __always_inline void classify_str(struct scratch *s, struct dim_config *d
 				pid = *id;
 		}
 	}
-	and_mask(s, pid, words);
+	and_mask(s, pid, win);
 	if (d->tables & TABLE_SUFFIX) {
 		u32 sid = d->suffix_dflt;
 		/* A cut string's real end is unknown: no suffix is known to match
@@ -785,12 +785,12 @@ static __always_inline void classify_str(struct scratch *s, struct dim_config *d
 			if (id)
 				sid = *id;
 		}
-		and_mask(s, sid, words);
+		and_mask(s, sid, win);
 	}
 }
 
 static __always_inline void classify_num(struct scratch *s, struct dim_config *d, u64 value,
-					 u32 words)
+					 u32 win)
 {
 	u32 id = d->dflt;
 	void *t = bpf_map_lookup_elem(&num_lpm, &s->slot);
@@ -802,12 +802,12 @@ static __always_inline void classify_num(struct scratch *s, struct dim_config *d
 		if (hit)
 			id = *hit;
 	}
-	and_mask(s, id, words);
+	and_mask(s, id, win);
 }
 
 struct caps_ctx {
 	u32 first;
-	u32 words;
+	u32 win;
 	u64 have;
 };
 
@@ -826,44 +826,42 @@ static long caps_step(u32 i, void *data)
 		s->mask_missing = 1;
 		return 1;
 	}
-	and_mask(s, (c->have & e->caps) == e->caps ? e->held : e->lacking, c->words);
+	and_mask(s, (c->have & e->caps) == e->caps ? e->held : e->lacking, c->win);
 	return 0;
 }
 
+/* The hook's config of the slot in force, looked up once per event. */
 struct dims_ctx {
-	u32 ndims;
+	struct hook_config *cfg;
 };
 
 static long dim_step(u32 i, void *data)
 {
+	struct dims_ctx *c = data;
 	struct scratch *s = get_scratch();
 	if (!s)
 		return 1;
 	if (s->lo >= s->hi)
 		return 1; /* nothing left that could match */
-	struct hook_config *cfg = config_of(s->slot, s->hook);
-	if (!cfg)
-		return 1;
-	struct dim_config *d = &cfg->dims[i & (MAX_DIMS - 1)];
-	/* and_mask() takes the dimension's window of words. */
-	u32 words = d->window;
+	struct dim_config *d = &c->cfg->dims[i & (MAX_DIMS - 1)];
+	u32 win = d->window;
 	u32 field = d->field & (NFIELDS - 1);
 	u32 kind = d->kind;
 	if (kind != DIM_RELATION && !(s->present & (1ull << field))) {
-		and_mask(s, d->absent, words);
+		and_mask(s, d->absent, win);
 		return 0;
 	}
 	switch (kind) {
 	case DIM_STR:
-		classify_str(s, d, words);
+		classify_str(s, d, win);
 		break;
 	case DIM_NUM:
-		classify_num(s, d, s->num[field], words);
+		classify_num(s, d, s->num[field], win);
 		break;
 	case DIM_RELATION: {
 		u32 f2 = d->field2 & (NFIELDS - 1);
 		if (!(s->present & (1ull << field)) || !(s->present & (1ull << f2))) {
-			and_mask(s, d->dflt, words);
+			and_mask(s, d->dflt, win);
 			break;
 		}
 		u64 a = s->num[field], b = s->num[f2];
@@ -878,7 +876,7 @@ static long dim_step(u32 i, void *data)
 			holds = a < b;
 		else
 			holds = a <= b;
-		classify_num(s, d, holds, words);
+		classify_num(s, d, holds, win);
 		break;
 	}
 	case DIM_IP: {
@@ -894,17 +892,17 @@ static long dim_step(u32 i, void *data)
 			if (hit)
 				id = *hit;
 		}
-		and_mask(s, id, words);
+		and_mask(s, id, win);
 		break;
 	}
 	case DIM_CAPS: {
 		if (d->caps_count == 0) {
-			and_mask(s, d->dflt, words);
+			and_mask(s, d->dflt, win);
 			break;
 		}
 		struct caps_ctx c = {
 			.first = d->caps_first,
-			.words = words,
+			.win = win,
 			.have = field == FIELD_CRED_NEW_CAPS ? s->new_caps : s->caps,
 		};
 		u32 n = d->caps_count;
@@ -924,7 +922,7 @@ static long dim_step(u32 i, void *data)
 			if (hit)
 				id = *hit;
 		}
-		and_mask(s, id, words);
+		and_mask(s, id, win);
 		break;
 	}
 	default:
@@ -1006,7 +1004,8 @@ static __always_inline struct outcome classify(struct scratch *s, struct hook_co
 	u32 ndims = cfg->ndims;
 	if (ndims > MAX_DIMS)
 		ndims = MAX_DIMS;
-	bpf_loop(ndims, dim_step, NULL, 0);
+	struct dims_ctx dc = {.cfg = cfg};
+	bpf_loop(ndims, dim_step, &dc, 0);
 
 	struct mask_value *deny = mask_of(s->slot, cfg->deny);
 	struct mask_value *kill = mask_of(s->slot, cfg->kill);

@@ -427,7 +427,13 @@ pub mod flags {
 
     /// The names of the flags set in `bits`, in bit order (unknown bits are ignored).
     pub fn names(bits: u32) -> Vec<&'static str> {
-        NAMES
+        names_in(bits, &NAMES)
+    }
+
+    /// The names of `table` (bit, name) whose bit is set in `bits`, in
+    /// table order.
+    pub fn names_in(bits: u32, table: &[(u32, &'static str)]) -> Vec<&'static str> {
+        table
             .iter()
             .filter(|(b, _)| bits & b != 0)
             .map(|(_, n)| *n)

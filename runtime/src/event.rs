@@ -131,11 +131,7 @@ pub mod lossy {
 
     /// The names of the flags set in `bits`.
     pub fn names(bits: u32) -> Vec<&'static str> {
-        NAMES
-            .iter()
-            .filter(|(b, _)| bits & b != 0)
-            .map(|(_, n)| *n)
-            .collect()
+        crate::abi::flags::names_in(bits, &NAMES)
     }
 }
 

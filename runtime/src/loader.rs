@@ -105,9 +105,6 @@ pub fn mechanism(hook: Hook) -> &'static str {
     }
 }
 
-/// How the exec hook enforces and observes, for the readiness line and logs.
-pub const EXEC_MECHANISM: &str = "raw_tracepoint/sched_process_exec+bpf_send_signal(SIGKILL)";
-
 /// Why the policy object could not be loaded, attached or pinned.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum LoadError {

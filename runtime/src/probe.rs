@@ -706,7 +706,7 @@ mod tests {
         };
         assert_eq!(
             exec_mechanism(&f),
-            crate::loader::EXEC_MECHANISM,
+            crate::loader::mechanism(Hook::Exec),
             "the readiness line keeps today's text on this kernel"
         );
     }

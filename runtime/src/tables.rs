@@ -692,22 +692,10 @@ impl KernelTables {
         Ok(b.out)
     }
 
-    /// Entries of each table (for `max_entries`, at least 1: the kernel
+    /// `max_entries` of `map`: its entry count, at least 1 (the kernel
     /// refuses empty hash maps and tries).
     pub fn capacity(&self, map: &str) -> u32 {
-        use crate::abi::map_names::*;
-        let n = match map {
-            MASKS => self.masks.len(),
-            STR_EXACT => self.str_exact.len(),
-            STR_PREFIX => self.str_prefix.len(),
-            STR_SUFFIX => self.str_suffix.len(),
-            NUM_LPM => self.num_lpm.len(),
-            IP_LPM => self.ip_lpm.len(),
-            CGROUP_EXACT => self.cgroup_exact.len(),
-            CAPS_TABLE => self.caps.len(),
-            _ => 0,
-        };
-        (n as u32).max(1)
+        (self.entries(map) as u32).max(1)
     }
 
     /// Entries of each table.
@@ -725,15 +713,6 @@ impl KernelTables {
             _ => 0,
         }) as u64
     }
-}
-
-/// A term set as a kernel mask (bit `t` for term `t`).
-pub fn mask_of(set: &TermSet) -> Mask {
-    let mut m = [0u64; MASK_WORDS];
-    for &t in set {
-        set_bit(&mut m, t);
-    }
-    m
 }
 
 /// The address family and bytes a kernel key uses for `a`.
