@@ -80,7 +80,9 @@ _Static_assert(ARGS_BUF_LEN <= REGION, "args fit one region");
 _Static_assert((PATH_MAX_DEPTH & (PATH_MAX_DEPTH - 1)) == 0, "PATH_MAX_DEPTH is a power of two");
 _Static_assert(sizeof(struct policy_event) == POLICY_EVENT_HEADER_SIZE, "event header layout");
 _Static_assert(sizeof(struct dim_config) == 48, "dim_config layout");
-_Static_assert(sizeof(struct hook_config) == 64 + 48 * MAX_DIMS, "hook_config layout");
+_Static_assert(sizeof(struct hook_config) == 40 + 16 * MAX_ANCHORS, "hook_config layout");
+_Static_assert(sizeof(struct group_config) == 32 + 48 * MAX_DIMS, "group_config layout");
+_Static_assert((MAX_ANCHORS & (MAX_ANCHORS - 1)) == 0, "MAX_ANCHORS is a power of two");
 _Static_assert(sizeof(struct active_slot) == 16, "active layout");
 _Static_assert(sizeof(struct ip_lpm_key) == 28, "ip key layout");
 _Static_assert((SLOTS & (SLOTS - 1)) == 0, "SLOTS is a power of two");
@@ -100,6 +102,13 @@ struct walk_state {
 	u32 complete;
 	u32 too_long;
 	u32 _pad;
+};
+
+/* What the matched terms hit in the verdict masks, over every phase of a
+ * classification (in the scratch: the stack is short). */
+struct verdict_sum {
+	u64 k, d, a, sc, acct;
+	u64 wd, wa, wsc; /* over every term, monitor ones included: the would-be verdict */
 };
 
 /* Per-CPU work area (too large for the 512-byte stack). */
@@ -124,6 +133,11 @@ struct scratch {
 	u32 busy;                /* 1 while a program run owns this CPU's scratch */
 	u32 lo, hi;              /* acc's words that may be non-zero: [lo, hi) */
 	u32 _pad_busy;
+	u32 hook_lo, hook_hi;    /* the hook's own words' [lo, hi) after classification */
+	u32 group_range[MAX_ANCHORS]; /* per anchor: its group's [lo, hi) as lo | hi << 16 */
+	u32 phase;               /* classify(): the phase in progress (0: the hook's words) */
+	u32 phase_group;         /* its group_config key */
+	struct verdict_sum sum;  /* classify(): what the phases' matches hit */
 	struct str_key skey;
 	struct str_lpm_key lkey;
 	u8 _lkey_slack;          /* rev_step's bound: index 255 of lkey.data lands here */
@@ -134,6 +148,8 @@ struct scratch {
 	 * (it emits only a forward declaration for a type seen through pointers). */
 	struct caps_entry _caps_btf;
 	struct mask_value _mask_btf;
+	struct anchor_value _anchor_btf;
+	struct group_config _group_btf;
 	struct policy_event ev;
 	u64 names[PATH_MAX_DEPTH];
 	u32 lens[PATH_MAX_DEPTH];
@@ -197,6 +213,20 @@ struct caps_inner {
 	__type(value, struct caps_entry);
 };
 
+struct anchor_inner {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct str_key);
+	__type(value, struct anchor_value);
+};
+
+struct group_inner {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct group_config);
+};
+
 #define OUTER(name, inner)                                   \
 	struct {                                             \
 		__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);    \
@@ -213,6 +243,8 @@ OUTER(num_lpm, num_lpm_inner);
 OUTER(ip_lpm, ip_lpm_inner);
 OUTER(cgroup_exact, cgroup_inner);
 OUTER(caps_table, caps_inner);
+OUTER(anchor_exact, anchor_inner);
+OUTER(group_config, group_inner);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -830,9 +862,10 @@ static long caps_step(u32 i, void *data)
 	return 0;
 }
 
-/* The hook's config of the slot in force, looked up once per event. */
+/* The dimensions to AND: the hook's, or a group's (map values, looked up
+ * once per event). */
 struct dims_ctx {
-	struct hook_config *cfg;
+	struct dim_config *dims;
 };
 
 static long dim_step(u32 i, void *data)
@@ -843,7 +876,7 @@ static long dim_step(u32 i, void *data)
 		return 1;
 	if (s->lo >= s->hi)
 		return 1; /* nothing left that could match */
-	struct dim_config *d = &c->cfg->dims[i & (MAX_DIMS - 1)];
+	struct dim_config *d = &c->dims[i & (MAX_DIMS - 1)];
 	u32 win = d->window;
 	u32 field = d->field & (NFIELDS - 1);
 	u32 kind = d->kind;
@@ -948,9 +981,8 @@ static long copy_step(u32 i, void *data)
 /* The verdict masks and what the matched terms hit in them. */
 struct verdict_ctx {
 	u64 *acc, *deny, *kill, *allow, *audit, *scope, *monitor, *count;
+	struct verdict_sum *sum;
 	u32 base;
-	u64 k, d, a, sc, acct;
-	u64 wd, wa, wsc; /* over every term, monitor ones included: the would-be verdict */
 };
 
 static long verdict_step(u32 i, void *data)
@@ -961,16 +993,135 @@ static long verdict_step(u32 i, void *data)
 		return 1;
 	barrier_var(w);
 	w &= MASK_WORDS - 1; /* for the verifier: clang may test a copy */
+	struct verdict_sum *r = v->sum;
 	u64 m = v->acc[w];
 	u64 enforced = m & ~v->monitor[w];
-	v->k |= enforced & v->kill[w];
-	v->d |= enforced & v->deny[w];
-	v->a |= enforced & v->allow[w];
-	v->sc |= enforced & v->scope[w];
-	v->acct |= m & (v->audit[w] | v->count[w]);
-	v->wd |= m & (v->kill[w] | v->deny[w]);
-	v->wa |= m & v->allow[w];
-	v->wsc |= m & v->scope[w];
+	r->k |= enforced & v->kill[w];
+	r->d |= enforced & v->deny[w];
+	r->a |= enforced & v->allow[w];
+	r->sc |= enforced & v->scope[w];
+	r->acct |= m & (v->audit[w] | v->count[w]);
+	r->wd |= m & (v->kill[w] | v->deny[w]);
+	r->wa |= m & v->allow[w];
+	r->wsc |= m & v->scope[w];
+	return 0;
+}
+
+/* Add what acc's words [lo, hi) hit in the verdict masks `ids` (the seven
+ * consecutive mask ids deny, kill, allow, audit, default_deny, monitor,
+ * count of a hook_config or group_config). Returns -1 when a mask is missing. */
+static __always_inline int verdict_range(struct scratch *s, u32 *ids, u32 lo, u32 hi)
+{
+	if (lo >= hi)
+		return 0;
+	struct mask_value *deny = mask_of(s->slot, ids[0]);
+	struct mask_value *kill = mask_of(s->slot, ids[1]);
+	struct mask_value *allow = mask_of(s->slot, ids[2]);
+	struct mask_value *audit = mask_of(s->slot, ids[3]);
+	struct mask_value *scope = mask_of(s->slot, ids[4]);
+	struct mask_value *monitor = mask_of(s->slot, ids[5]);
+	struct mask_value *count = mask_of(s->slot, ids[6]);
+	if (!deny || !kill || !allow || !audit || !scope || !monitor || !count)
+		return -1;
+	struct verdict_ctx v = {
+		.acc = s->acc, .deny = deny->w, .kill = kill->w, .allow = allow->w,
+		.audit = audit->w, .scope = scope->w, .monitor = monitor->w, .count = count->w,
+		.sum = &s->sum, .base = lo,
+	};
+	bpf_loop(hi - lo, verdict_step, &v, 0);
+	return 0;
+}
+
+/* The phases of one classification and what they add up to. */
+struct phases_ctx {
+	struct hook_config *cfg;
+	u32 missing;
+};
+
+/*
+ * Phase 0 classifies the hook's own words: acc starts from every term there.
+ * Phase i > 0 is anchor i - 1: its field's value is looked up; on a hit,
+ * the group's words of acc start from the value's mask (the group's terms it
+ * satisfies). A value the table lacks (or a field that is missing, cut or
+ * longer than a key) satisfies no anchored term: they only test exact
+ * values. Either way the phase's group_config dimensions are ANDed over its
+ * words and its verdicts added. One callback for every phase, so that the
+ * verifier checks the dimension loop once.
+ */
+static long phase_step(u32 i, void *data)
+{
+	struct phases_ctx *c = data;
+	struct scratch *s = get_scratch();
+	if (!s)
+		return 1;
+	struct hook_config *cfg = c->cfg;
+	u32 gkey, mid, wlo, whi;
+	if (i == 0) {
+		gkey = cfg->group;
+		mid = cfg->terms;
+		wlo = 0;
+		whi = cfg->words;
+	} else {
+		struct anchor_config *a = &cfg->anchors[(i - 1) & (MAX_ANCHORS - 1)];
+		u32 field = a->field & (NFIELDS - 1);
+		if (!(s->present & (1ull << field)) || (s->incomplete & (1ull << field)))
+			return 0;
+		u32 len = str_len_of(s, field);
+		if (len > STR_KEY_LEN - 1)
+			return 0;
+		void *t = bpf_map_lookup_elem(&anchor_exact, &s->slot);
+		if (!t)
+			return 0;
+		__builtin_memset(&s->skey, 0, sizeof(s->skey));
+		s->skey.ns = a->ns;
+		copy_key(s, s->skey.data, field, len);
+		struct anchor_value *av = bpf_map_lookup_elem(t, &s->skey);
+		if (!av)
+			return 0;
+		gkey = av->group;
+		mid = av->mask;
+		wlo = a->window & 0xffff;
+		whi = a->window >> 16;
+	}
+	void *gt = bpf_map_lookup_elem(&group_config, &s->slot);
+	struct group_config *g = gt ? bpf_map_lookup_elem(gt, &gkey) : NULL;
+	struct mask_value *m = mask_of(s->slot, mid);
+	if (!g || !m) {
+		c->missing = 1;
+		return 1;
+	}
+	u32 lo = m->lo > wlo ? m->lo : wlo;
+	u32 hi = m->hi < whi ? m->hi : whi;
+	if (hi > MASK_WORDS)
+		hi = MASK_WORDS;
+	if (lo >= hi)
+		return 0;
+	struct and_ctx init = {.m = m->w, .acc = s->acc, .base = lo};
+	bpf_loop(hi - lo, copy_step, &init, 0);
+	s->lo = lo;
+	s->hi = hi;
+	u32 ndims = g->ndims;
+	if (ndims > MAX_DIMS)
+		ndims = MAX_DIMS;
+	/* Past this point the two kinds of phase run the same code: keep
+	 * what differs in the scratch, not in registers, so that the verifier
+	 * sees one state at the dimension loop and checks it once. */
+	s->phase = i;
+	s->phase_group = gkey;
+	struct dims_ctx dc = {.dims = g->dims};
+	bpf_loop(ndims, dim_step, &dc, 0);
+	if (verdict_range(s, &g->deny, s->lo, s->hi))
+		c->missing = 1;
+	if (s->lo < s->hi) {
+		u32 p = s->phase;
+		if (p == 0) {
+			s->hook_lo = s->lo;
+			s->hook_hi = s->hi;
+		} else {
+			s->group_range[(p - 1) & (MAX_ANCHORS - 1)] = s->lo | s->hi << 16;
+			s->ev.groups[(p - 1) & (MAX_ANCHORS - 1)] = s->phase_group + 1;
+		}
+	}
 	return 0;
 }
 
@@ -982,53 +1133,33 @@ struct outcome {
 
 /*
  * Decide the event in s (fields extracted, s->slot and s->hook set) with the
- * hook config cfg. Leaves the matched terms in s->acc.
+ * hook config cfg. Leaves the matched terms in s->acc: the hook's own words
+ * in [hook_lo, hook_hi), each decided group's in its group_range.
  */
 static __always_inline struct outcome classify(struct scratch *s, struct hook_config *cfg)
 {
 	struct outcome o = {.verdict = VERDICT_ALLOW, .emit = false};
-	u32 words = cfg->words;
 	s->mask_missing = 0;
-	struct mask_value *terms = mask_of(s->slot, cfg->terms);
-	if (!terms) {
+	s->hook_lo = s->hook_hi = 0;
+#pragma clang loop unroll(full)
+	for (int i = 0; i < MAX_ANCHORS; i++) {
+		s->group_range[i] = 0;
+		s->ev.groups[i] = 0;
+	}
+	__builtin_memset(&s->sum, 0, sizeof(s->sum));
+	struct phases_ctx ac = {.cfg = cfg};
+	u32 nanchors = cfg->nanchors;
+	if (nanchors > MAX_ANCHORS)
+		nanchors = MAX_ANCHORS;
+	bpf_loop(1 + nanchors, phase_step, &ac, 0);
+	if (ac.missing || s->mask_missing) {
 		stat_inc(STAT_MASK_MISSING);
 		return o;
 	}
-	u32 lo = terms->lo, hi = terms->hi < words ? terms->hi : words;
-	if (lo >= hi)
-		return o;
-	struct and_ctx init = {.m = terms->w, .acc = s->acc, .base = lo};
-	bpf_loop(hi - lo, copy_step, &init, 0);
-	s->lo = lo;
-	s->hi = hi;
-	u32 ndims = cfg->ndims;
-	if (ndims > MAX_DIMS)
-		ndims = MAX_DIMS;
-	struct dims_ctx dc = {.cfg = cfg};
-	bpf_loop(ndims, dim_step, &dc, 0);
-
-	struct mask_value *deny = mask_of(s->slot, cfg->deny);
-	struct mask_value *kill = mask_of(s->slot, cfg->kill);
-	struct mask_value *allow = mask_of(s->slot, cfg->allow);
-	struct mask_value *audit = mask_of(s->slot, cfg->audit);
-	struct mask_value *scope = mask_of(s->slot, cfg->default_deny);
-	struct mask_value *monitor = mask_of(s->slot, cfg->monitor);
-	struct mask_value *count = mask_of(s->slot, cfg->count);
-	if (!deny || !kill || !allow || !audit || !scope || !monitor || !count ||
-	    s->mask_missing) {
-		stat_inc(STAT_MASK_MISSING);
-		return o;
-	}
-	struct verdict_ctx v = {
-		.acc = s->acc, .deny = deny->w, .kill = kill->w, .allow = allow->w,
-		.audit = audit->w, .scope = scope->w, .monitor = monitor->w, .count = count->w,
-		.base = s->lo,
-	};
-	if (s->lo < s->hi)
-		bpf_loop(s->hi - s->lo, verdict_step, &v, 0);
-	if (v.k)
+	struct verdict_sum *v = &s->sum;
+	if (v->k)
 		o.verdict = VERDICT_KILL;
-	else if (v.d || (v.sc && !v.a))
+	else if (v->d || (v->sc && !v->a))
 		o.verdict = VERDICT_DENY;
 	/* An event when something is enforced, audited or counted, or when
 	 * monitor policies would deny (a matched monitor deny/kill rule is
@@ -1036,8 +1167,8 @@ static __always_inline struct outcome classify(struct scratch *s, struct hook_co
 	 * deny). A matched monitor term that changes nothing (an allow, or a
 	 * scope an allow overrides) says nothing: no event, as for an
 	 * enforced allow. */
-	bool would_deny = v.wd || (v.wsc && !v.wa);
-	o.emit = o.verdict != VERDICT_ALLOW || v.acct || would_deny;
+	bool would_deny = v->wd || (v->wsc && !v->wa);
+	o.emit = o.verdict != VERDICT_ALLOW || v->acct || would_deny;
 	return o;
 }
 
@@ -1193,11 +1324,21 @@ static __always_inline void emit(struct scratch *s, struct hook_config *cfg, str
 	ev->object_len = have & (1ull << FIELD_FILE_PATH)	   ? s->len[FIELD_FILE_PATH] :
 			 have & (1ull << FIELD_TARGET_BINARY) ? s->len[FIELD_TARGET_BINARY] :
 								  0;
-	/* The matched terms: acc's words in [lo, hi), zero elsewhere. */
+	/* The matched terms: acc's words in the hook's range and in each
+	 * decided group's, zero elsewhere. */
 	__builtin_memset(ev->matched, 0, sizeof(ev->matched));
-	if (s->lo < s->hi) {
-		struct and_ctx c = {.m = s->acc, .acc = ev->matched, .base = s->lo};
-		bpf_loop(s->hi - s->lo, copy_step, &c, 0);
+	if (s->hook_lo < s->hook_hi) {
+		struct and_ctx c = {.m = s->acc, .acc = ev->matched, .base = s->hook_lo};
+		bpf_loop(s->hook_hi - s->hook_lo, copy_step, &c, 0);
+	}
+#pragma clang loop unroll(full)
+	for (int i = 0; i < MAX_ANCHORS; i++) {
+		u32 r = s->group_range[i];
+		u32 glo = r & 0xffff, ghi = r >> 16;
+		if (glo < ghi) {
+			struct and_ctx c = {.m = s->acc, .acc = ev->matched, .base = glo};
+			bpf_loop(ghi - glo, copy_step, &c, 0);
+		}
 	}
 
 	u32 blen = ev->binary_len & (REGION - 1), plen = ev->parent_len & (REGION - 1);

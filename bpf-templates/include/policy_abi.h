@@ -129,23 +129,55 @@ struct dim_config {
 			    * an AND leaves the words outside untouched */
 };
 
-/* Value of hook_config (ARRAY[SLOTS * NHOOKS], key slot * NHOOKS + hook). */
-struct hook_config {
-	__u64 generation;   /* bundle load number of this slot (1 = first) */
-	__u64 fields;       /* 1 << FIELD_*: what the dimensions read */
-	__u32 has_terms;    /* 0: the hook has no rules, only count runs */
-	__u32 words;        /* mask words in use, 1..MASK_WORDS */
+/* Most anchors per hook (bundles whose terms are split into groups). */
+#define MAX_ANCHORS 4
+
+/*
+ * A hook's terms past one mask are split into groups by an anchor field
+ * (compiler/src/layout.rs): the field's value is looked up once in
+ * anchor_exact, which gives the group (its dimensions and verdict masks in
+ * group_config) and the group's terms that value satisfies. The group's
+ * terms live in the words of `window`, apart from the hook's own words.
+ */
+struct anchor_config {
+	__u32 field;  /* FIELD_* of the anchor (a string field) */
+	__u32 ns;     /* key namespace of its values in anchor_exact */
+	__u32 window; /* group words: lo | hi << 16 */
+	__u32 _pad;
+};
+
+/* Value of anchor_exact (HASH struct str_key -> this). */
+struct anchor_value {
+	__u32 group; /* key in group_config */
+	__u32 mask;  /* mask id: the group's terms this value satisfies */
+};
+
+/* Value of group_config (HASH u32 -> this, per slot): the dimensions and
+ * verdict masks of a hook's own words (key hook_config.group) or of one
+ * anchored group (key anchor_value.group). */
+struct group_config {
 	__u32 ndims;
-	__u32 terms;        /* mask ids: every term of the hook, */
-	__u32 deny;         /* terms of deny rules, */
+	__u32 deny;         /* mask ids: terms of deny rules, */
 	__u32 kill;         /* of kill rules, */
 	__u32 allow;        /* of allow rules, */
 	__u32 audit;        /* of auditing rules, */
 	__u32 default_deny; /* of default-deny scopes, */
 	__u32 monitor;      /* of monitor-mode policies (never enforced), */
 	__u32 count;        /* of rules with counters */
-	__u32 _pad;
 	struct dim_config dims[MAX_DIMS];
+};
+
+/* Value of hook_config (ARRAY[SLOTS * NHOOKS], key slot * NHOOKS + hook). */
+struct hook_config {
+	__u64 generation;   /* bundle load number of this slot (1 = first) */
+	__u64 fields;       /* 1 << FIELD_*: what the dimensions and anchors read */
+	__u32 has_terms;    /* 0: the hook has no rules, only count runs */
+	__u32 words;        /* the hook's own mask words in use, 0..MASK_WORDS */
+	__u32 terms;        /* mask id: every term of the hook's own words */
+	__u32 group;        /* group_config key of the hook's own dimensions and verdicts */
+	__u32 nanchors;     /* anchors in use, <= MAX_ANCHORS */
+	__u32 _pad;
+	struct anchor_config anchors[MAX_ANCHORS];
 };
 
 /* Number of table slots (double buffering). */
@@ -271,10 +303,11 @@ struct policy_event {
 	__u16 object_len;
 	__u16 _pad16;
 	char comm[16];        /* task->comm */
-	__u64 matched[MASK_WORDS]; /* terms the event matched */
+	__u32 groups[MAX_ANCHORS]; /* per anchor: group_config key + 1 of the group decided, 0 none */
+	__u64 matched[MASK_WORDS]; /* terms the event matched (group windows: of those groups) */
 };
 
-#define POLICY_EVENT_HEADER_SIZE (160 + 8 * MASK_WORDS)
+#define POLICY_EVENT_HEADER_SIZE (176 + 8 * MASK_WORDS)
 
 /* Indices of the stats PERCPU_ARRAY (u64 counters); 0..NHOOKS-1 count runs
  * per hook. */

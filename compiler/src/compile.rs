@@ -103,6 +103,9 @@ pub enum Diagnostic {
     #[error(transparent)]
     #[diagnostic(transparent)]
     DenyNotEnforced(#[from] crate::kernel_features::DenyNotEnforced),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Layout(#[from] crate::layout::LayoutError),
 }
 
 impl Diagnostic {
@@ -309,13 +312,33 @@ fn analyze_with(
         globs.extend(lower::glob_errors(i, p));
     }
     if globs.is_empty() {
-        if let Err(e) = lower::terms_per_hook(&lower::Program::new(&policies)) {
+        let program = lower::Program::new(&policies);
+        let terms = lower::terms_per_hook(&program);
+        if let Err(e) = terms {
             ok = false;
             diagnostics.push(Located {
                 file: Some(e.file()),
                 diagnostic: e.into(),
             });
         } else {
+            // Past one mask of terms the kernel needs an anchored layout
+            // (crate::layout): the tables decide whether one exists.
+            let big = terms
+                .as_ref()
+                .is_ok_and(|t| t.values().any(|ts| ts.len() > crate::limits::MASK_TERMS));
+            if runtime && big {
+                if let Ok(hooks) = lower::lower_program(&program) {
+                    for (hook, table) in &hooks {
+                        if let Err(e) = crate::layout::check(hook.as_str(), table) {
+                            ok = false;
+                            diagnostics.push(Located {
+                                file: None,
+                                diagnostic: e.into(),
+                            });
+                        }
+                    }
+                }
+            }
             // Overlaps, shadowed, unsatisfiable and all-matching rules.
             diagnostics.extend(crate::overlap::warnings(&policies));
         }

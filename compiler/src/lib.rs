@@ -18,6 +18,7 @@ pub mod explain;
 pub mod inspect;
 pub mod k8s;
 pub mod kernel_features;
+pub mod layout;
 pub mod limits;
 pub mod lower;
 pub mod overlap;

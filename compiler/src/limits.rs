@@ -9,8 +9,14 @@
 /// evaluator. Fixed at build time because it sizes BPF map values.
 pub const MASK_WORDS: usize = 64;
 
-/// Most terms (rule conjunctions) one hook can hold: one bit per term.
-pub const MAX_TERMS_PER_HOOK: usize = MASK_WORDS * 64;
+/// Terms one kernel mask holds: one bit per term.
+pub const MASK_TERMS: usize = MASK_WORDS * 64;
+
+/// Most terms (rule conjunctions) one hook can hold. Past [`MASK_TERMS`] the
+/// kernel splits them into groups by an anchor field (see `layout`), so the
+/// real bound is whether a layout exists (`policyc::kernel_limit`); this one
+/// only caps lowering's work.
+pub const MAX_TERMS_PER_HOOK: usize = 1 << 20;
 
 /// Size in bytes of the path key used by the exact-path hash map and the data
 /// part of the path-prefix LPM trie. Keys are zero-padded to this size.

@@ -392,6 +392,18 @@ fn analyze(program: &Program<'_>) -> (Vec<Finding>, Vec<Cut>) {
     let mut budget = MAX_NODES_PER_ANALYSIS;
     let mut out = Vec::new();
     for (hook, table) in &bundle.spec.hooks {
+        if table.terms.len() > crate::limits::MASK_TERMS {
+            // Term sets are one mask of bits here; a hook past one mask is
+            // not analysed, and says so.
+            if let Some(t) = table.terms.iter().find(|t| !t.scope) {
+                cuts.push(Cut {
+                    hook: *hook,
+                    rule: t.rule,
+                    questions: table.terms.len(),
+                });
+            }
+            continue;
+        }
         let fields: BTreeMap<String, (FieldKey, Option<FieldKey>)> = terms[hook]
             .iter()
             .flat_map(|(_, c)| c)

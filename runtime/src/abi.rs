@@ -30,6 +30,10 @@ pub mod map_names {
     pub const CGROUP_EXACT: &str = "cgroup_exact";
     /// `ARRAY_OF_MAPS[SLOTS]`: per slot a `HASH` index (`u32`) → [`super::CapsEntry`].
     pub const CAPS_TABLE: &str = "caps_table";
+    /// `ARRAY_OF_MAPS[SLOTS]`: per slot a `HASH` [`super::StrKey`] → [`super::AnchorValue`].
+    pub const ANCHOR_EXACT: &str = "anchor_exact";
+    /// `ARRAY_OF_MAPS[SLOTS]`: per slot a `HASH` key (`u32`) → [`super::GroupConfig`].
+    pub const GROUP_CONFIG: &str = "group_config";
     /// `ARRAY[SLOTS * NHOOKS]` of [`super::HookConfig`], key `slot * NHOOKS + hook`.
     pub const HOOK_CONFIG: &str = "hook_config";
     /// `ARRAY[1]` of [`super::ActiveSlot`]: the slot in force.
@@ -39,7 +43,7 @@ pub mod map_names {
     /// `PERCPU_ARRAY` of `u64` counters indexed by [`super::Stat`].
     pub const STATS: &str = "stats";
     /// The outer maps of the double-buffered tables, one inner map per slot.
-    pub const TABLES: [&str; 8] = [
+    pub const TABLES: [&str; 10] = [
         MASKS,
         STR_EXACT,
         STR_PREFIX,
@@ -48,9 +52,11 @@ pub mod map_names {
         IP_LPM,
         CGROUP_EXACT,
         CAPS_TABLE,
+        ANCHOR_EXACT,
+        GROUP_CONFIG,
     ];
     /// The maps `policyd` pins (all but the scratch space).
-    pub const PINNED: [&str; 12] = [
+    pub const PINNED: [&str; 14] = [
         MASKS,
         STR_EXACT,
         STR_PREFIX,
@@ -59,6 +65,8 @@ pub mod map_names {
         IP_LPM,
         CGROUP_EXACT,
         CAPS_TABLE,
+        ANCHOR_EXACT,
+        GROUP_CONFIG,
         HOOK_CONFIG,
         ACTIVE,
         EVENTS,
@@ -176,23 +184,43 @@ pub struct DimConfig {
     pub window: u32,
 }
 
-/// A value of `hook_config` (`struct hook_config`): one hook in one slot.
+/// Most anchors (bundles whose terms are split into groups) per hook
+/// (`MAX_ANCHORS`).
+pub const MAX_ANCHORS: usize = 4;
+
+/// An anchor of a hook (`struct anchor_config`): a string field whose value
+/// selects one group of the hook's terms (see `policy_compiler::layout`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AnchorConfig {
+    /// Field id ([`field_index`]) of the anchor, a path or string field.
+    pub field: u32,
+    /// Key namespace of its values in `anchor_exact`.
+    pub ns: u32,
+    /// The group words, `lo | hi << 16`.
+    pub window: u32,
+    /// Padding, zero.
+    pub pad: u32,
+}
+
+/// A value of `anchor_exact` (`struct anchor_value`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AnchorValue {
+    /// Key of the group in `group_config`.
+    pub group: u32,
+    /// Mask id of the group's terms this value satisfies.
+    pub mask: u32,
+}
+
+/// A value of `group_config` (`struct group_config`): the dimensions and
+/// verdict masks of a hook's own words ([`HookConfig::group`]) or of one
+/// anchored group ([`AnchorValue::group`]).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HookConfig {
-    /// Load number of the bundle in this slot (1 = the first); copied into
-    /// every event the slot decides.
-    pub generation: u64,
-    /// `1 << field id` of every field the dimensions read.
-    pub fields: u64,
-    /// 1 when the hook has terms; 0 makes the program only count runs.
-    pub has_terms: u32,
-    /// Mask words in use, `1..=MASK_WORDS`.
-    pub words: u32,
+pub struct GroupConfig {
     /// Dimensions in use.
     pub ndims: u32,
-    /// Mask id of every term of the hook.
-    pub terms: u32,
     /// Mask id of the terms of `deny` rules.
     pub deny: u32,
     /// Mask id of the terms of `kill` rules.
@@ -207,21 +235,14 @@ pub struct HookConfig {
     pub monitor: u32,
     /// Mask id of the terms of rules with counters.
     pub count: u32,
-    /// Padding, zero.
-    pub pad: u32,
     /// The dimensions, `ndims` used.
     pub dims: [DimConfig; MAX_DIMS],
 }
 
-impl Default for HookConfig {
+impl Default for GroupConfig {
     fn default() -> Self {
-        HookConfig {
-            generation: 0,
-            fields: 0,
-            has_terms: 0,
-            words: 1,
+        GroupConfig {
             ndims: 0,
-            terms: 0,
             deny: 0,
             kill: 0,
             allow: 0,
@@ -229,10 +250,35 @@ impl Default for HookConfig {
             default_deny: 0,
             monitor: 0,
             count: 0,
-            pad: 0,
             dims: [DimConfig::default(); MAX_DIMS],
         }
     }
+}
+
+/// A value of `hook_config` (`struct hook_config`): one hook in one slot.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HookConfig {
+    /// Load number of the bundle in this slot (1 = the first); copied into
+    /// every event the slot decides.
+    pub generation: u64,
+    /// `1 << field id` of every field the dimensions and anchors read.
+    pub fields: u64,
+    /// 1 when the hook has terms; 0 makes the program only count runs.
+    pub has_terms: u32,
+    /// The hook's own mask words in use, `0..=MASK_WORDS` (anchored
+    /// groups' windows come after).
+    pub words: u32,
+    /// Mask id of every term of the hook's own words.
+    pub terms: u32,
+    /// `group_config` key of the hook's own dimensions and verdict masks.
+    pub group: u32,
+    /// Anchors in use.
+    pub nanchors: u32,
+    /// Padding, zero.
+    pub pad: u32,
+    /// The anchors, `nanchors` used.
+    pub anchors: [AnchorConfig; MAX_ANCHORS],
 }
 
 /// The value of `active[0]` (`struct active_slot`): the slot in force.
@@ -372,9 +418,13 @@ unsafe impl aya::Pod for StrLpmKey {}
 unsafe impl aya::Pod for CgroupKey {}
 // SAFETY: as HookConfig.
 unsafe impl aya::Pod for CapsEntry {}
+// SAFETY: as HookConfig.
+unsafe impl aya::Pod for AnchorValue {}
+// SAFETY: as HookConfig.
+unsafe impl aya::Pod for GroupConfig {}
 
 /// Size in bytes of `struct policy_event`, the fixed header of a ring-buffer record.
-pub const POLICY_EVENT_HEADER_SIZE: usize = 160 + 8 * MASK_WORDS;
+pub const POLICY_EVENT_HEADER_SIZE: usize = 176 + 8 * MASK_WORDS;
 
 /// `policy_event.verdict` values (`VERDICT_*`).
 pub mod verdict {
@@ -512,7 +562,9 @@ impl Stat {
 }
 
 const _: () = assert!(std::mem::size_of::<DimConfig>() == 48);
-const _: () = assert!(std::mem::size_of::<HookConfig>() == 64 + 48 * MAX_DIMS);
+const _: () = assert!(std::mem::size_of::<HookConfig>() == 40 + 16 * MAX_ANCHORS);
+const _: () = assert!(std::mem::size_of::<GroupConfig>() == 32 + 48 * MAX_DIMS);
+const _: () = assert!(std::mem::size_of::<AnchorValue>() == 8);
 const _: () = assert!(std::mem::size_of::<ActiveSlot>() == 16);
 const _: () = assert!(std::mem::size_of::<MaskValue>() == 8 * MASK_WORDS + 8);
 const _: () = assert!(std::mem::size_of::<StrKey>() == 4 + PATH_KEY_LEN);

@@ -17,7 +17,7 @@ use policy_dsl::schema::{Field, FieldType};
 
 use crate::abi::{
     dim_kind, field_index, num_lpm_key, rel_op, table_bits, DimConfig, Mask, FIELD_CGROUP,
-    MASK_WORDS, PATH_KEY_LEN, STR_LPM_LEN,
+    MASK_WORDS, MAX_ANCHORS, PATH_KEY_LEN, STR_LPM_LEN,
 };
 use crate::tables::{ip_key_addr, KernelTables};
 
@@ -218,101 +218,159 @@ impl Run<'_> {
     }
 }
 
-/// The terms the kernel matches for an event of `hook` with `values`, or
-/// `None` when the hook has no terms (the program returns at once).
-pub fn classify(t: &KernelTables, hook: Hook, values: &KernelValues) -> Option<Mask> {
-    let cfg = t.hooks.get(&hook)?;
-    let words = cfg.words as usize;
-    let mut run = Run {
-        t,
-        acc: [0; MASK_WORDS],
-        window: (0, words),
-        missing: false,
-    };
-    let terms = t.masks.get(cfg.terms as usize)?;
-    run.acc[..words].copy_from_slice(&terms[..words]);
-    for d in &cfg.dims[..cfg.ndims as usize] {
-        let (lo, hi) = ((d.window & 0xffff) as usize, (d.window >> 16) as usize);
-        run.window = (lo, hi.min(words));
-        if d.kind != dim_kind::RELATION && !values.present(d.field) {
-            run.and(d.absent);
-            continue;
+/// What the kernel leaves for an event: the matched bits (the hook's own
+/// words and each decided group's window) and, per anchor, the
+/// `group_config` key + 1 of the group it decided (0: none), as in
+/// `struct policy_event`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Classified {
+    /// `policy_event.matched`.
+    pub matched: Mask,
+    /// `policy_event.groups`.
+    pub groups: [u32; MAX_ANCHORS],
+}
+
+/// AND dimension `d` for the event's `values` (`dim_step()`).
+fn dimension(run: &mut Run<'_>, d: &DimConfig, values: &KernelValues) {
+    let t = run.t;
+    if d.kind != dim_kind::RELATION && !values.present(d.field) {
+        run.and(d.absent);
+        return;
+    }
+    match d.kind {
+        dim_kind::STR => {
+            let s = values.strings.get(&d.field).cloned().unwrap_or_default();
+            run.string(
+                d,
+                &s,
+                values.incomplete.contains(&d.field),
+                values.truncated.contains(&d.field),
+            );
         }
-        match d.kind {
-            dim_kind::STR => {
-                let s = values.strings.get(&d.field).cloned().unwrap_or_default();
-                run.string(
-                    d,
-                    &s,
-                    values.incomplete.contains(&d.field),
-                    values.truncated.contains(&d.field),
-                );
+        dim_kind::NUM => run.num(d, values.nums.get(&d.field).copied().unwrap_or(0)),
+        dim_kind::RELATION => {
+            let (Some(&a), Some(&b)) = (values.nums.get(&d.field), values.nums.get(&d.field2))
+            else {
+                run.and(d.dflt);
+                return;
+            };
+            let auid = field_index(Field::UserAuid);
+            let unset = policy_compiler::lower::UNSET_ID;
+            let is_unset = (d.field == auid && a == unset) || (d.field2 == auid && b == unset);
+            let holds = match d.op {
+                rel_op::EQ => a == b,
+                _ if is_unset => false,
+                rel_op::LT => a < b,
+                _ => a <= b,
+            };
+            run.num(d, u64::from(holds));
+        }
+        dim_kind::IP => {
+            let id = values
+                .ip
+                .map(|a| {
+                    let key = crate::abi::ip_lpm_key(d.ns, a);
+                    let bits = 32 + 8 + if ip_key_addr(a).0 == 4 { 32 } else { 128 };
+                    lpm(&t.ip_lpm, &key, bits)
+                })
+                .unwrap_or(None)
+                .unwrap_or(d.dflt);
+            run.and(id);
+        }
+        dim_kind::CAPS => {
+            if d.caps_count == 0 {
+                run.and(d.dflt);
+                return;
             }
-            dim_kind::NUM => run.num(d, values.nums.get(&d.field).copied().unwrap_or(0)),
-            dim_kind::RELATION => {
-                let (Some(&a), Some(&b)) = (values.nums.get(&d.field), values.nums.get(&d.field2))
-                else {
-                    run.and(d.dflt);
-                    continue;
-                };
-                let auid = field_index(Field::UserAuid);
-                let unset = policy_compiler::lower::UNSET_ID;
-                let is_unset = (d.field == auid && a == unset) || (d.field2 == auid && b == unset);
-                let holds = match d.op {
-                    rel_op::EQ => a == b,
-                    _ if is_unset => false,
-                    rel_op::LT => a < b,
-                    _ => a <= b,
-                };
-                run.num(d, u64::from(holds));
-            }
-            dim_kind::IP => {
-                let id = values
-                    .ip
-                    .map(|a| {
-                        let key = crate::abi::ip_lpm_key(d.ns, a);
-                        let bits = 32 + 8 + if ip_key_addr(a).0 == 4 { 32 } else { 128 };
-                        lpm(&t.ip_lpm, &key, bits)
-                    })
-                    .unwrap_or(None)
-                    .unwrap_or(d.dflt);
-                run.and(id);
-            }
-            dim_kind::CAPS => {
-                if d.caps_count == 0 {
-                    run.and(d.dflt);
-                    continue;
-                }
-                let have = if d.field == field_index(Field::CredNewCaps) {
-                    values.new_caps.unwrap_or(0)
+            let have = if d.field == field_index(Field::CredNewCaps) {
+                values.new_caps.unwrap_or(0)
+            } else {
+                values.caps.unwrap_or(0)
+            };
+            let first = d.caps_first as usize;
+            for e in &t.caps[first..first + d.caps_count as usize] {
+                run.and(if have & e.caps == e.caps {
+                    e.held
                 } else {
-                    values.caps.unwrap_or(0)
-                };
-                let first = d.caps_first as usize;
-                for e in &t.caps[first..first + d.caps_count as usize] {
-                    run.and(if have & e.caps == e.caps {
-                        e.held
-                    } else {
-                        e.lacking
-                    });
-                }
+                    e.lacking
+                });
             }
-            dim_kind::CGROUP => {
-                let id = t
-                    .cgroup_exact
-                    .iter()
-                    .find(|(k, _)| k.ns == d.ns && k.cgroup_id == values.cgroup)
-                    .map(|(_, id)| *id)
-                    .unwrap_or(d.dflt);
-                run.and(id);
+        }
+        dim_kind::CGROUP => {
+            let id = t
+                .cgroup_exact
+                .iter()
+                .find(|(k, _)| k.ns == d.ns && k.cgroup_id == values.cgroup)
+                .map(|(_, id)| *id)
+                .unwrap_or(d.dflt);
+            run.and(id);
+        }
+        _ => run.acc = [0; MASK_WORDS],
+    }
+}
+
+/// The terms the kernel matches for an event of `hook` with `values`, or
+/// `None` when the hook has no terms (the program returns at once). Phase 0
+/// is the hook's own words; phase `i > 0` is anchor `i - 1` (see
+/// `phase_step()` in the C code).
+pub fn classify(t: &KernelTables, hook: Hook, values: &KernelValues) -> Option<Classified> {
+    let cfg = t.hooks.get(&hook)?;
+    let mut out = Classified {
+        matched: [0; MASK_WORDS],
+        groups: [0; MAX_ANCHORS],
+    };
+    let mut missing = false;
+    for i in 0..=cfg.nanchors.min(MAX_ANCHORS as u32) as usize {
+        let (gkey, mid, wlo, whi) = if i == 0 {
+            (cfg.group, cfg.terms, 0, cfg.words as usize)
+        } else {
+            let a = &cfg.anchors[i - 1];
+            if !values.present(a.field) || values.incomplete.contains(&a.field) {
+                continue;
             }
-            _ => run.acc = [0; MASK_WORDS],
+            let s = values.strings.get(&a.field).cloned().unwrap_or_default();
+            if s.len() > PATH_KEY_LEN - 1 {
+                continue;
+            }
+            let mut data = [0u8; PATH_KEY_LEN];
+            data[..s.len()].copy_from_slice(&s);
+            let Some((_, av)) = t
+                .anchor_exact
+                .iter()
+                .find(|(k, _)| k.ns == a.ns && k.data == data)
+            else {
+                continue;
+            };
+            let (lo, hi) = ((a.window & 0xffff) as usize, (a.window >> 16) as usize);
+            (av.group, av.mask, lo, hi)
+        };
+        let (Some(g), Some(m)) = (t.groups.get(gkey as usize), t.masks.get(mid as usize)) else {
+            missing = true;
+            break;
+        };
+        let whi = whi.min(MASK_WORDS);
+        let mut run = Run {
+            t,
+            acc: [0; MASK_WORDS],
+            window: (0, 0),
+            missing: false,
+        };
+        run.acc[wlo..whi].copy_from_slice(&m[wlo..whi]);
+        for d in &g.dims[..g.ndims as usize] {
+            let (lo, hi) = ((d.window & 0xffff) as usize, (d.window >> 16) as usize);
+            run.window = (lo.min(whi), hi.min(whi));
+            dimension(&mut run, d, values);
+        }
+        missing |= run.missing;
+        out.matched[wlo..whi].copy_from_slice(&run.acc[wlo..whi]);
+        if i > 0 && run.acc[wlo..whi].iter().any(|w| *w != 0) {
+            out.groups[i - 1] = gkey + 1;
         }
     }
-    if run.missing {
-        return Some([0; MASK_WORDS]);
+    if missing {
+        out.matched = [0; MASK_WORDS];
     }
-    Some(run.acc)
+    Some(out)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::clock::boot_to_unix_offset_ns;
-use crate::decision::decide;
+use crate::decision::decide_terms;
 use crate::event::KernelEvent;
 use crate::export::{
     build, build_throttled, BundleRef, ExportError, ExportErrors, ExportTarget, Exporter, Rotation,
@@ -293,12 +293,12 @@ impl Pipeline<'_> {
             return;
         };
         let hook = ev.hook;
-        let decision = decide(
+        let decision = decide_terms(
             hook,
             version.hook(hook),
             &version.rules,
             &version.scopes,
-            &ev.matched,
+            version.event_terms(hook, &ev.matched, &ev.groups),
         );
         let pod = self.pod_of(ev.cgroup_id);
         let namespace = pod.as_ref().map_or(NO_NAMESPACE, |p| p.namespace.as_str());
@@ -460,7 +460,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         let (watch, bundles, merged) = crate::k8s::KubeWatch::start(k, &message).await?;
         let tables = reload::kernel_tables(&bundles, &merged, &crate::k8s::PodIndex::default())?;
         (
-            Version::merged(bundles, merged, 1),
+            Version::merged(bundles, merged, 1).with_bits(&tables),
             tables,
             Source::Kube(watch),
         )
@@ -468,7 +468,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         let (watch, bundles, merged) = reload::DirWatch::start(&opts.bundle)?;
         let tables = reload::kernel_tables(&bundles, &merged, &crate::k8s::PodIndex::default())?;
         (
-            Version::merged(bundles, merged, 1),
+            Version::merged(bundles, merged, 1).with_bits(&tables),
             tables,
             Source::Dir(watch),
         )
@@ -486,7 +486,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         )?;
         let watch = BundleWatch::new(&opts.bundle, bundle_bytes);
         (
-            Version::merged(vec![bundle], merged, 1),
+            Version::merged(vec![bundle], merged, 1).with_bits(&tables),
             tables,
             Source::File(watch),
         )

@@ -80,7 +80,19 @@ pub fn decide<'a>(
     scopes: &'a [ScopeEntry],
     matched: &Mask,
 ) -> Decision<'a> {
-    let terms: TermSet = mask_terms(matched)
+    decide_terms(hook, table, rules, scopes, mask_terms(matched))
+}
+
+/// [`decide`] for the merged term ids an event matched (see
+/// [`crate::tables::EventBits::terms`]), ascending.
+pub fn decide_terms<'a>(
+    hook: Hook,
+    table: &'a HookTable,
+    rules: &'a [RuleEntry],
+    scopes: &'a [ScopeEntry],
+    terms: TermSet,
+) -> Decision<'a> {
+    let terms: TermSet = terms
         .into_iter()
         .filter(|&t| (t as usize) < table.terms.len())
         .collect();

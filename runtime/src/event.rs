@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use policy_compiler::bundle::Hook;
 
-use crate::abi::{Mask, MASK_WORDS, POLICY_EVENT_HEADER_SIZE};
+use crate::abi::{Mask, MASK_WORDS, MAX_ANCHORS, POLICY_EVENT_HEADER_SIZE};
 
 /// One event as the kernel wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,8 +26,13 @@ pub struct KernelEvent {
     pub ktime_boot_ns: u64,
     /// cgroup v2 id of the task (`bpf_get_current_cgroup_id`).
     pub cgroup_id: u64,
-    /// Terms the event matched, after ANDing every dimension.
+    /// Bits the event matched, after ANDing every dimension: the hook's own
+    /// words and the windows of `groups` (see
+    /// [`crate::tables::EventBits::terms`] for the terms they stand for).
     pub matched: Mask,
+    /// Per anchor, the `group_config` key + 1 of the group that decided the
+    /// event, or 0.
+    pub groups: [u32; MAX_ANCHORS],
     /// What the kernel enforced: `abi::verdict` value.
     pub verdict: u32,
     /// Process id (`task_struct.tgid`).
@@ -233,6 +238,7 @@ impl KernelEvent {
         let lens = [r.u16(), r.u16(), r.u16(), r.u16(), r.u16()].map(usize::from);
         let _pad = r.u16();
         let comm_raw: [u8; 16] = r.take();
+        let groups = [(); MAX_ANCHORS].map(|_| r.u32());
         let mut matched = [0u64; MASK_WORDS];
         for w in &mut matched {
             *w = r.u64();
@@ -288,6 +294,7 @@ impl KernelEvent {
             ktime_boot_ns,
             cgroup_id,
             matched,
+            groups,
             verdict,
             pid,
             tid,
@@ -404,6 +411,9 @@ pub fn encode(ev: &KernelEvent) -> Vec<u8> {
     let c = ev.comm.as_bytes();
     comm[..c.len().min(15)].copy_from_slice(&c[..c.len().min(15)]);
     out.extend(comm);
+    for g in ev.groups {
+        out.extend(g.to_ne_bytes());
+    }
     for w in ev.matched {
         out.extend(w.to_ne_bytes());
     }
@@ -426,6 +436,7 @@ pub(crate) mod tests {
             ktime_boot_ns: 123_456_789,
             cgroup_id: 42,
             matched,
+            groups: [0; MAX_ANCHORS],
             verdict: 0,
             caps: 1 << 21,
             interactive: true,
@@ -496,7 +507,7 @@ pub(crate) mod tests {
         assert_eq!(bytes[128], 1); // interactive
         assert_eq!(u16_at(132), 13); // binary_len
         assert_eq!(&bytes[144..148], b"sudo"); // comm
-        assert_eq!(u64_at(160), 1); // matched[0]
+        assert_eq!(u64_at(176), 1); // matched[0], after groups
         assert_eq!(bytes.len(), POLICY_EVENT_HEADER_SIZE + 46);
     }
 
@@ -567,7 +578,7 @@ pub(crate) mod tests {
         assert_eq!(at(o + 13).lossy, 0);
         assert_eq!(at(o + 26 + 2).lossy, lossy::CWD);
         assert_eq!(at(o + 33 + 3).lossy, lossy::PARENT);
-        let comm = 144; // comm, then the matched terms, then the strings
+        let comm = 144; // comm, then the groups and matched terms, then the strings
         let ev = at(comm + 1);
         assert_eq!((ev.lossy, ev.comm.as_str()), (lossy::COMM, "s\u{fffd}do"));
         assert_eq!(

@@ -16,8 +16,8 @@ use aya::{Ebpf, EbpfError, EbpfLoader};
 use policy_compiler::bundle::Hook;
 
 use crate::abi::{
-    hook_index, map_names, ActiveSlot, CapsEntry, CgroupKey, HookConfig, IpLpmKey, MaskValue,
-    NumLpmKey, Stat, StrKey, StrLpmKey, NHOOKS, SLOTS,
+    hook_index, map_names, ActiveSlot, AnchorValue, CapsEntry, CgroupKey, GroupConfig, HookConfig,
+    IpLpmKey, MaskValue, NumLpmKey, Stat, StrKey, StrLpmKey, NHOOKS, SLOTS,
 };
 use crate::tables::KernelTables;
 
@@ -834,6 +834,22 @@ fn fill_slot(
         tables.caps.iter().enumerate().map(|(i, c)| (i as u32, *c)),
     )?;
     install(ebpf, CAPS_TABLE, slot, &caps)?;
+    let anchors: HashMap<MapData, StrKey, AnchorValue> = hash(
+        ANCHOR_EXACT,
+        cap(ANCHOR_EXACT),
+        tables.anchor_exact.iter().copied(),
+    )?;
+    install(ebpf, ANCHOR_EXACT, slot, &anchors)?;
+    let groups: HashMap<MapData, u32, GroupConfig> = hash(
+        GROUP_CONFIG,
+        cap(GROUP_CONFIG),
+        tables
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (i as u32, *g)),
+    )?;
+    install(ebpf, GROUP_CONFIG, slot, &groups)?;
     // The outer maps now hold the inner maps; our fds can go.
     let map = ebpf
         .map_mut(HOOK_CONFIG)

@@ -17,14 +17,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use policy_compiler::bundle::{Hook, HookTable, PolicyBundle, RuleEntry, ScopeEntry};
+use policy_compiler::bundle::{Hook, HookTable, PolicyBundle, RuleEntry, ScopeEntry, TermSet};
 
+use crate::abi::{Mask, MAX_ANCHORS};
 use crate::daemon::RunError;
 use crate::k8s::PodIndex;
 use crate::loader::{map_sizes, PolicyHooks};
 use crate::merge::{merge, Merged};
 use crate::metrics::Metrics;
-use crate::tables::{KernelTables, SystemNames, TablesError};
+use crate::tables::{EventBits, KernelTables, SystemNames, TablesError};
 
 /// How often `--bundle FILE` is read.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(250);
@@ -51,6 +52,8 @@ pub struct Version {
     pub scopes: Vec<ScopeEntry>,
     /// For each rule id of [`Version::rules`]: the index of its bundle.
     pub rule_bundle: Vec<usize>,
+    /// What its events' matched bits stand for (from its kernel tables).
+    pub bits: EventBits,
 }
 
 /// A hook table without terms, for hooks a version has no rules for.
@@ -77,7 +80,20 @@ impl Version {
             rules: merged.rules,
             scopes: merged.scopes,
             rule_bundle: merged.origin.iter().map(|(b, _)| *b).collect(),
+            bits: EventBits::default(),
         }
+    }
+
+    /// This version with the event bits of its kernel tables (needed when
+    /// they anchor terms in groups; without, bit `b` is merged term `b`).
+    pub fn with_bits(mut self, tables: &KernelTables) -> Version {
+        self.bits = tables.bits.clone();
+        self
+    }
+
+    /// The merged term ids an event of `hook` matched.
+    pub fn event_terms(&self, hook: Hook, matched: &Mask, groups: &[u32; MAX_ANCHORS]) -> TermSet {
+        self.bits.terms(hook, matched, groups)
     }
 
     /// The merged table of `hook` (empty when the version has no rules for it).
@@ -311,7 +327,9 @@ pub fn apply(
     let generation = old_gen + 1;
     match hooks.swap(&tables, generation) {
         Ok(swap) => {
-            versions.push(Version::merged(vec![bundle.clone()], *merged, generation));
+            versions.push(
+                Version::merged(vec![bundle.clone()], *merged, generation).with_bits(&tables),
+            );
             for note in &tables.notes {
                 say!("bundle {}: {note}", path.display());
             }
@@ -657,7 +675,7 @@ impl DirWatch {
         match hooks.swap(&tables, generation) {
             Ok(swap) => {
                 let old = current.bundles.clone();
-                let version = Version::merged(bundles, merged, generation);
+                let version = Version::merged(bundles, merged, generation).with_bits(&tables);
                 for note in &tables.notes {
                     say!("bundle dir {}: {note}", self.dir.display());
                 }

@@ -21,19 +21,23 @@ use policy_compiler::bundle::{Dimension, DimensionKind, Hook, HookTable, Resolve
 use policy_compiler::lower::range_prefixes;
 use policy_dsl::schema::{Field, FieldType};
 
+use policy_compiler::layout::{self, GroupLayout, LayoutError};
+
 use crate::abi::{
-    dim_kind, field_index, rel_op, table_bits, CapsEntry, CgroupKey, DimConfig, HookConfig,
-    IpLpmKey, Mask, NumLpmKey, StrKey, StrLpmKey, FIELD_CGROUP, MASK_WORDS, MAX_CAPS_ENTRIES,
-    MAX_DIMS, PATH_KEY_LEN, STR_LPM_LEN,
+    dim_kind, field_index, rel_op, table_bits, AnchorConfig, AnchorValue, CapsEntry, CgroupKey,
+    DimConfig, GroupConfig, HookConfig, IpLpmKey, Mask, NumLpmKey, StrKey, StrLpmKey, FIELD_CGROUP,
+    MASK_WORDS, MAX_ANCHORS, MAX_CAPS_ENTRIES, MAX_DIMS, PATH_KEY_LEN, STR_LPM_LEN,
 };
 use crate::k8s::PodIndex;
 
-/// One bundle's table of a hook and where its terms start in the hook's bits.
+/// One bundle's table of a hook and where its terms start among the hook's
+/// merged terms (see `crate::merge`).
 #[derive(Debug, Clone, Copy)]
 pub struct Part<'a> {
     /// The bundle's hook table.
     pub table: &'a HookTable,
-    /// Bit of the part's term 0.
+    /// Merged id of the part's term 0. When every part fits the hook's own
+    /// words, also the bit of its term 0 there.
     pub offset: u32,
 }
 
@@ -95,9 +99,57 @@ pub struct KernelTables {
     pub cgroup_exact: Vec<(CgroupKey, u32)>,
     /// `caps_table` entries, by index.
     pub caps: Vec<CapsEntry>,
+    /// `anchor_exact` entries.
+    pub anchor_exact: Vec<(StrKey, AnchorValue)>,
+    /// `group_config` values, by key: each hook's own dimensions
+    /// ([`HookConfig::group`]) and every anchored group's.
+    pub groups: Vec<GroupConfig>,
+    /// What the bits of an event stand for.
+    pub bits: EventBits,
     /// What name resolution did that an operator should know (a name not
     /// found on this node, a name whose id is also tested as a number).
     pub notes: Vec<String>,
+}
+
+/// What the matched bits of an event (`policy_event.matched` and
+/// `.groups`) stand for: merged term ids (see `crate::merge`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EventBits {
+    /// Per hook, the merged term id of each bit of its own words (bits past
+    /// the end stand for nothing). A hook missing here maps bit `b` to term
+    /// `b` (tables without anchors).
+    pub own_terms: BTreeMap<Hook, Vec<u32>>,
+    /// Per `group_config` key: the first bit of the group's window and the
+    /// merged term id of each of its positions (empty for a hook's own group).
+    pub group_terms: Vec<(u32, Vec<u32>)>,
+}
+
+impl EventBits {
+    /// The merged term ids of an event's matched bits: the hook's own words,
+    /// and the window of each group the event names (`groups`: per anchor,
+    /// `group_config` key + 1, or 0), ascending and without duplicates.
+    pub fn terms(&self, hook: Hook, matched: &Mask, groups: &[u32; MAX_ANCHORS]) -> TermSet {
+        let bits = policy_compiler::bundle::mask_terms(matched);
+        let Some(own) = self.own_terms.get(&hook) else {
+            return bits;
+        };
+        let mut out: TermSet = bits
+            .iter()
+            .filter_map(|&b| own.get(b as usize).copied())
+            .collect();
+        for &g in groups.iter().filter(|&&g| g != 0) {
+            if let Some((start, terms)) = self.group_terms.get(g as usize - 1) {
+                out.extend(
+                    bits.iter()
+                        .filter(|&&b| b >= *start)
+                        .filter_map(|&b| terms.get((b - start) as usize).copied()),
+                );
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
 }
 
 /// Why bundles cannot be loaded into this runtime's kernel tables.
@@ -142,9 +194,17 @@ pub enum TablesError {
         /// The hook.
         hook: &'static str,
     },
-    /// A hook has more terms than the kernel masks hold.
-    #[error("hook `{hook}` has {count} terms, the kernel holds at most {max}")]
-    #[diagnostic(code(policyd::too_many_terms))]
+    /// A bundle's terms have no layout in the words left to it.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Layout(#[from] LayoutError),
+    /// A hook has more terms than the kernel masks hold, and not enough of
+    /// them can be split by an anchor.
+    #[error("hook `{hook}` has {count} terms, the kernel holds at most {max} without anchors, and the bundles' anchors do not make them fit")]
+    #[diagnostic(
+        code(policyd::too_many_terms),
+        help("past one mask, terms are split by a field they test with exact values (see `policyc compile`'s `kernel_limit`); several bundles on one node share the mask and at most 4 anchors")
+    )]
     TooManyTerms {
         /// The hook.
         hook: &'static str,
@@ -564,6 +624,248 @@ impl Builder<'_> {
     }
 }
 
+/// How one part's terms are laid out: the terms in the hook's own words,
+/// and, when anchored, the anchor, its groups and their window.
+struct PartPlan {
+    own: TermSet,
+    anchored: Option<(String, Vec<GroupLayout>, (u32, u32))>,
+}
+
+/// Lay the parts out in `words` mask words: every part in the hook's own
+/// words when they fit, else the parts with the most exactly-tested terms
+/// anchored (largest first) until the rest fit, the remaining words split
+/// evenly into their group windows.
+fn plan_parts(hook: Hook, parts: &[Part<'_>], words: usize) -> Result<Vec<PartPlan>, TablesError> {
+    let n: Vec<usize> = parts.iter().map(|p| p.table.terms.len()).collect();
+    let count: usize = n.iter().sum();
+    let all = |i: usize| (0..n[i] as u32).collect::<TermSet>();
+    if count <= words * 64 {
+        return Ok((0..parts.len())
+            .map(|i| PartPlan {
+                own: all(i),
+                anchored: None,
+            })
+            .collect());
+    }
+    let anchors: Vec<Option<(String, TermSet)>> = parts
+        .iter()
+        .map(|p| layout::choose_anchor(p.table))
+        .collect();
+    let mut order: Vec<usize> = (0..parts.len()).filter(|&i| anchors[i].is_some()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(anchors[i].as_ref().map_or(0, |a| a.1.len())));
+    let mut chosen = Vec::new();
+    let own_words = |chosen: &[usize]| {
+        let bits: usize = (0..parts.len())
+            .map(|i| match (chosen.contains(&i), &anchors[i]) {
+                (true, Some((_, a))) => n[i] - a.len(),
+                _ => n[i],
+            })
+            .sum();
+        bits.div_ceil(64)
+    };
+    for &i in &order {
+        if chosen.len() == MAX_ANCHORS {
+            break;
+        }
+        chosen.push(i);
+        if own_words(&chosen) + chosen.len() <= words {
+            break;
+        }
+    }
+    let own = own_words(&chosen);
+    if chosen.is_empty() || own + chosen.len() > words {
+        return Err(TablesError::TooManyTerms {
+            hook: hook.as_str(),
+            count,
+            max: words * 64,
+        });
+    }
+    let per = (words - own) / chosen.len();
+    let mut plans = Vec::with_capacity(parts.len());
+    for (i, part) in parts.iter().enumerate() {
+        let Some(k) = chosen.iter().position(|&c| c == i) else {
+            plans.push(PartPlan {
+                own: all(i),
+                anchored: None,
+            });
+            continue;
+        };
+        let (dim, anchored) = anchors[i].clone().expect("chosen parts have anchors");
+        let groups = layout::groups(hook.as_str(), part.table, &dim, &anchored, per * 64)?;
+        let lo = (own + k * per) as u32;
+        plans.push(PartPlan {
+            own: complement(n[i] as u32, &anchored),
+            anchored: Some((dim, groups, (lo, lo + per as u32))),
+        });
+    }
+    Ok(plans)
+}
+
+/// `0..n` without `set` (ascending).
+fn complement(n: u32, set: &[u32]) -> TermSet {
+    (0..n).filter(|t| set.binary_search(t).is_err()).collect()
+}
+
+impl Builder<'_> {
+    /// The dimensions of `parts` (each at its bits) as a `group_config`
+    /// value; adds the fields they read to `fields`.
+    fn group(
+        &mut self,
+        hook: Hook,
+        parts: &[Part<'_>],
+        total: u32,
+        pods: &PodIndex,
+        fields: &mut u64,
+    ) -> Result<GroupConfig, TablesError> {
+        let mut dims = Vec::new();
+        for part in parts {
+            let k8s = crate::k8s::k8s_cgroup_terms(part.table, pods);
+            if let Some(name) = k8s.per_event.first() {
+                return Err(TablesError::UnsupportedDimension {
+                    hook: hook.as_str(),
+                    field: name.clone(),
+                    why: "a relation between a `k8s.*` field and another field".into(),
+                });
+            }
+            for (name, dim) in &part.table.dimensions {
+                if k8s.dimensions.contains(name) {
+                    continue;
+                }
+                let (d, bits) = self.dimension(hook, name, dim, part, total)?;
+                *fields |= bits;
+                dims.push(DimConfig {
+                    window: window(part),
+                    ..d
+                });
+            }
+            if !k8s.dimensions.is_empty() {
+                dims.push(DimConfig {
+                    window: window(part),
+                    ..self.cgroup_dimension(&k8s, part, total)
+                });
+                *fields |= 1u64 << FIELD_CGROUP;
+            }
+        }
+        if dims.len() > MAX_DIMS {
+            return Err(TablesError::TooManyDimensions {
+                hook: hook.as_str(),
+                count: dims.len(),
+                max: MAX_DIMS,
+            });
+        }
+        let mut g = GroupConfig {
+            ndims: dims.len() as u32,
+            ..GroupConfig::default()
+        };
+        g.dims[..dims.len()].copy_from_slice(&dims);
+        let mut v = |f: fn(&HookTable) -> Vec<&TermSet>| self.masks.id(verdict_mask(parts, f));
+        g.deny = v(|t| vec![&t.verdicts.deny]);
+        g.kill = v(|t| vec![&t.verdicts.kill]);
+        g.allow = v(|t| vec![&t.verdicts.allow]);
+        g.audit = v(|t| vec![&t.verdicts.audit]);
+        g.default_deny = v(|t| vec![&t.verdicts.default_deny]);
+        g.monitor = v(|t| vec![&t.verdicts.monitor]);
+        g.count = v(|t| t.verdicts.count.values().collect());
+        Ok(g)
+    }
+
+    /// The config of one hook laid out by `plans`, its groups and anchor
+    /// entries added to the output.
+    fn hook(
+        &mut self,
+        hook: Hook,
+        parts: &[Part<'_>],
+        plans: &[PartPlan],
+        pods: &PodIndex,
+    ) -> Result<HookConfig, TablesError> {
+        let mut cfg = HookConfig {
+            has_terms: 1,
+            ..HookConfig::default()
+        };
+        // The hook's own words: each part's own terms, one after another.
+        let restricted: Vec<Option<HookTable>> = parts
+            .iter()
+            .zip(plans)
+            .map(|(p, plan)| {
+                plan.anchored
+                    .as_ref()
+                    .map(|_| layout::restrict(p.table, &plan.own, None))
+            })
+            .collect();
+        let mut own_parts = Vec::new();
+        let mut own_terms = Vec::new();
+        for ((part, plan), table) in parts.iter().zip(plans).zip(&restricted) {
+            if plan.own.is_empty() {
+                continue;
+            }
+            own_parts.push(Part {
+                table: table.as_ref().unwrap_or(part.table),
+                offset: own_terms.len() as u32,
+            });
+            own_terms.extend(plan.own.iter().map(|t| part.offset + t));
+        }
+        let total = own_terms.len() as u32;
+        let mut all = [0u64; MASK_WORDS];
+        for bit in 0..total {
+            set_bit(&mut all, bit);
+        }
+        cfg.words = total.div_ceil(64);
+        cfg.terms = self.masks.id(all);
+        let own_group = self.group(hook, &own_parts, total, pods, &mut cfg.fields)?;
+        cfg.group = self.out.groups.len() as u32;
+        self.out.groups.push(own_group);
+        self.out.bits.group_terms.push((0, Vec::new()));
+        self.out.bits.own_terms.insert(hook, own_terms);
+        // Anchored groups, each in its part's window.
+        for (part, plan) in parts.iter().zip(plans) {
+            let Some((dim, groups, (lo, hi))) = &plan.anchored else {
+                continue;
+            };
+            let field = Field::from_name(dim).ok_or_else(|| TablesError::UnsupportedDimension {
+                hook: hook.as_str(),
+                field: dim.clone(),
+                why: "unknown field".into(),
+            })?;
+            let ns = self.ns();
+            cfg.anchors[cfg.nanchors as usize] = AnchorConfig {
+                field: field_index(field),
+                ns,
+                window: lo | hi << 16,
+                pad: 0,
+            };
+            cfg.nanchors += 1;
+            cfg.fields |= 1u64 << field_index(field);
+            let start = lo * 64;
+            for gl in groups {
+                let table = layout::restrict(part.table, &gl.terms, Some(dim));
+                let gp = Part {
+                    table: &table,
+                    offset: start,
+                };
+                let g = self.group(hook, &[gp], hi * 64, pods, &mut cfg.fields)?;
+                let key = self.out.groups.len() as u32;
+                self.out.groups.push(g);
+                self.out
+                    .bits
+                    .group_terms
+                    .push((start, gl.terms.iter().map(|t| part.offset + t).collect()));
+                for (value, positions) in &gl.values {
+                    let mut m = [0u64; MASK_WORDS];
+                    for p in positions {
+                        set_bit(&mut m, start + p);
+                    }
+                    let mask = self.masks.id(m);
+                    let data = key_bytes(value.as_bytes(), PATH_KEY_LEN - 1)?;
+                    self.out
+                        .anchor_exact
+                        .push((StrKey { ns, data }, AnchorValue { group: key, mask }));
+                }
+            }
+        }
+        Ok(cfg)
+    }
+}
+
 impl KernelTables {
     /// The tables of one bundle (every hook it has), names resolved with
     /// the node's databases and no pods known.
@@ -590,8 +892,8 @@ impl KernelTables {
         KernelTables::build(&hooks, &SystemNames, &PodIndex::default())
     }
 
-    /// The tables of `hooks` (per hook, each bundle's table and the bit of
-    /// its first term; parts must not overlap).
+    /// The tables of `hooks` (per hook, each bundle's table and the merged id
+    /// of its first term; parts must not overlap).
     ///
     /// # Errors
     /// [`TablesError`] when a hook has more terms or dimensions than the
@@ -602,6 +904,22 @@ impl KernelTables {
         names: &dyn Names,
         pods: &PodIndex,
     ) -> Result<KernelTables, TablesError> {
+        KernelTables::build_in(hooks, names, pods, MASK_WORDS)
+    }
+
+    /// [`KernelTables::build`] with `words` (at most [`MASK_WORDS`]) mask
+    /// words per hook: tests use few words so that small bundles take the
+    /// anchored layout the kernel uses past one mask.
+    ///
+    /// # Errors
+    /// As [`KernelTables::build`].
+    pub fn build_in(
+        hooks: &BTreeMap<Hook, Vec<Part<'_>>>,
+        names: &dyn Names,
+        pods: &PodIndex,
+        words: usize,
+    ) -> Result<KernelTables, TablesError> {
+        let words = words.clamp(1, MASK_WORDS);
         let mut b = Builder {
             masks: MaskTable::new(),
             out: KernelTables::default(),
@@ -610,19 +928,8 @@ impl KernelTables {
             names,
         };
         for (&hook, parts) in hooks {
-            let total: u32 = parts
-                .iter()
-                .map(|p| p.offset + p.table.terms.len() as u32)
-                .max()
-                .unwrap_or(0);
-            if total as usize > MASK_WORDS * 64 {
-                return Err(TablesError::TooManyTerms {
-                    hook: hook.as_str(),
-                    count: total as usize,
-                    max: MASK_WORDS * 64,
-                });
-            }
-            if total == 0 {
+            let count: usize = parts.iter().map(|p| p.table.terms.len()).sum();
+            if count == 0 {
                 continue;
             }
             if crate::loader::hook_programs(hook).is_empty() {
@@ -630,62 +937,8 @@ impl KernelTables {
                     hook: hook.as_str(),
                 });
             }
-            let mut cfg = HookConfig {
-                has_terms: 1,
-                words: total.div_ceil(64),
-                ..HookConfig::default()
-            };
-            let mut dims = Vec::new();
-            for part in parts {
-                let k8s = crate::k8s::k8s_cgroup_terms(part.table, pods);
-                if let Some(name) = k8s.per_event.first() {
-                    return Err(TablesError::UnsupportedDimension {
-                        hook: hook.as_str(),
-                        field: name.clone(),
-                        why: "a relation between a `k8s.*` field and another field".into(),
-                    });
-                }
-                for (name, dim) in &part.table.dimensions {
-                    if k8s.dimensions.contains(name) {
-                        continue;
-                    }
-                    let (d, bits) = b.dimension(hook, name, dim, part, total)?;
-                    cfg.fields |= bits;
-                    dims.push(DimConfig {
-                        window: window(part),
-                        ..d
-                    });
-                }
-                if !k8s.dimensions.is_empty() {
-                    dims.push(DimConfig {
-                        window: window(part),
-                        ..b.cgroup_dimension(&k8s, part, total)
-                    });
-                    cfg.fields |= 1u64 << FIELD_CGROUP;
-                }
-            }
-            if dims.len() > MAX_DIMS {
-                return Err(TablesError::TooManyDimensions {
-                    hook: hook.as_str(),
-                    count: dims.len(),
-                    max: MAX_DIMS,
-                });
-            }
-            cfg.ndims = dims.len() as u32;
-            cfg.dims[..dims.len()].copy_from_slice(&dims);
-            let mut all = [0u64; MASK_WORDS];
-            for bit in 0..total {
-                set_bit(&mut all, bit);
-            }
-            cfg.terms = b.masks.id(all);
-            let mut v = |f: fn(&HookTable) -> Vec<&TermSet>| b.masks.id(verdict_mask(parts, f));
-            cfg.deny = v(|t| vec![&t.verdicts.deny]);
-            cfg.kill = v(|t| vec![&t.verdicts.kill]);
-            cfg.allow = v(|t| vec![&t.verdicts.allow]);
-            cfg.audit = v(|t| vec![&t.verdicts.audit]);
-            cfg.default_deny = v(|t| vec![&t.verdicts.default_deny]);
-            cfg.monitor = v(|t| vec![&t.verdicts.monitor]);
-            cfg.count = v(|t| t.verdicts.count.values().collect());
+            let plans = plan_parts(hook, parts, words)?;
+            let cfg = b.hook(hook, parts, &plans, pods)?;
             b.out.hooks.insert(hook, cfg);
         }
         b.out.masks = b.masks.masks;
@@ -710,6 +963,8 @@ impl KernelTables {
             IP_LPM => self.ip_lpm.len(),
             CGROUP_EXACT => self.cgroup_exact.len(),
             CAPS_TABLE => self.caps.len(),
+            ANCHOR_EXACT => self.anchor_exact.len(),
+            GROUP_CONFIG => self.groups.len(),
             _ => 0,
         }) as u64
     }
@@ -773,13 +1028,106 @@ mod tests {
         assert_eq!(t.num_lpm.len(), 10);
         assert!(t.num_lpm.iter().all(|e| e.2 == t.num_lpm[0].2));
         let exec = &t.hooks[&Hook::Exec];
-        assert_eq!((exec.has_terms, exec.words, exec.ndims), (1, 1, 1));
+        let exec_group = &t.groups[exec.group as usize];
+        assert_eq!((exec.has_terms, exec.words, exec_group.ndims), (1, 1, 1));
         assert_eq!(
             exec.fields,
             1 << crate::abi::field_index(Field::ProcessBinary)
         );
-        assert_eq!(t.masks[exec.audit as usize][0], 1);
+        assert_eq!(t.masks[exec_group.audit as usize][0], 1);
         let connect = &t.hooks[&Hook::Connect];
-        assert_eq!(t.masks[connect.deny as usize][0], 1);
+        assert_eq!(
+            t.masks[t.groups[connect.group as usize].deny as usize][0],
+            1
+        );
+    }
+}
+
+#[cfg(test)]
+mod anchored_tests {
+    use super::*;
+    use crate::classify::{classify, KernelValues};
+    use policy_dsl::checked::{Event, FieldKey, Value};
+
+    /// 300 rules on distinct binaries (each also testing a uid) and 10 on
+    /// prefixes, in 3 words: anchored on `process.binary`.
+    fn bundle() -> policy_compiler::bundle::PolicyBundle {
+        let mut text = String::from("policy p {}\n");
+        for i in 0..300 {
+            text += &format!(
+                "rule r{i} on exec {{ when process.binary == \"/opt/b{i}\" and user.uid == {i} deny }}\n"
+            );
+        }
+        for i in 0..10 {
+            text += &format!(
+                "rule p{i} on exec {{ when process.binary startswith \"/p{i}/\" audit }}\n"
+            );
+        }
+        let sources = [policy_compiler::SourceFile {
+            name: "p.policy".into(),
+            text,
+        }];
+        policy_compiler::compile::compile_for_evaluation(&sources, "p")
+            .unwrap()
+            .0
+            .bundle
+    }
+
+    fn event(binary: &str, uid: u64) -> Event {
+        Event {
+            hook: Hook::Exec,
+            fields: [
+                (
+                    FieldKey::plain(Field::ProcessBinary),
+                    Value::Str(binary.into()),
+                ),
+                (FieldKey::plain(Field::UserUid), Value::Int(uid)),
+            ]
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    #[test]
+    fn terms_past_the_words_are_split_into_groups_by_an_anchor() {
+        let b = bundle();
+        let table = &b.spec.hooks[&Hook::Exec];
+        let hooks: BTreeMap<Hook, Vec<Part<'_>>> = [(Hook::Exec, vec![Part { table, offset: 0 }])]
+            .into_iter()
+            .collect();
+        let t = KernelTables::build_in(&hooks, &SystemNames, &PodIndex::default(), 3).unwrap();
+        let cfg = &t.hooks[&Hook::Exec];
+        assert_eq!(cfg.nanchors, 1);
+        assert_eq!(
+            cfg.words, 1,
+            "the 10 prefix rules stay in the hook's own word"
+        );
+        // 300 anchored terms in windows of 2 words: 3 groups.
+        assert_eq!(t.groups.len(), 1 + 3);
+        assert_eq!(t.anchor_exact.len(), 300);
+        let window = cfg.anchors[0].window;
+        assert_eq!((window & 0xffff, window >> 16), (1, 3));
+        let terms_of = |binary: &str, uid: u64| {
+            let e = event(binary, uid);
+            let c = classify(&t, Hook::Exec, &KernelValues::from_event(&e, 1)).unwrap();
+            t.bits.terms(Hook::Exec, &c.matched, &c.groups)
+        };
+        let want = |binary: &str, uid: u64| {
+            policy_compiler::eval::matched_terms(table, &event(binary, uid))
+                .into_iter()
+                .collect::<TermSet>()
+        };
+        for (binary, uid) in [
+            ("/opt/b7", 7),
+            ("/opt/b7", 8),
+            ("/opt/b299", 299),
+            ("/opt/b150", 150),
+            ("/p3/x", 0),
+            ("/opt/b1000", 1000),
+        ] {
+            assert_eq!(terms_of(binary, uid), want(binary, uid), "{binary} {uid}");
+        }
+        assert_eq!(terms_of("/opt/b7", 7).len(), 1);
+        assert!(terms_of("/opt/b7", 8).is_empty());
     }
 }

@@ -103,7 +103,7 @@ fn check(what: &str, b: &PolicyBundle) {
     );
     for (hook, cfg) in &t.hooks {
         assert_eq!(
-            model.hooks[hook].1, cfg.ndims as usize,
+            model.hooks[hook].1, t.groups[cfg.group as usize].ndims as usize,
             "{what}: dimensions of {hook:?}"
         );
     }

@@ -596,7 +596,7 @@ impl KubeWatch {
                 Ok((merged, tables, how)) => {
                     let generation = old_gen + 1;
                     let old = current.bundles.clone();
-                    let version = Version::merged(bundles, merged, generation);
+                    let version = Version::merged(bundles, merged, generation).with_bits(&tables);
                     for (map, entries, max) in map_sizes(&tables) {
                         metrics.set_map(map, entries, max);
                     }
