@@ -26,7 +26,11 @@ pub const API_VERSION: &str = "policyc.dev/v1alpha1";
 /// `kind` of the bundle resource.
 pub const KIND: &str = "PolicyBundle";
 /// Version of the `spec` layout. A runtime refuses any other value.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// 2: every [`Dimension`] lists its `tested` terms and its entry sets hold
+/// only those (1 listed every term that does not test the field in every
+/// entry, which made bundles grow as rules × entries).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// A whole bundle document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -369,6 +373,18 @@ pub struct MaskEntry {
 /// else `default`. Each entry's set is complete (already closed over every
 /// shorter prefix and every negative test), so one lookup answers.
 ///
+/// **Stored sets hold tested terms only.** `tested` lists the hook's terms
+/// that have a literal on this dimension; every stored set (`exact[].terms`,
+/// `prefix[].terms`, `suffix[].terms`, `default`, `suffix_default`,
+/// `absent`, `ranges[].terms`, `masks[].held`/`lacking`) is a subset of it.
+/// A term that does not test the dimension is satisfied by any value, so
+/// the set a lookup *means* is `stored ∪ (all terms of the hook − tested)`
+/// ([`Dimension::full_set`]). Storing only the tested part keeps a bundle
+/// linear in its rules: listing untested terms in every entry made it grow
+/// as rules × entries. An evaluator need not build full sets: the terms
+/// that match are every term minus, per dimension, the tested terms its
+/// lookup lacks (`all − ∪_d (tested_d − lookup_d)`).
+///
 /// Kinds other than `path` use more tables (see [`DimensionKind`] and
 /// `docs/bundle.md`); each is written only when it is not empty, so a `path`
 /// dimension without suffixes has the layout the runtime loads.
@@ -377,6 +393,10 @@ pub struct MaskEntry {
 pub struct Dimension {
     /// Value kind.
     pub kind: DimensionKind,
+    /// The hook's terms that test this dimension (sorted ids): every stored
+    /// set of the dimension is a subset; the others are in every lookup's
+    /// result (see [`Dimension::full_set`]). Always written.
+    pub tested: TermSet,
     /// Exact-value entries, sorted by value.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exact: Vec<Entry>,
@@ -414,6 +434,60 @@ pub struct Dimension {
 }
 
 impl Dimension {
+    /// The set a stored set of this dimension means, for a hook of
+    /// `n_terms` terms: `stored ∪ (0..n_terms − tested)`, sorted. `stored`
+    /// is one of the dimension's sets (or a lookup of it, such as an
+    /// intersection of them), so a subset of `tested` (a term outside it,
+    /// which [`PolicyBundle::validate`] refuses, is dropped). Costs
+    /// `n_terms`: for building dense kernel masks and for display, not per
+    /// event.
+    pub fn full_set(&self, stored: &[u32], n_terms: u32) -> TermSet {
+        let mut out = Vec::with_capacity(
+            n_terms as usize - self.tested.len().min(n_terms as usize) + stored.len(),
+        );
+        let (mut tested, mut stored) = (self.tested.iter().peekable(), stored.iter().peekable());
+        for t in 0..n_terms {
+            if tested.next_if(|&&x| x == t).is_none() {
+                out.push(t); // untested: any value satisfies it
+            } else if stored.next_if(|&&x| x == t).is_some() {
+                out.push(t);
+            }
+        }
+        out
+    }
+
+    /// Every stored set of the dimension with where it is, for checks.
+    fn stored_sets(&self) -> Vec<(String, &TermSet)> {
+        let mut out = vec![("default".to_string(), &self.default)];
+        if let Some(s) = &self.suffix_default {
+            out.push(("suffixDefault".into(), s));
+        }
+        if let Some(s) = &self.absent {
+            out.push(("absent".into(), s));
+        }
+        for (what, list) in [
+            ("exact", &self.exact),
+            ("prefix", &self.prefix),
+            ("suffix", &self.suffix),
+        ] {
+            out.extend(
+                list.iter()
+                    .map(|e| (format!("{what} entry `{}`", e.value), &e.terms)),
+            );
+        }
+        out.extend(
+            self.ranges
+                .iter()
+                .map(|r| (format!("range {}..{}", r.lo, r.hi), &r.terms)),
+        );
+        for m in &self.masks {
+            let caps = m.caps.join(", ");
+            out.push((format!("mask `{caps}` held"), &m.held));
+            out.push((format!("mask `{caps}` lacking"), &m.lacking));
+        }
+        out
+    }
+
     /// The first entry that breaks the dimension kind's rules, described.
     fn kind_problem(&self) -> Option<String> {
         let tables = |exact: bool, prefix: bool, suffix: bool, ranges: bool, masks: bool| {
@@ -720,25 +794,20 @@ impl PolicyBundle {
                 check_set(&format!("verdicts.count `{name}`"), set)?;
             }
             for (field, dim) in &table.dimensions {
-                check_set(&format!("dimension `{field}` default"), &dim.default)?;
-                for set in dim.suffix_default.iter().chain(&dim.absent) {
-                    check_set(&format!("dimension `{field}` default"), set)?;
-                }
-                for entry in dim.exact.iter().chain(&dim.prefix).chain(&dim.suffix) {
-                    check_set(
-                        &format!("dimension `{field}` entry `{}`", entry.value),
-                        &entry.terms,
-                    )?;
-                }
-                for r in &dim.ranges {
-                    check_set(
-                        &format!("dimension `{field}` range {}..{}", r.lo, r.hi),
-                        &r.terms,
-                    )?;
-                }
-                for m in &dim.masks {
-                    check_set(&format!("dimension `{field}` mask"), &m.held)?;
-                    check_set(&format!("dimension `{field}` mask"), &m.lacking)?;
+                check_set(&format!("dimension `{field}` tested"), &dim.tested)?;
+                for (what, set) in dim.stored_sets() {
+                    check_set(&format!("dimension `{field}` {what}"), set)?;
+                    // Both sorted: one merge pass finds a term outside `tested`.
+                    let mut tested = dim.tested.iter().peekable();
+                    let outside = set.iter().find(|&&t| {
+                        while tested.next_if(|&&x| x < t).is_some() {}
+                        tested.peek() != Some(&&t)
+                    });
+                    if let Some(t) = outside {
+                        return invalid(format!(
+                            "hook `{hook}`: dimension `{field}` {what} holds term {t}, which does not test the dimension (not in `tested`)"
+                        ));
+                    }
                 }
                 if let Some(message) = dim.kind_problem() {
                     return invalid(format!("dimension `{field}`: {message}"));
@@ -796,5 +865,109 @@ mod tests {
         assert_eq!(words[0], 0x8000_0000_0000_0003);
         assert_eq!(words[1], 1);
         assert_eq!(mask_terms(&words), set);
+    }
+
+    fn compiled(text: &str) -> PolicyBundle {
+        let sources = [crate::compile::SourceFile {
+            name: "p.policy".into(),
+            text: text.into(),
+        }];
+        crate::compile::compile(&sources, "p")
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .bundle
+    }
+
+    /// Three rules testing three different fields: each dimension's sets
+    /// list only the term that tests its field (schema 2), and the full set
+    /// adds the other two back.
+    const THREE_FIELDS: &str = "policy p {}\n\
+        rule a on exec { when process.binary == \"/usr/bin/sudo\" deny }\n\
+        rule b on exec { when process.name == \"nc\" deny }\n\
+        rule c on exec { when user.uid == 0 audit }\n";
+
+    #[test]
+    fn entry_sets_hold_only_their_dimension_s_tested_terms() {
+        let b = compiled(THREE_FIELDS);
+        let exec = &b.spec.hooks[&Hook::Exec];
+        assert_eq!(exec.terms.len(), 3);
+        for (field, term) in [
+            ("process.binary", 0u32),
+            ("process.name", 1),
+            ("user.uid", 2),
+        ] {
+            let dim = &exec.dimensions[field];
+            assert_eq!(dim.tested, vec![term], "{field}");
+            for (what, set) in dim.stored_sets() {
+                assert!(set.iter().all(|&t| t == term), "{field} {what}: {set:?}");
+            }
+            // A value matching no entry: only the untested terms pass.
+            let others: TermSet = (0..3).filter(|&t| t != term).collect();
+            assert_eq!(dim.full_set(&dim.default, 3), others, "{field}");
+        }
+        let binary = &b.spec.hooks[&Hook::Exec].dimensions["process.binary"];
+        assert_eq!(binary.exact[0].terms, vec![0]);
+        assert_eq!(binary.full_set(&binary.exact[0].terms, 3), vec![0, 1, 2]);
+        let uid = &b.spec.hooks[&Hook::Exec].dimensions["user.uid"];
+        assert_eq!(uid.ranges.len(), 1);
+        assert_eq!(
+            (uid.ranges[0].lo, uid.ranges[0].terms.clone()),
+            (0, vec![2])
+        );
+        assert!(b.validate().is_ok());
+    }
+
+    /// Re-digest an edited bundle, so that validation reaches the invariants.
+    fn redigest(mut b: PolicyBundle) -> PolicyBundle {
+        b.spec.digest = b.spec.compute_digest(&b.metadata.name);
+        b
+    }
+
+    #[test]
+    fn validate_refuses_a_stored_term_outside_tested() {
+        let b = compiled(THREE_FIELDS);
+        let mut bad = b.clone();
+        // Term 1 (`process.name`) in a `process.binary` entry.
+        let dim = bad
+            .spec
+            .hooks
+            .get_mut(&Hook::Exec)
+            .unwrap()
+            .dimensions
+            .get_mut("process.binary")
+            .unwrap();
+        dim.exact[0].terms = vec![0, 1];
+        let err = redigest(bad).validate().unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, BundleError::Invalid { .. })
+                && msg.contains(
+                    "dimension `process.binary` exact entry `/usr/bin/sudo` holds term 1"
+                )
+                && msg.contains("not in `tested`"),
+            "{msg}"
+        );
+        // `tested` itself: sorted, unique, below the term count.
+        for tested in [vec![0, 0], vec![3], vec![1, 0]] {
+            let mut bad = b.clone();
+            bad.spec
+                .hooks
+                .get_mut(&Hook::Exec)
+                .unwrap()
+                .dimensions
+                .get_mut("user.uid")
+                .unwrap()
+                .tested = tested.clone();
+            let msg = redigest(bad).validate().unwrap_err().to_string();
+            assert!(
+                msg.contains("dimension `user.uid` tested is not a sorted set of term ids below 3"),
+                "{tested:?}: {msg}"
+            );
+        }
+        // A v1 bundle (no `tested`) is refused as a version.
+        let v1 = b.to_yaml().replace("schemaVersion: 2", "schemaVersion: 1");
+        assert!(matches!(
+            PolicyBundle::from_yaml(&v1),
+            Err(BundleError::UnsupportedVersion { .. })
+        ));
     }
 }

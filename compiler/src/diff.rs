@@ -537,7 +537,13 @@ pub fn candidate_events(old: &PolicyBundle, new: &PolicyBundle, hook: Hook) -> V
                 let Some(k) = dimension_keys(name, dim).into_iter().next() else {
                     continue;
                 };
+                // A term that does not test the dimension holds for any
+                // value (no stored set lists it): the first candidate.
+                let untested = dim.tested.binary_search(&t).is_err();
                 let holds = |v: Option<&Value>| {
+                    if untested {
+                        return true;
+                    }
                     let set = match v {
                         Some(v) => lookup_value(dim, v),
                         None => dim

@@ -189,69 +189,104 @@ pub fn eval_bundle(bundle: &PolicyBundle, event: &Event) -> Outcome {
 
 /// Terms that match: the intersection over the dimensions of each one's
 /// lookup (each as [`dimension_lookup`] gives it).
+///
+/// Computed without building every dimension's full set: a lookup holds
+/// only the dimension's tested terms (schema 2), and an untested term
+/// passes any value, so per dimension only the tested terms its lookup
+/// lacks are removed (`all − ∪_d (tested_d − lookup_d)`). The result starts
+/// from the dimension with the smallest full set (its lookup plus its
+/// untested terms, found from the `tested` list's gaps without a pass over
+/// every term) and keeps a term when each other dimension either does not
+/// test it or lets it through (binary searches). So an event costs about
+/// the sizes of the sets it looks up, not the number of terms, as with
+/// schema 1 (in the kernel it costs MASK_WORDS per dimension).
 pub fn matched_terms(table: &HookTable, event: &Event) -> BTreeSet<u32> {
-    // Starts from the first dimension's set rather than every term, so an
-    // event costs about the sizes of the sets it looks up, not the number
-    // of terms (as in the kernel, where it costs MASK_WORDS per dimension).
-    let mut terms: Option<TermSet> = None;
+    let n = table.terms.len() as u32;
     let fields: BTreeMap<String, &Value> = event
         .fields
         .iter()
         .map(|(k, v): (&FieldKey, _)| (k.to_string(), v))
         .collect();
-    for (name, dim) in &table.dimensions {
-        let set = match &dim.relation {
-            Some(rel) => relation_lookup(
-                dim,
-                fields.get(&rel.left).copied(),
-                fields.get(&rel.right).copied(),
-                &rel.op,
-            )
-            .into(),
-            None => match fields.get(name) {
-                Some(v) => match lookup_borrowed(dim, v) {
-                    Some(set) => std::borrow::Cow::Borrowed(set.as_slice()),
-                    None => lookup_value(dim, v).into(),
+    let lookups: Vec<(&Dimension, std::borrow::Cow<'_, [u32]>)> = table
+        .dimensions
+        .iter()
+        .map(|(name, dim)| {
+            let set = match &dim.relation {
+                Some(rel) => relation_lookup(
+                    dim,
+                    fields.get(&rel.left).copied(),
+                    fields.get(&rel.right).copied(),
+                    &rel.op,
+                )
+                .into(),
+                None => match fields.get(name) {
+                    Some(v) => match lookup_borrowed(dim, v) {
+                        Some(set) => std::borrow::Cow::Borrowed(set.as_slice()),
+                        None => lookup_value(dim, v).into(),
+                    },
+                    // An event without the field satisfies no test of it (as in
+                    // `Cond::eval`).
+                    None => dim
+                        .absent
+                        .clone()
+                        .unwrap_or_else(|| lookup_none(dim))
+                        .into(),
                 },
-                // An event without the field satisfies no test of it (as in
-                // `Cond::eval`).
-                None => dim
-                    .absent
-                    .clone()
-                    .unwrap_or_else(|| lookup_none(dim))
-                    .into(),
-            },
-        };
-        let set = match terms {
-            None => set.into_owned(),
-            Some(t) => intersect_sorted(&t, &set),
-        };
-        let empty = set.is_empty();
-        terms = Some(set);
-        if empty {
-            break; // no dimension can add terms back
+            };
+            (dim, set)
+        })
+        .collect();
+    // Full set size of a dimension: its lookup and its untested terms.
+    let full_len = |(dim, set): &(&Dimension, std::borrow::Cow<'_, [u32]>)| {
+        set.len() + (n as usize).saturating_sub(dim.tested.len())
+    };
+    let Some(first) = (0..lookups.len()).min_by_key(|&i| full_len(&lookups[i])) else {
+        return (0..n).collect(); // no dimension: every term
+    };
+    let (dim, set) = &lookups[first];
+    let mut untested = Vec::new();
+    push_untested(&dim.tested, n, &mut untested);
+    let mut matched: BTreeSet<u32> = set.iter().chain(&untested).copied().collect();
+    for (i, (dim, set)) in lookups.iter().enumerate() {
+        if i != first {
+            matched
+                .retain(|t| dim.tested.binary_search(t).is_err() || set.binary_search(t).is_ok());
         }
     }
-    match terms {
-        None => (0..table.terms.len() as u32).collect(),
-        Some(t) => t.into_iter().collect(),
-    }
+    matched
 }
 
-/// The terms of both sets, ascending without repeats (as every
-/// [`TermSet`]: `PolicyBundle::validate` refuses others). A small set is
-/// looked up in a large one by binary search, so an event costs no pass
-/// over a set holding most of the hook's terms.
-fn intersect_sorted(a: &[u32], b: &[u32]) -> TermSet {
-    let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
-    if small.len() * 16 < large.len() {
-        small
-            .iter()
-            .copied()
-            .filter(|t| large.binary_search(t).is_ok())
-            .collect()
-    } else {
-        crate::lower::intersect(a, b)
+/// Push the ids in `0..n` that are not in `tested` (sorted, unique, below
+/// `n`), ascending. Costs about their number times `log(tested.len())`: a
+/// run of consecutive tested ids is skipped by a binary search (in a run,
+/// `tested[j] - j` is constant).
+fn push_untested(tested: &[u32], n: u32, out: &mut Vec<u32>) {
+    let (mut i, mut next) = (0usize, 0u32);
+    loop {
+        // Skip the ids next, next + 1, … that are tested.
+        let rest = &tested[i..];
+        let (mut lo, mut hi) = (0usize, rest.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if u64::from(rest[mid]) == u64::from(next) + mid as u64 {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        i += lo;
+        next += lo as u32;
+        match tested.get(i) {
+            Some(&t) => {
+                out.extend(next..t);
+                next = t + 1;
+                i += 1;
+            }
+            None => {
+                out.extend(next..n);
+                return;
+            }
+        }
     }
 }
 
@@ -305,10 +340,24 @@ fn longest_affix<'d>(entries: &'d [Entry], value: &[u8], prefix: bool) -> Option
 
 /// The terms dimension `name` lets through for an event whose fields are
 /// `fields` (keyed by field name as the dimensions are, e.g.
-/// `k8s.label["app"]`): the lookup of the field's value, the `absent` set
-/// (else a no-entry lookup) when the event does not give the field, or for
-/// a relation the feature computed from its two fields.
-pub fn dimension_lookup(name: &str, dim: &Dimension, fields: &BTreeMap<String, &Value>) -> TermSet {
+/// `k8s.label["app"]`), in a hook of `n_terms` terms: the full set
+/// ([`Dimension::full_set`] of [`tested_lookup`]), terms that do not test
+/// the dimension included.
+pub fn dimension_lookup(
+    name: &str,
+    dim: &Dimension,
+    fields: &BTreeMap<String, &Value>,
+    n_terms: u32,
+) -> TermSet {
+    dim.full_set(&tested_lookup(name, dim, fields), n_terms)
+}
+
+/// The tested terms (see [`Dimension::tested`]) dimension `name` lets
+/// through for an event whose fields are `fields`: the lookup of the
+/// field's value, the `absent` set (else a no-entry lookup) when the event
+/// does not give the field, or for a relation the feature computed from its
+/// two fields. A subset of `dim.tested`, as every stored set.
+pub fn tested_lookup(name: &str, dim: &Dimension, fields: &BTreeMap<String, &Value>) -> TermSet {
     match &dim.relation {
         Some(rel) => relation_lookup(
             dim,
@@ -336,7 +385,9 @@ fn lookup_none(dim: &Dimension) -> TermSet {
     }
 }
 
-/// One dimension lookup for a value of the event.
+/// One dimension lookup for a value of the event: the dimension's tested
+/// terms the value satisfies (as stored in the bundle; terms that do not
+/// test the dimension, satisfied by any value, are not listed).
 pub fn lookup_value(dim: &Dimension, value: &Value) -> TermSet {
     match (dim.kind, value) {
         (DimensionKind::Path | DimensionKind::String, Value::Str(s)) => string_lookup(dim, s),
@@ -355,8 +406,8 @@ pub fn lookup_value(dim: &Dimension, value: &Value) -> TermSet {
 
 /// [`lookup_value`] without copying the set, for the lookups that return
 /// one entry's set as it is (`None`: use [`lookup_value`]). A set can hold
-/// most terms of the hook (those that do not test the dimension), so a copy
-/// per event would cost time in the number of rules.
+/// most terms that test the dimension, so a copy per event would cost time
+/// in the number of rules.
 fn lookup_borrowed<'d>(dim: &'d Dimension, value: &Value) -> Option<&'d TermSet> {
     match (dim.kind, value) {
         (DimensionKind::Int, Value::Int(n)) => Some(range_entry(dim, *n)),
@@ -548,15 +599,23 @@ mod tests {
     }
 
     #[test]
-    fn intersections_agree_with_sets() {
-        let a: Vec<u32> = (0..200).filter(|x| x % 3 == 0).collect();
-        let b: Vec<u32> = (0..200).filter(|x| x % 5 == 0).collect();
-        let small = vec![0, 15, 16, 195];
-        let want = |x: &[u32], y: &[u32]| -> Vec<u32> {
-            x.iter().copied().filter(|t| y.contains(t)).collect()
-        };
-        assert_eq!(intersect_sorted(&a, &b), want(&a, &b));
-        assert_eq!(intersect_sorted(&small, &a), want(&small, &a));
-        assert_eq!(intersect_sorted(&a, &small), want(&small, &a));
+    fn untested_terms_are_the_gaps_of_tested() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        for n in [0u32, 1, 2, 5, 64, 200] {
+            for _ in 0..50 {
+                let tested: Vec<u32> = (0..n)
+                    .filter(|_| {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        !rng.is_multiple_of(3)
+                    })
+                    .collect();
+                let mut got = Vec::new();
+                push_untested(&tested, n, &mut got);
+                let want: Vec<u32> = (0..n).filter(|t| !tested.contains(t)).collect();
+                assert_eq!(got, want, "{n} {tested:?}");
+            }
+        }
     }
 }

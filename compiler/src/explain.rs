@@ -7,8 +7,13 @@
 //! per matching term, the lookups that put the term in the matched set:
 //! `exact`, `prefix`, `suffix`, `range`, `default`, `suffixDefault`,
 //! `absent`, `held`/`lacking` (capabilities) or `relation`. Dimensions that
-//! do not constrain a term (every table of the dimension holds it) are left
-//! out.
+//! do not constrain a term (the term does not test the dimension, or every
+//! table of the dimension holds it) are left out.
+//!
+//! The sets traced here are the bundle's stored sets: a dimension's tested
+//! terms only (schema 2, see [`Dimension`]); the matched set adds back each
+//! dimension's untested terms ([`Dimension::full_set`]). The sets are not
+//! part of the output, only which lookup and entry held a term.
 //!
 //! JSON form (extra keys beyond the issue's `verdict`, `matched`, `audit`,
 //! `counters`):
@@ -45,7 +50,8 @@ pub struct Step {
     /// The entry that matched (`/usr/bin/`, `1000..1999`, `10.0.0.0/8`,
     /// `CAP_NET_RAW`, `true`), `None` for a default.
     pub entry: Option<String>,
-    /// Terms of that entry.
+    /// Terms of that entry, as stored: of the dimension's tested terms only
+    /// (every other term passes the dimension whatever the lookup).
     #[serde(skip)]
     pub terms: TermSet,
 }
@@ -59,7 +65,7 @@ fn step(lookup: &'static str, entry: Option<String>, terms: &TermSet) -> Step {
 }
 
 /// A lookup with its trace: the resulting set is the intersection of the
-/// steps' sets.
+/// steps' sets, of the dimension's tested terms (as [`eval::lookup_value`]).
 pub fn trace_lookup(dim: &Dimension, value: Option<&Value>) -> (TermSet, Vec<Step>) {
     let steps = trace_steps(dim, value);
     let mut set: Option<TermSet> = None;
@@ -286,7 +292,8 @@ fn scope_name(bundle: &PolicyBundle, id: u32) -> String {
     format!("{}.{}", s.policy, s.name)
 }
 
-/// Per dimension of the hook: (name, event value JSON, steps, set).
+/// Per dimension of the hook: (name, event value JSON, steps, set of tested
+/// terms).
 type Traced = Vec<(String, serde_json::Value, Vec<Step>, TermSet)>;
 
 fn trace_table(table: &HookTable, event: &Event) -> Traced {
@@ -333,21 +340,22 @@ fn trace_table(table: &HookTable, event: &Event) -> Traced {
         .collect()
 }
 
-/// Whether every table of the dimension holds term `t` (the dimension does
-/// not constrain it).
+/// Whether the dimension does not constrain term `t`: `t` does not test it
+/// (so no stored set lists it), or every table of the dimension holds it.
 fn unconstrained(dim: &Dimension, t: u32) -> bool {
     let has = |s: &TermSet| s.binary_search(&t).is_ok();
-    has(&dim.default)
-        && dim.suffix_default.as_ref().is_none_or(has)
-        && dim.absent.as_ref().is_none_or(has)
-        && dim
-            .exact
-            .iter()
-            .chain(&dim.prefix)
-            .chain(&dim.suffix)
-            .all(|e| has(&e.terms))
-        && dim.ranges.iter().all(|r| has(&r.terms))
-        && dim.masks.iter().all(|m| has(&m.held) && has(&m.lacking))
+    !has(&dim.tested)
+        || (has(&dim.default)
+            && dim.suffix_default.as_ref().is_none_or(has)
+            && dim.absent.as_ref().is_none_or(has)
+            && dim
+                .exact
+                .iter()
+                .chain(&dim.prefix)
+                .chain(&dim.suffix)
+                .all(|e| has(&e.terms))
+            && dim.ranges.iter().all(|r| has(&r.terms))
+            && dim.masks.iter().all(|m| has(&m.held) && has(&m.lacking)))
 }
 
 /// Explain the bundle's decision for an event.
@@ -359,10 +367,13 @@ pub fn explain(bundle: &PolicyBundle, event: &Event) -> Explanation {
     let mut decision = "no rule";
     if let Some(table) = bundle.spec.hooks.get(&event.hook) {
         let traced = trace_table(table, event);
-        let mut matched: BTreeSet<u32> = (0..table.terms.len() as u32).collect();
-        for (_, _, _, set) in &traced {
+        let n = table.terms.len() as u32;
+        let mut matched: BTreeSet<u32> = (0..n).collect();
+        for (name, _, _, set) in &traced {
+            // One event: the full sets (untested terms added back) are cheap.
+            let full = table.dimensions[name].full_set(set, n);
             matched = matched
-                .intersection(&set.iter().copied().collect())
+                .intersection(&full.iter().copied().collect())
                 .copied()
                 .collect();
         }

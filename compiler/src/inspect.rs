@@ -344,6 +344,12 @@ impl Masks {
         s.dedup();
         u64::from(self.0.insert(s))
     }
+
+    /// Stores the kernel mask of `dim`'s stored set `set` in a hook of `nt`
+    /// terms (the set with the dimension's untested terms); 1 when new.
+    fn add_dim(&mut self, dim: &Dimension, nt: u32, set: &TermSet) -> u64 {
+        self.add(&dim.full_set(set, nt))
+    }
 }
 
 /// The entries `KernelTables::build` stores for `bundle` alone (see the
@@ -395,16 +401,19 @@ fn hook_model(
         })
         .map(|(name, _)| name)
         .collect();
+    // The kernel stores a dense mask per entry: the stored set plus every
+    // term that does not test the dimension (`Dimension::full_set`).
+    let nt = table.terms.len() as u32;
     for (name, dim) in &table.dimensions {
         if k8s.contains(&name) {
             continue;
         }
         ndims += 1;
-        *m += masks.add(&dim.default) + masks.add(&absent(dim));
+        *m += masks.add_dim(dim, nt, &dim.default) + masks.add_dim(dim, nt, &absent(dim));
         if dim.relation.is_some() {
             for e in &dim.exact {
                 add("num_lpm", 1);
-                *m += masks.add(&e.terms);
+                *m += masks.add_dim(dim, nt, &e.terms);
             }
             continue;
         }
@@ -412,23 +421,23 @@ fn hook_model(
             DimensionKind::Path | DimensionKind::String => {
                 for e in &dim.exact {
                     add("str_exact", 1);
-                    *m += masks.add(&e.terms);
+                    *m += masks.add_dim(dim, nt, &e.terms);
                 }
                 for e in &dim.prefix {
                     add("str_prefix", 1);
-                    *m += masks.add(&e.terms);
+                    *m += masks.add_dim(dim, nt, &e.terms);
                 }
                 if let Some(sd) = &dim.suffix_default {
-                    *m += masks.add(sd);
+                    *m += masks.add_dim(dim, nt, sd);
                     for e in &dim.suffix {
                         add("str_suffix", 1);
-                        *m += masks.add(&e.terms);
+                        *m += masks.add_dim(dim, nt, &e.terms);
                     }
                 }
             }
             DimensionKind::Int => {
                 for r in &dim.ranges {
-                    *m += masks.add(&r.terms);
+                    *m += masks.add_dim(dim, nt, &r.terms);
                     add(
                         "num_lpm",
                         crate::lower::range_prefixes(r.lo, r.hi, 64).len() as u64,
@@ -438,26 +447,26 @@ fn hook_model(
                     for e in &dim.exact {
                         add("num_lpm", 1);
                         add("names", 1);
-                        *m += masks.add(&e.terms);
+                        *m += masks.add_dim(dim, nt, &e.terms);
                     }
                 }
             }
             DimensionKind::Enum | DimensionKind::Bool => {
                 for e in &dim.exact {
                     add("num_lpm", 1);
-                    *m += masks.add(&e.terms);
+                    *m += masks.add_dim(dim, nt, &e.terms);
                 }
             }
             DimensionKind::Ip => {
                 for e in &dim.prefix {
                     add("ip_lpm", 1);
-                    *m += masks.add(&e.terms);
+                    *m += masks.add_dim(dim, nt, &e.terms);
                 }
             }
             DimensionKind::Caps => {
                 for c in &dim.masks {
                     add("caps_table", 1);
-                    *m += masks.add(&c.held) + masks.add(&c.lacking);
+                    *m += masks.add_dim(dim, nt, &c.held) + masks.add_dim(dim, nt, &c.lacking);
                 }
             }
             DimensionKind::Relation => {}
@@ -470,7 +479,7 @@ fn hook_model(
         let none: BTreeMap<String, &Value> = BTreeMap::new();
         let mut set: TermSet = (0..table.terms.len() as u32).collect();
         for name in &k8s {
-            let got = crate::eval::dimension_lookup(name, &table.dimensions[*name], &none);
+            let got = crate::eval::dimension_lookup(name, &table.dimensions[*name], &none, nt);
             set = crate::lower::intersect(&set, &got);
         }
         add("cgroup_exact", 0);

@@ -15,7 +15,11 @@
 //! the longest mentioned block. Every value in one class satisfies the same
 //! literals, so evaluating each term once per class (at the class's
 //! *representative*) gives complete, exact tables: one lookup per dimension
-//! answers, with no closure or post-processing to get wrong.
+//! answers, with no closure or post-processing to get wrong. Only the terms
+//! that test a dimension are evaluated and listed in its sets (its `tested`
+//! terms); the others hold at every class and are left implicit (schema 2,
+//! see [`crate::bundle::Dimension`]), which keeps the tables linear in the
+//! rules.
 //!
 //! [`runtime_unsupported`] is a separate gate: what `policyd` can load today.
 
@@ -708,7 +712,15 @@ fn mentioned_values<'t>(d: &DimTerms<'t>) -> BTreeSet<&'t Value> {
     out
 }
 
+/// The dimension's tables, its sets listing only its tested terms.
 fn dimension(d: &DimTerms<'_>) -> Dimension {
+    Dimension {
+        tested: d.tested(),
+        ..dimension_tables(d)
+    }
+}
+
+fn dimension_tables(d: &DimTerms<'_>) -> Dimension {
     let lit = d.literal();
     if let Pred::Relation(op, other) = &lit.pred {
         let t = d.class(|_| Some(true));

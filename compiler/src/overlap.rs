@@ -587,16 +587,23 @@ fn optional(field: &FieldKey) -> bool {
     )
 }
 
-fn dim_classes(dim: &Dimension, field: &FieldKey, right: Option<&FieldKey>) -> Dim {
+/// The classes of `dim` in a hook of `n_terms` terms. A class's `terms` is
+/// the full set (the stored set, of tested terms, with every term that
+/// does not test the dimension), so that intersections over dimensions
+/// give the terms an event matches.
+fn dim_classes(dim: &Dimension, field: &FieldKey, right: Option<&FieldKey>, n_terms: u32) -> Dim {
     let mut classes = Vec::new();
     let mut complete = true;
+    let untested = Bits::of(&dim.full_set(&[], n_terms));
+    let full = |set: &TermSet| Bits::of(set).or(untested);
     let push_value = |classes: &mut Vec<Class>, set: &TermSet, candidates: Vec<Value>| {
+        // Both stored sets (tested terms only), so comparable as they are.
         let rep = candidates
             .into_iter()
             .find(|v| lookup_value(dim, v) == *set)
             .map(Rep::Value);
         classes.push(Class {
-            terms: Bits::of(set),
+            terms: full(set),
             rep,
         });
     };
@@ -770,13 +777,13 @@ fn dim_classes(dim: &Dimension, field: &FieldKey, right: Option<&FieldKey>) -> D
         DimensionKind::Relation => {
             for e in &dim.exact {
                 classes.push(Class {
-                    terms: Bits::of(&e.terms),
+                    terms: full(&e.terms),
                     rep: Some(Rep::Relation(e.value == "true")),
                 });
             }
             if optional(field) || right.is_some_and(optional) {
                 classes.push(Class {
-                    terms: Bits::of(&dim.default),
+                    terms: full(&dim.default),
                     rep: None,
                 });
             }
@@ -791,7 +798,7 @@ fn dim_classes(dim: &Dimension, field: &FieldKey, right: Option<&FieldKey>) -> D
             s
         });
         classes.push(Class {
-            terms: Bits::of(&set),
+            terms: full(&set),
             rep: Some(Rep::Absent),
         });
     }
@@ -871,7 +878,7 @@ impl<'a, 'p> HookAnalysis<'a, 'p> {
             .iter()
             .filter_map(|(name, dim)| {
                 let (field, right) = fields.get(name)?;
-                let mut d = dim_classes(dim, field, right.as_ref());
+                let mut d = dim_classes(dim, field, right.as_ref(), table.terms.len() as u32);
                 let mut by_term = vec![Vec::new(); table.terms.len()];
                 for (j, c) in d.classes.iter().enumerate() {
                     for t in c.terms.ones() {

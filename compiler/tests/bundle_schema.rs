@@ -167,7 +167,7 @@ fn schema_refuses_what_the_loader_refuses() {
     let breakages: Vec<(&str, Value)> = vec![
         ("/apiVersion", Value::from("policyc.dev/v2")),
         ("/kind", Value::from("Bundle")),
-        ("/spec/schemaVersion", Value::from(2)),
+        ("/spec/schemaVersion", Value::from(1)),
         ("/spec/rules/0/severity", Value::from("urgent")),
         ("/spec/rules/0/hook", Value::from("boot")),
         ("/spec/rules/0/audit", Value::from("yes")),

@@ -187,7 +187,7 @@ fn crd_refuses_what_the_loader_refuses() {
         serde_yaml::from_str(&compile(&shipped, "x").unwrap().bundle.to_yaml()).unwrap();
     assert!(validator.is_valid(&good));
     for (pointer, value) in [
-        ("/spec/schemaVersion", json!(2)),
+        ("/spec/schemaVersion", json!(1)),
         ("/spec/rules/0/severity", json!("urgent")),
         ("/spec/rules/0/audit", json!("yes")),
         ("/spec/hooks/exec/terms/0/id", json!(-1)),

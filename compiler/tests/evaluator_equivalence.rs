@@ -171,15 +171,20 @@ fn edited_bundle_is_refused() {
         ),
         "{err}"
     );
-    let future = yaml.replace("schemaVersion: 1", "schemaVersion: 2");
-    let err = PolicyBundle::from_yaml(&future).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            policy_compiler::bundle::BundleError::UnsupportedVersion { .. }
-        ),
-        "{err}"
-    );
+    // A future layout, and schema 1 (entry sets listing untested terms),
+    // are both refused as versions.
+    for other in ["schemaVersion: 3", "schemaVersion: 1"] {
+        let future = yaml.replace("schemaVersion: 2", other);
+        assert_ne!(future, yaml);
+        let err = PolicyBundle::from_yaml(&future).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                policy_compiler::bundle::BundleError::UnsupportedVersion { .. }
+            ),
+            "{other}: {err}"
+        );
+    }
     let err = PolicyBundle::from_yaml("apiVersion: [").unwrap_err();
     assert!(
         matches!(err, policy_compiler::bundle::BundleError::Malformed { .. }),

@@ -377,7 +377,9 @@ impl Builder<'_> {
             field: name.to_string(),
             why: why.to_string(),
         };
-        let mask = |set: &TermSet, b: &mut Self| b.masks.id(dim_mask(set, part, total));
+        let n = part.table.terms.len() as u32;
+        let mask =
+            |set: &TermSet, b: &mut Self| b.masks.id(dim_mask(&dim.full_set(set, n), part, total));
         let mut d = DimConfig {
             dflt: mask(&dim.default, self),
             absent: mask(&absent(dim), self),

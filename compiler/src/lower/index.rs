@@ -19,11 +19,12 @@ use policy_dsl::checked::{Member, Pred, Value};
 use super::{Conjunction, Literal, Owner};
 use crate::bundle::TermSet;
 
-/// The terms of one hook as one dimension sees them.
+/// The terms of one hook as one dimension sees them. Terms with no literal
+/// on the dimension are not here at all: they are in every class's set, so
+/// the bundle leaves them out of the dimension's sets (schema 2, see
+/// [`crate::bundle::Dimension`]); listing them in every entry would make the
+/// tables grow as rules × entries.
 pub(super) struct DimTerms<'t> {
-    /// Ids of the terms with no literal on the dimension, ascending: they are
-    /// in every class's set.
-    free: Vec<u32>,
     /// The terms with literals on the dimension, ascending by id, with those
     /// literals.
     constrained: Vec<(u32, Vec<&'t Literal>)>,
@@ -37,7 +38,6 @@ pub(super) fn by_dimension(terms: &[(Owner, Conjunction)]) -> BTreeMap<String, D
         let id = id as u32;
         for lit in conj {
             let d = dims.entry(lit.dimension()).or_insert_with(|| DimTerms {
-                free: Vec::new(),
                 constrained: Vec::new(),
             });
             match d.constrained.last_mut() {
@@ -45,19 +45,6 @@ pub(super) fn by_dimension(terms: &[(Owner, Conjunction)]) -> BTreeMap<String, D
                 _ => d.constrained.push((id, vec![lit])),
             }
         }
-    }
-    for d in dims.values_mut() {
-        let mut constrained = d.constrained.iter().map(|(id, _)| *id).peekable();
-        d.free = (0..terms.len() as u32)
-            .filter(|id| {
-                if constrained.peek() == Some(id) {
-                    constrained.next();
-                    false
-                } else {
-                    true
-                }
-            })
-            .collect();
     }
     dims
 }
@@ -69,6 +56,12 @@ impl<'t> DimTerms<'t> {
         self.constrained[0].1[0]
     }
 
+    /// Ids of the terms with literals on the dimension, ascending: the
+    /// dimension's `tested` set.
+    pub(super) fn tested(&self) -> TermSet {
+        self.constrained.iter().map(|(id, _)| *id).collect()
+    }
+
     /// The predicates of the dimension's literals.
     pub(super) fn preds(&self) -> impl Iterator<Item = &'t Pred> + '_ {
         self.constrained
@@ -78,8 +71,8 @@ impl<'t> DimTerms<'t> {
 
     /// The terms whose literals on the dimension all hold for a class of
     /// values, given each literal's truth for the class (`None`: decided
-    /// elsewhere, does not constrain this set). Terms without literals on the
-    /// dimension are always included.
+    /// elsewhere, does not constrain this set). Only terms with literals on
+    /// the dimension (the tested ones) are listed.
     pub(super) fn class(&self, truth: impl Fn(&Pred) -> Option<bool>) -> TermSet {
         self.select(0..self.constrained.len(), truth)
     }
@@ -107,26 +100,15 @@ impl<'t> DimTerms<'t> {
             lits.iter()
                 .all(|l| truth(&l.pred).is_none_or(|t| t == l.positive))
         };
-        let chosen = candidates.filter_map(|i| {
-            let (id, lits) = &self.constrained[i];
-            holds(lits).then_some(*id)
-        });
-        merge(&self.free, chosen)
+        // Candidates are ascending indices into the ascending constrained
+        // terms, so the ids come out sorted.
+        candidates
+            .filter_map(|i| {
+                let (id, lits) = &self.constrained[i];
+                holds(lits).then_some(*id)
+            })
+            .collect()
     }
-}
-
-/// The ascending union of `free` and the ascending, disjoint `chosen`.
-fn merge(free: &[u32], chosen: impl Iterator<Item = u32>) -> TermSet {
-    let mut out = Vec::with_capacity(free.len());
-    let mut free = free.iter().copied().peekable();
-    for c in chosen {
-        while let Some(f) = free.next_if(|f| *f < c) {
-            out.push(f);
-        }
-        out.push(c);
-    }
-    out.extend(free);
-    out
 }
 
 /// Which constrained terms of a path or string dimension can hold where.

@@ -79,7 +79,8 @@ pub fn pod_fields(meta: &PodMeta) -> BTreeMap<String, Value> {
 /// cgroup (else [`K8sTerms::outside_pods`]) with the other dimensions'
 /// lookups, and skips the `k8s.*` dimensions themselves.
 pub fn k8s_cgroup_terms(table: &HookTable, pods: &PodIndex) -> K8sTerms {
-    let all: TermSet = (0..table.terms.len() as u32).collect();
+    let n = table.terms.len() as u32;
+    let all: TermSet = (0..n).collect();
     let mut dimensions = Vec::new();
     let mut per_event = Vec::new();
     for (name, dim) in &table.dimensions {
@@ -95,7 +96,7 @@ pub fn k8s_cgroup_terms(table: &HookTable, pods: &PodIndex) -> K8sTerms {
         let refs: BTreeMap<String, &Value> = fields.iter().map(|(k, v)| (k.clone(), v)).collect();
         let mut set: BTreeSet<u32> = all.iter().copied().collect();
         for name in &dimensions {
-            let got = dimension_lookup(name, &table.dimensions[*name], &refs);
+            let got = dimension_lookup(name, &table.dimensions[*name], &refs, n);
             let got: BTreeSet<u32> = got.into_iter().collect();
             set = set.intersection(&got).copied().collect();
         }
@@ -249,8 +250,12 @@ rule host on exec {
                 fields.insert("process.binary".to_string(), Value::Str(bin.to_string()));
                 let refs: BTreeMap<String, &Value> =
                     fields.iter().map(|(k, v)| (k.clone(), v)).collect();
-                let rest =
-                    dimension_lookup("process.binary", &table.dimensions["process.binary"], &refs);
+                let rest = dimension_lookup(
+                    "process.binary",
+                    &table.dimensions["process.binary"],
+                    &refs,
+                    table.terms.len() as u32,
+                );
                 let product: BTreeSet<u32> = rest
                     .iter()
                     .filter(|t| k8s.binary_search(t).is_ok())
@@ -333,7 +338,12 @@ rule host on exec {
                 fields.iter().map(|(k, v)| (k.clone(), v)).collect();
             let name = Value::Str("web".into());
             refs.insert("process.name".into(), &name);
-            let rest = dimension_lookup("k8s.container == process.name", mixed, &refs);
+            let rest = dimension_lookup(
+                "k8s.container == process.name",
+                mixed,
+                &refs,
+                table.terms.len() as u32,
+            );
             let got: BTreeSet<u32> = rest
                 .into_iter()
                 .filter(|t| k.per_cgroup[&cg].binary_search(t).is_ok())
