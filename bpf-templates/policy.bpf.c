@@ -1066,15 +1066,20 @@ static long phase_step(u32 i, void *data)
 		u32 field = a->field & (NFIELDS - 1);
 		if (!(s->present & (1ull << field)) || (s->incomplete & (1ull << field)))
 			return 0;
-		u32 len = str_len_of(s, field);
-		if (len > STR_KEY_LEN - 1)
-			return 0;
 		void *t = bpf_map_lookup_elem(&anchor_exact, &s->slot);
 		if (!t)
 			return 0;
 		__builtin_memset(&s->skey, 0, sizeof(s->skey));
 		s->skey.ns = a->ns;
-		copy_key(s, s->skey.data, field, len);
+		if (a->kind == DIM_NUM) {
+			u64 v = bpf_cpu_to_be64(s->num[field]);
+			__builtin_memcpy(s->skey.data, &v, 8);
+		} else {
+			u32 len = str_len_of(s, field);
+			if (len > STR_KEY_LEN - 1)
+				return 0;
+			copy_key(s, s->skey.data, field, len);
+		}
 		struct anchor_value *av = bpf_map_lookup_elem(t, &s->skey);
 		if (!av)
 			return 0;

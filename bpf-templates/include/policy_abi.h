@@ -140,10 +140,10 @@ struct dim_config {
  * terms live in the words of `window`, apart from the hook's own words.
  */
 struct anchor_config {
-	__u32 field;  /* FIELD_* of the anchor (a string field) */
+	__u32 field;  /* FIELD_* of the anchor */
 	__u32 ns;     /* key namespace of its values in anchor_exact */
 	__u32 window; /* group words: lo | hi << 16 */
-	__u32 _pad;
+	__u32 kind;   /* DIM_STR: key data = the string; DIM_NUM: the value, 8 bytes big-endian */
 };
 
 /* Value of anchor_exact (HASH struct str_key -> this). */

@@ -398,6 +398,9 @@ pub struct K8sOptions {
     pub labels: std::collections::BTreeMap<String, String>,
     /// `spec.nodeSelector` (covered by the digest).
     pub node_selector: std::collections::BTreeMap<String, String>,
+    /// The bundle is meant to be a Kubernetes `PolicyBundle` object: a
+    /// bundle larger than one object may be is an error, not a warning.
+    pub object: bool,
 }
 
 /// [`compile`] with labels and a node selector. Also refuses a bundle too
@@ -545,15 +548,25 @@ fn compile_with(
     };
     drop(program);
     if runtime {
-        // What the node loads is also one Kubernetes API object.
+        // A bundle for Kubernetes is one API object: past its size it is
+        // refused; a bundle for files is only warned about.
         let yaml = bundle.to_yaml();
         let json_len = serde_json::to_vec(&bundle).map_or(0, |j| j.len());
         if let Err(e) = crate::k8s::check_size(&yaml, json_len) {
-            diagnostics.push(Located {
-                file: None,
-                diagnostic: e.into(),
-            });
-            return Err(fail(diagnostics));
+            if k8s.object {
+                diagnostics.push(Located {
+                    file: None,
+                    diagnostic: e.into(),
+                });
+                return Err(fail(diagnostics));
+            }
+            if let crate::k8s::K8sError::BundleTooLarge { bytes, limit } = e {
+                diagnostics.push(Located {
+                    file: None,
+                    diagnostic: crate::k8s::K8sError::BundleTooLargeForObject { bytes, limit }
+                        .into(),
+                });
+            }
         }
     }
     Ok((

@@ -60,6 +60,23 @@ pub enum K8sError {
         /// [`MAX_BUNDLE_BYTES`].
         limit: usize,
     },
+    /// The bundle does not fit one Kubernetes API object, and was not
+    /// compiled for one (no `--labels` nor `--node-selector`): a warning, as
+    /// `policyd --bundle` and `--bundle-dir` load it.
+    #[error(
+        "the bundle is {bytes} bytes, more than the {limit} bytes one Kubernetes API object          may hold: `policyd --bundle`/`--bundle-dir` load it, `kubectl apply` would not"
+    )]
+    #[diagnostic(
+        code(policyc::bundle_too_large),
+        severity(Warning),
+        help("for a `PolicyBundle` object, split the policies into several bundles (one `policyc compile` per group of files)")
+    )]
+    BundleTooLargeForObject {
+        /// Size of the bundle (the larger of its YAML and compact JSON forms).
+        bytes: usize,
+        /// [`MAX_BUNDLE_BYTES`].
+        limit: usize,
+    },
 }
 
 /// Whether `s` is a label name: at most 63 characters, alphanumerics, `-`,

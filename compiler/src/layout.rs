@@ -2,8 +2,9 @@
 //! tables of a subset of terms are.
 //!
 //! A kernel mask holds [`MASK_TERMS`] terms. A hook with more terms is
-//! *anchored* on one dimension: a `path` or `string` field most of its terms
-//! test with exact values only (`process.binary == "/usr/bin/x"`, `in {…}`).
+//! *anchored* on one dimension: a `path`, `string` or integer field most of
+//! its terms test with exact values only (`process.binary == "/usr/bin/x"`,
+//! `net.dport in {80, 443}`).
 //! Those terms are split into *groups* of at most a window's capacity, keyed
 //! by the anchor's values; the other terms stay *unanchored*. Per event the
 //! kernel classifies the unanchored terms as before, looks the anchor value up
@@ -39,7 +40,7 @@ pub enum LayoutError {
     /// More terms than a mask holds and no dimension to anchor them on.
     #[error(
         "hook `{hook}` has {terms} terms, more than the {max} one kernel mask holds, and no \
-         `path` or `string` field that its rules test with exact values only"
+         path, string or number field that its rules test with exact values only"
     )]
     #[diagnostic(
         code(policyc::kernel_limit),
@@ -108,7 +109,7 @@ pub struct HookLayout {
 /// Anchored terms, split into groups by the anchor's values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnchorLayout {
-    /// Name of the anchor dimension (a `path` or `string` field).
+    /// Name of the anchor dimension (a `path`, `string` or integer field).
     pub dimension: String,
     /// The groups; each fits the window it was planned for.
     pub groups: Vec<GroupLayout>,
@@ -126,14 +127,20 @@ pub struct GroupLayout {
     pub values: Vec<(String, TermSet)>,
 }
 
-/// The anchor of `table`: the `path`/`string` dimension that most terms test
-/// with exact values only, and those terms (ascending). `None` when no term
-/// does.
+/// The anchor of `table`: the `path`, `string` or integer dimension (not
+/// one of user or group names) that most terms test with exact values only,
+/// and those terms (ascending). `None` when no term does.
 pub fn choose_anchor(table: &HookTable) -> Option<(String, TermSet)> {
     let mut best: Option<(String, TermSet)> = None;
     for (name, dim) in &table.dimensions {
-        if !matches!(dim.kind, DimensionKind::Path | DimensionKind::String) || dim.exact.is_empty()
-        {
+        // Names resolve on the node: a number is an anchor value only when
+        // the bundle says it.
+        let keyed = match dim.kind {
+            DimensionKind::Path | DimensionKind::String => !dim.exact.is_empty(),
+            DimensionKind::Int => dim.resolve.is_none() && dim.ranges.iter().any(|r| r.lo == r.hi),
+            _ => false,
+        };
+        if !keyed {
             continue;
         }
         let anchored = exact_only_terms(dim);
@@ -154,12 +161,28 @@ fn exact_only_terms(dim: &Dimension) -> TermSet {
     for e in &dim.prefix {
         other.extend(&e.terms);
     }
-    let exact: BTreeSet<u32> = dim
-        .exact
-        .iter()
-        .flat_map(|e| e.terms.iter().copied())
+    // An integer's exact values are its one-value ranges.
+    for r in dim.ranges.iter().filter(|r| r.lo != r.hi) {
+        other.extend(&r.terms);
+    }
+    let exact: BTreeSet<u32> = exact_values(dim)
+        .flat_map(|(_, ts)| ts.iter().copied())
         .collect();
     exact.difference(&other).copied().collect()
+}
+
+/// The exact values of an anchor dimension and their sets: `exact` entries
+/// of strings, one-value ranges of integers (as decimal text), in order.
+fn exact_values(dim: &Dimension) -> Box<dyn Iterator<Item = (String, &TermSet)> + '_> {
+    match dim.kind {
+        DimensionKind::Int => Box::new(
+            dim.ranges
+                .iter()
+                .filter(|r| r.lo == r.hi)
+                .map(|r| (r.lo.to_string(), &r.terms)),
+        ),
+        _ => Box::new(dim.exact.iter().map(|e| (e.value.clone(), &e.terms))),
+    }
 }
 
 /// The layout of `table` when `words` mask words are free for it: flat when
@@ -241,8 +264,8 @@ pub fn groups(
     let is_anchored = |t: &u32| anchored.binary_search(t).is_ok();
     let mut out = Vec::new();
     let mut cur: BTreeSet<u32> = BTreeSet::new();
-    let mut cur_values: Vec<(&str, Vec<u32>)> = Vec::new();
-    let close = |cur: &mut BTreeSet<u32>, vals: &mut Vec<(&str, Vec<u32>)>, out: &mut Vec<_>| {
+    let mut cur_values: Vec<(String, Vec<u32>)> = Vec::new();
+    let close = |cur: &mut BTreeSet<u32>, vals: &mut Vec<(String, Vec<u32>)>, out: &mut Vec<_>| {
         if vals.is_empty() {
             return;
         }
@@ -254,13 +277,13 @@ pub fn groups(
                     .iter()
                     .map(|t| terms.binary_search(t).expect("in group") as u32)
                     .collect();
-                (v.to_string(), pos)
+                (v, pos)
             })
             .collect();
         out.push(GroupLayout { terms, values });
     };
-    for e in &dim.exact {
-        let ts: Vec<u32> = e.terms.iter().copied().filter(is_anchored).collect();
+    for (value, set) in exact_values(dim) {
+        let ts: Vec<u32> = set.iter().copied().filter(is_anchored).collect();
         if ts.is_empty() {
             continue;
         }
@@ -268,7 +291,7 @@ pub fn groups(
             return Err(LayoutError::ValueTooManyTerms {
                 hook: hook.to_string(),
                 anchor: anchor.to_string(),
-                value: e.value.clone(),
+                value: value.clone(),
                 terms: ts.len(),
                 max: capacity,
             });
@@ -278,7 +301,7 @@ pub fn groups(
             close(&mut cur, &mut cur_values, &mut out);
         }
         cur.extend(&ts);
-        cur_values.push((&e.value, ts));
+        cur_values.push((value, ts));
     }
     close(&mut cur, &mut cur_values, &mut out);
     Ok(out)
@@ -367,9 +390,22 @@ pub fn restrict(table: &HookTable, terms: &[u32], skip: Option<&str>) -> HookTab
     }
 }
 
-/// The full set (as positions of `sub`) a stored set of `dim` stands for.
-fn full(_dim: &Dimension, sub: &Subset<'_>, set: &[u32]) -> TermSet {
-    sub.of(set)
+/// The full sets of one dimension over a subset: a stored set (tested
+/// terms only) with the subset's terms the dimension does not test, which
+/// any value satisfies, as positions.
+struct Full<'s> {
+    sub: &'s Subset<'s>,
+    untested: TermSet,
+}
+
+impl Full<'_> {
+    fn of(&self, set: &[u32]) -> TermSet {
+        let mut out = self.sub.of(set);
+        out.extend(&self.untested);
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
 }
 
 /// Longest entry of `entries` whose value is a prefix of `value` (by bytes).
@@ -383,8 +419,7 @@ fn longest<'e>(index: &HashMap<&[u8], &'e Entry>, value: &[u8]) -> Option<&'e En
 /// an entry stays when its set differs from its nearest kept ancestor's (or
 /// `root`'s). Entries must be sorted by key so ancestors come first.
 fn lpm_keep<'e>(
-    dim: &Dimension,
-    sub: &Subset<'_>,
+    full: &Full<'_>,
     entries: &mut [(Vec<u8>, &'e Entry)],
     root: &TermSet,
 ) -> Vec<(&'e Entry, TermSet)> {
@@ -395,7 +430,7 @@ fn lpm_keep<'e>(
         while stack.last().is_some_and(|(k, _)| !key.starts_with(k)) {
             stack.pop();
         }
-        let set = full(dim, sub, &e.terms);
+        let set = full.of(&e.terms);
         let parent = stack.last().map_or(root, |(_, s)| s);
         if &set != parent {
             stack.push((key.clone(), set.clone()));
@@ -414,7 +449,13 @@ fn entry(e: &Entry, terms: TermSet) -> Entry {
 
 fn restrict_dimension(dim: &Dimension, sub: &Subset<'_>) -> Option<Dimension> {
     let all = sub.all();
-    let default = full(dim, sub, &dim.default);
+    let full = Full {
+        sub,
+        untested: (0..sub.n())
+            .filter(|&i| dim.tested.binary_search(&sub.terms[i as usize]).is_err())
+            .collect(),
+    };
+    let default = full.of(&dim.default);
     // Written out whatever the kind: the implied form (`default`, or for
     // strings the default of both sides) would read the restricted default,
     // which a `caps` dimension replaces below.
@@ -426,10 +467,12 @@ fn restrict_dimension(dim: &Dimension, sub: &Subset<'_>) -> Option<Dimension> {
         },
         (None, _) => dim.default.clone(),
     };
-    let absent = Some(full(dim, sub, &absent_set));
-    let suffix_default = dim.suffix_default.as_ref().map(|s| full(dim, sub, s));
+    let absent = Some(full.of(&absent_set));
+    let suffix_default = dim.suffix_default.as_ref().map(|s| full.of(s));
+    // Every set below is full over the subset, so every term counts as tested.
     let mut out = Dimension {
         kind: dim.kind,
+        tested: all.clone(),
         default: default.clone(),
         absent: absent.clone(),
         suffix_default: suffix_default.clone(),
@@ -444,14 +487,14 @@ fn restrict_dimension(dim: &Dimension, sub: &Subset<'_>) -> Option<Dimension> {
                 .iter()
                 .map(|e| (e.value.as_bytes().to_vec(), e))
                 .collect();
-            let kept_prefix = lpm_keep(dim, sub, &mut prefixes, &default);
+            let kept_prefix = lpm_keep(&full, &mut prefixes, &default);
             let sd = suffix_default.clone().unwrap_or_else(|| all.clone());
             let mut suffixes: Vec<(Vec<u8>, &Entry)> = dim
                 .suffix
                 .iter()
                 .map(|e| (e.value.bytes().rev().collect(), e))
                 .collect();
-            let kept_suffix = lpm_keep(dim, sub, &mut suffixes, &sd);
+            let kept_suffix = lpm_keep(&full, &mut suffixes, &sd);
             let prefix_index: HashMap<&[u8], &Entry> =
                 dim.prefix.iter().map(|e| (e.value.as_bytes(), e)).collect();
             let suffix_index: HashMap<Vec<u8>, &Entry> = dim
@@ -460,15 +503,15 @@ fn restrict_dimension(dim: &Dimension, sub: &Subset<'_>) -> Option<Dimension> {
                 .map(|e| (e.value.bytes().rev().collect(), e))
                 .collect();
             for e in &dim.exact {
-                let set = full(dim, sub, &e.terms);
+                let set = full.of(&e.terms);
                 let p = longest(&prefix_index, e.value.as_bytes())
-                    .map_or_else(|| default.clone(), |p| full(dim, sub, &p.terms));
+                    .map_or_else(|| default.clone(), |p| full.of(&p.terms));
                 let fallback = if dim.suffix_default.is_some() {
                     let rev: Vec<u8> = e.value.bytes().rev().collect();
                     let s = (0..=rev.len())
                         .rev()
                         .find_map(|i| suffix_index.get(&rev[..i]))
-                        .map_or_else(|| sd.clone(), |s| full(dim, sub, &s.terms));
+                        .map_or_else(|| sd.clone(), |s| full.of(&s.terms));
                     crate::lower::intersect(&p, &s)
                 } else {
                     p
@@ -492,7 +535,7 @@ fn restrict_dimension(dim: &Dimension, sub: &Subset<'_>) -> Option<Dimension> {
             order.sort_by_key(|(n, _)| (n.prefix_len(), **n));
             let mut kept: HashMap<IpNet, TermSet> = HashMap::new();
             for (net, e) in order {
-                let set = full(dim, sub, &e.terms);
+                let set = full.of(&e.terms);
                 let parent = (0..net.prefix_len())
                     .rev()
                     .find_map(|l| {
@@ -515,18 +558,18 @@ fn restrict_dimension(dim: &Dimension, sub: &Subset<'_>) -> Option<Dimension> {
                     .ranges
                     .iter()
                     .map(|r| RangeEntry {
-                        terms: full(dim, sub, &r.terms),
+                        terms: full.of(&r.terms),
                         ..r.clone()
                     })
                     .collect();
                 out.exact = dim
                     .exact
                     .iter()
-                    .map(|e| entry(e, full(dim, sub, &e.terms)))
+                    .map(|e| entry(e, full.of(&e.terms)))
                     .collect();
             } else {
                 for r in &dim.ranges {
-                    let set = full(dim, sub, &r.terms);
+                    let set = full.of(&r.terms);
                     if set != default {
                         out.ranges.push(RangeEntry {
                             terms: set,
@@ -538,7 +581,7 @@ fn restrict_dimension(dim: &Dimension, sub: &Subset<'_>) -> Option<Dimension> {
         }
         DimensionKind::Enum | DimensionKind::Bool | DimensionKind::Relation => {
             for e in &dim.exact {
-                let set = full(dim, sub, &e.terms);
+                let set = full.of(&e.terms);
                 if set != default {
                     out.exact.push(entry(e, set));
                 }
@@ -551,8 +594,8 @@ fn restrict_dimension(dim: &Dimension, sub: &Subset<'_>) -> Option<Dimension> {
                 out.default = all.clone();
             }
             for m in &dim.masks {
-                let held = full(dim, sub, &m.held);
-                let lacking = full(dim, sub, &m.lacking);
+                let held = full.of(&m.held);
+                let lacking = full.of(&m.lacking);
                 if held != all || lacking != all {
                     out.masks.push(MaskEntry {
                         caps: m.caps.clone(),

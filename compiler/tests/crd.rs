@@ -124,6 +124,7 @@ fn shipped_bundles_are_valid_objects() {
     let labelled = K8sOptions {
         labels: BTreeMap::from([("app.kubernetes.io/part-of".into(), "policyc".into())]),
         node_selector: BTreeMap::from([("kubernetes.io/os".into(), "linux".into())]),
+        object: true,
     };
     let mut checked = 0;
     // Each shipped policy alone, and all together.
@@ -216,6 +217,7 @@ fn node_selector_is_in_the_digest_and_absent_by_default() {
     let k8s = K8sOptions {
         labels: BTreeMap::from([("team".into(), "sec".into())]),
         node_selector: BTreeMap::from([("pool".into(), "a".into())]),
+        object: true,
     };
     let selected = compile_k8s(&shipped, "x", &k8s).unwrap().bundle;
     assert_ne!(selected.spec.digest, plain.spec.digest);

@@ -188,8 +188,9 @@ pub struct DimConfig {
 /// (`MAX_ANCHORS`).
 pub const MAX_ANCHORS: usize = 4;
 
-/// An anchor of a hook (`struct anchor_config`): a string field whose value
-/// selects one group of the hook's terms (see `policy_compiler::layout`).
+/// An anchor of a hook (`struct anchor_config`): a string or integer field
+/// whose value selects one group of the hook's terms (see
+/// `policy_compiler::layout`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AnchorConfig {
@@ -199,8 +200,9 @@ pub struct AnchorConfig {
     pub ns: u32,
     /// The group words, `lo | hi << 16`.
     pub window: u32,
-    /// Padding, zero.
-    pub pad: u32,
+    /// [`dim_kind::STR`]: the key data is the string; [`dim_kind::NUM`]: the
+    /// value as 8 big-endian bytes.
+    pub kind: u32,
 }
 
 /// A value of `anchor_exact` (`struct anchor_value`).

@@ -328,12 +328,17 @@ pub fn classify(t: &KernelTables, hook: Hook, values: &KernelValues) -> Option<C
             if !values.present(a.field) || values.incomplete.contains(&a.field) {
                 continue;
             }
-            let s = values.strings.get(&a.field).cloned().unwrap_or_default();
-            if s.len() > PATH_KEY_LEN - 1 {
-                continue;
-            }
             let mut data = [0u8; PATH_KEY_LEN];
-            data[..s.len()].copy_from_slice(&s);
+            if a.kind == dim_kind::NUM {
+                let v = values.nums.get(&a.field).copied().unwrap_or(0);
+                data[..8].copy_from_slice(&v.to_be_bytes());
+            } else {
+                let s = values.strings.get(&a.field).cloned().unwrap_or_default();
+                if s.len() > PATH_KEY_LEN - 1 {
+                    continue;
+                }
+                data[..s.len()].copy_from_slice(&s);
+            }
             let Some((_, av)) = t
                 .anchor_exact
                 .iter()

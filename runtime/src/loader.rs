@@ -882,7 +882,7 @@ pub fn is_bpffs(dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::abi::{MASK_WORDS, MAX_DIMS, PATH_KEY_LEN};
+    use crate::abi::{MASK_WORDS, MAX_ANCHORS, MAX_DIMS, PATH_KEY_LEN};
 
     #[test]
     fn map_sizes_follow_the_tables() {
@@ -945,6 +945,16 @@ mod tests {
             (map_names::IP_LPM, 4 + std::mem::size_of::<IpLpmKey>(), 4),
             (map_names::CGROUP_EXACT, std::mem::size_of::<CgroupKey>(), 4),
             (map_names::CAPS_TABLE, 4, std::mem::size_of::<CapsEntry>()),
+            (
+                map_names::ANCHOR_EXACT,
+                std::mem::size_of::<StrKey>(),
+                std::mem::size_of::<AnchorValue>(),
+            ),
+            (
+                map_names::GROUP_CONFIG,
+                4,
+                std::mem::size_of::<GroupConfig>(),
+            ),
         ];
         for (name, key, value) in sizes {
             assert_eq!(map(name).max_entries(), SLOTS, "{name}");
@@ -963,7 +973,8 @@ mod tests {
             map(map_names::HOOK_CONFIG).value_size() as usize,
             std::mem::size_of::<HookConfig>()
         );
-        assert_eq!(std::mem::size_of::<HookConfig>(), 64 + 48 * MAX_DIMS);
+        assert_eq!(std::mem::size_of::<HookConfig>(), 40 + 16 * MAX_ANCHORS);
+        assert_eq!(std::mem::size_of::<GroupConfig>(), 32 + 48 * MAX_DIMS);
         assert_eq!(map(map_names::HOOK_CONFIG).max_entries(), SLOTS * NHOOKS);
         assert_eq!(
             map(map_names::ACTIVE).value_size() as usize,

@@ -829,11 +829,16 @@ impl Builder<'_> {
                 why: "unknown field".into(),
             })?;
             let ns = self.ns();
+            let numeric = field.info().ty.is_numeric();
             cfg.anchors[cfg.nanchors as usize] = AnchorConfig {
                 field: field_index(field),
                 ns,
                 window: lo | hi << 16,
-                pad: 0,
+                kind: if numeric {
+                    dim_kind::NUM
+                } else {
+                    dim_kind::STR
+                },
             };
             cfg.nanchors += 1;
             cfg.fields |= 1u64 << field_index(field);
@@ -857,7 +862,19 @@ impl Builder<'_> {
                         set_bit(&mut m, start + p);
                     }
                     let mask = self.masks.id(m);
-                    let data = key_bytes(value.as_bytes(), PATH_KEY_LEN - 1)?;
+                    let data = if numeric {
+                        let n: u64 =
+                            value
+                                .parse()
+                                .map_err(|_| TablesError::UnsupportedDimension {
+                                    hook: hook.as_str(),
+                                    field: dim.clone(),
+                                    why: format!("anchor value `{value}` is not a number"),
+                                })?;
+                        key_bytes(&n.to_be_bytes(), 8)?
+                    } else {
+                        key_bytes(value.as_bytes(), PATH_KEY_LEN - 1)?
+                    };
                     self.out
                         .anchor_exact
                         .push((StrKey { ns, data }, AnchorValue { group: key, mask }));
@@ -1131,5 +1148,58 @@ mod anchored_tests {
         }
         assert_eq!(terms_of("/opt/b7", 7).len(), 1);
         assert!(terms_of("/opt/b7", 8).is_empty());
+    }
+
+    #[test]
+    fn port_rules_past_the_words_are_split_by_port() {
+        let mut text = String::from("policy p {}\n");
+        for i in 0..300 {
+            text += &format!(
+                "rule r{i} on connect {{ when net.dport == {} deny }}\n",
+                20000 + i
+            );
+        }
+        text += "rule low on connect { when net.dport in 1..1023 audit }\n";
+        let sources = [policy_compiler::SourceFile {
+            name: "p.policy".into(),
+            text,
+        }];
+        let b = policy_compiler::compile::compile_for_evaluation(&sources, "p")
+            .unwrap()
+            .0
+            .bundle;
+        let table = &b.spec.hooks[&Hook::Connect];
+        let hooks: BTreeMap<Hook, Vec<Part<'_>>> =
+            [(Hook::Connect, vec![Part { table, offset: 0 }])]
+                .into_iter()
+                .collect();
+        let t = KernelTables::build_in(&hooks, &SystemNames, &PodIndex::default(), 3).unwrap();
+        let cfg = &t.hooks[&Hook::Connect];
+        assert_eq!(cfg.nanchors, 1);
+        assert_eq!(cfg.anchors[0].kind, dim_kind::NUM);
+        assert_eq!(cfg.anchors[0].field, field_index(Field::NetDport));
+        assert_eq!(t.anchor_exact.len(), 300);
+        // The key of port 20005: its 8 big-endian bytes.
+        let key = t
+            .anchor_exact
+            .iter()
+            .find(|(k, _)| k.data[..8] == 20005u64.to_be_bytes())
+            .expect("port 20005 is an anchor value");
+        assert_eq!(key.0.data[8..], [0u8; PATH_KEY_LEN - 8]);
+        for (port, matched) in [(20005u64, 1), (20299, 1), (443, 1), (80, 1), (19999, 0)] {
+            let e = Event {
+                hook: Hook::Connect,
+                fields: [(FieldKey::plain(Field::NetDport), Value::Int(port))]
+                    .into_iter()
+                    .collect(),
+            };
+            let c = classify(&t, Hook::Connect, &KernelValues::from_event(&e, 1)).unwrap();
+            let got = t.bits.terms(Hook::Connect, &c.matched, &c.groups);
+            let want: TermSet = policy_compiler::eval::matched_terms(table, &e)
+                .into_iter()
+                .collect();
+            assert_eq!(got, want, "port {port}");
+            assert_eq!(got.len(), matched, "port {port}");
+        }
     }
 }

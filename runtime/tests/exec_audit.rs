@@ -584,3 +584,50 @@ fn an_empty_node_name_is_refused() {
         "{stderr}"
     );
 }
+
+/// Past one kernel mask (4096 terms), exact-path rules are split into
+/// groups by `process.binary`: 5,000 kill rules on distinct binaries of a
+/// temp dir, and one audit rule on the dir's prefix, still decide each exec
+/// exactly (the matched rule in a far group, a binary no group names).
+#[test]
+fn rules_past_one_mask_are_decided_through_anchored_groups() {
+    if !kernel_tests_enabled("rules_past_one_mask_are_decided_through_anchored_groups") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().canonicalize().unwrap();
+    let bin = |name: &str| {
+        let p = dir.join(name);
+        std::fs::copy("/bin/true", &p).unwrap();
+        p
+    };
+    let (near, far, free) = (bin("b17"), bin("b4321"), bin("free"));
+    let d_str = dir.to_str().unwrap();
+    let mut text = String::from("policy anchored {}\n");
+    for i in 0..5000 {
+        text += &format!("rule r{i} on exec {{ when process.binary == \"{d_str}/b{i}\" kill }}\n");
+    }
+    text +=
+        &format!("rule in_dir on exec {{ when process.binary startswith \"{d_str}/\" audit }}\n");
+    let bundle = write_bundle(&dir, "anchored.policy", &text, "anchored");
+    let d = Policyd::start(&bundle, &dir, "anchored");
+    for (path, rule) in [(&near, "r17"), (&far, "r4321")] {
+        let (pid, status) = run(&mut Command::new(path));
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "{}: {status:?}",
+            path.display()
+        );
+        let events = d.wait_events_of(pid);
+        let e = &events[0];
+        assert_eq!(e["rule"], rule, "{e:#}");
+        assert_eq!(e["verdict"], "kill", "{e:#}");
+    }
+    let (pid, status) = run(&mut Command::new(&free));
+    assert!(status.success(), "{}: {status:?}", free.display());
+    let events = d.wait_events_of(pid);
+    assert_eq!(events[0]["rule"], "in_dir", "{:#}", events[0]);
+    assert_eq!(events[0]["verdict"], "allow", "{:#}", events[0]);
+    d.stop();
+}

@@ -59,6 +59,7 @@ fn fresh_spec(obj: &Value) -> Value {
         &K8sOptions {
             labels,
             node_selector,
+            object: true,
         },
     )
     .unwrap_or_else(|e| panic!("{e:?}"));

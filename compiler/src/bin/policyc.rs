@@ -616,6 +616,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 }
             };
             let k8s = compile::K8sOptions {
+                object: labels.is_some() || node_selector.is_some(),
                 labels: labels.unwrap_or_default(),
                 node_selector: node_selector.unwrap_or_default(),
             };
