@@ -106,9 +106,14 @@ pub const CGROUP_KEY_BYTES: u64 = 16;
 /// Value of `caps_table` (`struct caps_entry`: `u64 caps`, `u32 held`,
 /// `u32 lacking`).
 pub const CAPS_ENTRY_BYTES: u64 = 16;
-/// Value of `hook_config` (`struct hook_config`: 64 bytes of header and
-/// `MAX_DIMS` 48-byte `struct dim_config`).
-pub const HOOK_CONFIG_BYTES: u64 = 64 + 48 * MAX_DIMS_PER_HOOK as u64;
+/// Value of `anchor_exact` (`struct anchor_value`: group key and mask id).
+pub const ANCHOR_VALUE_BYTES: u64 = 8;
+/// Value of `group_config` (`struct group_config`: `ndims`, seven verdict
+/// mask ids, [`MAX_DIMS_PER_HOOK`] dimensions of 48 bytes).
+pub const GROUP_CONFIG_BYTES: u64 = 32 + 48 * MAX_DIMS_PER_HOOK as u64;
+/// Value of `hook_config` (`struct hook_config`: 40 bytes of header and
+/// four anchors of 16 bytes).
+pub const HOOK_CONFIG_BYTES: u64 = 40 + 16 * 4;
 /// Slots of `hook_config`: `SLOTS` (2) × `NHOOKS` (8).
 pub const HOOK_CONFIG_SLOTS: u64 = 2 * 8;
 /// Counters of `stats` (`STAT__COUNT`: one per hook and 11 others).
@@ -117,7 +122,7 @@ pub const STATS_COUNT: u64 = 8 + 11;
 pub const EVENTS_BYTES: u64 = 4 << 20;
 
 /// The kernel maps filled from a bundle, in `policy.bpf.c` order.
-pub const MAPS: [&str; 8] = [
+pub const MAPS: [&str; 10] = [
     "masks",
     "str_exact",
     "str_prefix",
@@ -126,6 +131,8 @@ pub const MAPS: [&str; 8] = [
     "ip_lpm",
     "cgroup_exact",
     "caps_table",
+    "anchor_exact",
+    "group_config",
 ];
 
 /// What `policyc inspect` reports.
@@ -333,16 +340,20 @@ fn is_k8s(name: &str) -> bool {
 }
 
 /// Distinct masks, as tables.rs's `MaskTable` (sets normalised: a mask is a
-/// set of bits).
-struct Masks(HashSet<TermSet>);
+/// set of bits). `offset` is the bit of term 0 of the table being modelled
+/// (an anchored group's window).
+struct Masks {
+    seen: HashSet<TermSet>,
+    offset: u32,
+}
 
 impl Masks {
     /// Stores `set`; 1 when it is new.
     fn add(&mut self, set: &TermSet) -> u64 {
-        let mut s = set.clone();
+        let mut s: TermSet = set.iter().map(|t| t + self.offset).collect();
         s.sort_unstable();
         s.dedup();
-        u64::from(self.0.insert(s))
+        u64::from(self.seen.insert(s))
     }
 
     /// Stores the kernel mask of `dim`'s stored set `set` in a hook of `nt`
@@ -356,7 +367,10 @@ impl Masks {
 /// module docs), with no pods known and every user/group name resolved to
 /// an id of its own.
 pub fn kernel_model(bundle: &PolicyBundle) -> KernelCounts {
-    let mut masks = Masks(HashSet::new());
+    let mut masks = Masks {
+        seen: HashSet::new(),
+        offset: 0,
+    };
     let mut out = KernelCounts::default();
     let mut first = masks.add(&Vec::new());
     for (&hook, table) in &bundle.spec.hooks {
@@ -365,7 +379,32 @@ pub fn kernel_model(bundle: &PolicyBundle) -> KernelCounts {
         }
         let mut n: BTreeMap<&'static str, u64> = BTreeMap::new();
         let mut m = std::mem::take(&mut first);
-        let ndims = hook_model(table, &mut masks, &mut n, &mut m);
+        n.insert("group_config", 1);
+        // Past one mask: the hook's own words and its anchored groups
+        // (crate::layout), each with its own tables.
+        let layout = crate::layout::plan(hook.as_str(), table, crate::limits::MASK_WORDS)
+            .ok()
+            .filter(|l| l.anchor.is_some());
+        let ndims = match &layout {
+            None => hook_model(table, &mut masks, &mut n, &mut m, true),
+            Some(l) => {
+                let own = crate::layout::restrict(table, &l.unanchored, None);
+                let ndims = hook_model(&own, &mut masks, &mut n, &mut m, true);
+                let anchor = l.anchor.as_ref().expect("filtered");
+                masks.offset = (l.unanchored.len().div_ceil(64) * 64) as u32;
+                for g in &anchor.groups {
+                    let t = crate::layout::restrict(table, &g.terms, Some(&anchor.dimension));
+                    hook_model(&t, &mut masks, &mut n, &mut m, false);
+                    *n.entry("group_config").or_default() += 1;
+                    for (_, positions) in &g.values {
+                        *n.entry("anchor_exact").or_default() += 1;
+                        m += masks.add(positions);
+                    }
+                }
+                masks.offset = 0;
+                ndims
+            }
+        };
         out.names += n.remove("names").unwrap_or(0);
         n.insert("masks", m);
         n.retain(|_, v| *v > 0);
@@ -387,6 +426,7 @@ fn hook_model(
     masks: &mut Masks,
     n: &mut BTreeMap<&'static str, u64>,
     m: &mut u64,
+    own: bool,
 ) -> usize {
     let mut add = |map: &'static str, k: u64| *n.entry(map).or_default() += k;
     let mut ndims = 0;
@@ -486,7 +526,12 @@ fn hook_model(
         *m += masks.add(&set);
     }
     let v = &table.verdicts;
-    let all: TermSet = (0..table.terms.len() as u32).collect();
+    // A group has no mask of all its terms: the anchor value's mask starts it.
+    let all: TermSet = if own {
+        (0..table.terms.len() as u32).collect()
+    } else {
+        Vec::new()
+    };
     let mut count: TermSet = v.count.values().flatten().copied().collect();
     count.sort_unstable();
     count.dedup();
@@ -515,6 +560,8 @@ pub fn map_estimate(name: &str, entries: u64) -> MapEstimate {
         "ip_lpm" => ("lpm_trie", IP_LPM_DATA_BYTES, MASK_ID_BYTES),
         "cgroup_exact" => ("hash", CGROUP_KEY_BYTES, MASK_ID_BYTES),
         "caps_table" => ("hash", 4, CAPS_ENTRY_BYTES),
+        "anchor_exact" => ("hash", STR_KEY_BYTES, ANCHOR_VALUE_BYTES),
+        "group_config" => ("hash", 4, GROUP_CONFIG_BYTES),
         "hook_config" => ("array", 4, HOOK_CONFIG_BYTES),
         "active" => ("array", 4, 16),
         "stats" => ("percpu_array", 4, 8),
@@ -866,7 +913,8 @@ mod tests {
         assert_eq!(hash_bytes(0, 256, 32), 0);
         assert_eq!(lpm_bytes(2, 12, 4), (2 * 40, 3 * 40));
         assert_eq!(array_bytes(2, 1600), 3200);
-        assert_eq!(HOOK_CONFIG_BYTES, 1600);
+        assert_eq!(HOOK_CONFIG_BYTES, 104);
+        assert_eq!(GROUP_CONFIG_BYTES, 1568);
     }
 
     fn bundle(text: &str) -> PolicyBundle {
@@ -911,8 +959,10 @@ mod tests {
         assert_eq!(connect.0["num_lpm"], 10);
         let i = inspect(&b);
         // masks: 4 × (48 + 8 + 520) + 4 × 16; str_exact 2 × (48 + 264 + 8)
-        // + 2 × 16; str_prefix 24 + 256 + 4; num_lpm 10 × (24 + 12 + 4).
-        let expected = 4 * 576 + 64 + 2 * 320 + 32 + 284 + 400;
+        // + 2 × 16; str_prefix 24 + 256 + 4; num_lpm 10 × (24 + 12 + 4);
+        // group_config (one per hook) 2 × (48 + 8 + 1568) + 2 × 16.
+        assert_eq!(k.maps["group_config"], 2);
+        let expected = 4 * 576 + 64 + 2 * 320 + 32 + 284 + 400 + 2 * 1624 + 32;
         assert_eq!(i.bytes, expected);
         assert_eq!(i.bytes_per_rule, expected / 3);
     }

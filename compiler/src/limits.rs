@@ -15,8 +15,9 @@ pub const MASK_TERMS: usize = MASK_WORDS * 64;
 /// Most terms (rule conjunctions) one hook can hold. Past [`MASK_TERMS`] the
 /// kernel splits them into groups by an anchor field (see `layout`), so the
 /// real bound is whether a layout exists (`policyc::kernel_limit`); this one
-/// only caps lowering's work.
-pub const MAX_TERMS_PER_HOOK: usize = 1 << 20;
+/// only caps lowering's work (262,144: past the 100,000 rules a hook is
+/// measured with).
+pub const MAX_TERMS_PER_HOOK: usize = 1 << 18;
 
 /// Size in bytes of the path key used by the exact-path hash map and the data
 /// part of the path-prefix LPM trie. Keys are zero-padded to this size.

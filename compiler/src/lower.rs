@@ -106,7 +106,7 @@ pub enum LowerError {
         span: miette::SourceSpan,
     },
     /// A hook's rules need more terms than the kernel mask holds.
-    #[error("hook `{hook}` needs more than {max} terms, the most the kernel holds")]
+    #[error("hook `{hook}` needs more than {max} terms, the most policyc lowers per hook")]
     #[diagnostic(
         code(policyc::too_many_terms),
         help("each `or` branch of a rule is one term; merge rules that share a verdict, or use sets (`in {{ … }}`), which cost one term whatever their size")

@@ -249,7 +249,7 @@ fn node_selector_is_in_the_digest_and_absent_by_default() {
 }
 
 #[test]
-fn oversized_bundle_is_a_compile_error() {
+fn oversized_bundle_is_an_error_for_kubernetes_and_a_warning_for_files() {
     // Long audit messages make a large rule table cheaply.
     let message = "m".repeat(8 * 1024);
     let mut text = String::from("policy big {\n}\n");
@@ -262,7 +262,11 @@ fn oversized_bundle_is_a_compile_error() {
         name: "big.policy".into(),
         text,
     }];
-    match compile(&src, "big") {
+    let object = K8sOptions {
+        object: true,
+        ..K8sOptions::default()
+    };
+    match compile_k8s(&src, "big", &object) {
         Ok(c) => panic!("a {} byte bundle compiled", c.bundle.to_yaml().len()),
         Err(f) => {
             let msgs: Vec<String> = f
@@ -276,4 +280,17 @@ fn oversized_bundle_is_a_compile_error() {
             );
         }
     }
+    // For files (`policyd --bundle`): compiled, with the warning.
+    let compiled = compile(&src, "big").expect("a bundle for files has no size limit");
+    assert!(compiled.bundle.to_yaml().len() > policy_compiler::k8s::MAX_BUNDLE_BYTES);
+    let warning = compiled
+        .warnings
+        .iter()
+        .find(|d| {
+            d.diagnostic
+                .to_string()
+                .contains("one Kubernetes API object")
+        })
+        .expect("a size warning");
+    assert!(warning.diagnostic.is_warning());
 }

@@ -849,7 +849,10 @@ impl Builder<'_> {
                     table: &table,
                     offset: start,
                 };
-                let g = self.group(hook, &[gp], hi * 64, pods, &mut cfg.fields)?;
+                // `total` ends at the group's last term: no padding bits, so
+                // equal sets of different groups share masks.
+                let total = start + gl.terms.len() as u32;
+                let g = self.group(hook, &[gp], total, pods, &mut cfg.fields)?;
                 let key = self.out.groups.len() as u32;
                 self.out.groups.push(g);
                 self.out

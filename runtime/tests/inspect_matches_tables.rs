@@ -162,3 +162,40 @@ fn generated_bundles() {
         check(&format!("generated {n}"), &compile("g.policy", &text));
     }
 }
+
+/// Past one mask (4096 terms): the model follows the anchored layout, its
+/// groups' own tables and the anchor entries.
+#[test]
+fn anchored_bundle() {
+    let mut text = String::from("policy g {}\n");
+    for i in 0..5000 {
+        let rule = match i % 5 {
+            0 => format!(
+                "when process.binary == \"/usr/bin/t{i}\" and user.uid == {} deny",
+                i % 50
+            ),
+            1 => format!(
+                "when process.binary in {{ \"/a/{}\", \"/b/{i}\" }} audit",
+                i % 7
+            ),
+            2 => format!(
+                "when process.binary == \"/c/{i}\" and process.name startswith \"n{}\" audit",
+                i % 9
+            ),
+            3 => format!("when process.binary == \"/d/{i}\" and not user.uid in 0..99 kill"),
+            _ => format!(
+                "when process.binary == \"/e/{}\" and process.interactive allow",
+                i % 300
+            ),
+        };
+        text.push_str(&format!("rule r{i} on exec {{ {rule} }}\n"));
+    }
+    for i in 0..40 {
+        text.push_str(&format!(
+            "rule p{i} on exec {{ when process.binary startswith \"/opt/p{i}/\" audit }}\n"
+        ));
+    }
+    let bundle = compile("g.policy", &text);
+    assert!(bundle.spec.hooks[&Hook::Exec].terms.len() > 4096);
+    check("anchored 5040", &bundle);
+}
