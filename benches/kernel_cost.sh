@@ -17,15 +17,22 @@
 #                  `net.dport == 20000+I` (one dimension per hook); `mix`:
 #                  exec rules cycle through an exact binary, a binary prefix
 #                  and a uid with a prefix, connect rules alternate a port and
-#                  a /24 CIDR.
-#   CHUNK_EXACT    rules per hook in one bundle for `exact` (default 1400)
-#   CHUNK_MIX      the same for `mix` (default 200): a bundle may not exceed
-#                  1 MiB (policyc::bundle_too_large), so N rules are loaded
-#                  as several bundles with `policyd run --bundle-dir`
+#                  a /24 CIDR. A full run takes ~10 min: exact:100000 spends
+#                  ~60 s in `policyc compile` (2026-11-30); mix:10000 is
+#                  refused (policyc::kernel_limit) and mix:100000, left out,
+#                  had not finished compiling after 2.5 min.
+#   CHUNK_EXACT    rules per hook in one bundle for `exact` (default 0: all
+#                  N rules in ONE bundle, one `policyc compile`, no --labels)
+#   CHUNK_MIX      the same for `mix` (default 0). A positive value splits
+#                  the N rules into bundles of that many rules per hook,
+#                  loaded together with `policyd run --bundle-dir` (each
+#                  bundle adds its own dimensions: a different question)
+#   READY_TIMEOUT  seconds to wait for policyd's ready line (default 900)
 #   EXEC_ITERS     fork+execve per exec-loop repetition (default 1000)
 #   CONNECT_ITERS  connect() per connect-loop repetition (default 20000)
 #   REPS           repetitions of each loop per configuration (default 5)
-#   METRICS_PORT   policyd's metrics port on 127.0.0.1 (default 39187)
+#   METRICS_PORT   policyd's metrics port on 127.0.0.1 (default 19187; keep it
+#                  outside 20000..59999, the ports the connect rules test)
 #   KEEP=1         keep the temporary directory (policies, bundles, logs,
 #                  results.tsv, per-map lists maps.*)
 #
@@ -38,10 +45,11 @@
 #     iteration misbehaves and warns if an event is exported); in `mix`,
 #     rule 0 of each hook touches every table the others use, so all sizes
 #     have the same dimensions. Tries `policyc compile` on all N rules in one
-#     file and reports its verdict (the compiler's limit), then compiles them
-#     in chunks of CHUNK rules into a directory for policyd; a refusal by
-#     policyc or policyd (e.g. past the kernel's 4096 terms per hook) is
-#     reported and the size skipped;
+#     file (its verdict and warnings, e.g. policyc::bundle_too_large, are
+#     reported, with the compile time and bundle size) and loads that one
+#     bundle (or, with CHUNK_* > 0, chunks of CHUNK rules as several
+#     bundles); a refusal by policyc or policyd (e.g. policyd::too_many_terms
+#     for rules that cannot be anchored) is reported and the size skipped;
 #  3. runs the exec loop (fork + execve of a copy of /usr/bin/true in the temp
 #     dir, then waitpid) and the connect loop (TCP connect to 127.0.0.1:1,
 #     closed, ECONNREFUSED) REPS times with no policyd, then with policyd on
@@ -54,7 +62,8 @@
 #  4. reads map memory from the kernel's accounting (`bpftool map show`,
 #     bytes_memlock): every map whose fd policyd holds (/proc/PID/fdinfo,
 #     map_id), plus the inner maps of each ARRAY_OF_MAPS, found by dumping
-#     the pinned outer maps (`bpftool map dump pinned DIR/masks`: each filled
+#     every pinned outer ARRAY_OF_MAPS (`bpftool map dump pinned DIR/masks`
+#     etc., including the anchor's anchor_exact and group_config: each filled
 #     slot's value is its inner map's id). "tables" = the inner maps (they
 #     grow with the rules); "fixed" = everything else (ring buffer, scratch,
 #     configs, outer maps);
@@ -62,13 +71,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BUNDLES=${BUNDLES:-"exact:1 exact:100 exact:1000 exact:4000 exact:10000 exact:100000 mix:1 mix:100 mix:1000 mix:4000"}
-CHUNK_EXACT=${CHUNK_EXACT:-1400}
-CHUNK_MIX=${CHUNK_MIX:-200}
+BUNDLES=${BUNDLES:-"exact:1 exact:100 exact:1000 exact:10000 exact:100000 mix:1 mix:100 mix:1000 mix:10000"}
+CHUNK_EXACT=${CHUNK_EXACT:-0}
+CHUNK_MIX=${CHUNK_MIX:-0}
+READY_TIMEOUT=${READY_TIMEOUT:-900}
 EXEC_ITERS=${EXEC_ITERS:-1000}
 CONNECT_ITERS=${CONNECT_ITERS:-20000}
 REPS=${REPS:-5}
-METRICS_PORT=${METRICS_PORT:-39187}
+# Outside the connect rules' ports (20000..59999): a `net.dport` rule on the
+# metrics port would match the script's own curl (exact 100,000 did).
+METRICS_PORT=${METRICS_PORT:-19187}
 CLOSED_PORT=1
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -145,6 +157,10 @@ gen() {
 }
 
 # ---- helpers ------------------------------------------------------------
+# first_error < compile log -> the first `×` diagnostic, its lines joined
+first_error() {
+  awk '/×/ {f = 1} f && /help:|^[[:space:]]*$/ {exit} f {sub(/^[[:space:]]*(×|│)[[:space:]]*/, ""); printf "%s ", $0}'
+}
 # median [COLUMN] < lines
 median() { awk -v c="${1:-1}" '{print $c}' | sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
@@ -192,11 +208,14 @@ map_memory() {
     id=$(awk '/^map_id:/ {print $2}' "$f" 2>/dev/null || true)
     [ -n "$id" ] && ids+=("$id")
   done
-  for m in masks str_exact str_prefix str_suffix num_lpm ip_lpm cgroup_exact caps_table; do
+  # Every pinned ARRAY_OF_MAPS (masks, str_exact, …, and the anchor's
+  # anchor_exact and group_config): a fixed list missed the maps added later.
+  for m in "$PIN"/*; do
+    [ "$(bpftool -j map show pinned "$m" 2>/dev/null | jq -r '.type // ""')" = array_of_maps ] || continue
     # "key: 01 00 00 00  value: 3a 35 00 00": the value is the inner map's id (u32, LE)
     while read -r hex; do
       inner+=("$((16#$hex))")
-    done < <(bpftool map dump pinned "$PIN/$m" |
+    done < <(bpftool map dump pinned "$m" |
       awk '/value:/ {for (i = 1; i <= NF; i++) if ($i == "value:") print $(i+4) $(i+3) $(i+2) $(i+1)}')
   done
   : >"$T/maps.$label"
@@ -215,7 +234,7 @@ start_policyd() { # BUNDLE_DIR LABEL
   "$policyd" run --bundle-dir "$1" --export "$T/events.$2.jsonl" --pin-dir "$PIN" \
     --metrics-addr "127.0.0.1:$METRICS_PORT" 2>"$T/policyd.$2.log" &
   pd_pid=$!
-  for _ in $(seq 600); do
+  for _ in $(seq $((READY_TIMEOUT * 5))); do
     grep -qs "policyd: ready" "$T/policyd.$2.log" && return 0
     kill -0 "$pd_pid" 2>/dev/null || { cat "$T/policyd.$2.log" >&2; return 1; }
     sleep 0.2
@@ -247,36 +266,51 @@ refused=()
 for spec in $BUNDLES; do
   series=${spec%%:*} n=${spec##*:}
   label="$series-$n"
-  # What the compiler says of all the rules in one file (the limit, if any).
+  # All the rules in one file, one `policyc compile` (no --labels: a bundle
+  # over 1 MiB is only warned about, policyc::bundle_too_large).
   gen "$series" 0 "$n" >"$T/$label.policy"
-  if "$policyc" compile "$T/$label.policy" -o "$T/$label.single.yaml" >/dev/null 2>"$T/compile.$label.log"; then
-    single="one bundle"
-  else
-    single="one file refused: $(grep -m1 -oE '(policyc::[a-z_]+)' "$T/compile.$label.log" || true) $(grep -m1 '×' "$T/compile.$label.log" | sed 's/^[[:space:]]*×[[:space:]]*//' || true)"
-  fi
-  rm -f "$T/$label.single.yaml"
-  # The bundles policyd loads: CHUNK rules per hook each (--bundle-dir).
   if [ "$series" = exact ]; then chunk=$CHUNK_EXACT; else chunk=$CHUNK_MIX; fi
   dir=$T/$label.d
   mkdir -p "$dir"
   ok=1 parts=0
-  for ((from = 0; from < n; from += chunk)); do
-    to=$((from + chunk < n ? from + chunk : n))
-    gen "$series" "$from" "$to" >"$T/$label.$from.policy"
-    if ! "$policyc" compile "$T/$label.$from.policy" -o "$dir/part-$from.yaml" >/dev/null 2>"$T/compile.$label.$from.log"; then
-      refused+=("$label: part $from..$to refused by policyc: $(grep -m1 '×' "$T/compile.$label.$from.log" | sed 's/^[[:space:]]*×[[:space:]]*//')")
-      ok=0
-      break
-    fi
-    parts=$((parts + 1))
-  done
-  log "bundle $label: $single; $parts bundle(s) of <= $chunk rules per hook"
+  c0=$(date +%s.%N)
+  if "$policyc" compile "$T/$label.policy" -o "$T/$label.single.yaml" >/dev/null 2>"$T/compile.$label.log"; then
+    c1=$(date +%s.%N)
+    single="one file: compiled in $(awk -v a="$c0" -v b="$c1" 'BEGIN {printf "%.2f", b - a}') s, $(stat -c %s "$T/$label.single.yaml") bytes"
+    warn=$(grep -oE 'policyc::[a-z_]+' "$T/compile.$label.log" | sort -u | tr '\n' ' ' || true)
+    [ -n "$warn" ] && single="$single; warnings: $warn"
+  else
+    single="one file refused: $(grep -m1 -oE '(policyc::[a-z_]+)' "$T/compile.$label.log" || true) $(first_error <"$T/compile.$label.log")"
+    refused+=("$label: policyc compile refused: $(grep -m1 -oE '(policyc::[a-z_]+)' "$T/compile.$label.log" || true) $(first_error <"$T/compile.$label.log")")
+    ok=0
+  fi
+  if [ "$ok" = 1 ] && [ "$chunk" -le 0 ]; then
+    mv "$T/$label.single.yaml" "$dir/part-0.yaml"
+    parts=1
+  elif [ "$ok" = 1 ]; then
+    # The bundles policyd loads: CHUNK rules per hook each (--bundle-dir).
+    rm -f "$T/$label.single.yaml"
+    for ((from = 0; from < n; from += chunk)); do
+      to=$((from + chunk < n ? from + chunk : n))
+      gen "$series" "$from" "$to" >"$T/$label.$from.policy"
+      if ! "$policyc" compile "$T/$label.$from.policy" -o "$dir/part-$from.yaml" >/dev/null 2>"$T/compile.$label.$from.log"; then
+        refused+=("$label: part $from..$to refused by policyc: $(grep -m1 '×' "$T/compile.$label.$from.log" | sed 's/^[[:space:]]*×[[:space:]]*//')")
+        ok=0
+        break
+      fi
+      parts=$((parts + 1))
+    done
+  fi
+  log "bundle $label: $single; loading $parts bundle(s)"
   [ "$ok" = 1 ] || continue
+  l0=$(date +%s.%N)
   if ! start_policyd "$dir" "$label"; then
     refused+=("$label ($parts bundles): policyd refused: $(sed -n '/×/,/help:/p' "$T/policyd.$label.log" | grep -v 'help:' | tr -d '│×' | tr -s ' \n' '  ' | sed 's/ (files: .*//' | cut -c1-300)")
     pd_pid=
     continue
   fi
+  l1=$(date +%s.%N)
+  log "bundle $label: policyd ready after $(awk -v a="$l0" -v b="$l1" 'BEGIN {printf "%.1f", b - a}') s"
   ready=$(grep -m1 "policyd: ready" "$T/policyd.$label.log")
   terms=$(sed -n 's/.* terms=\([^ ]*\).*/\1/p' <<<"$ready")
   read -r tb fb ni < <(map_memory "$pd_pid" "$label")
