@@ -895,6 +895,8 @@ fn int_dimension(d: &DimTerms<'_>, resolve: Resolve) -> Dimension {
     }
     let mut open = 0;
     let mut ranges: Vec<RangeEntry> = Vec::new();
+    // Each window asks only the terms that can hold there (index.rs).
+    let mut sweep = index::IntSweep::new(d, UNSET_ID);
     for w in bounds.windows(2) {
         let (lo, hi) = (w[0], w[1] - 1);
         open += opens[&lo];
@@ -906,7 +908,8 @@ fn int_dimension(d: &DimTerms<'_>, resolve: Resolve) -> Dimension {
         } else {
             Value::Int(lo)
         };
-        let set = d.class(|pred| Some(pred.holds(&rep, &|_| None)));
+        let candidates = sweep.at(lo);
+        let set = d.class_among(&candidates, |pred| Some(pred.holds(&rep, &|_| None)));
         match ranges.last_mut() {
             Some(last) if last.hi + 1 == lo && last.terms == set => last.hi = hi,
             _ => ranges.push(RangeEntry { lo, hi, terms: set }),

@@ -261,3 +261,79 @@ fn push_under(
         }
     }
 }
+
+/// Which constrained terms of an integer dimension can hold in a window of
+/// values, for a sweep over the windows in ascending order: a term with a
+/// positive `==`/`in` literal of numbers and ranges can only hold inside the
+/// intervals it names; any other term is *loose* and asked everywhere.
+pub(super) struct IntSweep {
+    loose: Vec<usize>,
+    /// Interval starts (+1) and ends + 1 (−1) of filed terms, by value.
+    events: Vec<(u64, usize, i32)>,
+    next: usize,
+    active: BTreeMap<usize, u32>,
+}
+
+impl IntSweep {
+    /// Files the constrained terms of `d`; `unset` is the number the login
+    /// uid `unset` stands for.
+    pub(super) fn new(d: &DimTerms<'_>, unset: u64) -> IntSweep {
+        let mut loose = Vec::new();
+        let mut events = Vec::new();
+        for (i, (_, lits)) in d.constrained.iter().enumerate() {
+            let intervals = lits.iter().filter(|l| l.positive).find_map(|l| {
+                let member = |m: &Member| match m {
+                    Member::Value(Value::Int(n)) => Some((*n, *n)),
+                    Member::Value(Value::Unset) => Some((unset, unset)),
+                    Member::Range(lo, hi) => Some((*lo, *hi)),
+                    _ => None,
+                };
+                match &l.pred {
+                    Pred::Eq(v) => member(&Member::Value(v.clone())).map(|iv| vec![iv]),
+                    Pred::In(set) => set.iter().map(member).collect::<Option<Vec<_>>>(),
+                    _ => None,
+                }
+            });
+            match intervals {
+                Some(ivs) => {
+                    for (lo, hi) in ivs {
+                        events.push((lo, i, 1));
+                        if let Some(end) = hi.checked_add(1) {
+                            events.push((end, i, -1));
+                        }
+                    }
+                }
+                None => loose.push(i),
+            }
+        }
+        events.sort_unstable();
+        IntSweep {
+            loose,
+            events,
+            next: 0,
+            active: BTreeMap::new(),
+        }
+    }
+
+    /// The candidates of the window starting at `lo` (ascending, no
+    /// repeats); windows must come in ascending order and not straddle an
+    /// interval's edge.
+    pub(super) fn at(&mut self, lo: u64) -> Vec<usize> {
+        while let Some(&(v, i, delta)) = self.events.get(self.next) {
+            if v > lo {
+                break;
+            }
+            let c = self.active.entry(i).or_default();
+            *c = c.saturating_add_signed(delta);
+            if *c == 0 {
+                self.active.remove(&i);
+            }
+            self.next += 1;
+        }
+        let mut out: Vec<usize> = self.active.keys().copied().collect();
+        out.extend(&self.loose);
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
