@@ -346,3 +346,50 @@ fn swaps_under_load_never_mix_versions_nor_let_a_denied_run_through() {
     let swaps: Vec<&String> = stderr.iter().filter(|l| l.contains(" applied: ")).collect();
     assert_eq!(swaps.len() as u64, SWAPS, "{swaps:#?}");
 }
+
+/// Swaps between tables of different layouts: an anchored bundle (5,000
+/// kill rules on temp binaries, past one mask) and a flat one (one audit
+/// rule), back and forth: each generation decides with its own layout, and
+/// the events name the rule of the generation that decided.
+#[test]
+fn swaps_between_anchored_and_flat_tables() {
+    if !kernel_tests_enabled("swaps_between_anchored_and_flat_tables") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().canonicalize().unwrap();
+    let victim = dir.join("b4321");
+    std::fs::copy("/usr/bin/touch", &victim).unwrap();
+    let d_str = dir.to_str().unwrap();
+    let mut big = String::from("policy swap_big {}\n");
+    for i in 0..5000 {
+        big += &format!("rule r{i} on exec {{ when process.binary == \"{d_str}/b{i}\" kill }}\n");
+    }
+    let big = bundle_yaml("big.policy", &big, "swap-big");
+    let (small, _) = bundles(&victim);
+    let bundle = dir.join("bundle.yaml");
+    std::fs::write(&bundle, &big).unwrap();
+    let mut d = Policyd::start(&bundle, &dir, "anchorswap");
+    for generation in 1..=5u64 {
+        if generation > 1 {
+            replace_file(&bundle, if generation % 2 == 1 { &big } else { &small });
+            wait_applied(&mut d, generation);
+        }
+        let marker = dir.join(format!("m{generation}"));
+        let (pid, status) = run(Command::new(&victim).arg(&marker));
+        let evs = d.wait_events_of(pid);
+        assert_eq!(evs.len(), 1, "{evs:#?}");
+        assert_eq!(evs[0]["generation"], generation, "{:#}", evs[0]);
+        if generation % 2 == 1 {
+            assert!(killed(&status), "generation {generation}: {status}");
+            assert!(!marker.exists());
+            assert_eq!(evs[0]["rule"], "r4321", "{:#}", evs[0]);
+            assert_eq!(evs[0]["verdict"], "kill", "{:#}", evs[0]);
+        } else {
+            assert!(status.success(), "generation {generation}: {status}");
+            assert!(marker.exists());
+            assert_a(&evs[0]);
+        }
+    }
+    d.stop();
+}
