@@ -744,7 +744,7 @@ impl PolicyBundle {
             let hook = hook.as_str();
             if table.terms.len() > MAX_TERMS_PER_HOOK {
                 return invalid(format!(
-                    "hook `{hook}` has {} terms, the kernel holds at most {MAX_TERMS_PER_HOOK}",
+                    "hook `{hook}` has {} terms, policyc lowers at most {MAX_TERMS_PER_HOOK}",
                     table.terms.len()
                 ));
             }
@@ -825,6 +825,13 @@ impl PolicyBundle {
                 }
             }
         }
+        // What policyd can lay out in its masks (crate::layout): past 4096
+        // terms a hook needs an anchor, as `policyc compile` checks.
+        for (hook, table) in &self.spec.hooks {
+            if let Err(e) = crate::layout::check(hook.as_str(), table) {
+                return invalid(e.to_string());
+            }
+        }
         Ok(())
     }
 }
@@ -856,6 +863,30 @@ pub fn mask_terms(words: &[u64; MASK_WORDS]) -> TermSet {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_hook_without_a_kernel_layout_is_invalid() {
+        // 5,000 prefix rules: past one mask and nothing to anchor them on.
+        let text: String = std::iter::once("policy p {}\n".to_string())
+            .chain((0..5000).map(|i| {
+                format!("rule r{i} on exec {{ when process.binary startswith \"/p{i}/\" audit }}\n")
+            }))
+            .collect();
+        let sources = [crate::SourceFile {
+            name: "p.policy".into(),
+            text,
+        }];
+        let b = crate::compile::compile_for_evaluation(&sources, "p")
+            .unwrap()
+            .0
+            .bundle;
+        let err = PolicyBundle::from_yaml(&b.to_yaml()).unwrap_err();
+        assert!(
+            matches!(&err, BundleError::Invalid { message } if message.contains("5000 terms")
+                && message.contains("process.binary") || message.contains("no path")),
+            "{err}"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -232,13 +232,35 @@ pub struct HookView {
     pub dimensions: Vec<DimensionView>,
     /// Verdict masks: name → term ids (`count "c"` as `count:c`).
     pub verdicts: BTreeMap<String, TermSet>,
-    /// Kernel dimensions (`hook_config.ndims`): the bundle's, with every
-    /// `k8s.*` one folded into one cgroup dimension.
+    /// Kernel dimensions of the hook's own words (`ndims` of its
+    /// `group_config`): the bundle's, with every `k8s.*` one folded into one
+    /// cgroup dimension.
     pub kernel_dimensions: usize,
     /// Entries the hook adds to each kernel map (only maps it adds to; for
     /// `masks`, the masks no earlier hook stored, the empty mask counted
     /// with the first hook).
     pub entries: BTreeMap<String, u64>,
+    /// Past 4096 terms, how the kernel splits them (docs/runtime.md, "Past
+    /// one mask"); absent when they fit one mask.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layout: Option<LayoutView>,
+}
+
+/// The anchored layout of a hook.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayoutView {
+    /// The anchor dimension.
+    pub anchor: String,
+    /// Terms in the hook's own words (not anchored).
+    pub own_terms: usize,
+    /// Anchored groups.
+    pub groups: usize,
+    /// Terms one group holds.
+    pub group_capacity: usize,
+    /// The most terms one anchor value is tested by (at most
+    /// `group_capacity`).
+    pub largest_value: usize,
 }
 
 /// One dimension.
@@ -685,6 +707,23 @@ pub fn inspect(bundle: &PolicyBundle) -> Inspection {
             .get(hook)
             .map(|(e, d)| (e.iter().map(|(k, v)| (k.to_string(), *v)).collect(), *d))
             .unwrap_or_default();
+        let layout = crate::layout::plan(hook.as_str(), table, MASK_WORDS)
+            .ok()
+            .and_then(|l| {
+                let a = l.anchor?;
+                Some(LayoutView {
+                    own_terms: l.unanchored.len(),
+                    groups: a.groups.len(),
+                    group_capacity: (MASK_WORDS - l.unanchored.len().div_ceil(64)) * 64,
+                    largest_value: a
+                        .groups
+                        .iter()
+                        .flat_map(|g| g.values.iter().map(|(_, p)| p.len()))
+                        .max()
+                        .unwrap_or(0),
+                    anchor: a.dimension,
+                })
+            });
         hooks.push(HookView {
             hook: hook.as_str().into(),
             terms: table.terms.len(),
@@ -693,6 +732,7 @@ pub fn inspect(bundle: &PolicyBundle) -> Inspection {
             verdicts,
             kernel_dimensions,
             entries,
+            layout,
         });
     }
     let mut maps: Vec<MapEstimate> = MAPS
@@ -876,6 +916,16 @@ impl Inspection {
                     entries.join(", ")
                 }
             ));
+            if let Some(l) = &h.layout {
+                o.push_str(&format!(
+                    "  layout: {} own, the rest anchored on `{}` in {} of at most {} terms (largest value: {})\n",
+                    n(l.own_terms, "term"),
+                    l.anchor,
+                    n(l.groups, "group"),
+                    l.group_capacity,
+                    n(l.largest_value, "term")
+                ));
+            }
         }
         o.push_str("\nestimated kernel memory (one table slot):\n");
         for m in &self.maps {

@@ -131,6 +131,29 @@ pub enum AnalysisWarning {
         #[label("never applies")]
         span: SourceSpan,
     },
+    /// A hook has more terms than one kernel mask: the analysis, whose term
+    /// sets are one mask of bits, does not look at it.
+    #[error(
+        "the policy analysis skips `{hook}`: its {terms} terms are more than the {max} it analyses per hook"
+    )]
+    #[diagnostic(
+        code(policyc::analysis_incomplete),
+        severity(Warning),
+        help("no overlap, shadowed, unsatisfiable or all-matching rule of this hook is reported, whatever they are (nothing else changes: the bundle is complete); analyse a subset of the rules, e.g. `policyc check` on fewer files")
+    )]
+    Skipped {
+        /// The hook.
+        hook: &'static str,
+        /// Its terms.
+        terms: usize,
+        /// [`crate::limits::MASK_TERMS`].
+        max: usize,
+        /// File index of the hook's first rule.
+        file: usize,
+        /// That rule's name.
+        #[label("a rule of the hook not analysed")]
+        span: SourceSpan,
+    },
     /// The analysis hit a bound ([`MAX_NODES_PER_QUESTION`],
     /// [`MAX_NODES_PER_ANALYSIS`]) and left questions of a hook unanswered:
     /// its silence about them is no proof of absence.
@@ -184,7 +207,8 @@ impl AnalysisWarning {
             | AnalysisWarning::ShadowedRule { file, .. }
             | AnalysisWarning::Unsatisfiable { file, .. }
             | AnalysisWarning::MatchesEveryEvent { file, .. }
-            | AnalysisWarning::Incomplete { file, .. } => *file,
+            | AnalysisWarning::Incomplete { file, .. }
+            | AnalysisWarning::Skipped { file, .. } => *file,
         }
     }
 }
@@ -338,6 +362,20 @@ pub fn warnings(policies: &[Policy]) -> Vec<Located> {
     // Never silent about a bound: one warning per hook where one was hit.
     for cut in cuts {
         let r = program.rules[cut.rule as usize];
+        if cut.skipped {
+            out.push(Located {
+                file: Some(r.file),
+                diagnostic: AnalysisWarning::Skipped {
+                    hook: cut.hook.as_str(),
+                    terms: cut.questions,
+                    max: crate::limits::MASK_TERMS,
+                    file: r.file,
+                    span: span(&r.rule.name_span),
+                }
+                .into(),
+            });
+            continue;
+        }
         out.push(Located {
             file: Some(r.file),
             diagnostic: AnalysisWarning::Incomplete {
@@ -360,8 +398,10 @@ struct Cut {
     hook: Hook,
     /// The rule of the first question cut.
     rule: u32,
-    /// How many questions were cut.
+    /// How many questions were cut (the hook's terms when `skipped`).
     questions: usize,
+    /// The hook was not analysed at all (more terms than one mask).
+    skipped: bool,
 }
 
 fn verdict_word(a: Option<Action>) -> &'static str {
@@ -400,6 +440,7 @@ fn analyze(program: &Program<'_>) -> (Vec<Finding>, Vec<Cut>) {
                     hook: *hook,
                     rule: t.rule,
                     questions: table.terms.len(),
+                    skipped: true,
                 });
             }
             continue;
@@ -423,6 +464,7 @@ fn analyze(program: &Program<'_>) -> (Vec<Finding>, Vec<Cut>) {
                 hook: *hook,
                 rule,
                 questions,
+                skipped: false,
             });
         }
     }

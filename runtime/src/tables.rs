@@ -200,7 +200,7 @@ pub enum TablesError {
     Layout(#[from] LayoutError),
     /// A hook has more terms than the kernel masks hold, and not enough of
     /// them can be split by an anchor.
-    #[error("hook `{hook}` has {count} terms, the kernel holds at most {max} without anchors, and the bundles' anchors do not make them fit")]
+    #[error("hook `{hook}` has {count} terms, the kernel holds at most {max} without anchors, and anchoring them does not make them fit")]
     #[diagnostic(
         code(policyd::too_many_terms),
         help("past one mask, terms are split by a field they test with exact values (see `policyc compile`'s `kernel_limit`); several bundles on one node share the mask and at most 4 anchors")

@@ -198,4 +198,10 @@ fn anchored_bundle() {
     let bundle = compile("g.policy", &text);
     assert!(bundle.spec.hooks[&Hook::Exec].terms.len() > 4096);
     check("anchored 5040", &bundle);
+    // inspect names the layout: 40 prefix rules own, the rest anchored.
+    let layout = inspect(&bundle).hooks[0].layout.clone().expect("a layout");
+    assert_eq!(layout.anchor, "process.binary");
+    assert_eq!(layout.own_terms, 40);
+    assert_eq!(layout.group_capacity, 63 * 64);
+    assert_eq!(layout.groups, 2);
 }
