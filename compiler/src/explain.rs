@@ -271,6 +271,10 @@ pub struct Explanation {
     pub counters: Vec<String>,
     /// Monitor-mode deny/kill rules that matched (not enforced).
     pub would_deny: Vec<String>,
+    /// The event's hook (for the text form's note on how `policyd`
+    /// enforces a deny there).
+    #[serde(skip)]
+    pub hook: Option<policy_dsl::schema::Hook>,
     /// `default deny` scopes that matched.
     pub scopes: Vec<String>,
     /// `rule` (an enforced rule decided), `scope` (a `default deny` scope
@@ -449,6 +453,7 @@ pub fn explain(bundle: &PolicyBundle, event: &Event) -> Explanation {
         audit: names(&outcome.audit),
         counters: outcome.counters.clone(),
         would_deny: names(&outcome.would_deny),
+        hook: Some(event.hook),
         scopes: outcome
             .scopes
             .iter()
@@ -480,7 +485,25 @@ impl Explanation {
                 v.join(", ")
             }
         };
-        let mut o = format!("verdict: {}\n", self.verdict.as_str());
+        let mut o = format!("verdict: {}", self.verdict.as_str());
+        // The language's verdict; on a tracepoint hook the kernel cannot
+        // refuse, and policyd's events say `kill`.
+        match self.hook {
+            Some(h)
+                if self.verdict == Verdict::Deny
+                    && !matches!(
+                        h,
+                        policy_dsl::schema::Hook::Connect | policy_dsl::schema::Hook::Bind
+                    ) =>
+            {
+                o.push_str(&format!(
+                    " (policyd enforces a deny on `{}` as a kill: its tracepoint cannot refuse the call)",
+                    h.as_str()
+                ));
+            }
+            _ => {}
+        }
+        o.push('\n');
         if self.would_verdict != self.verdict {
             o.push_str(&format!(
                 "would be: {} (with monitor policies enforced)\n",
