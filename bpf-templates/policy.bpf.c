@@ -1032,7 +1032,7 @@ static __always_inline int verdict_range(struct scratch *s, u32 *ids, u32 lo, u3
 	return 0;
 }
 
-/* The phases of one classification and what they add up to. */
+/* The phases of one classification (their verdicts add up in s->sum). */
 struct phases_ctx {
 	struct hook_config *cfg;
 	u32 missing;

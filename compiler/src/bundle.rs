@@ -434,6 +434,26 @@ pub struct Dimension {
 }
 
 impl Dimension {
+    /// The stored set (tested terms only) an event without the field gets:
+    /// `absent` when written; else, for `path` and `string`, the default of
+    /// both the prefix and the suffix side (`default ∩ suffixDefault`); else
+    /// `default`: the kernel's `dim_config.absent` mask (runtime
+    /// tables.rs), as `policyc inspect` models it and `layout::restrict`
+    /// carries it over. (The programs supply capabilities on every hook
+    /// that has them, so a `caps` dimension's absent set is never read
+    /// there.)
+    pub fn absent_set(&self) -> TermSet {
+        if let Some(a) = &self.absent {
+            return a.clone();
+        }
+        match (self.kind, &self.suffix_default) {
+            (DimensionKind::Path | DimensionKind::String, Some(sd)) => {
+                crate::lower::intersect(&self.default, sd)
+            }
+            _ => self.default.clone(),
+        }
+    }
+
     /// The set a stored set of this dimension means, for a hook of
     /// `n_terms` terms: `stored ∪ (0..n_terms − tested)`, sorted. `stored`
     /// is one of the dimension's sets (or a lookup of it, such as an

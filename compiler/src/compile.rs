@@ -236,13 +236,15 @@ fn check_partial(
     (policies, located, ok)
 }
 
-/// Everything `compile` checks, without building tables: the front end, the
-/// kernel's term limit on every hook, globs the tables cannot run, and what
-/// the node runtime cannot load yet ([`lower::runtime_unsupported`]).
+/// Everything `compile` checks: the front end, the term limit on every
+/// hook and, for a hook past one kernel mask, whether it has a kernel layout
+/// ([`crate::layout::check`]; only then are tables built), globs the tables
+/// cannot run, and what the node runtime cannot load yet
+/// ([`lower::runtime_unsupported`]).
 /// `policyc check` reports this, so a clean check means a compile that
 /// succeeds.
 pub fn analyze(sources: &[SourceFile]) -> (Option<Vec<policy_dsl::checked::Policy>>, Vec<Located>) {
-    analyze_with(sources, true)
+    analyze_with(sources, true, true)
 }
 
 /// [`analyze`] for a target kernel: also `policyc::deny_is_kill` (warning)
@@ -268,12 +270,16 @@ pub fn analyze_for_kernel(
 pub fn analyze_for_evaluation(
     sources: &[SourceFile],
 ) -> (Option<Vec<policy_dsl::checked::Policy>>, Vec<Located>) {
-    analyze_with(sources, false)
+    analyze_with(sources, false, false)
 }
 
+/// `layout`: also check past-one-mask hooks for a kernel layout, which
+/// lowers the program; `compile_with` checks its own lowered tables instead
+/// of lowering twice.
 fn analyze_with(
     sources: &[SourceFile],
     runtime: bool,
+    layout: bool,
 ) -> (Option<Vec<policy_dsl::checked::Policy>>, Vec<Located>) {
     let (partial, mut diagnostics, clean) = check_partial(sources);
     if !clean {
@@ -326,7 +332,7 @@ fn analyze_with(
             let big = terms
                 .as_ref()
                 .is_ok_and(|t| t.values().any(|ts| ts.len() > crate::limits::MASK_TERMS));
-            if runtime && big {
+            if runtime && layout && big {
                 if let Ok(hooks) = lower::lower_program(&program) {
                     for (hook, table) in &hooks {
                         if let Err(e) = crate::layout::check(hook.as_str(), table) {
@@ -441,7 +447,7 @@ fn compile_with(
         diagnostics,
         sources: sources.to_vec(),
     };
-    let (policies, mut diagnostics) = analyze_with(sources, runtime);
+    let (policies, mut diagnostics) = analyze_with(sources, runtime, false);
     if !is_dns1123_subdomain(name) {
         diagnostics.push(Located {
             file: None,
@@ -475,6 +481,21 @@ fn compile_with(
             return Err(fail(diagnostics));
         }
     };
+    // The layout check `policyc check` runs in `analyze`, on these tables.
+    if runtime {
+        let before = diagnostics.len();
+        for (hook, table) in &hooks {
+            if let Err(e) = crate::layout::check(hook.as_str(), table) {
+                diagnostics.push(Located {
+                    file: None,
+                    diagnostic: e.into(),
+                });
+            }
+        }
+        if diagnostics.len() > before {
+            return Err(fail(diagnostics));
+        }
+    }
     // One line index per file: `line_column` scans the text up to the
     // offset, which for one location per rule is quadratic in file size.
     let lines: Vec<LineIndex<'_>> = sources.iter().map(|s| LineIndex::new(&s.text)).collect();

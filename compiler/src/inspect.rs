@@ -341,22 +341,6 @@ pub struct KernelCounts {
     pub names: u64,
 }
 
-/// The set a string dimension gives a value matching no entry.
-fn nothing(dim: &Dimension) -> TermSet {
-    match &dim.suffix_default {
-        Some(s) => crate::lower::intersect(&dim.default, s),
-        None => dim.default.clone(),
-    }
-}
-
-/// The set a dimension gives an event without its field (tables.rs `absent`).
-fn absent(dim: &Dimension) -> TermSet {
-    dim.absent.clone().unwrap_or_else(|| match dim.kind {
-        DimensionKind::Path | DimensionKind::String => nothing(dim),
-        _ => dim.default.clone(),
-    })
-}
-
 fn is_k8s(name: &str) -> bool {
     name.starts_with("k8s.")
 }
@@ -471,7 +455,7 @@ fn hook_model(
             continue;
         }
         ndims += 1;
-        *m += masks.add_dim(dim, nt, &dim.default) + masks.add_dim(dim, nt, &absent(dim));
+        *m += masks.add_dim(dim, nt, &dim.default) + masks.add_dim(dim, nt, &dim.absent_set());
         if dim.relation.is_some() {
             for e in &dim.exact {
                 add("num_lpm", 1);

@@ -235,7 +235,8 @@ pub fn check(hook: &str, table: &HookTable) -> Result<(), LayoutError> {
     plan(hook, table, MASK_TERMS / 64).map(|_| ())
 }
 
-fn complement(n: u32, set: &[u32]) -> TermSet {
+/// `0..n` without the ids of `set` (sorted, unique), ascending.
+pub fn complement(n: u32, set: &[u32]) -> TermSet {
     let mut out = Vec::with_capacity(n as usize - set.len());
     let mut it = set.iter().peekable();
     for t in 0..n {
@@ -459,14 +460,7 @@ fn restrict_dimension(dim: &Dimension, sub: &Subset<'_>) -> Option<Dimension> {
     // Written out whatever the kind: the implied form (`default`, or for
     // strings the default of both sides) would read the restricted default,
     // which a `caps` dimension replaces below.
-    let absent_set = match (&dim.absent, dim.kind) {
-        (Some(a), _) => a.clone(),
-        (None, DimensionKind::Path | DimensionKind::String) => match &dim.suffix_default {
-            Some(sd) => crate::lower::intersect(&dim.default, sd),
-            None => dim.default.clone(),
-        },
-        (None, _) => dim.default.clone(),
-    };
+    let absent_set = dim.absent_set();
     let absent = Some(full.of(&absent_set));
     let suffix_default = dim.suffix_default.as_ref().map(|s| full.of(s));
     // Every set below is full over the subset, so every term counts as tested.

@@ -314,22 +314,6 @@ fn key_bytes<const N: usize>(value: &[u8], max: usize) -> Result<[u8; N], Tables
     Ok(key)
 }
 
-/// The set of a string dimension for a value matching no entry.
-fn nothing(dim: &Dimension) -> TermSet {
-    match &dim.suffix_default {
-        Some(s) => policy_compiler::lower::intersect(&dim.default, s),
-        None => dim.default.clone(),
-    }
-}
-
-/// The set of a dimension when the event lacks its field.
-fn absent(dim: &Dimension) -> TermSet {
-    dim.absent.clone().unwrap_or_else(|| match dim.kind {
-        DimensionKind::Path | DimensionKind::String => nothing(dim),
-        _ => dim.default.clone(),
-    })
-}
-
 /// The kernel id of a field a relation or dimension names, if the programs
 /// supply it as a number.
 fn numeric_field(name: &str) -> Option<u32> {
@@ -382,7 +366,7 @@ impl Builder<'_> {
             |set: &TermSet, b: &mut Self| b.masks.id(dim_mask(&dim.full_set(set, n), part, total));
         let mut d = DimConfig {
             dflt: mask(&dim.default, self),
-            absent: mask(&absent(dim), self),
+            absent: mask(&dim.absent_set(), self),
             ..DimConfig::default()
         };
         if let Some(rel) = &dim.relation {
@@ -696,16 +680,11 @@ fn plan_parts(hook: Hook, parts: &[Part<'_>], words: usize) -> Result<Vec<PartPl
         let groups = layout::groups(hook.as_str(), part.table, &dim, &anchored, per * 64)?;
         let lo = (own + k * per) as u32;
         plans.push(PartPlan {
-            own: complement(n[i] as u32, &anchored),
+            own: layout::complement(n[i] as u32, &anchored),
             anchored: Some((dim, groups, (lo, lo + per as u32))),
         });
     }
     Ok(plans)
-}
-
-/// `0..n` without `set` (ascending).
-fn complement(n: u32, set: &[u32]) -> TermSet {
-    (0..n).filter(|t| set.binary_search(t).is_err()).collect()
 }
 
 impl Builder<'_> {
@@ -888,6 +867,17 @@ impl Builder<'_> {
     }
 }
 
+/// The input of [`KernelTables::build`] for `bundle` alone: per hook, its
+/// table as the only part, from merged term 0.
+pub fn parts_of(bundle: &policy_compiler::bundle::PolicyBundle) -> BTreeMap<Hook, Vec<Part<'_>>> {
+    bundle
+        .spec
+        .hooks
+        .iter()
+        .map(|(h, table)| (*h, vec![Part { table, offset: 0 }]))
+        .collect()
+}
+
 impl KernelTables {
     /// The tables of one bundle (every hook it has), names resolved with
     /// the node's databases and no pods known.
@@ -897,21 +887,7 @@ impl KernelTables {
     pub fn from_bundle(
         bundle: &policy_compiler::bundle::PolicyBundle,
     ) -> Result<KernelTables, TablesError> {
-        let hooks: BTreeMap<Hook, Vec<Part<'_>>> = bundle
-            .spec
-            .hooks
-            .iter()
-            .map(|(h, t)| {
-                (
-                    *h,
-                    vec![Part {
-                        table: t,
-                        offset: 0,
-                    }],
-                )
-            })
-            .collect();
-        KernelTables::build(&hooks, &SystemNames, &PodIndex::default())
+        KernelTables::build(&parts_of(bundle), &SystemNames, &PodIndex::default())
     }
 
     /// The tables of `hooks` (per hook, each bundle's table and the merged id
@@ -1114,10 +1090,8 @@ mod anchored_tests {
     fn terms_past_the_words_are_split_into_groups_by_an_anchor() {
         let b = bundle();
         let table = &b.spec.hooks[&Hook::Exec];
-        let hooks: BTreeMap<Hook, Vec<Part<'_>>> = [(Hook::Exec, vec![Part { table, offset: 0 }])]
-            .into_iter()
-            .collect();
-        let t = KernelTables::build_in(&hooks, &SystemNames, &PodIndex::default(), 3).unwrap();
+        let t =
+            KernelTables::build_in(&parts_of(&b), &SystemNames, &PodIndex::default(), 3).unwrap();
         let cfg = &t.hooks[&Hook::Exec];
         assert_eq!(cfg.nanchors, 1);
         assert_eq!(
@@ -1172,11 +1146,8 @@ mod anchored_tests {
             .0
             .bundle;
         let table = &b.spec.hooks[&Hook::Connect];
-        let hooks: BTreeMap<Hook, Vec<Part<'_>>> =
-            [(Hook::Connect, vec![Part { table, offset: 0 }])]
-                .into_iter()
-                .collect();
-        let t = KernelTables::build_in(&hooks, &SystemNames, &PodIndex::default(), 3).unwrap();
+        let t =
+            KernelTables::build_in(&parts_of(&b), &SystemNames, &PodIndex::default(), 3).unwrap();
         let cfg = &t.hooks[&Hook::Connect];
         assert_eq!(cfg.nanchors, 1);
         assert_eq!(cfg.anchors[0].kind, dim_kind::NUM);

@@ -6,13 +6,12 @@
 //! program for its hook) and generated bundles of every dimension kind.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
 
 use policy_compiler::bundle::{DimensionKind, Hook, PolicyBundle};
 use policy_compiler::inspect::{inspect, kernel_model, MAPS};
 use policy_compiler::SourceFile;
 use policy_runtime::k8s::PodIndex;
-use policy_runtime::tables::{KernelTables, Names, Part};
+use policy_runtime::tables::{parts_of, KernelTables, Names};
 
 /// Every name resolves to an id of its own that no range of the bundle
 /// covers: what the model assumes.
@@ -72,21 +71,7 @@ fn compile(name: &str, text: &str) -> PolicyBundle {
 }
 
 fn check(what: &str, b: &PolicyBundle) {
-    let hooks: BTreeMap<Hook, Vec<Part<'_>>> = b
-        .spec
-        .hooks
-        .iter()
-        .map(|(h, t)| {
-            (
-                *h,
-                vec![Part {
-                    table: t,
-                    offset: 0,
-                }],
-            )
-        })
-        .collect();
-    let t = KernelTables::build(&hooks, &Distinct::new(b), &PodIndex::default())
+    let t = KernelTables::build(&parts_of(b), &Distinct::new(b), &PodIndex::default())
         .unwrap_or_else(|e| panic!("{what}: {e}"));
     let model = kernel_model(b);
     let report = inspect(b);
