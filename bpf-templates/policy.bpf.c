@@ -220,6 +220,14 @@ struct anchor_inner {
 	__type(value, struct anchor_value);
 };
 
+struct anchor_lpm_inner {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct str_lpm_key);
+	__type(value, struct anchor_value);
+};
+
 struct group_inner {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1);
@@ -244,6 +252,7 @@ OUTER(ip_lpm, ip_lpm_inner);
 OUTER(cgroup_exact, cgroup_inner);
 OUTER(caps_table, caps_inner);
 OUTER(anchor_exact, anchor_inner);
+OUTER(anchor_prefix, anchor_lpm_inner);
 OUTER(group_config, group_inner);
 
 struct {
@@ -1040,13 +1049,16 @@ struct phases_ctx {
 
 /*
  * Phase 0 classifies the hook's own words: acc starts from every term there.
- * Phase i > 0 is anchor i - 1: its field's value is looked up; on a hit,
- * the group's words of acc start from the value's mask (the group's terms it
- * satisfies). A value the table lacks (or a field that is missing, cut or
- * longer than a key) satisfies no anchored term: they only test exact
- * values. Either way the phase's group_config dimensions are ANDed over its
- * words and its verdicts added. One callback for every phase, so that the
- * verifier checks the dimension loop once.
+ * Phase i > 0 is anchor i - 1: its field's value is looked up (the exact
+ * value, or the longest prefix key); on a hit, the group's words of acc
+ * start from the key's mask (the group's terms that value can satisfy). A
+ * value the table lacks, a missing field or a path whose walk did not reach
+ * the root satisfies no anchored term (they test exact values and
+ * prefixes only; a value longer than a key equals no exact value). Either
+ * way the phase's group_config dimensions are ANDed over its words and its
+ * verdicts added (a prefix anchor's group tests its field again). One
+ * callback for every phase, so that the verifier checks the dimension loop
+ * once.
  */
 static long phase_step(u32 i, void *data)
 {
@@ -1066,21 +1078,45 @@ static long phase_step(u32 i, void *data)
 		u32 field = a->field & (NFIELDS - 1);
 		if (!(s->present & (1ull << field)) || (s->incomplete & (1ull << field)))
 			return 0;
-		void *t = bpf_map_lookup_elem(&anchor_exact, &s->slot);
-		if (!t)
-			return 0;
-		__builtin_memset(&s->skey, 0, sizeof(s->skey));
-		s->skey.ns = a->ns;
-		if (a->kind == DIM_NUM) {
-			u64 v = bpf_cpu_to_be64(s->num[field]);
-			__builtin_memcpy(s->skey.data, &v, 8);
-		} else {
-			u32 len = str_len_of(s, field);
-			if (len > STR_KEY_LEN - 1)
+		struct anchor_value *av;
+		if (a->kind == ANCHOR_PREFIX || a->kind == ANCHOR_IP) {
+			void *t = bpf_map_lookup_elem(&anchor_prefix, &s->slot);
+			if (!t)
 				return 0;
-			copy_key(s, s->skey.data, field, len);
+			__builtin_memset(&s->lkey, 0, sizeof(s->lkey));
+			s->lkey.ns = a->ns;
+			if (a->kind == ANCHOR_IP) {
+				/* As DIM_IP: the family, then the address. */
+				s->lkey.data[0] = s->ip_family;
+				__builtin_memcpy(&s->lkey.data[1], s->ip, 16);
+				s->lkey.prefixlen = 8 + 8 + (s->ip_family == 4 ? 32 : 128);
+			} else {
+				/* As classify_str's prefix side: the first 255 bytes, and
+				 * the zero after a shorter string, which exact keys end
+				 * with. */
+				u32 len = str_len_of(s, field);
+				u32 llen = len > STR_LPM_LEN ? STR_LPM_LEN : len;
+				s->lkey.prefixlen = 8 + 8 * (llen < STR_LPM_LEN ? llen + 1 : llen);
+				copy_key(s, s->lkey.data, field, llen);
+			}
+			av = bpf_map_lookup_elem(t, &s->lkey);
+		} else {
+			void *t = bpf_map_lookup_elem(&anchor_exact, &s->slot);
+			if (!t)
+				return 0;
+			__builtin_memset(&s->skey, 0, sizeof(s->skey));
+			s->skey.ns = a->ns;
+			if (a->kind == DIM_NUM) {
+				u64 v = bpf_cpu_to_be64(s->num[field]);
+				__builtin_memcpy(s->skey.data, &v, 8);
+			} else {
+				u32 len = str_len_of(s, field);
+				if (len > STR_KEY_LEN - 1)
+					return 0;
+				copy_key(s, s->skey.data, field, len);
+			}
+			av = bpf_map_lookup_elem(t, &s->skey);
 		}
-		struct anchor_value *av = bpf_map_lookup_elem(t, &s->skey);
 		if (!av)
 			return 0;
 		gkey = av->group;

@@ -93,6 +93,12 @@
 #define DIM_CAPS 4     /* capability set: caps entries */
 #define DIM_RELATION 5 /* field OP field, 0/1: num_lpm */
 #define DIM_CGROUP 6   /* cgroup id: cgroup_exact */
+/* Anchor kind only (anchor_config.kind): a string looked up in
+ * anchor_prefix, its first 255 bytes followed by a zero byte when shorter. */
+#define ANCHOR_PREFIX 7
+/* Anchor kind only: the address looked up in anchor_prefix as its family
+ * byte (4 or 6) and 16 address bytes. */
+#define ANCHOR_IP 8
 
 /* dim_config.tables bits for DIM_STR. */
 #define TABLE_EXACT (1u << 0)
@@ -133,23 +139,28 @@ struct dim_config {
 #define MAX_ANCHORS 4
 
 /*
- * A hook's terms past one mask are split into groups by an anchor field
- * (compiler/src/layout.rs): the field's value is looked up once in
- * anchor_exact, which gives the group (its dimensions and verdict masks in
- * group_config) and the group's terms that value satisfies. The group's
+ * A hook's terms past one mask are split into groups by anchor fields
+ * (compiler/src/layout.rs): the field's value is looked up once, in
+ * anchor_exact (exact anchors) or anchor_prefix (prefix anchors: longest
+ * key), which gives the group (its dimensions and verdict masks in
+ * group_config) and the group's terms that value can satisfy. The group's
  * terms live in the words of `window`, apart from the hook's own words.
  */
 struct anchor_config {
 	__u32 field;  /* FIELD_* of the anchor */
-	__u32 ns;     /* key namespace of its values in anchor_exact */
+	__u32 ns;     /* key namespace: anchor_exact's str_key.ns, or anchor_prefix's ns byte */
 	__u32 window; /* group words: lo | hi << 16 */
-	__u32 kind;   /* DIM_STR: key data = the string; DIM_NUM: the value, 8 bytes big-endian */
+	__u32 kind;   /* DIM_STR: anchor_exact, key data = the string;
+		       * DIM_NUM: anchor_exact, the value as 8 bytes big-endian;
+		       * ANCHOR_PREFIX: anchor_prefix, the string and a zero byte;
+		       * ANCHOR_IP: anchor_prefix, the family byte and the address */
 };
 
-/* Value of anchor_exact (HASH struct str_key -> this). */
+/* Value of anchor_exact (HASH struct str_key -> this) and anchor_prefix
+ * (LPM_TRIE struct str_lpm_key -> this). */
 struct anchor_value {
 	__u32 group; /* key in group_config */
-	__u32 mask;  /* mask id: the group's terms this value satisfies */
+	__u32 mask;  /* mask id: the group's terms this value can satisfy */
 };
 
 /* Value of group_config (HASH u32 -> this, per slot): the dimensions and

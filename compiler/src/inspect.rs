@@ -74,12 +74,13 @@
 //!
 //! `bytesPerRule` is `bytes` divided by the number of rules.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use policy_dsl::checked::Value;
 use serde::Serialize;
 
 use crate::bundle::{Dimension, DimensionKind, HookTable, PolicyBundle, TermSet};
+use crate::layout::AnchorKind;
 use crate::limits::{MASK_WORDS, MAX_DIMS_PER_HOOK, PATH_KEY_LEN};
 
 /// Bytes of a `struct htab_elem` before its key, on a 64-bit kernel.
@@ -106,7 +107,8 @@ pub const CGROUP_KEY_BYTES: u64 = 16;
 /// Value of `caps_table` (`struct caps_entry`: `u64 caps`, `u32 held`,
 /// `u32 lacking`).
 pub const CAPS_ENTRY_BYTES: u64 = 16;
-/// Value of `anchor_exact` (`struct anchor_value`: group key and mask id).
+/// Value of `anchor_exact` and `anchor_prefix` (`struct anchor_value`:
+/// group key and mask id).
 pub const ANCHOR_VALUE_BYTES: u64 = 8;
 /// Value of `group_config` (`struct group_config`: `ndims`, seven verdict
 /// mask ids, [`MAX_DIMS_PER_HOOK`] dimensions of 48 bytes).
@@ -122,7 +124,7 @@ pub const STATS_COUNT: u64 = 8 + 11;
 pub const EVENTS_BYTES: u64 = 4 << 20;
 
 /// The kernel maps filled from a bundle, in `policy.bpf.c` order.
-pub const MAPS: [&str; 10] = [
+pub const MAPS: [&str; 11] = [
     "masks",
     "str_exact",
     "str_prefix",
@@ -132,6 +134,7 @@ pub const MAPS: [&str; 10] = [
     "cgroup_exact",
     "caps_table",
     "anchor_exact",
+    "anchor_prefix",
     "group_config",
 ];
 
@@ -250,16 +253,27 @@ pub struct HookView {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LayoutView {
-    /// The anchor dimension.
-    pub anchor: String,
     /// Terms in the hook's own words (not anchored).
     pub own_terms: usize,
-    /// Anchored groups.
+    /// The anchors, in window order.
+    pub anchors: Vec<AnchorView>,
+}
+
+/// One anchor of a hook's layout.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnchorView {
+    /// The anchor dimension.
+    pub dimension: String,
+    /// `exact` (hash of the value) or `prefix` (longest key in an LPM trie).
+    pub kind: String,
+    /// Terms it anchors (a term in several groups counts once).
+    pub terms: usize,
+    /// Its groups.
     pub groups: usize,
-    /// Terms one group holds.
+    /// Terms one group holds (64 per word of the anchor's window).
     pub group_capacity: usize,
-    /// The most terms one anchor value is tested by (at most
-    /// `group_capacity`).
+    /// The most terms one anchor key can match (at most `group_capacity`).
     pub largest_value: usize,
 }
 
@@ -390,21 +404,26 @@ pub fn kernel_model(bundle: &PolicyBundle) -> KernelCounts {
         // (crate::layout), each with its own tables.
         let layout = crate::layout::plan(hook.as_str(), table, crate::limits::MASK_WORDS)
             .ok()
-            .filter(|l| l.anchor.is_some());
+            .filter(|l| !l.anchors.is_empty());
         let ndims = match &layout {
             None => hook_model(table, &mut masks, &mut n, &mut m, true),
             Some(l) => {
                 let own = crate::layout::restrict(table, &l.unanchored, None);
                 let ndims = hook_model(&own, &mut masks, &mut n, &mut m, true);
-                let anchor = l.anchor.as_ref().expect("filtered");
-                masks.offset = (l.unanchored.len().div_ceil(64) * 64) as u32;
-                for g in &anchor.groups {
-                    let t = crate::layout::restrict(table, &g.terms, Some(&anchor.dimension));
-                    hook_model(&t, &mut masks, &mut n, &mut m, false);
-                    *n.entry("group_config").or_default() += 1;
-                    for (_, positions) in &g.values {
-                        *n.entry("anchor_exact").or_default() += 1;
-                        m += masks.add(positions);
+                for anchor in &l.anchors {
+                    masks.offset = anchor.window.0 * 64;
+                    let map = match anchor.kind {
+                        AnchorKind::Exact => "anchor_exact",
+                        AnchorKind::Prefix => "anchor_prefix",
+                    };
+                    for g in &anchor.groups {
+                        let t = crate::layout::restrict(table, &g.terms, anchor.skip());
+                        hook_model(&t, &mut masks, &mut n, &mut m, false);
+                        *n.entry("group_config").or_default() += 1;
+                        for (_, positions) in g.values.iter().chain(&g.prefixes) {
+                            *n.entry(map).or_default() += 1;
+                            m += masks.add(positions);
+                        }
                     }
                 }
                 masks.offset = 0;
@@ -567,6 +586,7 @@ pub fn map_estimate(name: &str, entries: u64) -> MapEstimate {
         "cgroup_exact" => ("hash", CGROUP_KEY_BYTES, MASK_ID_BYTES),
         "caps_table" => ("hash", 4, CAPS_ENTRY_BYTES),
         "anchor_exact" => ("hash", STR_KEY_BYTES, ANCHOR_VALUE_BYTES),
+        "anchor_prefix" => ("lpm_trie", STR_LPM_DATA_BYTES, ANCHOR_VALUE_BYTES),
         "group_config" => ("hash", 4, GROUP_CONFIG_BYTES),
         "hook_config" => ("array", 4, HOOK_CONFIG_BYTES),
         "active" => ("array", 4, 16),
@@ -693,20 +713,35 @@ pub fn inspect(bundle: &PolicyBundle) -> Inspection {
             .unwrap_or_default();
         let layout = crate::layout::plan(hook.as_str(), table, MASK_WORDS)
             .ok()
-            .and_then(|l| {
-                let a = l.anchor?;
-                Some(LayoutView {
-                    own_terms: l.unanchored.len(),
-                    groups: a.groups.len(),
-                    group_capacity: (MASK_WORDS - l.unanchored.len().div_ceil(64)) * 64,
-                    largest_value: a
-                        .groups
-                        .iter()
-                        .flat_map(|g| g.values.iter().map(|(_, p)| p.len()))
-                        .max()
-                        .unwrap_or(0),
-                    anchor: a.dimension,
-                })
+            .filter(|l| !l.anchors.is_empty())
+            .map(|l| LayoutView {
+                own_terms: l.unanchored.len(),
+                anchors: l
+                    .anchors
+                    .iter()
+                    .map(|a| AnchorView {
+                        dimension: a.dimension.clone(),
+                        kind: match a.kind {
+                            AnchorKind::Exact => "exact",
+                            AnchorKind::Prefix => "prefix",
+                        }
+                        .into(),
+                        terms: a
+                            .groups
+                            .iter()
+                            .flat_map(|g| &g.terms)
+                            .collect::<BTreeSet<_>>()
+                            .len(),
+                        groups: a.groups.len(),
+                        group_capacity: (a.window.1 - a.window.0) as usize * 64,
+                        largest_value: a
+                            .groups
+                            .iter()
+                            .flat_map(|g| g.values.iter().chain(&g.prefixes).map(|(_, p)| p.len()))
+                            .max()
+                            .unwrap_or(0),
+                    })
+                    .collect(),
             });
         hooks.push(HookView {
             hook: hook.as_str().into(),
@@ -902,13 +937,20 @@ impl Inspection {
             ));
             if let Some(l) = &h.layout {
                 o.push_str(&format!(
-                    "  layout: {} own, the rest anchored on `{}` in {} of at most {} terms (largest value: {})\n",
-                    n(l.own_terms, "term"),
-                    l.anchor,
-                    n(l.groups, "group"),
-                    l.group_capacity,
-                    n(l.largest_value, "term")
+                    "  layout: {} own, the rest anchored\n",
+                    n(l.own_terms, "term")
                 ));
+                for a in &l.anchors {
+                    o.push_str(&format!(
+                        "    {} anchor `{}`: {} in {} of at most {} terms (largest key: {})\n",
+                        a.kind,
+                        a.dimension,
+                        n(a.terms, "term"),
+                        n(a.groups, "group"),
+                        a.group_capacity,
+                        n(a.largest_value, "term")
+                    ));
+                }
             }
         }
         o.push_str("\nestimated kernel memory (one table slot):\n");

@@ -2,20 +2,42 @@
 //! tables of a subset of terms are.
 //!
 //! A kernel mask holds [`MASK_TERMS`] terms. A hook with more terms is
-//! *anchored* on one dimension: a `path`, `string` or integer field most of
-//! its terms test with exact values only (`process.binary == "/usr/bin/x"`,
-//! `net.dport in {80, 443}`).
-//! Those terms are split into *groups* of at most a window's capacity, keyed
-//! by the anchor's values; the other terms stay *unanchored*. Per event the
-//! kernel classifies the unanchored terms as before, looks the anchor value up
-//! once to find its group (and the group's terms that value satisfies), and
-//! classifies that group alone: the work per event follows one group, not the
-//! hook's term count.
+//! *anchored*: most of its terms are split into *groups* by a field they
+//! test with a finite set of values or prefixes, the *anchor*; the others
+//! stay *unanchored* in the hook's own words. Per event the kernel
+//! classifies the unanchored terms as before, looks the anchor's value up
+//! once to find its group (and the group's terms that value can satisfy),
+//! and classifies that group alone: the work per event follows one group
+//! per anchor, not the hook's term count.
+//!
+//! Two kinds of anchor ([`AnchorKind`]):
+//! - **exact**: a `path`, `string` or integer field its terms test with
+//!   exact values only (`process.binary == "/usr/bin/x"`, `net.dport in
+//!   {80, 443}`). The kernel hashes the value (`anchor_exact`); the value's
+//!   mask is exactly the terms it satisfies, and a group's tables leave the
+//!   anchor out.
+//! - **prefix**: a `path` or `string` field its terms test with exact values
+//!   and prefixes only (`file.path startswith "/home/alice/"`), whatever
+//!   else they exclude (`and not == …`, `endswith`), or an `ip` field they
+//!   test with CIDR blocks only (`net.daddr in 10.1.0.0/16`). The kernel
+//!   finds the longest key in an LPM trie (`anchor_prefix`: a prefix as it
+//!   is, an exact value followed by a zero byte; for addresses the family
+//!   byte and the block). A key's mask holds its own terms and those of
+//!   every key that is a prefix of it, so the longest match holds every
+//!   term that *can* match; the group's tables test the field again to
+//!   decide which do.
 //!
 //! ```text
-//! mask words:  [ unanchored terms | group window ]
-//!                                   ▲ group g of value v: anchor(v) = (g, terms of g v satisfies)
+//! mask words:  [ unanchored terms | anchor 1's window | anchor 2's window … ]
+//!                                   ▲ group g of value v: anchor(v) = (g, terms of g v can satisfy)
 //! ```
+//!
+//! The plan ([`plan_parts`]) takes candidate anchors, those anchoring the
+//! most terms first, until the unanchored terms fit next to one window per
+//! anchor, at most [`MAX_ANCHORS`] per hook over every bundle on a node. A
+//! prefix key with more than [`MAX_PREFIX_FANOUT`] longer keys under it
+//! (`startswith "/"` among many paths) leaves its terms unanchored: they
+//! would be in the mask, and the group, of every key under it.
 //!
 //! [`restrict`] gives the tables of a subset of terms (the unanchored ones, or
 //! one group) renumbered from 0, with the entries that do not change the
@@ -25,14 +47,28 @@
 //! Pure: used by `policyc compile` (a bundle that compiles has a layout) and by
 //! policyd's table builder (runtime/src/tables.rs), so both decide alike.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use ipnet::IpNet;
 
 use crate::bundle::{
     Dimension, DimensionKind, Entry, HookTable, MaskEntry, RangeEntry, Term, TermSet, VerdictMasks,
 };
-use crate::limits::MASK_TERMS;
+use crate::limits::{MASK_TERMS, PATH_KEY_LEN};
+
+/// Most anchors per hook, over every bundle a node loads (the kernel's
+/// `MAX_ANCHORS`, `struct hook_config.anchors`).
+pub const MAX_ANCHORS: usize = 4;
+
+/// Most keys of a prefix anchor that may lie under one key (have it as a
+/// prefix) for that key's terms to be anchored: each such key's mask, and
+/// its group, holds them too. Past it they stay unanchored, which bounds
+/// the copies per term and keeps kernel memory linear in rules.
+pub const MAX_PREFIX_FANOUT: usize = 16;
+
+/// Bytes of an `anchor_prefix` key after its namespace byte (`STR_LPM_LEN`
+/// in the C header): an LPM trie holds at most 256 bytes of data.
+pub const PREFIX_KEY_LEN: usize = PATH_KEY_LEN - 1;
 
 /// Why a hook's terms have no kernel layout.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
@@ -40,11 +76,11 @@ pub enum LayoutError {
     /// More terms than a mask holds and no dimension to anchor them on.
     #[error(
         "hook `{hook}` has {terms} terms, more than the {max} one kernel mask holds, and no \
-         path, string or number field that its rules test with exact values only"
+         path, string or number field that its rules test with exact values or prefixes only"
     )]
     #[diagnostic(
         code(policyc::kernel_limit),
-        help("past {max} terms per hook, the kernel splits rules by a field they test with `==` or `in` (such as `process.binary`)")
+        help("past {max} terms per hook, the kernel splits rules by a field they test with `==`, `in` or `startswith` (such as `process.binary`)")
     )]
     NoAnchor {
         /// The hook.
@@ -54,29 +90,31 @@ pub enum LayoutError {
         /// [`MASK_TERMS`].
         max: usize,
     },
-    /// Too many terms do not test the anchor with exact values.
+    /// Too many terms are left out by every anchor.
     #[error(
-        "hook `{hook}`: {unanchored} terms do not test `{anchor}` with exact values; the kernel \
-         holds at most {max} such terms (beside the ones split by `{anchor}`)"
+        "hook `{hook}`: {unanchored} terms do not test {anchors} with exact values or prefixes \
+         only; the kernel holds at most {max} such terms (beside the ones split by {anchors})"
     )]
     #[diagnostic(
         code(policyc::kernel_limit),
-        help("give more of this hook's rules an exact `{anchor}` test (`==` or `in`)")
+        help(
+            "give more of this hook's rules an `==`, `in` or narrow `startswith` test of {anchors}"
+        )
     )]
     TooManyUnanchored {
         /// The hook.
         hook: String,
-        /// The anchor dimension.
-        anchor: String,
+        /// The anchor fields, each in backticks, comma-separated.
+        anchors: String,
         /// Terms not anchored.
         unanchored: usize,
-        /// Most the mask holds next to one group word.
+        /// Most the mask holds next to one window per anchor.
         max: usize,
     },
-    /// One anchor value is tested by more terms than a group holds.
+    /// One anchor key can match more terms than a group holds.
     #[error(
-        "hook `{hook}`: {terms} terms test `{anchor}` == `{value}`; the kernel decides at most \
-         {max} terms per value"
+        "hook `{hook}`: {terms} terms test `{anchor}` against `{value}`; the kernel decides at \
+         most {max} terms per value"
     )]
     #[diagnostic(
         code(policyc::kernel_limit),
@@ -87,23 +125,48 @@ pub enum LayoutError {
         hook: String,
         /// The anchor dimension.
         anchor: String,
-        /// The value.
+        /// The value (for a prefix anchor, an exact value or a prefix).
         value: String,
-        /// Terms testing it.
+        /// Terms that value can match.
         terms: usize,
         /// Capacity of the group window.
         max: usize,
     },
 }
 
+/// How the kernel looks an anchor's value up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AnchorKind {
+    /// `anchor_exact`, a hash of the value (zero-padded string, or the
+    /// number as 8 big-endian bytes): terms test the field with exact values
+    /// only, and a value's mask is the terms it satisfies.
+    Exact,
+    /// `anchor_prefix`, an LPM trie over the string (or the address family
+    /// and address): terms test the field with exact values and prefixes
+    /// (CIDR blocks) only; a key's mask is the terms that can match a value
+    /// it is the longest key of, and the group tests the field again.
+    Prefix,
+}
+
+/// A field that terms of one table can be anchored on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The dimension (field) name.
+    pub dimension: String,
+    /// How its values are looked up.
+    pub kind: AnchorKind,
+    /// The terms it anchors (ids of the table, ascending).
+    pub terms: TermSet,
+}
+
 /// The layout of one bundle's hook table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookLayout {
     /// Term ids (ascending) decided in the hook's own words: every term when
-    /// `anchor` is `None`.
+    /// `anchors` is empty.
     pub unanchored: TermSet,
-    /// The anchor and its groups, when the terms do not fit one mask.
-    pub anchor: Option<AnchorLayout>,
+    /// The anchors and their groups, when the terms do not fit one mask.
+    pub anchors: Vec<AnchorLayout>,
 }
 
 /// Anchored terms, split into groups by the anchor's values.
@@ -111,52 +174,94 @@ pub struct HookLayout {
 pub struct AnchorLayout {
     /// Name of the anchor dimension (a `path`, `string` or integer field).
     pub dimension: String,
-    /// The groups; each fits the window it was planned for.
+    /// How its values are looked up.
+    pub kind: AnchorKind,
+    /// The mask words of its group window, `lo..hi`.
+    pub window: (u32, u32),
+    /// The groups; each fits the window.
     pub groups: Vec<GroupLayout>,
+}
+
+impl AnchorLayout {
+    /// The dimension a group's tables leave out ([`restrict`]'s `skip`): an
+    /// exact anchor's, whose value masks decide it; none for a prefix
+    /// anchor, whose groups test the field again.
+    pub fn skip(&self) -> Option<&str> {
+        (self.kind == AnchorKind::Exact).then_some(self.dimension.as_str())
+    }
 }
 
 /// One group of anchored terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupLayout {
     /// Term ids of the bundle's hook table, ascending: position `i` in the
-    /// group window is `terms[i]`. A term whose anchor values fall in several
+    /// group window is `terms[i]`. A term whose anchor keys fall in several
     /// groups is in each.
     pub terms: TermSet,
-    /// Anchor values of the group and, per value, the positions (indices in
-    /// `terms`) of the terms it satisfies; sorted by value.
+    /// Exact keys of the group and, per key, the positions (indices in
+    /// `terms`) of the terms a value equal to it satisfies (exact anchor) or
+    /// can satisfy (prefix anchor); sorted by value.
     pub values: Vec<(String, TermSet)>,
+    /// Prefix keys (prefix anchors only) and the positions of the terms a
+    /// value whose longest key it is can satisfy; sorted by prefix.
+    pub prefixes: Vec<(String, TermSet)>,
 }
 
-/// The anchor of `table`: the `path`, `string` or integer dimension (not
-/// one of user or group names) that most terms test with exact values only,
-/// and those terms (ascending). `None` when no term does.
-pub fn choose_anchor(table: &HookTable) -> Option<(String, TermSet)> {
-    let mut best: Option<(String, TermSet)> = None;
-    for (name, dim) in &table.dimensions {
-        // Names resolve on the node: a number is an anchor value only when
-        // the bundle says it.
-        let keyed = match dim.kind {
-            DimensionKind::Path | DimensionKind::String => !dim.exact.is_empty(),
-            DimensionKind::Int => dim.resolve.is_none() && dim.ranges.iter().any(|r| r.lo == r.hi),
-            _ => false,
-        };
-        if !keyed {
-            continue;
+/// The candidate anchors of `table`, at most [`MAX_ANCHORS`], each anchoring
+/// terms the ones before it do not: greedily the field and kind that anchor
+/// the most terms left (an exact anchor when a prefix anchor of the same
+/// field would take no more); exact anchors only unless `prefix`. The terms
+/// of a value (or prefix) that more than `max_key` terms test are left out:
+/// a group could not hold them. Names of users and groups resolve on the
+/// node, so such fields are not exact anchors (a number is an anchor value
+/// only when the bundle says it).
+pub fn candidates(table: &HookTable, prefix: bool, max_key: usize) -> Vec<Candidate> {
+    let mut left = vec![true; table.terms.len()];
+    let mut out: Vec<Candidate> = Vec::new();
+    while out.len() < MAX_ANCHORS {
+        let mut best: Option<Candidate> = None;
+        for (name, dim) in &table.dimensions {
+            for kind in [AnchorKind::Exact, AnchorKind::Prefix] {
+                let terms = match kind {
+                    AnchorKind::Exact => exact_candidate(dim, &left, max_key),
+                    AnchorKind::Prefix if prefix => prefix_candidate(dim, &left, max_key),
+                    AnchorKind::Prefix => continue,
+                };
+                if terms.len() > best.as_ref().map_or(0, |b| b.terms.len()) {
+                    best = Some(Candidate {
+                        dimension: name.clone(),
+                        kind,
+                        terms,
+                    });
+                }
+            }
         }
-        let anchored = exact_only_terms(dim);
-        if anchored.len() > best.as_ref().map_or(0, |b| b.1.len()) {
-            best = Some((name.clone(), anchored));
+        let Some(best) = best else { break };
+        for &t in &best.terms {
+            left[t as usize] = false;
         }
+        out.push(best);
     }
-    best
+    out
 }
 
-/// Terms of `dim` satisfied by its exact values and by nothing else: not by
-/// a value matching no exact entry (whose set is its prefix side, the default
-/// or a prefix entry, intersected with its suffix side: a term the prefix
-/// side excludes is excluded whatever the suffix), nor by a missing field.
-fn exact_only_terms(dim: &Dimension) -> TermSet {
-    let mut other: BTreeSet<u32> = dim.default.iter().copied().collect();
+/// Terms still `left` that `dim` can anchor exactly: satisfied by its exact
+/// values and by nothing else: not by a value matching no exact entry
+/// (whose set is its prefix side, the default or a prefix entry,
+/// intersected with its suffix side: a term the prefix side excludes is
+/// excluded whatever the suffix), nor by a missing field; and no value of
+/// theirs tested by more than `max_key` such terms. Empty when `dim` has no
+/// exact values to key on.
+fn exact_candidate(dim: &Dimension, left: &[bool], max_key: usize) -> TermSet {
+    let keyed = match dim.kind {
+        DimensionKind::Path | DimensionKind::String => !dim.exact.is_empty(),
+        DimensionKind::Int => dim.resolve.is_none() && dim.ranges.iter().any(|r| r.lo == r.hi),
+        _ => false,
+    };
+    if !keyed {
+        return TermSet::new();
+    }
+    let mut other: HashSet<u32> = dim.default.iter().copied().collect();
     other.extend(dim.absent.iter().flatten());
     for e in &dim.prefix {
         other.extend(&e.terms);
@@ -165,10 +270,17 @@ fn exact_only_terms(dim: &Dimension) -> TermSet {
     for r in dim.ranges.iter().filter(|r| r.lo != r.hi) {
         other.extend(&r.terms);
     }
-    let exact: BTreeSet<u32> = exact_values(dim)
-        .flat_map(|(_, ts)| ts.iter().copied())
-        .collect();
-    exact.difference(&other).copied().collect()
+    let ok = |t: &u32| left[*t as usize] && !other.contains(t);
+    let mut exact: BTreeSet<u32> = BTreeSet::new();
+    let mut crowded: HashSet<u32> = HashSet::new();
+    for (_, ts) in exact_values(dim) {
+        let n = ts.iter().filter(|t| ok(t)).count();
+        exact.extend(ts.iter().filter(|t| ok(t)));
+        if n > max_key {
+            crowded.extend(ts.iter().copied());
+        }
+    }
+    exact.into_iter().filter(|t| !crowded.contains(t)).collect()
 }
 
 /// The exact values of an anchor dimension and their sets: `exact` entries
@@ -185,46 +297,304 @@ fn exact_values(dim: &Dimension) -> Box<dyn Iterator<Item = (String, &TermSet)> 
     }
 }
 
+/// One key of a prefix anchor.
+struct PrefixKey<'d> {
+    /// What the key is a prefix of, one element per unit of the LPM key:
+    /// for strings its bytes (a prefix as it is; an exact value followed by
+    /// a zero byte, at most [`PREFIX_KEY_LEN`] bytes in all: a value of that
+    /// length keeps all its bytes and no zero, and may match longer values
+    /// too, which the group's own test of the field sorts out); for
+    /// addresses its bits, 0 or 1 (the family's 8, then the block's).
+    bytes: Vec<u8>,
+    /// The literal.
+    value: &'d str,
+    /// Whether it is a prefix (`startswith`) rather than an exact value.
+    prefix: bool,
+    /// The anchored terms this key is the first to let through: those of a
+    /// prefix entry; those of an exact entry that its longest prefix entry
+    /// does not already hold.
+    own: Vec<u32>,
+}
+
+/// LPM bytes of an exact value in `anchor_prefix`.
+fn exact_key(value: &str) -> Vec<u8> {
+    let mut b = value.as_bytes().to_vec();
+    if b.len() < PREFIX_KEY_LEN {
+        b.push(0);
+    }
+    b.truncate(PREFIX_KEY_LEN);
+    b
+}
+
+/// The bits of CIDR block `value` as an anchor key sees them: the address
+/// family (4 or 6) as 8 bits, then the block's leading bits. `None` for a
+/// value that is not a block (the bundle's validation refuses those).
+fn ip_key_bits(value: &str) -> Option<Vec<u8>> {
+    let net: IpNet = value.parse().ok()?;
+    let (family, octets): (u8, Vec<u8>) = match net {
+        IpNet::V4(n) => (4, n.network().octets().to_vec()),
+        IpNet::V6(n) => (6, n.network().octets().to_vec()),
+    };
+    let bit = |bytes: &[u8], i: usize| (bytes[i / 8] >> (7 - i % 8)) & 1;
+    let mut out: Vec<u8> = (0..8).map(|i| bit(&[family], i)).collect();
+    out.extend((0..usize::from(net.prefix_len())).map(|i| bit(&octets, i)));
+    Some(out)
+}
+
+/// The keys of `dim` for the terms `member` accepts, sorted by bytes: each
+/// key's longer keys follow it.
+fn prefix_keys<'d>(dim: &'d Dimension, member: impl Fn(u32) -> bool) -> Vec<PrefixKey<'d>> {
+    let mut keys = Vec::new();
+    for p in &dim.prefix {
+        let own: Vec<u32> = p.terms.iter().copied().filter(|&t| member(t)).collect();
+        let bytes = match dim.kind {
+            DimensionKind::Ip => ip_key_bits(&p.value),
+            _ => Some(p.value.as_bytes().to_vec()),
+        };
+        if let (false, Some(bytes)) = (own.is_empty(), bytes) {
+            keys.push(PrefixKey {
+                bytes,
+                value: &p.value,
+                prefix: true,
+                own,
+            });
+        }
+    }
+    let index: HashMap<&[u8], &Entry> =
+        dim.prefix.iter().map(|e| (e.value.as_bytes(), e)).collect();
+    for e in &dim.exact {
+        let via: &[u32] = longest(&index, e.value.as_bytes()).map_or(&[], |p| &p.terms);
+        let own: Vec<u32> = e
+            .terms
+            .iter()
+            .copied()
+            .filter(|&t| member(t) && via.binary_search(&t).is_err())
+            .collect();
+        if !own.is_empty() {
+            keys.push(PrefixKey {
+                bytes: exact_key(&e.value),
+                value: &e.value,
+                prefix: false,
+                own,
+            });
+        }
+    }
+    keys.sort_by(|a, b| a.bytes.cmp(&b.bytes));
+    keys
+}
+
+/// Per key of `keys` (sorted), how many keys it is a prefix of.
+fn descendants(keys: &[PrefixKey<'_>]) -> Vec<usize> {
+    let mut out = vec![0; keys.len()];
+    let mut open: Vec<usize> = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        while let Some(&top) = open.last() {
+            if k.bytes.starts_with(&keys[top].bytes) {
+                break;
+            }
+            out[top] = i - top - 1;
+            open.pop();
+        }
+        open.push(i);
+    }
+    for top in open {
+        out[top] = keys.len() - top - 1;
+    }
+    out
+}
+
+/// Terms still `left` that `dim` (a `path`, `string` or `ip` field) can
+/// anchor by prefix: tested by it, not satisfied by a value matching no
+/// entry nor by a missing field (so every value that satisfies one has an
+/// exact or prefix key of the term: a CIDR block for addresses), without a
+/// key over more than [`MAX_PREFIX_FANOUT`] others nor one of more than
+/// `max_key` terms. Empty when `dim` has no prefix entries (an exact
+/// anchor does as well then).
+fn prefix_candidate(dim: &Dimension, left: &[bool], max_key: usize) -> TermSet {
+    let keyed = matches!(
+        dim.kind,
+        DimensionKind::Path | DimensionKind::String | DimensionKind::Ip
+    );
+    if !keyed || dim.prefix.is_empty() {
+        return TermSet::new();
+    }
+    let mut other: HashSet<u32> = dim.default.iter().copied().collect();
+    other.extend(dim.absent_set());
+    let keys = prefix_keys(dim, |t| left[t as usize] && !other.contains(&t));
+    let broad: HashSet<u32> = keys
+        .iter()
+        .zip(descendants(&keys))
+        .filter(|(k, d)| *d > MAX_PREFIX_FANOUT || k.own.len() > max_key)
+        .flat_map(|(k, _)| k.own.iter().copied())
+        .collect();
+    let terms: BTreeSet<u32> = keys
+        .iter()
+        .flat_map(|k| k.own.iter().copied())
+        .filter(|t| !broad.contains(t))
+        .collect();
+    terms.into_iter().collect()
+}
+
 /// The layout of `table` when `words` mask words are free for it: flat when
-/// its terms fit, else anchored, with the unanchored terms in the first words
-/// and groups as large as the remaining words.
+/// its terms fit, else anchored (see [`plan_parts`]).
 ///
 /// # Errors
 /// [`LayoutError`] when the terms do not fit any layout.
 pub fn plan(hook: &str, table: &HookTable, words: usize) -> Result<HookLayout, LayoutError> {
-    let n = table.terms.len();
-    if n <= words * 64 {
-        return Ok(HookLayout {
-            unanchored: (0..n as u32).collect(),
-            anchor: None,
-        });
+    Ok(plan_parts(hook, &[table], words)?.remove(0))
+}
+
+/// The layouts of several bundles' tables of one hook sharing `words` mask
+/// words: every term in the hook's own words when they fit; else the
+/// candidate anchors of all tables, those anchoring the most terms first,
+/// until the unanchored terms fit beside one window per anchor (at most
+/// [`MAX_ANCHORS`]): exact anchors alone when they are enough (a hash
+/// lookup, and groups that need not test the field again), else exact and
+/// prefix anchors. The words left are split evenly into the anchors'
+/// windows, in table order. The unanchored terms of the tables follow one
+/// another in the own words, as do the tables' windows.
+///
+/// # Errors
+/// [`LayoutError::NoAnchor`] when no table has a candidate,
+/// [`LayoutError::TooManyUnanchored`] when the anchors leave too many
+/// terms, [`LayoutError::ValueTooManyTerms`] when one key alone can match
+/// more terms than a window holds.
+pub fn plan_parts(
+    hook: &str,
+    tables: &[&HookTable],
+    words: usize,
+) -> Result<Vec<HookLayout>, LayoutError> {
+    let n: Vec<usize> = tables.iter().map(|t| t.terms.len()).collect();
+    let count: usize = n.iter().sum();
+    if count <= words * 64 {
+        return Ok(n
+            .iter()
+            .map(|&k| HookLayout {
+                unanchored: (0..k as u32).collect(),
+                anchors: Vec::new(),
+            })
+            .collect());
     }
-    let Some((anchor, anchored)) = choose_anchor(table) else {
+    // A value too crowded for the window it got is left out of the
+    // candidates, and the plan made again: each retry lowers the bound.
+    let mut last = None;
+    for prefix in [false, true] {
+        let mut max_key = words * 64;
+        loop {
+            match plan_with(hook, tables, words, prefix, max_key) {
+                Ok(plan) => return Ok(plan),
+                Err(LayoutError::ValueTooManyTerms { max, .. }) if max < max_key => max_key = max,
+                Err(e) => {
+                    last = Some(e);
+                    break;
+                }
+            }
+        }
+    }
+    Err(last.expect("an error from the last plan"))
+}
+
+/// [`plan_parts`] past one mask, with prefix anchors or without, leaving
+/// out values of more than `max_key` terms.
+fn plan_with(
+    hook: &str,
+    tables: &[&HookTable],
+    words: usize,
+    prefix: bool,
+    max_key: usize,
+) -> Result<Vec<HookLayout>, LayoutError> {
+    let n: Vec<usize> = tables.iter().map(|t| t.terms.len()).collect();
+    let count: usize = n.iter().sum();
+    let cands: Vec<Vec<Candidate>> = tables
+        .iter()
+        .map(|t| candidates(t, prefix, max_key))
+        .collect();
+    if cands.iter().all(Vec::is_empty) {
         return Err(LayoutError::NoAnchor {
             hook: hook.to_string(),
-            terms: n,
+            terms: count,
             max: words * 64,
         });
+    }
+    // A table's candidates are taken in its own order; each anchors no more
+    // than the one before, so taking the largest first respects it.
+    let mut order: Vec<(usize, usize)> = cands
+        .iter()
+        .enumerate()
+        .flat_map(|(p, cs)| (0..cs.len()).map(move |j| (p, j)))
+        .collect();
+    order.sort_by_key(|&(p, j)| (std::cmp::Reverse(cands[p][j].terms.len()), p, j));
+    let mut taken = vec![0usize; tables.len()];
+    let own_words = |taken: &[usize]| {
+        let bits: usize = (0..tables.len())
+            .map(|p| {
+                n[p] - cands[p][..taken[p]]
+                    .iter()
+                    .map(|c| c.terms.len())
+                    .sum::<usize>()
+            })
+            .sum();
+        bits.div_ceil(64)
     };
-    let unanchored = complement(n as u32, &anchored);
-    let unanchored_words = unanchored.len().div_ceil(64);
-    if unanchored_words >= words {
+    let mut chosen = 0;
+    for &(p, j) in &order {
+        if chosen == MAX_ANCHORS || (chosen > 0 && own_words(&taken) + chosen <= words) {
+            break;
+        }
+        if j == taken[p] {
+            taken[p] += 1;
+            chosen += 1;
+        }
+    }
+    let own = own_words(&taken);
+    if own + chosen > words {
+        let mut anchors: Vec<String> = (0..tables.len())
+            .flat_map(|p| {
+                cands[p][..taken[p]]
+                    .iter()
+                    .map(|c| format!("`{}`", c.dimension))
+            })
+            .collect();
+        anchors.dedup();
+        let unanchored = (0..tables.len())
+            .map(|p| {
+                n[p] - cands[p][..taken[p]]
+                    .iter()
+                    .map(|c| c.terms.len())
+                    .sum::<usize>()
+            })
+            .sum();
         return Err(LayoutError::TooManyUnanchored {
             hook: hook.to_string(),
-            anchor,
-            unanchored: unanchored.len(),
-            max: (words - 1) * 64,
+            anchors: anchors.join(", "),
+            unanchored,
+            max: words.saturating_sub(chosen) * 64,
         });
     }
-    let capacity = (words - unanchored_words) * 64;
-    let groups = groups(hook, table, &anchor, &anchored, capacity)?;
-    Ok(HookLayout {
-        unanchored,
-        anchor: Some(AnchorLayout {
-            dimension: anchor,
-            groups,
-        }),
-    })
+    let per = (words - own) / chosen;
+    let mut next = 0;
+    let mut out = Vec::with_capacity(tables.len());
+    for (p, table) in tables.iter().enumerate() {
+        let mut anchored: Vec<u32> = Vec::new();
+        let mut anchors = Vec::new();
+        for c in &cands[p][..taken[p]] {
+            let lo = (own + next * per) as u32;
+            next += 1;
+            anchors.push(AnchorLayout {
+                dimension: c.dimension.clone(),
+                kind: c.kind,
+                window: (lo, lo + per as u32),
+                groups: groups(hook, table, c, per * 64)?,
+            });
+            anchored.extend(&c.terms);
+        }
+        anchored.sort_unstable();
+        out.push(HookLayout {
+            unanchored: complement(n[p] as u32, &anchored),
+            anchors,
+        });
+    }
+    Ok(out)
 }
 
 /// Whether `table` has a kernel layout in a whole mask ([`MASK_TERMS`]).
@@ -249,62 +619,111 @@ pub fn complement(n: u32, set: &[u32]) -> TermSet {
     out
 }
 
-/// Split the `anchored` terms into groups of at most `capacity` by the anchor
-/// dimension's exact values, in value order.
+/// A key of a group being packed: its literal, whether it is a prefix, and
+/// the term ids a value it is the key of can satisfy (ascending).
+type KeyTerms = (String, bool, Vec<u32>);
+
+/// The keys of candidate `c` of `table` with their term sets, in key order:
+/// an exact anchor's values and the anchored terms each satisfies; a prefix
+/// anchor's keys, each with the anchored terms of itself and of the keys
+/// that are prefixes of it.
+fn keyed_terms(table: &HookTable, c: &Candidate) -> Vec<KeyTerms> {
+    let dim = &table.dimensions[&c.dimension];
+    let is_anchored = |t: u32| c.terms.binary_search(&t).is_ok();
+    match c.kind {
+        AnchorKind::Exact => exact_values(dim)
+            .map(|(v, set)| {
+                (
+                    v,
+                    false,
+                    set.iter().copied().filter(|&t| is_anchored(t)).collect(),
+                )
+            })
+            .filter(|(_, _, ts): &KeyTerms| !ts.is_empty())
+            .collect(),
+        AnchorKind::Prefix => {
+            let keys = prefix_keys(dim, is_anchored);
+            let mut out: Vec<KeyTerms> = Vec::with_capacity(keys.len());
+            // Keys open above the current one: index in `keys` and in `out`.
+            let mut open: Vec<(usize, usize)> = Vec::new();
+            for (i, k) in keys.iter().enumerate() {
+                while open
+                    .last()
+                    .is_some_and(|&(top, _)| !k.bytes.starts_with(&keys[top].bytes))
+                {
+                    open.pop();
+                }
+                let mut set = open
+                    .last()
+                    .map_or_else(Vec::new, |&(_, o)| out[o].2.clone());
+                set.extend(&k.own);
+                set.sort_unstable();
+                set.dedup();
+                open.push((i, out.len()));
+                out.push((k.value.to_string(), k.prefix, set));
+            }
+            out
+        }
+    }
+}
+
+/// Split the terms of candidate `c` into groups of at most `capacity` by
+/// its keys, in key order.
 ///
 /// # Errors
-/// [`LayoutError::ValueTooManyTerms`] when one value alone has more.
+/// [`LayoutError::ValueTooManyTerms`] when one key alone can match more.
 pub fn groups(
     hook: &str,
     table: &HookTable,
-    anchor: &str,
-    anchored: &[u32],
+    c: &Candidate,
     capacity: usize,
 ) -> Result<Vec<GroupLayout>, LayoutError> {
-    let dim = &table.dimensions[anchor];
-    let is_anchored = |t: &u32| anchored.binary_search(t).is_ok();
     let mut out = Vec::new();
     let mut cur: BTreeSet<u32> = BTreeSet::new();
-    let mut cur_values: Vec<(String, Vec<u32>)> = Vec::new();
-    let close = |cur: &mut BTreeSet<u32>, vals: &mut Vec<(String, Vec<u32>)>, out: &mut Vec<_>| {
-        if vals.is_empty() {
+    let mut keys: Vec<KeyTerms> = Vec::new();
+    let close = |cur: &mut BTreeSet<u32>, keys: &mut Vec<KeyTerms>, out: &mut Vec<GroupLayout>| {
+        if keys.is_empty() {
             return;
         }
         let terms: TermSet = std::mem::take(cur).into_iter().collect();
-        let values = std::mem::take(vals)
-            .into_iter()
-            .map(|(v, ts)| {
-                let pos = ts
-                    .iter()
-                    .map(|t| terms.binary_search(t).expect("in group") as u32)
-                    .collect();
-                (v, pos)
-            })
-            .collect();
-        out.push(GroupLayout { terms, values });
-    };
-    for (value, set) in exact_values(dim) {
-        let ts: Vec<u32> = set.iter().copied().filter(is_anchored).collect();
-        if ts.is_empty() {
-            continue;
+        let mut g = GroupLayout {
+            terms,
+            values: Vec::new(),
+            prefixes: Vec::new(),
+        };
+        for (v, prefix, ts) in std::mem::take(keys) {
+            let pos = ts
+                .iter()
+                .map(|t| g.terms.binary_search(t).expect("in group") as u32)
+                .collect();
+            if prefix {
+                g.prefixes.push((v, pos));
+            } else {
+                g.values.push((v, pos));
+            }
         }
+        g.values.sort_by(|a, b| a.0.cmp(&b.0));
+        g.prefixes.sort_by(|a, b| a.0.cmp(&b.0));
+        out.push(g);
+    };
+    for (value, prefix, ts) in keyed_terms(table, c) {
         if ts.len() > capacity {
             return Err(LayoutError::ValueTooManyTerms {
                 hook: hook.to_string(),
-                anchor: anchor.to_string(),
-                value: value.clone(),
+                anchor: c.dimension.clone(),
+                value,
                 terms: ts.len(),
                 max: capacity,
             });
         }
         let new = ts.iter().filter(|t| !cur.contains(t)).count();
         if cur.len() + new > capacity {
-            close(&mut cur, &mut cur_values, &mut out);
+            close(&mut cur, &mut keys, &mut out);
         }
         cur.extend(&ts);
-        cur_values.push((value, ts));
+        keys.push((value, prefix, ts));
     }
-    close(&mut cur, &mut cur_values, &mut out);
+    close(&mut cur, &mut keys, &mut out);
     Ok(out)
 }
 
@@ -609,4 +1028,174 @@ fn restrict_dimension(dim: &Dimension, sub: &Subset<'_>) -> Option<Dimension> {
         && out.absent.as_ref().is_none_or(|a| *a == all)
         && out.suffix_default.as_ref().is_none_or(|s| *s == all);
     (!unconstrained).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::Hook;
+
+    /// The table of `hook` compiled from rule declarations `text`.
+    fn hook_table(text: &str, hook: Hook) -> HookTable {
+        let sources = [crate::SourceFile {
+            name: "p.policy".into(),
+            text: format!("policy p {{}}\n{text}"),
+        }];
+        let b = crate::compile::compile_for_evaluation(&sources, "p")
+            .unwrap()
+            .0
+            .bundle;
+        b.spec.hooks[&hook].clone()
+    }
+
+    /// The exec table of one rule per condition-and-verdict in `rules`.
+    fn table(rules: &[String]) -> HookTable {
+        let text = rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("rule r{i} on exec {{ when {r} }}\n"))
+            .collect::<String>();
+        hook_table(&text, Hook::Exec)
+    }
+
+    /// Rule `i`'s term id (one term per rule, in order).
+    fn ids(t: &HookTable, rules: &[usize]) -> TermSet {
+        let mut out: TermSet = rules
+            .iter()
+            .map(|&r| t.terms.iter().find(|x| x.rule == r as u32).unwrap().id)
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    #[test]
+    fn exact_anchors_when_they_are_enough() {
+        // A prefix anchor would take every term; exact values alone fit.
+        let mut rules: Vec<String> = (0..200)
+            .map(|i| format!("process.binary == \"/bin/b{i}\" audit"))
+            .collect();
+        rules.push("process.binary startswith \"/opt/\" audit".into());
+        let t = table(&rules);
+        let l = plan("exec", &t, 2).unwrap();
+        assert_eq!(l.anchors.len(), 1);
+        assert_eq!(l.anchors[0].kind, AnchorKind::Exact);
+        assert_eq!(l.anchors[0].skip(), Some("process.binary"));
+        assert_eq!(l.unanchored, ids(&t, &[200]));
+        assert_eq!(l.anchors[0].window, (1, 2));
+        assert_eq!(l.anchors[0].groups.len(), 4);
+    }
+
+    #[test]
+    fn prefix_keys_hold_the_terms_of_the_keys_above_them() {
+        // 0: /a/, 1: /a/b/ except /a/b/ok, 2: == /a/b/c, 3: == /z; and
+        // enough exact-only filler that the prefix rules do not fit beside it.
+        let mut rules = vec![
+            "process.binary startswith \"/a/\" audit".to_string(),
+            "process.binary startswith \"/a/b/\" and not process.binary == \"/a/b/ok\" audit"
+                .into(),
+            "process.binary == \"/a/b/c\" audit".into(),
+            "process.binary == \"/z\" audit".into(),
+        ];
+        rules.extend((0..200).map(|i| format!("process.binary startswith \"/f{i}/\" audit")));
+        let t = table(&rules);
+        let l = plan("exec", &t, 2).unwrap();
+        assert_eq!(l.unanchored.len(), 0);
+        let a = &l.anchors[0];
+        assert_eq!((a.kind, a.skip()), (AnchorKind::Prefix, None));
+        let keys: BTreeMap<(String, bool), TermSet> = a
+            .groups
+            .iter()
+            .flat_map(|g| {
+                let ids = |pos: &TermSet| pos.iter().map(|&p| g.terms[p as usize]).collect();
+                g.values
+                    .iter()
+                    .map(move |(v, p)| ((v.clone(), false), ids(p)))
+                    .chain(
+                        g.prefixes
+                            .iter()
+                            .map(move |(v, p)| ((v.clone(), true), ids(p))),
+                    )
+            })
+            .collect();
+        assert_eq!(keys[&("/a/".into(), true)], ids(&t, &[0]));
+        assert_eq!(keys[&("/a/b/".into(), true)], ids(&t, &[0, 1]));
+        assert_eq!(keys[&("/a/b/c".into(), false)], ids(&t, &[0, 1, 2]));
+        assert_eq!(keys[&("/z".into(), false)], ids(&t, &[3]));
+        // `/a/b/ok` adds no term of its own: the group's test of the field
+        // leaves rule 1 out there.
+        assert!(!keys.contains_key(&("/a/b/ok".into(), false)));
+        // Every key in the group of its terms.
+        for g in &a.groups {
+            for (_, pos) in g.values.iter().chain(&g.prefixes) {
+                assert!(pos.iter().all(|&p| (p as usize) < g.terms.len()));
+            }
+        }
+    }
+
+    #[test]
+    fn a_prefix_over_too_many_keys_stays_unanchored() {
+        let mut rules: Vec<String> = (0..300)
+            .map(|i| format!("process.binary startswith \"/srv/s{i}/\" audit"))
+            .collect();
+        rules.push("process.binary startswith \"/srv/\" deny".into());
+        let t = table(&rules);
+        let l = plan("exec", &t, 2).unwrap();
+        assert_eq!(l.unanchored, ids(&t, &[300]));
+        assert_eq!(l.anchors[0].kind, AnchorKind::Prefix);
+        // With as many keys under it as allowed, the same prefix is
+        // anchored (beside other prefixes and unanchored suffix tests).
+        let few: Vec<String> = rules[..MAX_PREFIX_FANOUT]
+            .iter()
+            .cloned()
+            .chain(std::iter::once(rules[300].clone()))
+            .chain((0..150).map(|i| format!("process.binary startswith \"/opt/o{i}/\" audit")))
+            .chain((0..60).map(|i| format!("process.binary endswith \"/e{i}\" audit")))
+            .collect();
+        let t = table(&few);
+        let l = plan("exec", &t, 3).unwrap();
+        assert_eq!(l.anchors[0].kind, AnchorKind::Prefix);
+        assert_eq!(l.unanchored.len(), 60);
+        assert!(!l.unanchored.contains(&ids(&t, &[MAX_PREFIX_FANOUT])[0]));
+    }
+
+    #[test]
+    fn a_value_no_window_holds_leaves_its_terms_to_other_anchors() {
+        // Every rule tests port 443: a port anchor would put 200 terms in one
+        // 64-term group; the blocks take them instead.
+        let text: String = (0..200)
+            .map(|i| format!("rule r{i} on connect {{ when net.dport == 443 and net.daddr in 10.{i}.0.0/16 deny }}\n"))
+            .collect();
+        let t = &hook_table(&text, Hook::Connect);
+        let l = plan("connect", t, 2).unwrap();
+        assert_eq!(l.anchors.len(), 1);
+        assert_eq!(l.anchors[0].dimension, "net.daddr");
+        assert_eq!(l.anchors[0].kind, AnchorKind::Prefix);
+        assert!(l.unanchored.is_empty());
+        assert_eq!(l.anchors[0].groups.len(), 2);
+    }
+
+    #[test]
+    fn terms_no_anchor_takes_are_named_in_the_error() {
+        // Suffix tests key on no value: 70 of them do not fit one word.
+        let mut rules: Vec<String> = (0..70)
+            .map(|i| format!("process.binary endswith \"/e{i}\" audit"))
+            .collect();
+        rules.extend((0..70).map(|i| format!("process.binary == \"/b{i}\" audit")));
+        let t = table(&rules);
+        let e = plan("exec", &t, 2).unwrap_err();
+        assert_eq!(
+            e,
+            LayoutError::TooManyUnanchored {
+                hook: "exec".into(),
+                anchors: "`process.binary`".into(),
+                unanchored: 70,
+                max: 64,
+            }
+        );
+        assert!(
+            e.to_string()
+                .contains("70 terms do not test `process.binary`"),
+            "{e}"
+        );
+    }
 }

@@ -104,8 +104,8 @@ fn inspect_a_runtime_bundle() {
     assert_eq!(maps[0]["bytes"], 2 * (48 + 8 + w) + 32);
     assert_eq!(doc["hooks"][0]["entries"]["str_exact"], 3);
     // group_config: the hook's dimensions, 1 × (48 + 8 + 1568) + 1 bucket.
-    assert_eq!(maps[9]["map"], "group_config");
-    assert_eq!(maps[9]["bytes"], 48 + 8 + 1568 + 16);
+    assert_eq!(maps[10]["map"], "group_config");
+    assert_eq!(maps[10]["bytes"], 48 + 8 + 1568 + 16);
     assert_eq!(
         doc["bytes"],
         3 * 320 + 64 + 2 * (56 + w) + 32 + (48 + 8 + 1568 + 16)

@@ -32,6 +32,10 @@ pub mod map_names {
     pub const CAPS_TABLE: &str = "caps_table";
     /// `ARRAY_OF_MAPS[SLOTS]`: per slot a `HASH` [`super::StrKey`] → [`super::AnchorValue`].
     pub const ANCHOR_EXACT: &str = "anchor_exact";
+    /// `ARRAY_OF_MAPS[SLOTS]`: per slot an `LPM_TRIE` [`super::StrLpmKey`] →
+    /// [`super::AnchorValue`] (prefix anchors: prefixes as they are, exact
+    /// values followed by a zero byte).
+    pub const ANCHOR_PREFIX: &str = "anchor_prefix";
     /// `ARRAY_OF_MAPS[SLOTS]`: per slot a `HASH` key (`u32`) → [`super::GroupConfig`].
     pub const GROUP_CONFIG: &str = "group_config";
     /// `ARRAY[SLOTS * NHOOKS]` of [`super::HookConfig`], key `slot * NHOOKS + hook`.
@@ -43,7 +47,7 @@ pub mod map_names {
     /// `PERCPU_ARRAY` of `u64` counters indexed by [`super::Stat`].
     pub const STATS: &str = "stats";
     /// The outer maps of the double-buffered tables, one inner map per slot.
-    pub const TABLES: [&str; 10] = [
+    pub const TABLES: [&str; 11] = [
         MASKS,
         STR_EXACT,
         STR_PREFIX,
@@ -53,10 +57,11 @@ pub mod map_names {
         CGROUP_EXACT,
         CAPS_TABLE,
         ANCHOR_EXACT,
+        ANCHOR_PREFIX,
         GROUP_CONFIG,
     ];
     /// The maps `policyd` pins (all but the scratch space).
-    pub const PINNED: [&str; 14] = [
+    pub const PINNED: [&str; 15] = [
         MASKS,
         STR_EXACT,
         STR_PREFIX,
@@ -66,6 +71,7 @@ pub mod map_names {
         CGROUP_EXACT,
         CAPS_TABLE,
         ANCHOR_EXACT,
+        ANCHOR_PREFIX,
         GROUP_CONFIG,
         HOOK_CONFIG,
         ACTIVE,
@@ -131,6 +137,12 @@ pub mod dim_kind {
     pub const RELATION: u32 = 5;
     /// cgroup id (every `k8s.*` field): `cgroup_exact`.
     pub const CGROUP: u32 = 6;
+    /// Anchors only (`anchor_config.kind`, `ANCHOR_PREFIX`): a string looked
+    /// up in `anchor_prefix`, its bytes followed by a zero byte.
+    pub const ANCHOR_PREFIX: u32 = 7;
+    /// Anchors only (`ANCHOR_IP`): the address looked up in
+    /// `anchor_prefix` as its family byte (4 or 6) and 16 address bytes.
+    pub const ANCHOR_IP: u32 = 8;
 }
 
 /// `dim_config.tables` bits of a string dimension (`TABLE_*`).
@@ -184,9 +196,9 @@ pub struct DimConfig {
     pub window: u32,
 }
 
-/// Most anchors (bundles whose terms are split into groups) per hook
-/// (`MAX_ANCHORS`).
-pub const MAX_ANCHORS: usize = 4;
+/// Most anchors per hook over every bundle (`MAX_ANCHORS`), as the
+/// compiler plans them.
+pub const MAX_ANCHORS: usize = policy_compiler::layout::MAX_ANCHORS;
 
 /// An anchor of a hook (`struct anchor_config`): a string or integer field
 /// whose value selects one group of the hook's terms (see
@@ -196,16 +208,20 @@ pub const MAX_ANCHORS: usize = 4;
 pub struct AnchorConfig {
     /// Field id ([`field_index`]) of the anchor, a path or string field.
     pub field: u32,
-    /// Key namespace of its values in `anchor_exact`.
+    /// Key namespace of its values in `anchor_exact` (any `u32`), or in
+    /// `anchor_prefix` (0..=255, the key's namespace byte).
     pub ns: u32,
     /// The group words, `lo | hi << 16`.
     pub window: u32,
-    /// [`dim_kind::STR`]: the key data is the string; [`dim_kind::NUM`]: the
-    /// value as 8 big-endian bytes.
+    /// [`dim_kind::STR`]: `anchor_exact`, the key data is the string;
+    /// [`dim_kind::NUM`]: `anchor_exact`, the value as 8 big-endian bytes;
+    /// [`dim_kind::ANCHOR_PREFIX`]: `anchor_prefix`, the string's first 255
+    /// bytes followed by a zero byte when shorter; [`dim_kind::ANCHOR_IP`]:
+    /// `anchor_prefix`, the address family byte and the address.
     pub kind: u32,
 }
 
-/// A value of `anchor_exact` (`struct anchor_value`).
+/// A value of `anchor_exact` and `anchor_prefix` (`struct anchor_value`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AnchorValue {

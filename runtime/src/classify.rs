@@ -105,9 +105,13 @@ impl KernelValues {
     }
 }
 
-/// Longest LPM match among `entries` (`(prefix bits, key data, mask id)`)
+/// Longest LPM match among `entries` (`(prefix bits, key data, value)`)
 /// for `key` with `bits` significant bits.
-fn lpm<const N: usize>(entries: &[(u32, [u8; N], u32)], key: &[u8; N], bits: u32) -> Option<u32> {
+fn lpm<const N: usize, V: Copy>(
+    entries: &[(u32, [u8; N], V)],
+    key: &[u8; N],
+    bits: u32,
+) -> Option<V> {
     entries
         .iter()
         .filter(|(plen, data, _)| {
@@ -123,6 +127,20 @@ fn lpm<const N: usize>(entries: &[(u32, [u8; N], u32)], key: &[u8; N], bits: u32
         })
         .max_by_key(|(plen, _, _)| *plen)
         .map(|(_, _, id)| *id)
+}
+
+/// String LPM entries with the namespace byte and data as one array, as the
+/// kernel's key data after the prefix length.
+fn as_arrays<V: Copy>(entries: &[(u32, crate::abi::StrLpmKey, V)]) -> Vec<(u32, [u8; 256], V)> {
+    entries
+        .iter()
+        .map(|(p, k, v)| {
+            let mut a = [0u8; 256];
+            a[0] = k.ns;
+            a[1..].copy_from_slice(&k.data);
+            (*p, a, *v)
+        })
+        .collect()
 }
 
 struct Run<'t> {
@@ -180,18 +198,6 @@ impl Run<'_> {
             k[1..1 + bytes.len()].copy_from_slice(bytes);
             k
         };
-        let as_arrays =
-            |entries: &[(u32, crate::abi::StrLpmKey, u32)]| -> Vec<(u32, [u8; 256], u32)> {
-                entries
-                    .iter()
-                    .map(|(p, k, id)| {
-                        let mut a = [0u8; 256];
-                        a[0] = k.ns;
-                        a[1..].copy_from_slice(&k.data);
-                        (*p, a, *id)
-                    })
-                    .collect()
-            };
         let prefix = if d.tables & table_bits::PREFIX != 0 {
             lpm(
                 &as_arrays(&self.t.str_prefix),
@@ -328,22 +334,42 @@ pub fn classify(t: &KernelTables, hook: Hook, values: &KernelValues) -> Option<C
             if !values.present(a.field) || values.incomplete.contains(&a.field) {
                 continue;
             }
-            let mut data = [0u8; PATH_KEY_LEN];
-            if a.kind == dim_kind::NUM {
-                let v = values.nums.get(&a.field).copied().unwrap_or(0);
-                data[..8].copy_from_slice(&v.to_be_bytes());
+            let hit = if a.kind == dim_kind::ANCHOR_PREFIX || a.kind == dim_kind::ANCHOR_IP {
+                let mut key = [0u8; 256];
+                key[0] = a.ns as u8;
+                let bits = if a.kind == dim_kind::ANCHOR_IP {
+                    // The family byte and the address.
+                    let Some(ip) = values.ip else { continue };
+                    let (family, addr) = ip_key_addr(ip);
+                    key[1] = family;
+                    key[2..18].copy_from_slice(&addr);
+                    8 + 8 + if family == 4 { 32 } else { 128 }
+                } else {
+                    // The first 255 bytes and, when shorter, the zero after them.
+                    let s = values.strings.get(&a.field).cloned().unwrap_or_default();
+                    let llen = s.len().min(STR_LPM_LEN);
+                    key[1..1 + llen].copy_from_slice(&s[..llen]);
+                    8 + 8 * (if llen < STR_LPM_LEN { llen + 1 } else { llen }) as u32
+                };
+                lpm(&as_arrays(&t.anchor_prefix), &key, bits)
             } else {
-                let s = values.strings.get(&a.field).cloned().unwrap_or_default();
-                if s.len() > PATH_KEY_LEN - 1 {
-                    continue;
+                let mut data = [0u8; PATH_KEY_LEN];
+                if a.kind == dim_kind::NUM {
+                    let v = values.nums.get(&a.field).copied().unwrap_or(0);
+                    data[..8].copy_from_slice(&v.to_be_bytes());
+                } else {
+                    let s = values.strings.get(&a.field).cloned().unwrap_or_default();
+                    if s.len() > PATH_KEY_LEN - 1 {
+                        continue;
+                    }
+                    data[..s.len()].copy_from_slice(&s);
                 }
-                data[..s.len()].copy_from_slice(&s);
-            }
-            let Some((_, av)) = t
-                .anchor_exact
-                .iter()
-                .find(|(k, _)| k.ns == a.ns && k.data == data)
-            else {
+                t.anchor_exact
+                    .iter()
+                    .find(|(k, _)| k.ns == a.ns && k.data == data)
+                    .map(|(_, av)| *av)
+            };
+            let Some(av) = hit else {
                 continue;
             };
             let (lo, hi) = ((a.window & 0xffff) as usize, (a.window >> 16) as usize);

@@ -776,12 +776,12 @@ fn hash<K: aya::Pod, V: aya::Pod>(
     Ok(m)
 }
 
-fn lpm<K: aya::Pod>(
+fn lpm<K: aya::Pod, V: aya::Pod>(
     name: &'static str,
     capacity: u32,
-    entries: &[(u32, K, u32)],
-) -> Result<LpmTrie<MapData, K, u32>, LoadError> {
-    let mut m: LpmTrie<MapData, K, u32> =
+    entries: &[(u32, K, V)],
+) -> Result<LpmTrie<MapData, K, V>, LoadError> {
+    let mut m: LpmTrie<MapData, K, V> =
         LpmTrie::create(capacity, BPF_F_NO_PREALLOC).map_err(map_err(name))?;
     for (bits, key, id) in entries {
         m.insert(&Key::new(*bits, *key), id, 0)
@@ -840,6 +840,9 @@ fn fill_slot(
         tables.anchor_exact.iter().copied(),
     )?;
     install(ebpf, ANCHOR_EXACT, slot, &anchors)?;
+    let anchor_lpm: LpmTrie<MapData, StrLpmKey, AnchorValue> =
+        lpm(ANCHOR_PREFIX, cap(ANCHOR_PREFIX), &tables.anchor_prefix)?;
+    install(ebpf, ANCHOR_PREFIX, slot, &anchor_lpm)?;
     let groups: HashMap<MapData, u32, GroupConfig> = hash(
         GROUP_CONFIG,
         cap(GROUP_CONFIG),
@@ -951,6 +954,11 @@ mod tests {
                 std::mem::size_of::<AnchorValue>(),
             ),
             (
+                map_names::ANCHOR_PREFIX,
+                4 + std::mem::size_of::<StrLpmKey>(),
+                std::mem::size_of::<AnchorValue>(),
+            ),
+            (
                 map_names::GROUP_CONFIG,
                 4,
                 std::mem::size_of::<GroupConfig>(),
@@ -966,6 +974,7 @@ mod tests {
             map_names::STR_SUFFIX,
             map_names::NUM_LPM,
             map_names::IP_LPM,
+            map_names::ANCHOR_PREFIX,
         ] {
             assert_eq!(inner(name).map_flags(), BPF_F_NO_PREALLOC, "{name}");
         }

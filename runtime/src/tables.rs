@@ -21,7 +21,7 @@ use policy_compiler::bundle::{Dimension, DimensionKind, Hook, HookTable, Resolve
 use policy_compiler::lower::range_prefixes;
 use policy_dsl::schema::{Field, FieldType};
 
-use policy_compiler::layout::{self, GroupLayout, LayoutError};
+use policy_compiler::layout::{self, AnchorKind, AnchorLayout, HookLayout, LayoutError};
 
 use crate::abi::{
     dim_kind, field_index, rel_op, table_bits, AnchorConfig, AnchorValue, CapsEntry, CgroupKey,
@@ -101,6 +101,8 @@ pub struct KernelTables {
     pub caps: Vec<CapsEntry>,
     /// `anchor_exact` entries.
     pub anchor_exact: Vec<(StrKey, AnchorValue)>,
+    /// `anchor_prefix` entries: (prefix length in bits, key data, value).
+    pub anchor_prefix: Vec<(u32, StrLpmKey, AnchorValue)>,
     /// `group_config` values, by key: each hook's own dimensions
     /// ([`HookConfig::group`]) and every anchored group's.
     pub groups: Vec<GroupConfig>,
@@ -198,21 +200,6 @@ pub enum TablesError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Layout(#[from] LayoutError),
-    /// A hook has more terms than the kernel masks hold, and not enough of
-    /// them can be split by an anchor.
-    #[error("hook `{hook}` has {count} terms, the kernel holds at most {max} without anchors, and anchoring them does not make them fit")]
-    #[diagnostic(
-        code(policyd::too_many_terms),
-        help("past one mask, terms are split by a field they test with exact values (see `policyc compile`'s `kernel_limit`); several bundles on one node share the mask and at most 4 anchors")
-    )]
-    TooManyTerms {
-        /// The hook.
-        hook: &'static str,
-        /// Terms of every bundle.
-        count: usize,
-        /// `MASK_WORDS * 64`.
-        max: usize,
-    },
     /// A value does not fit a map key (the compiler never writes one).
     #[error("`{value}` is {len} bytes, longer than the kernel key ({max} bytes)")]
     #[diagnostic(code(policyd::path_too_long))]
@@ -326,6 +313,7 @@ struct Builder<'n> {
     out: KernelTables,
     next_ns: u32,
     next_str_ns: u32,
+    next_anchor_ns: u32,
     names: &'n dyn Names,
 }
 
@@ -400,7 +388,14 @@ impl Builder<'_> {
         match dim.kind {
             DimensionKind::Path | DimensionKind::String => {
                 d.kind = dim_kind::STR;
-                d.ns = self.str_ns(hook)?;
+                // LPM keys have one namespace byte; `str_exact` keys a u32, so
+                // a dimension of exact values only takes a number past the
+                // LPM ones and leaves those to dimensions that need them.
+                d.ns = if dim.prefix.is_empty() && dim.suffix_default.is_none() {
+                    256 + self.ns()
+                } else {
+                    self.str_ns(hook)?
+                };
                 for e in &dim.exact {
                     let key = StrKey {
                         ns: d.ns,
@@ -610,83 +605,6 @@ impl Builder<'_> {
     }
 }
 
-/// How one part's terms are laid out: the terms in the hook's own words,
-/// and, when anchored, the anchor, its groups and their window.
-struct PartPlan {
-    own: TermSet,
-    anchored: Option<(String, Vec<GroupLayout>, (u32, u32))>,
-}
-
-/// Lay the parts out in `words` mask words: every part in the hook's own
-/// words when they fit, else the parts with the most exactly-tested terms
-/// anchored (largest first) until the rest fit, the remaining words split
-/// evenly into their group windows.
-fn plan_parts(hook: Hook, parts: &[Part<'_>], words: usize) -> Result<Vec<PartPlan>, TablesError> {
-    let n: Vec<usize> = parts.iter().map(|p| p.table.terms.len()).collect();
-    let count: usize = n.iter().sum();
-    let all = |i: usize| (0..n[i] as u32).collect::<TermSet>();
-    if count <= words * 64 {
-        return Ok((0..parts.len())
-            .map(|i| PartPlan {
-                own: all(i),
-                anchored: None,
-            })
-            .collect());
-    }
-    let anchors: Vec<Option<(String, TermSet)>> = parts
-        .iter()
-        .map(|p| layout::choose_anchor(p.table))
-        .collect();
-    let mut order: Vec<usize> = (0..parts.len()).filter(|&i| anchors[i].is_some()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(anchors[i].as_ref().map_or(0, |a| a.1.len())));
-    let mut chosen = Vec::new();
-    let own_words = |chosen: &[usize]| {
-        let bits: usize = (0..parts.len())
-            .map(|i| match (chosen.contains(&i), &anchors[i]) {
-                (true, Some((_, a))) => n[i] - a.len(),
-                _ => n[i],
-            })
-            .sum();
-        bits.div_ceil(64)
-    };
-    for &i in &order {
-        if chosen.len() == MAX_ANCHORS {
-            break;
-        }
-        chosen.push(i);
-        if own_words(&chosen) + chosen.len() <= words {
-            break;
-        }
-    }
-    let own = own_words(&chosen);
-    if chosen.is_empty() || own + chosen.len() > words {
-        return Err(TablesError::TooManyTerms {
-            hook: hook.as_str(),
-            count,
-            max: words * 64,
-        });
-    }
-    let per = (words - own) / chosen.len();
-    let mut plans = Vec::with_capacity(parts.len());
-    for (i, part) in parts.iter().enumerate() {
-        let Some(k) = chosen.iter().position(|&c| c == i) else {
-            plans.push(PartPlan {
-                own: all(i),
-                anchored: None,
-            });
-            continue;
-        };
-        let (dim, anchored) = anchors[i].clone().expect("chosen parts have anchors");
-        let groups = layout::groups(hook.as_str(), part.table, &dim, &anchored, per * 64)?;
-        let lo = (own + k * per) as u32;
-        plans.push(PartPlan {
-            own: layout::complement(n[i] as u32, &anchored),
-            anchored: Some((dim, groups, (lo, lo + per as u32))),
-        });
-    }
-    Ok(plans)
-}
-
 impl Builder<'_> {
     /// The dimensions of `parts` (each at its bits) as a `group_config`
     /// value; adds the fields they read to `fields`.
@@ -756,7 +674,7 @@ impl Builder<'_> {
         &mut self,
         hook: Hook,
         parts: &[Part<'_>],
-        plans: &[PartPlan],
+        plans: &[HookLayout],
         pods: &PodIndex,
     ) -> Result<HookConfig, TablesError> {
         let mut cfg = HookConfig {
@@ -768,22 +686,21 @@ impl Builder<'_> {
             .iter()
             .zip(plans)
             .map(|(p, plan)| {
-                plan.anchored
-                    .as_ref()
-                    .map(|_| layout::restrict(p.table, &plan.own, None))
+                (!plan.anchors.is_empty())
+                    .then(|| layout::restrict(p.table, &plan.unanchored, None))
             })
             .collect();
         let mut own_parts = Vec::new();
         let mut own_terms = Vec::new();
         for ((part, plan), table) in parts.iter().zip(plans).zip(&restricted) {
-            if plan.own.is_empty() {
+            if plan.unanchored.is_empty() {
                 continue;
             }
             own_parts.push(Part {
                 table: table.as_ref().unwrap_or(part.table),
                 offset: own_terms.len() as u32,
             });
-            own_terms.extend(plan.own.iter().map(|t| part.offset + t));
+            own_terms.extend(plan.unanchored.iter().map(|t| part.offset + t));
         }
         let total = own_terms.len() as u32;
         let mut all = [0u64; MASK_WORDS];
@@ -797,54 +714,125 @@ impl Builder<'_> {
         self.out.groups.push(own_group);
         self.out.bits.group_terms.push((0, Vec::new()));
         self.out.bits.own_terms.insert(hook, own_terms);
-        // Anchored groups, each in its part's window.
+        // Anchored groups, each in its anchor's window.
         for (part, plan) in parts.iter().zip(plans) {
-            let Some((dim, groups, (lo, hi))) = &plan.anchored else {
-                continue;
-            };
-            let field = Field::from_name(dim).ok_or_else(|| TablesError::UnsupportedDimension {
-                hook: hook.as_str(),
-                field: dim.clone(),
-                why: "unknown field".into(),
-            })?;
-            let ns = self.ns();
-            let numeric = field.info().ty.is_numeric();
-            cfg.anchors[cfg.nanchors as usize] = AnchorConfig {
-                field: field_index(field),
-                ns,
-                window: lo | hi << 16,
-                kind: if numeric {
-                    dim_kind::NUM
+            for anchor in &plan.anchors {
+                self.anchor(hook, part, anchor, &mut cfg, pods)?;
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// One anchor of `part`: its `anchor_config` in `cfg`, its groups in
+    /// `group_config` and its keys in `anchor_exact` or `anchor_prefix`.
+    fn anchor(
+        &mut self,
+        hook: Hook,
+        part: &Part<'_>,
+        anchor: &AnchorLayout,
+        cfg: &mut HookConfig,
+        pods: &PodIndex,
+    ) -> Result<(), TablesError> {
+        let dim = &anchor.dimension;
+        let field = Field::from_name(dim).ok_or_else(|| TablesError::UnsupportedDimension {
+            hook: hook.as_str(),
+            field: dim.clone(),
+            why: "unknown field".into(),
+        })?;
+        let numeric = field.info().ty.is_numeric();
+        let ip = field.info().ty == policy_dsl::schema::FieldType::Ip;
+        let (kind, ns) = match anchor.kind {
+            AnchorKind::Exact if numeric => (dim_kind::NUM, self.ns()),
+            AnchorKind::Exact => (dim_kind::STR, self.ns()),
+            AnchorKind::Prefix => {
+                if self.next_anchor_ns > 255 {
+                    return Err(TablesError::TooManyDimensions {
+                        hook: hook.as_str(),
+                        count: self.next_anchor_ns as usize + 1,
+                        max: 256,
+                    });
+                }
+                self.next_anchor_ns += 1;
+                let kind = if ip {
+                    dim_kind::ANCHOR_IP
                 } else {
-                    dim_kind::STR
-                },
-            };
-            cfg.nanchors += 1;
-            cfg.fields |= 1u64 << field_index(field);
-            let start = lo * 64;
-            for gl in groups {
-                let table = layout::restrict(part.table, &gl.terms, Some(dim));
-                let gp = Part {
-                    table: &table,
-                    offset: start,
+                    dim_kind::ANCHOR_PREFIX
                 };
-                // `total` ends at the group's last term: no padding bits, so
-                // equal sets of different groups share masks.
-                let total = start + gl.terms.len() as u32;
-                let g = self.group(hook, &[gp], total, pods, &mut cfg.fields)?;
-                let key = self.out.groups.len() as u32;
-                self.out.groups.push(g);
-                self.out
-                    .bits
-                    .group_terms
-                    .push((start, gl.terms.iter().map(|t| part.offset + t).collect()));
-                for (value, positions) in &gl.values {
-                    let mut m = [0u64; MASK_WORDS];
-                    for p in positions {
-                        set_bit(&mut m, start + p);
+                (kind, self.next_anchor_ns - 1)
+            }
+        };
+        let (lo, hi) = anchor.window;
+        cfg.anchors[cfg.nanchors as usize] = AnchorConfig {
+            field: field_index(field),
+            ns,
+            window: lo | hi << 16,
+            kind,
+        };
+        cfg.nanchors += 1;
+        cfg.fields |= 1u64 << field_index(field);
+        let start = lo * 64;
+        for gl in &anchor.groups {
+            let table = layout::restrict(part.table, &gl.terms, anchor.skip());
+            let gp = Part {
+                table: &table,
+                offset: start,
+            };
+            // `total` ends at the group's last term: no padding bits, so
+            // equal sets of different groups share masks.
+            let total = start + gl.terms.len() as u32;
+            let g = self.group(hook, &[gp], total, pods, &mut cfg.fields)?;
+            let key = self.out.groups.len() as u32;
+            self.out.groups.push(g);
+            self.out
+                .bits
+                .group_terms
+                .push((start, gl.terms.iter().map(|t| part.offset + t).collect()));
+            let keys = gl.values.iter().map(|v| (v, false));
+            for ((value, positions), prefix) in keys.chain(gl.prefixes.iter().map(|v| (v, true))) {
+                let mut m = [0u64; MASK_WORDS];
+                for p in positions {
+                    set_bit(&mut m, start + p);
+                }
+                let av = AnchorValue {
+                    group: key,
+                    mask: self.masks.id(m),
+                };
+                match kind {
+                    dim_kind::ANCHOR_IP => {
+                        // The family byte, then the block's bits.
+                        let net: ipnet::IpNet =
+                            value
+                                .parse()
+                                .map_err(|_| TablesError::UnsupportedDimension {
+                                    hook: hook.as_str(),
+                                    field: dim.clone(),
+                                    why: format!("anchor value `{value}` is not a CIDR block"),
+                                })?;
+                        let (family, addr) = ip_key_addr(net.network());
+                        let mut data = [0u8; STR_LPM_LEN];
+                        data[0] = family;
+                        data[1..17].copy_from_slice(&addr);
+                        self.out.anchor_prefix.push((
+                            8 + 8 + u32::from(net.prefix_len()),
+                            StrLpmKey { ns: ns as u8, data },
+                            av,
+                        ));
                     }
-                    let mask = self.masks.id(m);
-                    let data = if numeric {
+                    dim_kind::ANCHOR_PREFIX => {
+                        // An exact value ends with the zero byte after it
+                        // (when it fits), which no prefix of a longer value has.
+                        let mut bytes = value.as_bytes().to_vec();
+                        if !prefix && bytes.len() < STR_LPM_LEN {
+                            bytes.push(0);
+                        }
+                        let data = key_bytes(&bytes, STR_LPM_LEN)?;
+                        self.out.anchor_prefix.push((
+                            8 + 8 * bytes.len() as u32,
+                            StrLpmKey { ns: ns as u8, data },
+                            av,
+                        ));
+                    }
+                    dim_kind::NUM => {
                         let n: u64 =
                             value
                                 .parse()
@@ -853,17 +841,17 @@ impl Builder<'_> {
                                     field: dim.clone(),
                                     why: format!("anchor value `{value}` is not a number"),
                                 })?;
-                        key_bytes(&n.to_be_bytes(), 8)?
-                    } else {
-                        key_bytes(value.as_bytes(), PATH_KEY_LEN - 1)?
-                    };
-                    self.out
-                        .anchor_exact
-                        .push((StrKey { ns, data }, AnchorValue { group: key, mask }));
+                        let data = key_bytes(&n.to_be_bytes(), 8)?;
+                        self.out.anchor_exact.push((StrKey { ns, data }, av));
+                    }
+                    _ => {
+                        let data = key_bytes(value.as_bytes(), PATH_KEY_LEN - 1)?;
+                        self.out.anchor_exact.push((StrKey { ns, data }, av));
+                    }
                 }
             }
         }
-        Ok(cfg)
+        Ok(())
     }
 }
 
@@ -923,6 +911,7 @@ impl KernelTables {
             out: KernelTables::default(),
             next_ns: 0,
             next_str_ns: 0,
+            next_anchor_ns: 0,
             names,
         };
         for (&hook, parts) in hooks {
@@ -935,7 +924,8 @@ impl KernelTables {
                     hook: hook.as_str(),
                 });
             }
-            let plans = plan_parts(hook, parts, words)?;
+            let tables: Vec<&HookTable> = parts.iter().map(|p| p.table).collect();
+            let plans = layout::plan_parts(hook.as_str(), &tables, words)?;
             let cfg = b.hook(hook, parts, &plans, pods)?;
             b.out.hooks.insert(hook, cfg);
         }
@@ -962,6 +952,7 @@ impl KernelTables {
             CGROUP_EXACT => self.cgroup_exact.len(),
             CAPS_TABLE => self.caps.len(),
             ANCHOR_EXACT => self.anchor_exact.len(),
+            ANCHOR_PREFIX => self.anchor_prefix.len(),
             GROUP_CONFIG => self.groups.len(),
             _ => 0,
         }) as u64
@@ -1175,5 +1166,121 @@ mod anchored_tests {
             assert_eq!(got, want, "port {port}");
             assert_eq!(got.len(), matched, "port {port}");
         }
+    }
+
+    /// The tables of `text` in `words` mask words, and a check that each
+    /// event's terms are the bundle evaluator's (and how many).
+    fn check_anchored(
+        text: &str,
+        words: usize,
+        hook: Hook,
+        events: &[(Event, usize)],
+    ) -> KernelTables {
+        let sources = [policy_compiler::SourceFile {
+            name: "p.policy".into(),
+            text: format!("policy p {{}}\n{text}"),
+        }];
+        let b = policy_compiler::compile::compile_for_evaluation(&sources, "p")
+            .unwrap()
+            .0
+            .bundle;
+        let table = &b.spec.hooks[&hook];
+        let t = KernelTables::build_in(&parts_of(&b), &SystemNames, &PodIndex::default(), words)
+            .unwrap();
+        for (e, n) in events {
+            let c = classify(&t, hook, &KernelValues::from_event(e, 1)).unwrap();
+            let got = t.bits.terms(hook, &c.matched, &c.groups);
+            let want: TermSet = policy_compiler::eval::matched_terms(table, e)
+                .into_iter()
+                .collect();
+            assert_eq!(got, want, "{e:?}");
+            assert_eq!(got.len(), *n, "{e:?}");
+        }
+        t
+    }
+
+    #[test]
+    fn prefix_rules_past_the_words_are_split_by_the_longest_key() {
+        let mut text = String::new();
+        for i in 0..200 {
+            text += &format!(
+                "rule r{i} on exec {{ when process.binary startswith \"/srv/s{i}/\" and \
+                 not process.binary == \"/srv/s{i}/ok\" deny }}\n"
+            );
+        }
+        text += "rule sub on exec { when process.binary startswith \"/srv/s7/bin/\" audit }\n";
+        text += "rule one on exec { when process.binary == \"/srv/s7/bin/x\" audit }\n";
+        let bin = |p: &str| Event {
+            hook: Hook::Exec,
+            fields: [(FieldKey::plain(Field::ProcessBinary), Value::Str(p.into()))]
+                .into_iter()
+                .collect(),
+        };
+        let t = check_anchored(
+            &text,
+            3,
+            Hook::Exec,
+            &[
+                (bin("/srv/s7/bin/x"), 3),
+                (bin("/srv/s7/bin/y"), 2),
+                (bin("/srv/s7/ok"), 0),
+                (bin("/srv/s199/a/b"), 1),
+                (bin("/srv/s2000/a"), 0),
+                (bin("/srv/s7"), 0),
+            ],
+        );
+        let cfg = &t.hooks[&Hook::Exec];
+        assert_eq!(cfg.nanchors, 1);
+        assert_eq!(cfg.anchors[0].kind, dim_kind::ANCHOR_PREFIX);
+        // 202 keys: the exact value ends with a zero byte and counts it.
+        assert_eq!(t.anchor_prefix.len(), 202);
+        let x = t
+            .anchor_prefix
+            .iter()
+            .find(|(_, k, _)| k.data.starts_with(b"/srv/s7/bin/x"))
+            .unwrap();
+        assert_eq!(x.0, 8 + 8 * ("/srv/s7/bin/x".len() as u32 + 1));
+        assert!(t.anchor_exact.is_empty());
+    }
+
+    #[test]
+    fn cidr_rules_past_the_words_are_split_by_block() {
+        let mut text = String::new();
+        for i in 0..200 {
+            text += &format!("rule r{i} on connect {{ when net.daddr in 10.{i}.0.0/16 deny }}\n");
+        }
+        text += "rule host on connect { when net.daddr in 10.7.1.2 audit }\n";
+        text += "rule v6 on connect { when net.daddr in fd00::/8 audit }\n";
+        let addr = |a: &str| Event {
+            hook: Hook::Connect,
+            fields: [(
+                FieldKey::plain(Field::NetDaddr),
+                Value::Ip(a.parse().unwrap()),
+            )]
+            .into_iter()
+            .collect(),
+        };
+        let t = check_anchored(
+            &text,
+            3,
+            Hook::Connect,
+            &[
+                (addr("10.7.1.2"), 2),
+                (addr("10.7.1.3"), 1),
+                (addr("10.199.255.255"), 1),
+                (addr("10.200.0.1"), 0),
+                (addr("fd01::1"), 1),
+                (addr("::ffff:10.7.1.2"), 0),
+            ],
+        );
+        let cfg = &t.hooks[&Hook::Connect];
+        assert_eq!(cfg.nanchors, 1);
+        assert_eq!(cfg.anchors[0].kind, dim_kind::ANCHOR_IP);
+        let host = t
+            .anchor_prefix
+            .iter()
+            .find(|(bits, _, _)| *bits == 8 + 8 + 32)
+            .unwrap();
+        assert_eq!(host.1.data[..5], [4, 10, 7, 1, 2]);
     }
 }

@@ -631,3 +631,63 @@ fn rules_past_one_mask_are_decided_through_anchored_groups() {
     assert_eq!(events[0]["verdict"], "allow", "{:#}", events[0]);
     d.stop();
 }
+
+/// Past one kernel mask, prefix rules are split by `process.binary`'s
+/// longest key (`anchor_prefix`): 5,000 kill rules on subdirectories of a
+/// temp dir, each excepting one binary, decide each exec exactly (the
+/// matched rule in a far group, the excepted binary, a binary under no
+/// key); the rule on the whole dir, over every key, stays in the hook's own
+/// words and audits them all.
+#[test]
+fn prefix_rules_past_one_mask_are_decided_through_prefix_anchors() {
+    if !kernel_tests_enabled("prefix_rules_past_one_mask_are_decided_through_prefix_anchors") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().canonicalize().unwrap();
+    let bin = |name: &str| {
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::copy("/bin/true", &p).unwrap();
+        p
+    };
+    let (near, far, ok, free) = (
+        bin("d17/x"),
+        bin("d4321/sub/y"),
+        bin("d4321/ok"),
+        bin("free"),
+    );
+    let d_str = dir.to_str().unwrap();
+    let mut text = String::from("policy prefixed {}\n");
+    for i in 0..5000 {
+        text += &format!(
+            "rule r{i} on exec {{ when process.binary startswith \"{d_str}/d{i}/\" and \
+             not process.binary == \"{d_str}/d{i}/ok\" kill }}\n"
+        );
+    }
+    text +=
+        &format!("rule in_dir on exec {{ when process.binary startswith \"{d_str}/\" audit }}\n");
+    let bundle = write_bundle(&dir, "prefixed.policy", &text, "prefixed");
+    let d = Policyd::start(&bundle, &dir, "prefixed");
+    for (path, rule) in [(&near, "r17"), (&far, "r4321")] {
+        let (pid, status) = run(&mut Command::new(path));
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "{}: {status:?}",
+            path.display()
+        );
+        let events = d.wait_events_of(pid);
+        let e = &events[0];
+        assert_eq!(e["rule"], rule, "{e:#}");
+        assert_eq!(e["verdict"], "kill", "{e:#}");
+    }
+    for path in [&ok, &free] {
+        let (pid, status) = run(&mut Command::new(path));
+        assert!(status.success(), "{}: {status:?}", path.display());
+        let events = d.wait_events_of(pid);
+        assert_eq!(events[0]["rule"], "in_dir", "{:#}", events[0]);
+        assert_eq!(events[0]["verdict"], "allow", "{:#}", events[0]);
+    }
+    d.stop();
+}

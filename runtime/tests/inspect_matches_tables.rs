@@ -175,18 +175,65 @@ fn anchored_bundle() {
         };
         text.push_str(&format!("rule r{i} on exec {{ {rule} }}\n"));
     }
+    // Suffix tests key on no value: these stay in the hook's own words.
     for i in 0..40 {
         text.push_str(&format!(
-            "rule p{i} on exec {{ when process.binary startswith \"/opt/p{i}/\" audit }}\n"
+            "rule p{i} on exec {{ when process.binary endswith \"/p{i}\" audit }}\n"
         ));
     }
     let bundle = compile("g.policy", &text);
     assert!(bundle.spec.hooks[&Hook::Exec].terms.len() > 4096);
     check("anchored 5040", &bundle);
-    // inspect names the layout: 40 prefix rules own, the rest anchored.
+    // inspect names the layout: 40 suffix rules own, the rest anchored.
     let layout = inspect(&bundle).hooks[0].layout.clone().expect("a layout");
-    assert_eq!(layout.anchor, "process.binary");
     assert_eq!(layout.own_terms, 40);
-    assert_eq!(layout.group_capacity, 63 * 64);
-    assert_eq!(layout.groups, 2);
+    assert_eq!(layout.anchors.len(), 1);
+    let a = &layout.anchors[0];
+    assert_eq!(
+        (a.dimension.as_str(), a.kind.as_str()),
+        ("process.binary", "exact")
+    );
+    assert_eq!(a.terms, 5000);
+    assert_eq!(a.group_capacity, 63 * 64);
+    assert_eq!(a.groups, 2);
+}
+
+/// Prefix anchors: `startswith` rules (some nested, some excepting a path)
+/// split by the longest key, exact values under them, and a broad prefix
+/// over too many keys left in the hook's own words. The exact values alone
+/// (a quarter of the rules) would leave too many terms for one mask.
+#[test]
+fn prefix_anchored_bundle() {
+    let mut text = String::from("policy g {}\n");
+    for i in 0..6000 {
+        let rule = match i % 4 {
+            0 => format!("when file.path startswith \"/srv/t{i}/\" deny"),
+            1 => format!(
+                "when file.path startswith \"/srv/t{}/sub/\" and not file.path == \"/srv/t{}/sub/ok\" audit",
+                i - 1,
+                i - 1
+            ),
+            2 => format!("when file.path == \"/srv/t{}/x\" and file.write allow", i - 2),
+            _ => format!("when file.path startswith \"/var/v{i}/\" audit"),
+        };
+        text.push_str(&format!("rule r{i} on open {{ {rule} }}\n"));
+    }
+    // Over every key under `/srv/`: unanchored.
+    text.push_str("rule broad on open { when file.path startswith \"/srv/\" audit }\n");
+    let bundle = compile("g.policy", &text);
+    assert!(bundle.spec.hooks[&Hook::Open].terms.len() > 4096);
+    check("prefix anchored 6001", &bundle);
+    let layout = inspect(&bundle).hooks[0].layout.clone().expect("a layout");
+    assert_eq!(layout.own_terms, 1);
+    assert_eq!(layout.anchors.len(), 1);
+    let a = &layout.anchors[0];
+    assert_eq!(
+        (a.dimension.as_str(), a.kind.as_str()),
+        ("file.path", "prefix")
+    );
+    assert_eq!(a.terms, 6000);
+    assert_eq!(a.groups, 2);
+    // The deepest key, `/srv/tI/sub/` (or an exact value under it), can
+    // match its own term and those of `/srv/tI/`.
+    assert_eq!(a.largest_value, 2);
 }

@@ -164,11 +164,7 @@ fn check(
                 Ok(t) => t,
                 // Too many terms that no anchor splits: refused, as `policyc
                 // compile` refuses them (the whole-bundle layout check).
-                Err(TablesError::TooManyTerms { .. } | TablesError::Layout(_))
-                    if words < MASK_WORDS =>
-                {
-                    return Ok(anchored)
-                }
+                Err(TablesError::Layout(_)) if words < MASK_WORDS => return Ok(anchored),
                 // A relation between a k8s field and another field: refused
                 // (`policyc compile` refuses it too).
                 Err(e) => {
@@ -286,17 +282,27 @@ fn id_event() -> impl Strategy<Value = Event> {
 }
 
 /// A rule whose condition mostly also tests `process.binary` with exact
-/// values (`==`, `in`): the kind of term an anchor splits into groups.
+/// values (`==`, `in`) or a prefix (`startswith`, some excepting a path):
+/// the kinds of term exact and prefix anchors split into groups. The
+/// paths nest (`/`, `/a`, `/a/`, `/a/b` …), so prefix keys lie under
+/// others.
 fn anchorable_rule() -> impl Strategy<Value = (usize, Rule)> {
     let binary = FieldKey::plain(Field::ProcessBinary);
-    let b2 = binary.clone();
+    let (b2, b3, b4) = (binary.clone(), binary.clone(), binary.clone());
     let exact = prop_oneof![
-        pick(PATHS).prop_map(move |p| test(binary.clone(), Pred::Eq(s(p)))),
-        proptest::collection::btree_set(pick(PATHS), 1..3).prop_map(move |set| {
+        3 => pick(PATHS).prop_map(move |p| test(binary.clone(), Pred::Eq(s(p)))),
+        3 => proptest::collection::btree_set(pick(PATHS), 1..3).prop_map(move |set| {
             test(
                 b2.clone(),
                 Pred::In(set.into_iter().map(|p| Member::Value(s(p))).collect()),
             )
+        }),
+        1 => pick(PATHS).prop_map(move |p| test(b3.clone(), Pred::StartsWith(p.to_string()))),
+        1 => (pick(PATHS), pick(PATHS)).prop_map(move |(p, q)| {
+            Cond::And(vec![
+                test(b4.clone(), Pred::StartsWith(p.to_string())),
+                Cond::Not(Box::new(test(b4.clone(), Pred::Eq(s(q))))),
+            ])
         }),
     ];
     (multi_rule(), proptest::option::weighted(0.9, exact)).prop_map(|((file, mut rule), exact)| {
@@ -312,9 +318,9 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 40, max_shrink_iters: 200, ..ProptestConfig::default() })]
 
     /// Past the words given, the tables anchor terms on `process.binary`
-    /// and split them into groups (the layout the kernel uses past 4096
-    /// terms, here past 192): still exactly the bundle evaluator's terms,
-    /// verdicts, rules and counters.
+    /// (exact or prefix anchors, or both) and split them into groups (the
+    /// layout the kernel uses past 4096 terms, here past 192): still
+    /// exactly the bundle evaluator's terms, verdicts, rules and counters.
     #[test]
     fn anchored_tables_agree_with_the_bundle_evaluator(
         rules in proptest::collection::vec(anchorable_rule(), 140..200),
