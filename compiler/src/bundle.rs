@@ -476,14 +476,15 @@ impl Dimension {
         out
     }
 
-    /// Every stored set of the dimension with where it is, for checks.
-    fn stored_sets(&self) -> Vec<(String, &TermSet)> {
-        let mut out = vec![("default".to_string(), &self.default)];
+    /// Every stored set of the dimension with where it is, for checks (the
+    /// place is described only when a check fails: no text per entry).
+    fn stored_sets(&self) -> Vec<(SetPlace<'_>, &TermSet)> {
+        let mut out = vec![(SetPlace::Named("default"), &self.default)];
         if let Some(s) = &self.suffix_default {
-            out.push(("suffixDefault".into(), s));
+            out.push((SetPlace::Named("suffixDefault"), s));
         }
         if let Some(s) = &self.absent {
-            out.push(("absent".into(), s));
+            out.push((SetPlace::Named("absent"), s));
         }
         for (what, list) in [
             ("exact", &self.exact),
@@ -492,18 +493,17 @@ impl Dimension {
         ] {
             out.extend(
                 list.iter()
-                    .map(|e| (format!("{what} entry `{}`", e.value), &e.terms)),
+                    .map(|e| (SetPlace::Entry(what, &e.value), &e.terms)),
             );
         }
         out.extend(
             self.ranges
                 .iter()
-                .map(|r| (format!("range {}..{}", r.lo, r.hi), &r.terms)),
+                .map(|r| (SetPlace::Range(r.lo, r.hi), &r.terms)),
         );
         for m in &self.masks {
-            let caps = m.caps.join(", ");
-            out.push((format!("mask `{caps}` held"), &m.held));
-            out.push((format!("mask `{caps}` lacking"), &m.lacking));
+            out.push((SetPlace::Mask(&m.caps, true), &m.held));
+            out.push((SetPlace::Mask(&m.caps, false), &m.lacking));
         }
         out
     }
@@ -595,6 +595,34 @@ pub struct Entry {
     pub value: String,
     /// Terms satisfied by this value.
     pub terms: TermSet,
+}
+
+/// Where a stored set of a dimension is, as a validation message names it.
+enum SetPlace<'d> {
+    /// `default`, `suffixDefault`, `absent`.
+    Named(&'static str),
+    /// An `exact`, `prefix` or `suffix` entry and its value.
+    Entry(&'static str, &'d str),
+    /// A range entry.
+    Range(u64, u64),
+    /// A capability mask's `held` (true) or `lacking` set.
+    Mask(&'d [String], bool),
+}
+
+impl std::fmt::Display for SetPlace<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SetPlace::Named(n) => f.write_str(n),
+            SetPlace::Entry(what, value) => write!(f, "{what} entry `{value}`"),
+            SetPlace::Range(lo, hi) => write!(f, "range {lo}..{hi}"),
+            SetPlace::Mask(caps, held) => write!(
+                f,
+                "mask `{}` {}",
+                caps.join(", "),
+                if *held { "held" } else { "lacking" }
+            ),
+        }
+    }
 }
 
 /// Why a bundle was refused.
@@ -793,36 +821,35 @@ impl PolicyBundle {
                 }
             }
             let n = table.terms.len() as u32;
-            let check_set = |what: &str, set: &TermSet| -> Result<(), BundleError> {
-                if set.windows(2).any(|w| w[0] >= w[1]) || set.iter().any(|&t| t >= n) {
-                    return Err(BundleError::Invalid {
-                        message: format!(
-                            "hook `{hook}`: {what} is not a sorted set of term ids below {n}"
-                        ),
-                    });
-                }
-                Ok(())
-            };
+            let check_set =
+                |what: &dyn std::fmt::Display, set: &TermSet| -> Result<(), BundleError> {
+                    if set.windows(2).any(|w| w[0] >= w[1]) || set.iter().any(|&t| t >= n) {
+                        return Err(BundleError::Invalid {
+                            message: format!(
+                                "hook `{hook}`: {what} is not a sorted set of term ids below {n}"
+                            ),
+                        });
+                    }
+                    Ok(())
+                };
             let v = &table.verdicts;
-            check_set("verdicts.deny", &v.deny)?;
-            check_set("verdicts.kill", &v.kill)?;
-            check_set("verdicts.allow", &v.allow)?;
-            check_set("verdicts.audit", &v.audit)?;
-            check_set("verdicts.defaultDeny", &v.default_deny)?;
-            check_set("verdicts.monitor", &v.monitor)?;
+            check_set(&"verdicts.deny", &v.deny)?;
+            check_set(&"verdicts.kill", &v.kill)?;
+            check_set(&"verdicts.allow", &v.allow)?;
+            check_set(&"verdicts.audit", &v.audit)?;
+            check_set(&"verdicts.defaultDeny", &v.default_deny)?;
+            check_set(&"verdicts.monitor", &v.monitor)?;
             for (name, set) in &v.count {
                 check_set(&format!("verdicts.count `{name}`"), set)?;
             }
             for (field, dim) in &table.dimensions {
                 check_set(&format!("dimension `{field}` tested"), &dim.tested)?;
                 for (what, set) in dim.stored_sets() {
-                    check_set(&format!("dimension `{field}` {what}"), set)?;
-                    // Both sorted: one merge pass finds a term outside `tested`.
-                    let mut tested = dim.tested.iter().peekable();
-                    let outside = set.iter().find(|&&t| {
-                        while tested.next_if(|&&x| x < t).is_some() {}
-                        tested.peek() != Some(&&t)
-                    });
+                    check_set(&format_args!("dimension `{field}` {what}"), set)?;
+                    // A search per term: the set is usually far smaller than
+                    // `tested`, so a merge from its start would cost
+                    // entries × tested.
+                    let outside = set.iter().find(|t| dim.tested.binary_search(t).is_err());
                     if let Some(t) = outside {
                         return invalid(format!(
                             "hook `{hook}`: dimension `{field}` {what} holds term {t}, which does not test the dimension (not in `tested`)"

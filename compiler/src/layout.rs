@@ -727,30 +727,18 @@ pub fn groups(
     Ok(out)
 }
 
-/// A subset of a table's terms, as positions.
+/// A subset of a table's terms (ids, ascending): position `i` is `terms[i]`.
 struct Subset<'a> {
-    /// Term id → position.
-    pos: HashMap<u32, u32>,
     terms: &'a [u32],
 }
 
 impl Subset<'_> {
-    fn n(&self) -> u32 {
-        self.terms.len() as u32
-    }
-
-    /// Positions of the subset's terms in `set`, ascending.
+    /// Positions of the subset's terms in `set` (sorted ids), ascending:
+    /// positions follow ids, so they come out sorted.
     fn of(&self, set: &[u32]) -> TermSet {
-        let mut out: TermSet = set
-            .iter()
-            .filter_map(|t| self.pos.get(t).copied())
-            .collect();
-        out.sort_unstable();
-        out
-    }
-
-    fn all(&self) -> TermSet {
-        (0..self.n()).collect()
+        set.iter()
+            .filter_map(|t| self.terms.binary_search(t).ok().map(|p| p as u32))
+            .collect()
     }
 }
 
@@ -764,14 +752,7 @@ impl Subset<'_> {
 /// For every event, the matched terms of the result are the positions of the
 /// subset's terms among the matched terms of `table`.
 pub fn restrict(table: &HookTable, terms: &[u32], skip: Option<&str>) -> HookTable {
-    let sub = Subset {
-        pos: terms
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| (t, i as u32))
-            .collect(),
-        terms,
-    };
+    let sub = Subset { terms };
     let mut dimensions = BTreeMap::new();
     for (name, dim) in &table.dimensions {
         if Some(name.as_str()) == skip {
@@ -810,24 +791,6 @@ pub fn restrict(table: &HookTable, terms: &[u32], skip: Option<&str>) -> HookTab
     }
 }
 
-/// The full sets of one dimension over a subset: a stored set (tested
-/// terms only) with the subset's terms the dimension does not test, which
-/// any value satisfies, as positions.
-struct Full<'s> {
-    sub: &'s Subset<'s>,
-    untested: TermSet,
-}
-
-impl Full<'_> {
-    fn of(&self, set: &[u32]) -> TermSet {
-        let mut out = self.sub.of(set);
-        out.extend(&self.untested);
-        out.sort_unstable();
-        out.dedup();
-        out
-    }
-}
-
 /// Longest entry of `entries` whose value is a prefix of `value` (by bytes).
 fn longest<'e>(index: &HashMap<&[u8], &'e Entry>, value: &[u8]) -> Option<&'e Entry> {
     (0..=value.len())
@@ -839,7 +802,7 @@ fn longest<'e>(index: &HashMap<&[u8], &'e Entry>, value: &[u8]) -> Option<&'e En
 /// an entry stays when its set differs from its nearest kept ancestor's (or
 /// `root`'s). Entries must be sorted by key so ancestors come first.
 fn lpm_keep<'e>(
-    full: &Full<'_>,
+    sub: &Subset<'_>,
     entries: &mut [(Vec<u8>, &'e Entry)],
     root: &TermSet,
 ) -> Vec<(&'e Entry, TermSet)> {
@@ -850,7 +813,7 @@ fn lpm_keep<'e>(
         while stack.last().is_some_and(|(k, _)| !key.starts_with(k)) {
             stack.pop();
         }
-        let set = full.of(&e.terms);
+        let set = sub.of(&e.terms);
         let parent = stack.last().map_or(root, |(_, s)| s);
         if &set != parent {
             stack.push((key.clone(), set.clone()));
@@ -867,22 +830,25 @@ fn entry(e: &Entry, terms: TermSet) -> Entry {
     }
 }
 
+/// `dim` over `sub`, or `None` when no term of the subset tests it. Its sets
+/// hold tested terms only, as the bundle's (schema 2): a lookup means the
+/// stored set with the subset's untested terms, which both sides of every
+/// comparison below share, so comparing the tested parts is enough, and
+/// the work is about the dimension's entries, not entries × subset.
 fn restrict_dimension(dim: &Dimension, sub: &Subset<'_>) -> Option<Dimension> {
-    let all = sub.all();
-    let full = Full {
-        sub,
-        untested: (0..sub.n())
-            .filter(|&i| dim.tested.binary_search(&sub.terms[i as usize]).is_err())
-            .collect(),
-    };
-    let default = full.of(&dim.default);
+    let all = sub.of(&dim.tested);
+    if all.is_empty() {
+        return None;
+    }
+    let default = sub.of(&dim.default);
     // Written out whatever the kind: the implied form (`default`, or for
     // strings the default of both sides) would read the restricted default,
     // which a `caps` dimension replaces below.
     let absent_set = dim.absent_set();
-    let absent = Some(full.of(&absent_set));
-    let suffix_default = dim.suffix_default.as_ref().map(|s| full.of(s));
-    // Every set below is full over the subset, so every term counts as tested.
+    let absent = Some(sub.of(&absent_set));
+    let suffix_default = dim.suffix_default.as_ref().map(|s| sub.of(s));
+    // `all`: the subset's tested terms, what a lookup of an unconstrained
+    // value gives.
     let mut out = Dimension {
         kind: dim.kind,
         tested: all.clone(),
@@ -900,14 +866,14 @@ fn restrict_dimension(dim: &Dimension, sub: &Subset<'_>) -> Option<Dimension> {
                 .iter()
                 .map(|e| (e.value.as_bytes().to_vec(), e))
                 .collect();
-            let kept_prefix = lpm_keep(&full, &mut prefixes, &default);
+            let kept_prefix = lpm_keep(sub, &mut prefixes, &default);
             let sd = suffix_default.clone().unwrap_or_else(|| all.clone());
             let mut suffixes: Vec<(Vec<u8>, &Entry)> = dim
                 .suffix
                 .iter()
                 .map(|e| (e.value.bytes().rev().collect(), e))
                 .collect();
-            let kept_suffix = lpm_keep(&full, &mut suffixes, &sd);
+            let kept_suffix = lpm_keep(sub, &mut suffixes, &sd);
             let prefix_index: HashMap<&[u8], &Entry> =
                 dim.prefix.iter().map(|e| (e.value.as_bytes(), e)).collect();
             let suffix_index: HashMap<Vec<u8>, &Entry> = dim
@@ -916,15 +882,15 @@ fn restrict_dimension(dim: &Dimension, sub: &Subset<'_>) -> Option<Dimension> {
                 .map(|e| (e.value.bytes().rev().collect(), e))
                 .collect();
             for e in &dim.exact {
-                let set = full.of(&e.terms);
+                let set = sub.of(&e.terms);
                 let p = longest(&prefix_index, e.value.as_bytes())
-                    .map_or_else(|| default.clone(), |p| full.of(&p.terms));
+                    .map_or_else(|| default.clone(), |p| sub.of(&p.terms));
                 let fallback = if dim.suffix_default.is_some() {
                     let rev: Vec<u8> = e.value.bytes().rev().collect();
                     let s = (0..=rev.len())
                         .rev()
                         .find_map(|i| suffix_index.get(&rev[..i]))
-                        .map_or_else(|| sd.clone(), |s| full.of(&s.terms));
+                        .map_or_else(|| sd.clone(), |s| sub.of(&s.terms));
                     crate::lower::intersect(&p, &s)
                 } else {
                     p
@@ -948,7 +914,7 @@ fn restrict_dimension(dim: &Dimension, sub: &Subset<'_>) -> Option<Dimension> {
             order.sort_by_key(|(n, _)| (n.prefix_len(), **n));
             let mut kept: HashMap<IpNet, TermSet> = HashMap::new();
             for (net, e) in order {
-                let set = full.of(&e.terms);
+                let set = sub.of(&e.terms);
                 let parent = (0..net.prefix_len())
                     .rev()
                     .find_map(|l| {
@@ -971,18 +937,18 @@ fn restrict_dimension(dim: &Dimension, sub: &Subset<'_>) -> Option<Dimension> {
                     .ranges
                     .iter()
                     .map(|r| RangeEntry {
-                        terms: full.of(&r.terms),
+                        terms: sub.of(&r.terms),
                         ..r.clone()
                     })
                     .collect();
                 out.exact = dim
                     .exact
                     .iter()
-                    .map(|e| entry(e, full.of(&e.terms)))
+                    .map(|e| entry(e, sub.of(&e.terms)))
                     .collect();
             } else {
                 for r in &dim.ranges {
-                    let set = full.of(&r.terms);
+                    let set = sub.of(&r.terms);
                     if set != default {
                         out.ranges.push(RangeEntry {
                             terms: set,
@@ -994,7 +960,7 @@ fn restrict_dimension(dim: &Dimension, sub: &Subset<'_>) -> Option<Dimension> {
         }
         DimensionKind::Enum | DimensionKind::Bool | DimensionKind::Relation => {
             for e in &dim.exact {
-                let set = full.of(&e.terms);
+                let set = sub.of(&e.terms);
                 if set != default {
                     out.exact.push(entry(e, set));
                 }
@@ -1007,8 +973,8 @@ fn restrict_dimension(dim: &Dimension, sub: &Subset<'_>) -> Option<Dimension> {
                 out.default = all.clone();
             }
             for m in &dim.masks {
-                let held = full.of(&m.held);
-                let lacking = full.of(&m.lacking);
+                let held = sub.of(&m.held);
+                let lacking = sub.of(&m.lacking);
                 if held != all || lacking != all {
                     out.masks.push(MaskEntry {
                         caps: m.caps.clone(),

@@ -966,11 +966,13 @@ fn ip_dimension(d: &DimTerms<'_>) -> Dimension {
         }),
         _ => false,
     };
+    // Each class asks only the terms that can hold there (index.rs).
+    let anchors = index::IpAnchors::new(d);
     let mut prefix: Vec<Entry> = blocks
         .iter()
         .map(|b| Entry {
             value: b.to_string(),
-            terms: d.class(|p| Some(holds(p, b))),
+            terms: d.class_among(&anchors.at(b), |p| Some(holds(p, b))),
         })
         .collect();
     prefix.sort_by(|a, b| a.value.cmp(&b.value));

@@ -349,9 +349,18 @@ impl Builder<'_> {
             field: name.to_string(),
             why: why.to_string(),
         };
-        let n = part.table.terms.len() as u32;
-        let mask =
-            |set: &TermSet, b: &mut Self| b.masks.id(dim_mask(&dim.full_set(set, n), part, total));
+        // A stored set holds tested terms only: every entry's mask is this
+        // one (the untested terms and the other parts' shared bits) with the
+        // set's bits, per entry the set's size rather than the terms'.
+        let untested = layout::complement(part.table.terms.len() as u32, &dim.tested);
+        let base = dim_mask(&untested, part, total);
+        let mask = |set: &TermSet, b: &mut Self| {
+            let mut m = base;
+            for &t in set {
+                set_bit(&mut m, part.offset + t);
+            }
+            b.masks.id(m)
+        };
         let mut d = DimConfig {
             dflt: mask(&dim.default, self),
             absent: mask(&dim.absent_set(), self),

@@ -337,3 +337,68 @@ impl IntSweep {
         out
     }
 }
+
+/// Which constrained terms of an address dimension can hold in the class of
+/// a block: a term with a positive `==`/`in` literal of addresses and CIDR
+/// blocks is filed under each block it names (an address as its host
+/// block), and can only hold in classes those blocks cover; any other term
+/// is *loose* and asked everywhere.
+pub(super) struct IpAnchors {
+    by_block: HashMap<ipnet::IpNet, Vec<usize>>,
+    /// Prefix lengths of the filed blocks.
+    lens: BTreeSet<u8>,
+    loose: Vec<usize>,
+}
+
+impl IpAnchors {
+    /// Files the constrained terms of `d`.
+    pub(super) fn new(d: &DimTerms<'_>) -> IpAnchors {
+        let mut a = IpAnchors {
+            by_block: HashMap::new(),
+            lens: BTreeSet::new(),
+            loose: Vec::new(),
+        };
+        for (i, (_, lits)) in d.constrained.iter().enumerate() {
+            let blocks = lits.iter().filter(|l| l.positive).find_map(|l| {
+                let member = |m: &Member| match m {
+                    Member::Value(Value::Ip(ip)) => Some(ipnet::IpNet::from(*ip)),
+                    Member::Cidr(n) => Some(n.trunc()),
+                    _ => None,
+                };
+                match &l.pred {
+                    Pred::Eq(v) => member(&Member::Value(v.clone())).map(|b| vec![b]),
+                    Pred::In(set) => set.iter().map(member).collect::<Option<Vec<_>>>(),
+                    _ => None,
+                }
+            });
+            match blocks {
+                Some(bs) => {
+                    for b in bs {
+                        a.lens.insert(b.prefix_len());
+                        a.by_block.entry(b).or_default().push(i);
+                    }
+                }
+                None => a.loose.push(i),
+            }
+        }
+        a
+    }
+
+    /// The candidates of the class of block `b` (the values whose longest
+    /// mentioned block is `b`): the terms filed under a block covering it,
+    /// and the loose ones; ascending, no repeats.
+    pub(super) fn at(&self, b: &ipnet::IpNet) -> Vec<usize> {
+        let mut out = self.loose.clone();
+        for &len in self.lens.iter().take_while(|l| **l <= b.prefix_len()) {
+            let Ok(up) = ipnet::IpNet::new(b.network(), len) else {
+                continue;
+            };
+            if let Some(terms) = self.by_block.get(&up.trunc()) {
+                out.extend(terms);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
