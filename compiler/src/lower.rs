@@ -761,17 +761,22 @@ fn dimension_tables(d: &DimTerms<'_>) -> Dimension {
 
 /// Paths and strings: exact, prefix and suffix tables.
 fn string_dimension(kind: DimensionKind, d: &DimTerms<'_>) -> Dimension {
-    let exact: BTreeSet<&str> = mentioned_values(d)
-        .into_iter()
-        .filter_map(|v| match v {
-            Value::Str(s) => Some(s.as_str()),
-            _ => None,
-        })
-        .collect();
+    // The mentioned strings, prefixes and suffixes, each sorted and without
+    // repeats (the order of the entries), collected straight from the
+    // literals: the exact values used to go through a set of `Value`s first
+    // (`mentioned_values`), a second tree of the same strings.
+    let mut exact: BTreeSet<&str> = BTreeSet::new();
     let mut prefixes = BTreeSet::new();
     let mut suffixes = BTreeSet::new();
     for p in d.preds() {
         match p {
+            Pred::Eq(Value::Str(s)) => {
+                exact.insert(s.as_str());
+            }
+            Pred::In(set) => exact.extend(set.iter().filter_map(|m| match m {
+                Member::Value(Value::Str(s)) => Some(s.as_str()),
+                _ => None,
+            })),
             Pred::StartsWith(s) => {
                 prefixes.insert(s.as_str());
             }
@@ -817,12 +822,14 @@ fn string_dimension(kind: DimensionKind, d: &DimTerms<'_>) -> Dimension {
             .iter()
             .map(|v| {
                 let value = Value::Str(v.to_string());
-                entry(
-                    v,
-                    d.class_among(&anchors.at_value(v), |pred| {
-                        Some(pred.holds(&value, &|_| None))
-                    }),
-                )
+                let terms = d.class_among(&anchors.at_value(v), |pred| {
+                    Some(pred.holds(&value, &|_| None))
+                });
+                // The entry keeps the value's string (one copy per entry).
+                let Value::Str(value) = value else {
+                    unreachable!("built as a string above")
+                };
+                Entry { value, terms }
             })
             .collect(),
         prefix: prefixes

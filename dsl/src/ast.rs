@@ -37,7 +37,7 @@ pub struct Literal {
 }
 
 /// The spellings a literal can have.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum LiteralKind {
     /// `"…"`, escapes decoded.
     Str(String),

@@ -420,17 +420,21 @@ impl<'a> Checker<'a> {
         self.duplicate_elements(&s.value);
     }
 
+    /// One error per element spelled like an earlier one, pointing at the
+    /// first, in source order. The first of each spelling is found in a map:
+    /// a scan of the earlier elements made a set of `k` literals cost `k²`
+    /// comparisons (docs/performance.md, "Back end").
     fn duplicate_elements(&mut self, set: &SetLiteral) {
-        let mut seen: Vec<&Literal> = Vec::new();
+        let mut seen: FastMap<&LiteralKind, &Literal> = FastMap::with_capacity(set.elements.len());
         for e in &set.elements {
-            if let Some(first) = seen.iter().find(|f| f.kind == e.kind) {
+            if let Some(first) = seen.get(&e.kind) {
                 self.error(DuplicateElement {
                     value: literal_text(e),
                     span: span(&e.span),
                     first: span(&first.span),
                 });
             } else {
-                seen.push(e);
+                seen.insert(&e.kind, e);
             }
         }
     }
@@ -1875,6 +1879,23 @@ mod tests {
              test \"t\" {{ exec {{ process.binary = \"/usr/bin/sudo\", user.uid = 1000 }} expect audit r expect allow }}"
         );
         assert!(codes(&src).is_empty(), "{:?}", codes(&src));
+    }
+
+    #[test]
+    fn duplicates_in_a_large_set_are_each_reported_once() {
+        // Every repeat is an error, a third spelling of the same value too;
+        // distinct spellings of one number (`7`, `07`) are not repeats here.
+        let members: Vec<String> = (0..2000).map(|i| format!("\"/bin/b{i}\"")).collect();
+        let src = format!(
+            "{HEADER}set s = {{ {}, \"/bin/b5\", \"/bin/b1999\", \"/bin/b5\" }}\n\
+             rule r on exec {{ when process.binary in s and user.uid in {{ 7, 07, 7 }} audit }}\n",
+            members.join(", ")
+        );
+        let dups = codes(&src)
+            .into_iter()
+            .filter(|c| c == "policyc::duplicate_element")
+            .count();
+        assert_eq!(dups, 4);
     }
 
     #[test]

@@ -241,13 +241,31 @@ impl Member {
     }
 }
 
+/// Sets up to this size are scanned: cheaper than building the member to
+/// look up.
+const SCAN_SET: usize = 16;
+
+/// Whether some member of `set` contains `v` ([`Member::contains`]). A
+/// larger set is searched for `v` itself, then only its ranges and blocks
+/// are asked (they sort after every value): lowering asks a set once per
+/// value it names, so a scan made a set of `k` values cost `k²`
+/// (docs/performance.md, "Back end").
+fn set_contains(set: &BTreeSet<Member>, v: &Value) -> bool {
+    if set.len() <= SCAN_SET {
+        return set.iter().any(|m| m.contains(v));
+    }
+    set.contains(&Member::Value(v.clone()))
+        || (matches!(v, Value::Int(_) | Value::Ip(_))
+            && set.range(Member::Range(0, 0)..).any(|m| m.contains(v)))
+}
+
 impl Pred {
     /// Whether `value` satisfies the predicate; `other` looks up the other
     /// field of a relation.
     pub fn holds(&self, value: &Value, other: &dyn Fn(&FieldKey) -> Option<Value>) -> bool {
         match (self, value) {
             (Pred::Eq(v), value) => v == value,
-            (Pred::In(set), value) => set.iter().any(|m| m.contains(value)),
+            (Pred::In(set), value) => set_contains(set, value),
             (Pred::StartsWith(p), Value::Str(s)) => s.as_bytes().starts_with(p.as_bytes()),
             (Pred::EndsWith(p), Value::Str(s)) => s.as_bytes().ends_with(p.as_bytes()),
             (Pred::Glob(g), Value::Str(s)) => glob_match(g, s),
@@ -442,5 +460,35 @@ mod tests {
         assert!(glob_match("**", "/a/b"));
         assert!(!glob_match("/a", "/a/b"));
         assert!(glob_tokens("[abc").is_err());
+    }
+
+    #[test]
+    fn large_sets_answer_as_a_scan_does() {
+        // Values, ranges and blocks mixed, past the size that is scanned.
+        let mut set = BTreeSet::new();
+        for i in 0..40u64 {
+            set.insert(Member::Value(Value::Int(i * 10)));
+            set.insert(Member::Value(Value::Str(format!("/bin/b{i}"))));
+        }
+        set.insert(Member::Range(1000, 1999));
+        set.insert(Member::Range(5, 7));
+        set.insert(Member::Cidr("10.0.0.0/8".parse().unwrap()));
+        set.insert(Member::Value(Value::Ip("192.168.1.1".parse().unwrap())));
+        set.insert(Member::Value(Value::Unset));
+        assert!(set.len() > SCAN_SET);
+        let mut probes: Vec<Value> = (0..2100).map(Value::Int).collect();
+        probes.extend((0..45).map(|i| Value::Str(format!("/bin/b{i}"))));
+        probes.extend(
+            ["10.1.2.3", "11.0.0.1", "192.168.1.1", "192.168.1.2"]
+                .map(|a| Value::Ip(a.parse().unwrap())),
+        );
+        probes.extend([Value::Unset, Value::Bool(true), Value::Name("root".into())]);
+        for v in &probes {
+            let scan = set.iter().any(|m| m.contains(v));
+            assert_eq!(set_contains(&set, v), scan, "{v:?}");
+        }
+        assert!(set_contains(&set, &Value::Int(6)));
+        assert!(set_contains(&set, &Value::Int(1500)));
+        assert!(!set_contains(&set, &Value::Int(2000)));
     }
 }

@@ -29,6 +29,18 @@
 //! bundle YAML and `policyc inspect`'s estimated kernel memory, and for the
 //! `lower` bundle each kernel map's `name:entries:bytes` (`maps=`). A filter
 //! matching no bench (`-- zzz`) prints only these lines.
+//!
+//! Warm repeated runs without criterion: `POLICYC_BENCH_WARM=check,lower,compile_eval`
+//! (any of these) times each named stage `POLICYC_BENCH_WARM_RUNS` times
+//! (default 5) after one untimed run, per size, and prints `WARM stage
+//! rules=N runs=R min_ms= median_ms= max_ms= minor_faults_per_run=`
+//! lines on stderr. With a filter
+//! matching no criterion bench (`-- zzz`) this gives warm figures at sizes
+//! where criterion's samples take too long, and a process that runs one
+//! stage a known number of times, for counting instructions per run with
+//! `perf stat` (the difference of two run counts) or `valgrind
+//! --tool=callgrind --toggle-collect=…`. In this mode the other measures
+//! are skipped.
 
 /// The allocator `policyc` ships with (compiler/src/bin/policyc.rs).
 #[global_allocator]
@@ -59,6 +71,77 @@ fn sizes() -> Vec<usize> {
     sizes.sort_unstable();
     sizes.dedup();
     sizes
+}
+
+/// The stages named in `POLICYC_BENCH_WARM`, and `POLICYC_BENCH_WARM_RUNS`.
+fn warm_stages() -> (Vec<String>, usize) {
+    let stages = std::env::var("POLICYC_BENCH_WARM")
+        .map(|s| s.split(',').map(|t| t.trim().to_string()).collect())
+        .unwrap_or_default();
+    let runs = std::env::var("POLICYC_BENCH_WARM_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    (stages, runs)
+}
+
+/// Minor page faults of this process so far (`/proc/self/stat` field 10;
+/// 0 where there is none): first touches of fresh memory.
+fn minor_faults() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses.
+            let rest = s.rsplit_once(')')?.1;
+            rest.split_whitespace().nth(7)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Runs `f` once untimed, then `runs` times, and prints the `WARM` line
+/// (times, and minor page faults per timed run).
+fn warm(stage: &str, n: usize, runs: usize, mut f: impl FnMut() -> bool) {
+    black_box(f());
+    let faults = minor_faults();
+    let mut ms: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t0 = std::time::Instant::now();
+            black_box(f());
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    let faults = (minor_faults() - faults) / runs.max(1) as u64;
+    ms.sort_by(f64::total_cmp);
+    if let (Some(min), Some(max)) = (ms.first(), ms.last()) {
+        eprintln!(
+            "WARM {stage} rules={n} runs={runs} min_ms={min:.2} median_ms={:.2} max_ms={max:.2} minor_faults_per_run={faults}",
+            ms[runs / 2]
+        );
+    }
+}
+
+/// The warm runs of `POLICYC_BENCH_WARM` at size `n` (see the module docs);
+/// `false` when it names no stage.
+fn warm_runs(n: usize, mixed: &[SourceFile]) -> bool {
+    let (stages, runs) = warm_stages();
+    for stage in &stages {
+        match stage.as_str() {
+            "check" => warm("check", n, runs, || compile::check(mixed).0.is_some()),
+            "lower" => {
+                let (policies, _) = compile::check(mixed);
+                let policies = policies.expect("generated policy must check");
+                let program = lower::Program::new(&policies);
+                warm("lower", n, runs, || {
+                    lower::lower_program_with_limit(&program, usize::MAX).is_ok()
+                })
+            }
+            "compile_eval" => warm("compile_eval", n, runs, || {
+                compile::compile_for_evaluation(mixed, "bench").is_ok()
+            }),
+            other => eprintln!("WARM {other}: unknown stage (check, lower, compile_eval)"),
+        }
+    }
+    !stages.is_empty()
 }
 
 fn source(text: String) -> Vec<SourceFile> {
@@ -101,6 +184,9 @@ fn back_end(c: &mut Criterion) {
     for n in sizes() {
         let loadable = source(generate::policy(n, false));
         let mixed = source(generate::policy(n, true));
+        if warm_runs(n, &mixed) {
+            continue;
+        }
         // One term per rule, all on `exec`: the bundle holds them iff n ≤ the limit.
         let fits = n <= MAX_TERMS_PER_HOOK;
         if fits {
