@@ -40,12 +40,12 @@ awk '
         ns = ""; for (n in sizes) ns = ns " " n
         cmd = "echo" ns " | tr \" \" \"\\n\" | sort -n"; k = 0
         while ((cmd | getline x) > 0) if (x != "") order[++k] = x
-        split("compile compile_eval analysis check lower yaml eval_bundle", gs, " ")
-        printf "| rules | compile | compile_eval | analysis | check | lower (1 hook) | yaml | eval_bundle / event | YAML B/rule | kernel B/rule |\n"
-        printf "|---|---|---|---|---|---|---|---|---|---|\n"
+        split("compile compile_eval analysis check lower yaml eval_bundle eval_once", gs, " ")
+        printf "| rules | compile | compile_eval | analysis | check | lower (1 hook) | yaml | eval_bundle / event | eval_once / event | YAML B/rule | kernel B/rule |\n"
+        printf "|---|---|---|---|---|---|---|---|---|---|---|\n"
         for (i = 1; i <= k; i++) {
             n = order[i]; printf "| %s |", n
-            for (j = 1; j <= 7; j++) {
+            for (j = 1; j <= 8; j++) {
                 key = gs[j] "/" n
                 printf " %s |", (key in med) ? med[key] : (skipped[n] ? "over limit" : "–")
             }

@@ -18,12 +18,13 @@
 //! term of either bundle, a *witness* event is built (for each dimension the
 //! first candidate whose lookup holds the term, in the bundle the term is
 //! from), and then every one-field variation of every witness. Both bundles
-//! evaluate every candidate ([`eval_bundle`]); those whose enforced verdict
-//! differs are reported, at most one per (hook, old verdict, new verdict,
-//! deciding rules) and at most `max_examples` in all, in generation order
-//! (deterministic). The search is bounded ([`MAX_CANDIDATES`] events per
-//! hook): a verdict change needing a combination that no witness variation
-//! reaches can be missed, so an empty list is evidence, not proof.
+//! evaluate every candidate (one [`Evaluator`] each, as `eval_bundle`);
+//! those whose enforced verdict differs are reported, at most one per
+//! (hook, old verdict, new verdict, deciding rules) and at most
+//! `max_examples` in all, in generation order (deterministic). The search
+//! is bounded ([`MAX_CANDIDATES`] events per hook): a verdict change
+//! needing a combination that no witness variation reaches can be missed,
+//! so an empty list is evidence, not proof.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
@@ -33,7 +34,7 @@ use policy_dsl::schema::{Field, FieldType, Hook, CAPABILITIES};
 use serde::Serialize;
 
 use crate::bundle::{Dimension, DimensionKind, PolicyBundle, RuleEntry, Verdict};
-use crate::eval::{eval_bundle, lookup_value, Outcome};
+use crate::eval::{lookup_value, Evaluator, Outcome};
 use crate::event_json::{event_to_json, event_to_line};
 use crate::lower::UNSET_ID;
 
@@ -206,12 +207,13 @@ pub fn diff(old: &PolicyBundle, new: &PolicyBundle, max_examples: usize) -> Bund
     let mut groups = HashSet::new();
     // (rule key) → first event where exactly one version matches.
     let mut condition_witness: BTreeMap<String, (Event, &'static str)> = BTreeMap::new();
+    let (old_eval, new_eval) = (Evaluator::new(old), Evaluator::new(new));
     for hook in hooks {
         let events = candidate_events(old, new, hook);
         candidates += events.len();
         for event in &events {
-            let a: Outcome = eval_bundle(old, event);
-            let b: Outcome = eval_bundle(new, event);
+            let a: Outcome = old_eval.eval(event);
+            let b: Outcome = new_eval.eval(event);
             let am: BTreeSet<String> = names(old, &a.matched).into_iter().collect();
             let bm: BTreeSet<String> = names(new, &b.matched).into_iter().collect();
             for r in am.symmetric_difference(&bm) {

@@ -22,8 +22,9 @@
 //! - **Existential** findings (`deny_allow_overlap`, and the example event of
 //!   `shadowed_rule`) carry a *witness*: one concrete value per class, the
 //!   event checked with both reference evaluators (`eval_bundle`, the
-//!   kernel's algorithm, and `eval_program`, the language's meaning) before it
-//!   is reported. A combination whose witness does not confirm is skipped.
+//!   kernel's algorithm, as an [`Evaluator`], and `eval_program`, the
+//!   language's meaning) before it is reported. A combination whose
+//!   witness does not confirm is skipped.
 //! - **Universal** findings (`shadowed_rule`, `unsatisfiable_rule`,
 //!   `matches_every_event`) are proven over an *over-approximation* of the
 //!   classes (combinations no real event can produce are included, never the
@@ -54,7 +55,7 @@ use policy_dsl::schema::{Field, FieldType, Hook};
 
 use crate::bundle::{Dimension, DimensionKind, HookTable, PolicyBundle, TermSet, Verdict};
 use crate::compile::Located;
-use crate::eval::{eval_bundle, eval_program, lookup_value, Outcome};
+use crate::eval::{eval_program, lookup_value, Evaluator, Outcome};
 use crate::limits::MASK_WORDS;
 use crate::lower::{self, evaluation_bundle, Program, RuleRef, UNSET_ID};
 
@@ -904,7 +905,8 @@ struct HookAnalysis<'a, 'p> {
     dims: Vec<Dim>,
     rule_terms: BTreeMap<u32, Bits>,
     program: &'a Program<'p>,
-    bundle: &'a PolicyBundle,
+    /// The bundle's evaluator, prepared once for every witness of the hook.
+    evaluator: Evaluator<'a>,
 }
 
 impl<'a, 'p> HookAnalysis<'a, 'p> {
@@ -943,7 +945,7 @@ impl<'a, 'p> HookAnalysis<'a, 'p> {
             dims,
             rule_terms,
             program,
-            bundle,
+            evaluator: Evaluator::new(bundle),
         }
     }
 
@@ -1081,7 +1083,7 @@ impl<'a, 'p> HookAnalysis<'a, 'p> {
 
     /// Both evaluators' outcomes for `event`, when `holds` accepts both.
     fn confirm(&self, event: &Event, holds: &dyn Fn(&Outcome) -> bool) -> bool {
-        holds(&eval_bundle(self.bundle, event)) && holds(&eval_program(self.program, event))
+        holds(&self.evaluator.eval(event)) && holds(&eval_program(self.program, event))
     }
 
     /// A witness for the chosen classes that `holds` accepts.

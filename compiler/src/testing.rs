@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::bundle::{PolicyBundle, Verdict};
 use crate::compile::{compile_for_evaluation, CompileFailure, Located, SourceFile};
-use crate::eval::{eval_bundle, Outcome};
+use crate::eval::{Evaluator, Outcome};
 use policy_dsl::checked::Expect;
 
 /// Name of the bundle `policyc test` compiles (never written).
@@ -139,10 +139,11 @@ impl OutcomeView {
 pub fn run_tests(sources: &[SourceFile]) -> Result<TestReport, CompileFailure> {
     let (compiled, policies) = compile_for_evaluation(sources, TEST_BUNDLE_NAME)?;
     let bundle = &compiled.bundle;
+    let evaluator = Evaluator::new(bundle);
     let mut tests = Vec::new();
     for (file, policy) in policies.iter().enumerate() {
         for t in &policy.tests {
-            let outcome = eval_bundle(bundle, &t.event);
+            let outcome = evaluator.eval(&t.event);
             let view = OutcomeView::new(bundle, &outcome);
             let failures: Vec<String> =
                 t.expects.iter().filter_map(|e| failure(e, &view)).collect();
