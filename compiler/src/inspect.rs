@@ -359,27 +359,62 @@ fn is_k8s(name: &str) -> bool {
     name.starts_with("k8s.")
 }
 
-/// Distinct masks, as tables.rs's `MaskTable` (sets normalised: a mask is a
-/// set of bits). `offset` is the bit of term 0 of the table being modelled
-/// (an anchored group's window).
+/// Distinct masks, as tables.rs's `MaskTable`: bit sets (64-bit words,
+/// trailing zero words dropped so that equal sets compare equal). `offset`
+/// is the bit of term 0 of the table being modelled (an anchored group's
+/// window).
 struct Masks {
-    seen: HashSet<TermSet>,
+    seen: HashSet<Vec<u64>>,
     offset: u32,
 }
 
 impl Masks {
-    /// Stores `set`; 1 when it is new.
-    fn add(&mut self, set: &TermSet) -> u64 {
-        let mut s: TermSet = set.iter().map(|t| t + self.offset).collect();
-        s.sort_unstable();
-        s.dedup();
-        u64::from(self.seen.insert(s))
+    fn set(bits: &mut Vec<u64>, bit: u32) {
+        let w = (bit / 64) as usize;
+        if bits.len() <= w {
+            bits.resize(w + 1, 0);
+        }
+        bits[w] |= 1 << (bit % 64);
     }
 
-    /// Stores the kernel mask of `dim`'s stored set `set` in a hook of `nt`
-    /// terms (the set with the dimension's untested terms); 1 when new.
-    fn add_dim(&mut self, dim: &Dimension, nt: u32, set: &TermSet) -> u64 {
-        self.add(&dim.full_set(set, nt))
+    fn insert(&mut self, mut bits: Vec<u64>) -> u64 {
+        while bits.last() == Some(&0) {
+            bits.pop();
+        }
+        u64::from(self.seen.insert(bits))
+    }
+
+    /// Stores `set`; 1 when it is new.
+    fn add(&mut self, set: &TermSet) -> u64 {
+        let mut bits = Vec::new();
+        for &t in set {
+            Self::set(&mut bits, t + self.offset);
+        }
+        self.insert(bits)
+    }
+
+    /// The bits every mask of `dim` in a table of `nt` terms has: its
+    /// untested terms, which any value satisfies.
+    fn untested(&self, dim: &Dimension, nt: u32) -> Vec<u64> {
+        let mut bits = Vec::new();
+        let mut tested = dim.tested.iter().peekable();
+        for t in 0..nt {
+            if tested.next_if(|&&x| x == t).is_none() {
+                Self::set(&mut bits, t + self.offset);
+            }
+        }
+        bits
+    }
+
+    /// Stores the kernel mask of a dimension's stored set `set`: `untested`
+    /// (from [`Masks::untested`]) with the set's bits; 1 when new. Per entry
+    /// the mask's words and the set, not the table's terms.
+    fn add_dim(&mut self, untested: &[u64], set: &TermSet) -> u64 {
+        let mut bits = untested.to_vec();
+        for &t in set {
+            Self::set(&mut bits, t + self.offset);
+        }
+        self.insert(bits)
     }
 }
 
@@ -474,11 +509,12 @@ fn hook_model(
             continue;
         }
         ndims += 1;
-        *m += masks.add_dim(dim, nt, &dim.default) + masks.add_dim(dim, nt, &dim.absent_set());
+        let untested = masks.untested(dim, nt);
+        *m += masks.add_dim(&untested, &dim.default) + masks.add_dim(&untested, &dim.absent_set());
         if dim.relation.is_some() {
             for e in &dim.exact {
                 add("num_lpm", 1);
-                *m += masks.add_dim(dim, nt, &e.terms);
+                *m += masks.add_dim(&untested, &e.terms);
             }
             continue;
         }
@@ -486,23 +522,23 @@ fn hook_model(
             DimensionKind::Path | DimensionKind::String => {
                 for e in &dim.exact {
                     add("str_exact", 1);
-                    *m += masks.add_dim(dim, nt, &e.terms);
+                    *m += masks.add_dim(&untested, &e.terms);
                 }
                 for e in &dim.prefix {
                     add("str_prefix", 1);
-                    *m += masks.add_dim(dim, nt, &e.terms);
+                    *m += masks.add_dim(&untested, &e.terms);
                 }
                 if let Some(sd) = &dim.suffix_default {
-                    *m += masks.add_dim(dim, nt, sd);
+                    *m += masks.add_dim(&untested, sd);
                     for e in &dim.suffix {
                         add("str_suffix", 1);
-                        *m += masks.add_dim(dim, nt, &e.terms);
+                        *m += masks.add_dim(&untested, &e.terms);
                     }
                 }
             }
             DimensionKind::Int => {
                 for r in &dim.ranges {
-                    *m += masks.add_dim(dim, nt, &r.terms);
+                    *m += masks.add_dim(&untested, &r.terms);
                     add(
                         "num_lpm",
                         crate::lower::range_prefixes(r.lo, r.hi, 64).len() as u64,
@@ -512,26 +548,26 @@ fn hook_model(
                     for e in &dim.exact {
                         add("num_lpm", 1);
                         add("names", 1);
-                        *m += masks.add_dim(dim, nt, &e.terms);
+                        *m += masks.add_dim(&untested, &e.terms);
                     }
                 }
             }
             DimensionKind::Enum | DimensionKind::Bool => {
                 for e in &dim.exact {
                     add("num_lpm", 1);
-                    *m += masks.add_dim(dim, nt, &e.terms);
+                    *m += masks.add_dim(&untested, &e.terms);
                 }
             }
             DimensionKind::Ip => {
                 for e in &dim.prefix {
                     add("ip_lpm", 1);
-                    *m += masks.add_dim(dim, nt, &e.terms);
+                    *m += masks.add_dim(&untested, &e.terms);
                 }
             }
             DimensionKind::Caps => {
                 for c in &dim.masks {
                     add("caps_table", 1);
-                    *m += masks.add_dim(dim, nt, &c.held) + masks.add_dim(dim, nt, &c.lacking);
+                    *m += masks.add_dim(&untested, &c.held) + masks.add_dim(&untested, &c.lacking);
                 }
             }
             DimensionKind::Relation => {}

@@ -36,8 +36,8 @@
 //! `lower` bundle each kernel map's `name:entries:bytes` (`maps=`). A filter
 //! matching no bench (`-- zzz`) prints only these lines.
 //!
-//! Warm repeated runs without criterion: `POLICYC_BENCH_WARM=check,lower,compile_eval`
-//! (any of these) times each named stage `POLICYC_BENCH_WARM_RUNS` times
+//! Warm repeated runs without criterion: `POLICYC_BENCH_WARM=check,lower,compile_eval,compile`
+//! (any of these; `compile` is the `compile` row's whole `policyc compile`) times each named stage `POLICYC_BENCH_WARM_RUNS` times
 //! (default 5) after one untimed run, per size, and prints `WARM stage
 //! rules=N runs=R min_ms= median_ms= max_ms= minor_faults_per_run=`
 //! lines on stderr. With a filter
@@ -128,7 +128,7 @@ fn warm(stage: &str, n: usize, runs: usize, mut f: impl FnMut() -> bool) {
 
 /// The warm runs of `POLICYC_BENCH_WARM` at size `n` (see the module docs);
 /// `false` when it names no stage.
-fn warm_runs(n: usize, mixed: &[SourceFile]) -> bool {
+fn warm_runs(n: usize, mixed: &[SourceFile], loadable: &[SourceFile]) -> bool {
     let (stages, runs) = warm_stages();
     for stage in &stages {
         match stage.as_str() {
@@ -144,7 +144,16 @@ fn warm_runs(n: usize, mixed: &[SourceFile]) -> bool {
             "compile_eval" => warm("compile_eval", n, runs, || {
                 compile::compile_for_evaluation(mixed, "bench").is_ok()
             }),
-            other => eprintln!("WARM {other}: unknown stage (check, lower, compile_eval)"),
+            // All of `policyc compile` on the loadable rules (layout check
+            // included); a refusal is timed too, so say whether it accepts.
+            "compile" => {
+                let ok = compile::compile(loadable, "bench").is_ok();
+                eprintln!("WARM compile rules={n} accepted={ok}");
+                warm("compile", n, runs, || {
+                    compile::compile(loadable, "bench").is_ok()
+                })
+            }
+            other => eprintln!("WARM {other}: unknown stage (check, lower, compile_eval, compile)"),
         }
     }
     !stages.is_empty()
@@ -190,7 +199,7 @@ fn back_end(c: &mut Criterion) {
     for n in sizes() {
         let loadable = source(generate::policy(n, false));
         let mixed = source(generate::policy(n, true));
-        if warm_runs(n, &mixed) {
+        if warm_runs(n, &mixed, &loadable) {
             continue;
         }
         // One term per rule, all on `exec`: the bundle holds them iff n ≤ the limit.
