@@ -74,7 +74,7 @@
 //!
 //! `bytesPerRule` is `bytes` divided by the number of rules.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use policy_dsl::checked::Value;
 use serde::Serialize;
@@ -676,6 +676,13 @@ pub fn inspect(bundle: &PolicyBundle) -> Inspection {
     let spec = &bundle.spec;
     let location =
         |s: &crate::bundle::SourceLocation| format!("{}:{}:{}", s.file, s.line, s.column);
+    // Terms per rule, counted once (not per rule over the hook's terms).
+    let mut rule_terms: HashMap<u32, usize> = HashMap::new();
+    for table in spec.hooks.values() {
+        for t in table.terms.iter().filter(|t| !t.scope) {
+            *rule_terms.entry(t.rule).or_default() += 1;
+        }
+    }
     let rules: Vec<RuleView> = spec
         .rules
         .iter()
@@ -687,16 +694,7 @@ pub fn inspect(bundle: &PolicyBundle) -> Inspection {
             audit: r.audit,
             severity: r.severity.as_str().into(),
             source: location(&r.source),
-            terms: spec
-                .hooks
-                .get(&r.hook)
-                .map(|t| {
-                    t.terms
-                        .iter()
-                        .filter(|t| !t.scope && t.rule == r.id)
-                        .count()
-                })
-                .unwrap_or(0),
+            terms: rule_terms.get(&r.id).copied().unwrap_or(0),
         })
         .collect();
     let model = kernel_model(bundle);
