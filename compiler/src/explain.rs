@@ -282,6 +282,9 @@ pub struct Explanation {
     pub decision: &'static str,
     /// The rules (or scopes) that decided the verdict, with why.
     pub deciding: Vec<Deciding>,
+    /// The rules that audit the event and did not decide it, with why
+    /// (their matching terms, as for `deciding`).
+    pub audited: Vec<Deciding>,
     /// The event, echoed.
     pub event: serde_json::Value,
 }
@@ -368,6 +371,7 @@ pub fn explain(bundle: &PolicyBundle, event: &Event) -> Explanation {
     let names =
         |ids: &[u32]| -> Vec<String> { ids.iter().map(|&i| rule_name(bundle, i)).collect() };
     let mut deciding = Vec::new();
+    let mut audited = Vec::new();
     let mut decision = "no rule";
     if let Some(table) = bundle.spec.hooks.get(&event.hook) {
         let traced = trace_table(table, event);
@@ -400,6 +404,25 @@ pub fn explain(bundle: &PolicyBundle, event: &Event) -> Explanation {
             }
             Verdict::Allow => None,
         };
+        // The lookups that put term `t` in the matched set.
+        let why = |t: u32| TermWhy {
+            term: t,
+            conditions: traced
+                .iter()
+                .filter(|(name, ..)| !unconstrained(&table.dimensions[name], t))
+                .flat_map(|(name, value, steps, _)| {
+                    steps
+                        .iter()
+                        .filter(|s| has(&s.terms, t))
+                        .map(|s| Condition {
+                            dimension: name.clone(),
+                            value: value.clone(),
+                            lookup: s.lookup,
+                            entry: s.entry.clone(),
+                        })
+                })
+                .collect(),
+        };
         if let Some((set, scope)) = deciding_set {
             decision = if scope { "scope" } else { "rule" };
             let mut by_owner: BTreeMap<u32, Vec<TermWhy>> = BTreeMap::new();
@@ -408,25 +431,7 @@ pub fn explain(bundle: &PolicyBundle, event: &Event) -> Explanation {
                 if term.scope != scope {
                     continue;
                 }
-                let conditions = traced
-                    .iter()
-                    .filter(|(name, ..)| !unconstrained(&table.dimensions[name], t))
-                    .flat_map(|(name, value, steps, _)| {
-                        steps
-                            .iter()
-                            .filter(|s| has(&s.terms, t))
-                            .map(|s| Condition {
-                                dimension: name.clone(),
-                                value: value.clone(),
-                                lookup: s.lookup,
-                                entry: s.entry.clone(),
-                            })
-                    })
-                    .collect();
-                by_owner.entry(term.rule).or_default().push(TermWhy {
-                    term: t,
-                    conditions,
-                });
+                by_owner.entry(term.rule).or_default().push(why(t));
             }
             for (owner, terms) in by_owner {
                 deciding.push(Deciding {
@@ -445,6 +450,27 @@ pub fn explain(bundle: &PolicyBundle, event: &Event) -> Explanation {
                 });
             }
         }
+        // Auditing rules that did not decide: why they matched too.
+        let decided: BTreeSet<&str> = deciding.iter().map(|d| d.rule.as_str()).collect();
+        let audit_rules: BTreeSet<u32> = outcome.audit.iter().copied().collect();
+        let mut by_rule: BTreeMap<u32, Vec<TermWhy>> = BTreeMap::new();
+        for &t in matched.iter().filter(|&&t| has(&v.audit, t)) {
+            let term = &table.terms[t as usize];
+            if !term.scope
+                && audit_rules.contains(&term.rule)
+                && !decided.contains(rule_name(bundle, term.rule).as_str())
+            {
+                by_rule.entry(term.rule).or_default().push(why(t));
+            }
+        }
+        for (rule, terms) in by_rule {
+            audited.push(Deciding {
+                rule: rule_name(bundle, rule),
+                scope: false,
+                verdict: bundle.spec.rules[rule as usize].verdict,
+                terms,
+            });
+        }
     }
     Explanation {
         verdict: outcome.verdict,
@@ -461,6 +487,7 @@ pub fn explain(bundle: &PolicyBundle, event: &Event) -> Explanation {
             .collect(),
         decision,
         deciding,
+        audited,
         event: crate::event_json::event_to_json(event),
     }
 }
@@ -532,39 +559,110 @@ impl Explanation {
                             d.verdict.map(|v| v.as_str()).unwrap_or("-").to_string()
                         }
                     ));
-                    for t in &d.terms {
-                        o.push_str(&format!("  term {}:\n", t.term));
-                        if t.conditions.is_empty() {
-                            o.push_str("    no condition (matches every event of the hook)\n");
-                        }
-                        for c in &t.conditions {
-                            let value = if c.value.is_null() {
-                                "absent".to_string()
-                            } else {
-                                c.value.to_string()
-                            };
-                            o.push_str(&format!(
-                                "    {} = {}: {}{}\n",
-                                c.dimension,
-                                value,
-                                c.lookup,
-                                c.entry
-                                    .as_ref()
-                                    .map(|e| format!(" {e:?}"))
-                                    .unwrap_or_default()
-                            ));
-                        }
-                    }
+                    terms_human(&mut o, &d.terms);
                 }
             }
+        }
+        for a in &self.audited {
+            o.push_str(&format!("audited by: {}\n", a.rule));
+            terms_human(&mut o, &a.terms);
         }
         o
     }
 
-    /// The JSON report.
+    /// The JSON report (`audited` lists the auditing rules that did not
+    /// decide, with their conditions).
     pub fn json(&self) -> String {
         let mut s = serde_json::to_string_pretty(self).expect("explanation serialises");
         s.push('\n');
         s
+    }
+}
+
+/// The matching terms of a rule and the lookups that held, indented.
+fn terms_human(o: &mut String, terms: &[TermWhy]) {
+    for t in terms {
+        o.push_str(&format!("  term {}:\n", t.term));
+        if t.conditions.is_empty() {
+            o.push_str("    no condition (matches every event of the hook)\n");
+        }
+        for c in &t.conditions {
+            let value = if c.value.is_null() {
+                "absent".to_string()
+            } else {
+                c.value.to_string()
+            };
+            o.push_str(&format!(
+                "    {} = {}: {}{}\n",
+                c.dimension,
+                value,
+                c.lookup,
+                c.entry
+                    .as_ref()
+                    .map(|e| format!(" {e:?}"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use policy_dsl::checked::{FieldKey, Value};
+    use policy_dsl::schema::{Field, Hook};
+
+    #[test]
+    fn auditing_rules_that_did_not_decide_say_why_they_matched() {
+        let sources = [crate::SourceFile {
+            name: "a.policy".into(),
+            text: "policy p {}\n\
+                   rule seen on exec { when process.binary startswith \"/usr/\" and user.uid == 0 audit }\n\
+                   rule deny_x on exec { when process.binary == \"/usr/bin/x\" deny audit }\n"
+                .into(),
+        }];
+        let b = crate::compile::compile_for_evaluation(&sources, "a")
+            .unwrap()
+            .0
+            .bundle;
+        let event = |binary: &str| Event {
+            hook: Hook::Exec,
+            fields: [
+                (
+                    FieldKey::plain(Field::ProcessBinary),
+                    Value::Str(binary.into()),
+                ),
+                (FieldKey::plain(Field::UserUid), Value::Int(0)),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        // Only the audit rule matches: it did not decide, it says why.
+        let e = explain(&b, &event("/usr/bin/y"));
+        assert_eq!(e.decision, "no rule");
+        assert_eq!(e.audited.len(), 1);
+        assert_eq!(e.audited[0].rule, "p.seen");
+        let c = &e.audited[0].terms[0].conditions;
+        let got: Vec<(&str, &str, Option<&str>)> = c
+            .iter()
+            .map(|c| (c.dimension.as_str(), c.lookup, c.entry.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("process.binary", "prefix", Some("/usr/")),
+                ("user.uid", "range", Some("0..0"))
+            ]
+        );
+        // The deny rule decides and audits: listed once, under `deciding`.
+        let e = explain(&b, &event("/usr/bin/x"));
+        assert_eq!(e.deciding[0].rule, "p.deny_x");
+        let audited: Vec<&str> = e.audited.iter().map(|a| a.rule.as_str()).collect();
+        assert_eq!(audited, ["p.seen"]);
+        assert!(
+            e.human().contains("audited by: p.seen\n  term 0:\n"),
+            "{}",
+            e.human()
+        );
     }
 }
