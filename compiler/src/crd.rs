@@ -3,7 +3,7 @@
 //!
 //! Why not `kube`'s `CustomResource` derive: it generates the top-level
 //! resource type itself (with `k8s-openapi`'s `ObjectMeta`), which would
-//! replace [`PolicyBundle`] and its strict layout, and pull in `kube` and
+//! replace [`PolicyBundle`](crate::bundle::PolicyBundle) and its strict layout, and pull in `kube` and
 //! `k8s-openapi` for a file we can write from the schemas we already have.
 //! So the CRD is assembled here from [`BundleSpec`]'s and [`BundleStatus`]'s
 //! JSON Schemas, made *structural* as Kubernetes requires: every `$ref`
