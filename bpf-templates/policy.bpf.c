@@ -1079,13 +1079,18 @@ static long phase_step(u32 i, void *data)
 		if (!(s->present & (1ull << field)) || (s->incomplete & (1ull << field)))
 			return 0;
 		struct anchor_value *av;
-		if (a->kind == ANCHOR_PREFIX || a->kind == ANCHOR_IP) {
+		if (a->kind == ANCHOR_PREFIX || a->kind == ANCHOR_IP || a->kind == ANCHOR_RANGE) {
 			void *t = bpf_map_lookup_elem(&anchor_prefix, &s->slot);
 			if (!t)
 				return 0;
 			__builtin_memset(&s->lkey, 0, sizeof(s->lkey));
 			s->lkey.ns = a->ns;
-			if (a->kind == ANCHOR_IP) {
+			if (a->kind == ANCHOR_RANGE) {
+				/* As DIM_NUM: the number, big-endian. */
+				u64 v = bpf_cpu_to_be64(s->num[field]);
+				__builtin_memcpy(s->lkey.data, &v, 8);
+				s->lkey.prefixlen = 8 + 64;
+			} else if (a->kind == ANCHOR_IP) {
 				/* As DIM_IP: the family, then the address. */
 				s->lkey.data[0] = s->ip_family;
 				__builtin_memcpy(&s->lkey.data[1], s->ip, 16);

@@ -99,6 +99,9 @@
 /* Anchor kind only: the address looked up in anchor_prefix as its family
  * byte (4 or 6) and 16 address bytes. */
 #define ANCHOR_IP 8
+/* Anchor kind only: the number looked up in anchor_prefix as 8 bytes
+ * big-endian (keys: the aligned blocks of integer ranges). */
+#define ANCHOR_RANGE 9
 
 /* dim_config.tables bits for DIM_STR. */
 #define TABLE_EXACT (1u << 0)
@@ -153,7 +156,8 @@ struct anchor_config {
 	__u32 kind;   /* DIM_STR: anchor_exact, key data = the string;
 		       * DIM_NUM: anchor_exact, the value as 8 bytes big-endian;
 		       * ANCHOR_PREFIX: anchor_prefix, the string and a zero byte;
-		       * ANCHOR_IP: anchor_prefix, the family byte and the address */
+		       * ANCHOR_IP: anchor_prefix, the family byte and the address;
+		       * ANCHOR_RANGE: anchor_prefix, the number, 8 bytes big-endian */
 };
 
 /* Value of anchor_exact (HASH struct str_key -> this) and anchor_prefix

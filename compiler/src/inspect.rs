@@ -451,12 +451,22 @@ pub fn kernel_model(bundle: &PolicyBundle) -> KernelCounts {
                         AnchorKind::Exact => "anchor_exact",
                         AnchorKind::Prefix => "anchor_prefix",
                     };
+                    let ranges = table.dimensions[&anchor.dimension].kind == DimensionKind::Int;
                     for g in &anchor.groups {
                         let t = crate::layout::restrict(table, &g.terms, anchor.skip());
                         hook_model(&t, &mut masks, &mut n, &mut m, false);
                         *n.entry("group_config").or_default() += 1;
-                        for (_, positions) in g.values.iter().chain(&g.prefixes) {
-                            *n.entry(map).or_default() += 1;
+                        for (key, positions) in g.values.iter().chain(&g.prefixes) {
+                            // A range key is one LPM entry per aligned block.
+                            let entries = match key.split_once("..") {
+                                Some((lo, hi)) if ranges => {
+                                    let (lo, hi) =
+                                        (lo.parse().unwrap_or(0), hi.parse().unwrap_or(0));
+                                    crate::lower::range_prefixes(lo, hi.max(lo), 64).len() as u64
+                                }
+                                _ => 1,
+                            };
+                            *n.entry(map).or_default() += entries;
                             m += masks.add(positions);
                         }
                     }

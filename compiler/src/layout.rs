@@ -18,11 +18,13 @@
 //!   anchor out.
 //! - **prefix**: a `path` or `string` field its terms test with exact values
 //!   and prefixes only (`file.path startswith "/home/alice/"`), whatever
-//!   else they exclude (`and not == …`, `endswith`), or an `ip` field they
-//!   test with CIDR blocks only (`net.daddr in 10.1.0.0/16`). The kernel
-//!   finds the longest key in an LPM trie (`anchor_prefix`: a prefix as it
-//!   is, an exact value followed by a zero byte; for addresses the family
-//!   byte and the block). A key's mask holds its own terms and those of
+//!   else they exclude (`and not == …`, `endswith`), an `ip` field they
+//!   test with CIDR blocks only (`net.daddr in 10.1.0.0/16`), or an integer
+//!   field they test with ranges only (`user.uid in 1000..1999`). The
+//!   kernel finds the longest key in an LPM trie (`anchor_prefix`: a prefix
+//!   as it is, an exact value followed by a zero byte; for addresses the
+//!   family byte and the block; for integers the aligned blocks of each
+//!   range, which are disjoint). A key's mask holds its own terms and those of
 //!   every key that is a prefix of it, so the longest match holds every
 //!   term that *can* match; the group's tables test the field again to
 //!   decide which do.
@@ -76,11 +78,12 @@ pub enum LayoutError {
     /// More terms than a mask holds and no dimension to anchor them on.
     #[error(
         "hook `{hook}` has {terms} terms, more than the {max} one kernel mask holds, and no \
-         path, string or number field that its rules test with exact values or prefixes only"
+         path, string, address or number field that its rules test with exact values, \
+         prefixes, CIDR blocks or ranges only"
     )]
     #[diagnostic(
         code(policyc::kernel_limit),
-        help("past {max} terms per hook, the kernel splits rules by a field they test with `==`, `in` or `startswith` (such as `process.binary`)")
+        help("past {max} terms per hook, the kernel splits rules by a field they test with `==`, `in` (values, CIDR blocks, ranges) or `startswith` (such as `process.binary`)")
     )]
     NoAnchor {
         /// The hook.
@@ -92,8 +95,9 @@ pub enum LayoutError {
     },
     /// Too many terms are left out by every anchor.
     #[error(
-        "hook `{hook}`: {unanchored} terms do not test {anchors} with exact values or prefixes \
-         only; the kernel holds at most {max} such terms (beside the ones split by {anchors})"
+        "hook `{hook}`: {unanchored} terms do not test {anchors} with exact values, prefixes, \
+         CIDR blocks or ranges only; the kernel holds at most {max} such terms (beside the ones \
+         split by {anchors})"
     )]
     #[diagnostic(
         code(policyc::kernel_limit),
@@ -142,8 +146,8 @@ pub enum AnchorKind {
     /// only, and a value's mask is the terms it satisfies.
     Exact,
     /// `anchor_prefix`, an LPM trie over the string (or the address family
-    /// and address): terms test the field with exact values and prefixes
-    /// (CIDR blocks) only; a key's mask is the terms that can match a value
+    /// and address, or the number): terms test the field with exact values
+    /// and prefixes (CIDR blocks, integer ranges) only; a key's mask is the terms that can match a value
     /// it is the longest key of, and the group tests the field again.
     Prefix,
 }
@@ -304,10 +308,12 @@ struct PrefixKey<'d> {
     /// a zero byte, at most [`PREFIX_KEY_LEN`] bytes in all: a value of that
     /// length keeps all its bytes and no zero, and may match longer values
     /// too, which the group's own test of the field sorts out); for
-    /// addresses its bits, 0 or 1 (the family's 8, then the block's).
+    /// addresses its bits, 0 or 1 (the family's 8, then the block's); for
+    /// an integer range `lo` and `hi` big-endian (ranges are disjoint: no
+    /// key is a prefix of another).
     bytes: Vec<u8>,
-    /// The literal.
-    value: &'d str,
+    /// The literal: a string, a CIDR block, or an integer range `lo..hi`.
+    value: std::borrow::Cow<'d, str>,
     /// Whether it is a prefix (`startswith`) rather than an exact value.
     prefix: bool,
     /// The anchored terms this key is the first to let through: those of a
@@ -354,7 +360,21 @@ fn prefix_keys<'d>(dim: &'d Dimension, member: impl Fn(u32) -> bool) -> Vec<Pref
         if let (false, Some(bytes)) = (own.is_empty(), bytes) {
             keys.push(PrefixKey {
                 bytes,
-                value: &p.value,
+                value: p.value.as_str().into(),
+                prefix: true,
+                own,
+            });
+        }
+    }
+    // An integer's ranges: each value is in one, whose set is complete.
+    for r in &dim.ranges {
+        let own: Vec<u32> = r.terms.iter().copied().filter(|&t| member(t)).collect();
+        if !own.is_empty() {
+            let mut bytes = r.lo.to_be_bytes().to_vec();
+            bytes.extend(r.hi.to_be_bytes());
+            keys.push(PrefixKey {
+                bytes,
+                value: format!("{}..{}", r.lo, r.hi).into(),
                 prefix: true,
                 own,
             });
@@ -362,7 +382,9 @@ fn prefix_keys<'d>(dim: &'d Dimension, member: impl Fn(u32) -> bool) -> Vec<Pref
     }
     let index: HashMap<&[u8], &Entry> =
         dim.prefix.iter().map(|e| (e.value.as_bytes(), e)).collect();
-    for e in &dim.exact {
+    // (An integer's `exact` entries are names resolved on the node: such a
+    // dimension is no anchor.)
+    for e in dim.exact.iter().filter(|_| dim.kind != DimensionKind::Int) {
         let via: &[u32] = longest(&index, e.value.as_bytes()).map_or(&[], |p| &p.terms);
         let own: Vec<u32> = e
             .terms
@@ -373,7 +395,7 @@ fn prefix_keys<'d>(dim: &'d Dimension, member: impl Fn(u32) -> bool) -> Vec<Pref
         if !own.is_empty() {
             keys.push(PrefixKey {
                 bytes: exact_key(&e.value),
-                value: &e.value,
+                value: e.value.as_str().into(),
                 prefix: false,
                 own,
             });
@@ -403,19 +425,21 @@ fn descendants(keys: &[PrefixKey<'_>]) -> Vec<usize> {
     out
 }
 
-/// Terms still `left` that `dim` (a `path`, `string` or `ip` field) can
-/// anchor by prefix: tested by it, not satisfied by a value matching no
-/// entry nor by a missing field (so every value that satisfies one has an
-/// exact or prefix key of the term: a CIDR block for addresses), without a
-/// key over more than [`MAX_PREFIX_FANOUT`] others nor one of more than
-/// `max_key` terms. Empty when `dim` has no prefix entries (an exact
-/// anchor does as well then).
+/// Terms still `left` that `dim` (a `path`, `string`, `ip` or integer
+/// field) can anchor by prefix: tested by it, not satisfied by a value
+/// matching no entry nor by a missing field (so every value that satisfies
+/// one has an exact or prefix key of the term: a CIDR block for addresses,
+/// a range for integers), without a key over more than
+/// [`MAX_PREFIX_FANOUT`] others nor one of more than `max_key` terms.
+/// Empty when `dim` has no prefix entries or ranges of several values (an
+/// exact anchor does as well then), and for integers named on the node.
 fn prefix_candidate(dim: &Dimension, left: &[bool], max_key: usize) -> TermSet {
-    let keyed = matches!(
-        dim.kind,
-        DimensionKind::Path | DimensionKind::String | DimensionKind::Ip
-    );
-    if !keyed || dim.prefix.is_empty() {
+    let keyed = match dim.kind {
+        DimensionKind::Path | DimensionKind::String | DimensionKind::Ip => !dim.prefix.is_empty(),
+        DimensionKind::Int => dim.resolve.is_none() && dim.ranges.iter().any(|r| r.lo != r.hi),
+        _ => false,
+    };
+    if !keyed {
         return TermSet::new();
     }
     let mut other: HashSet<u32> = dim.default.iter().copied().collect();

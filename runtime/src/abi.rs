@@ -143,6 +143,9 @@ pub mod dim_kind {
     /// Anchors only (`ANCHOR_IP`): the address looked up in
     /// `anchor_prefix` as its family byte (4 or 6) and 16 address bytes.
     pub const ANCHOR_IP: u32 = 8;
+    /// Anchors only (`ANCHOR_RANGE`): the number looked up in
+    /// `anchor_prefix` as 8 big-endian bytes (keys: a range's aligned blocks).
+    pub const ANCHOR_RANGE: u32 = 9;
 }
 
 /// `dim_config.tables` bits of a string dimension (`TABLE_*`).
@@ -217,7 +220,9 @@ pub struct AnchorConfig {
     /// [`dim_kind::NUM`]: `anchor_exact`, the value as 8 big-endian bytes;
     /// [`dim_kind::ANCHOR_PREFIX`]: `anchor_prefix`, the string's first 255
     /// bytes followed by a zero byte when shorter; [`dim_kind::ANCHOR_IP`]:
-    /// `anchor_prefix`, the address family byte and the address.
+    /// `anchor_prefix`, the address family byte and the address;
+    /// [`dim_kind::ANCHOR_RANGE`]: `anchor_prefix`, the number as 8
+    /// big-endian bytes.
     pub kind: u32,
 }
 

@@ -334,10 +334,20 @@ pub fn classify(t: &KernelTables, hook: Hook, values: &KernelValues) -> Option<C
             if !values.present(a.field) || values.incomplete.contains(&a.field) {
                 continue;
             }
-            let hit = if a.kind == dim_kind::ANCHOR_PREFIX || a.kind == dim_kind::ANCHOR_IP {
+            let lpm_kinds = [
+                dim_kind::ANCHOR_PREFIX,
+                dim_kind::ANCHOR_IP,
+                dim_kind::ANCHOR_RANGE,
+            ];
+            let hit = if lpm_kinds.contains(&a.kind) {
                 let mut key = [0u8; 256];
                 key[0] = a.ns as u8;
-                let bits = if a.kind == dim_kind::ANCHOR_IP {
+                let bits = if a.kind == dim_kind::ANCHOR_RANGE {
+                    // The number, 8 bytes big-endian.
+                    let v = values.nums.get(&a.field).copied().unwrap_or(0);
+                    key[1..9].copy_from_slice(&v.to_be_bytes());
+                    8 + 64
+                } else if a.kind == dim_kind::ANCHOR_IP {
                     // The family byte and the address.
                     let Some(ip) = values.ip else { continue };
                     let (family, addr) = ip_key_addr(ip);

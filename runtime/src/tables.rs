@@ -764,6 +764,8 @@ impl Builder<'_> {
                 self.next_anchor_ns += 1;
                 let kind = if ip {
                     dim_kind::ANCHOR_IP
+                } else if numeric {
+                    dim_kind::ANCHOR_RANGE
                 } else {
                     dim_kind::ANCHOR_PREFIX
                 };
@@ -807,6 +809,31 @@ impl Builder<'_> {
                     mask: self.masks.id(m),
                 };
                 match kind {
+                    dim_kind::ANCHOR_RANGE => {
+                        // The range's aligned blocks of the 64-bit value.
+                        let bad = || TablesError::UnsupportedDimension {
+                            hook: hook.as_str(),
+                            field: dim.clone(),
+                            why: format!("anchor value `{value}` is not a range `lo..hi`"),
+                        };
+                        let (lo, hi) = value.split_once("..").ok_or_else(bad)?;
+                        let (lo, hi): (u64, u64) = (
+                            lo.parse().map_err(|_| bad())?,
+                            hi.parse().map_err(|_| bad())?,
+                        );
+                        if lo > hi {
+                            return Err(bad());
+                        }
+                        for (v, plen) in policy_compiler::lower::range_prefixes(lo, hi, 64) {
+                            let mut data = [0u8; STR_LPM_LEN];
+                            data[..8].copy_from_slice(&v.to_be_bytes());
+                            self.out.anchor_prefix.push((
+                                8 + plen,
+                                StrLpmKey { ns: ns as u8, data },
+                                av,
+                            ));
+                        }
+                    }
                     dim_kind::ANCHOR_IP => {
                         // The family byte, then the block's bits.
                         let net: ipnet::IpNet =
@@ -1291,5 +1318,58 @@ mod anchored_tests {
             .find(|(bits, _, _)| *bits == 8 + 8 + 32)
             .unwrap();
         assert_eq!(host.1.data[..5], [4, 10, 7, 1, 2]);
+    }
+
+    #[test]
+    fn range_rules_past_the_words_are_split_by_aligned_blocks() {
+        let mut text = String::new();
+        for i in 0..200 {
+            let lo = 1000 + 10 * i;
+            text += &format!(
+                "rule r{i} on exec {{ when user.uid in {lo}..{} deny }}\n",
+                lo + 4
+            );
+        }
+        // Across every range: in the group of each piece it covers.
+        text += "rule wide on exec { when user.uid in 0..99999 audit }\n";
+        text += "rule login on exec { when user.auid == unset and user.uid == 1002 audit }\n";
+        let uid = |n: u64| Event {
+            hook: Hook::Exec,
+            fields: [
+                (FieldKey::plain(Field::UserUid), Value::Int(n)),
+                (FieldKey::plain(Field::UserAuid), Value::Unset),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let t = check_anchored(
+            &text,
+            3,
+            Hook::Exec,
+            &[
+                (uid(1002), 3),
+                (uid(1003), 2),
+                (uid(1005), 1),
+                (uid(2994), 2),
+                (uid(0), 1),
+                (uid(100_000), 0),
+                (uid(u64::from(u32::MAX)), 0),
+            ],
+        );
+        let cfg = &t.hooks[&Hook::Exec];
+        assert_eq!(cfg.nanchors, 1);
+        assert_eq!(cfg.anchors[0].kind, dim_kind::ANCHOR_RANGE);
+        assert_eq!(cfg.anchors[0].field, field_index(Field::UserUid));
+        // 1000..1004 is three pieces (rule `login` tests 1002): 1000..1001
+        // is one block (/63); 1003..1004 starts a block at 1004 (/64).
+        let blocks: Vec<u32> = t
+            .anchor_prefix
+            .iter()
+            .filter(|(_, k, _)| {
+                k.data[..8] == 1000u64.to_be_bytes() || k.data[..8] == 1004u64.to_be_bytes()
+            })
+            .map(|(bits, _, _)| *bits)
+            .collect();
+        assert_eq!(blocks, [8 + 63, 8 + 64]);
     }
 }

@@ -212,6 +212,62 @@ fn refuses_clearly_without_root_or_with_a_bad_bundle() {
     );
 }
 
+/// Past one kernel mask, rules that share one binary and differ by a uid
+/// range are split by `user.uid`'s ranges (`anchor_prefix` keyed by the
+/// ranges' aligned blocks; the binary, tested by all, is too crowded to be
+/// the anchor): 7,000 kill rules on uid ranges decide execs by real
+/// processes of three users.
+#[test]
+fn uid_range_rules_past_one_mask_are_decided_through_range_anchors() {
+    if !kernel_tests_enabled("uid_range_rules_past_one_mask_are_decided_through_range_anchors") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().canonicalize().unwrap();
+    // Other users run the binary too.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let victim = dir.join("victim");
+    std::fs::copy("/bin/true", &victim).unwrap();
+    let v = victim.to_str().unwrap();
+    let mut text = String::from("policy ranges {}\n");
+    // Rule i kills uids 10i+1 ..= 10i+9; uids 10i pass.
+    for i in 0..7000 {
+        let lo = 10 * i + 1;
+        text += &format!(
+            "rule r{i} on exec {{ when process.binary == \"{v}\" and user.uid in {lo}..{} kill }}\n",
+            lo + 8
+        );
+    }
+    text += &format!(
+        "rule root on exec {{ when process.binary == \"{v}\" and user.uid == 0 audit }}\n"
+    );
+    let bundle = write_bundle(&dir, "ranges.policy", &text, "ranges");
+    let d = Policyd::start(&bundle, &dir, "ranges");
+    // nobody (65534) is in 65531..65539 (r6553); 12345 in 12341..12349 (r1234).
+    for (uid, rule) in [(65534u32, "r6553"), (12345, "r1234")] {
+        let (pid, status) = run(Command::new(&victim).uid(uid).gid(uid));
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "uid {uid}: {status:?}"
+        );
+        let events = d.wait_events_of(pid);
+        assert_eq!(events[0]["rule"], rule, "{:#}", events[0]);
+        assert_eq!(events[0]["verdict"], "kill", "{:#}", events[0]);
+    }
+    // 12340 is in no range: it runs, and nothing matches.
+    let (_, status) = run(Command::new(&victim).uid(12340).gid(12340));
+    assert!(status.success(), "uid 12340: {status:?}");
+    // root matches only the audit rule.
+    let (pid, status) = run(&mut Command::new(&victim));
+    assert!(status.success(), "root: {status:?}");
+    let events = d.wait_events_of(pid);
+    assert_eq!(events[0]["rule"], "root", "{:#}", events[0]);
+    assert_eq!(events[0]["verdict"], "allow", "{:#}", events[0]);
+    d.stop();
+}
+
 /// A temp dir with a copy of `/usr/bin/touch` named `victim` and a bundle
 /// that denies it: (temp dir guard, canonical dir, victim, bundle).
 fn deny_victim_setup(name: &str) -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {

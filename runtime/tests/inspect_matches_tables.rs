@@ -237,3 +237,27 @@ fn prefix_anchored_bundle() {
     // match its own term and those of `/srv/tI/`.
     assert_eq!(a.largest_value, 2);
 }
+
+/// Range anchors: port ranges past one mask, each range one key and its
+/// aligned blocks LPM entries; the model counts the same blocks.
+#[test]
+fn range_anchored_bundle() {
+    let mut text = String::from("policy g {}\n");
+    for i in 0..5000 {
+        let lo = 20000 + 3 * i;
+        text += &format!(
+            "rule r{i} on connect {{ when net.dport in {lo}..{} deny }}\n",
+            lo + 1
+        );
+    }
+    let bundle = compile("g.policy", &text);
+    check("range anchored 5000", &bundle);
+    let layout = inspect(&bundle).hooks[0].layout.clone().expect("a layout");
+    assert_eq!(layout.own_terms, 0);
+    let a = &layout.anchors[0];
+    assert_eq!(
+        (a.dimension.as_str(), a.kind.as_str()),
+        ("net.dport", "prefix")
+    );
+    assert_eq!(a.terms, 5000);
+}
