@@ -572,14 +572,14 @@ fn plan_with(
     }
     let own = own_words(&taken);
     if own + chosen > words {
-        let mut anchors: Vec<String> = (0..tables.len())
-            .flat_map(|p| {
-                cands[p][..taken[p]]
-                    .iter()
-                    .map(|c| format!("`{}`", c.dimension))
-            })
-            .collect();
-        anchors.dedup();
+        // Each field once, in the order taken.
+        let mut anchors: Vec<String> = Vec::new();
+        for c in (0..tables.len()).flat_map(|p| &cands[p][..taken[p]]) {
+            let name = format!("`{}`", c.dimension);
+            if !anchors.contains(&name) {
+                anchors.push(name);
+            }
+        }
         let unanchored = (0..tables.len())
             .map(|p| {
                 n[p] - cands[p][..taken[p]]

@@ -314,6 +314,63 @@ fn anchorable_rule() -> impl Strategy<Value = (usize, Rule)> {
     })
 }
 
+/// `cond` with user and group names replaced by the id 1000: a dimension
+/// with names resolves on the node and is never an anchor.
+fn ids_for_names(cond: &Cond) -> Cond {
+    let id = |v: &Value| match v {
+        Value::Name(_) => Value::Int(1000),
+        v => v.clone(),
+    };
+    match cond {
+        Cond::And(cs) => Cond::And(cs.iter().map(ids_for_names).collect()),
+        Cond::Or(cs) => Cond::Or(cs.iter().map(ids_for_names).collect()),
+        Cond::Not(c) => Cond::Not(Box::new(ids_for_names(c))),
+        Cond::Test(t) => {
+            let pred = match &t.pred {
+                Pred::Eq(v) => Pred::Eq(id(v)),
+                Pred::In(set) => Pred::In(
+                    set.iter()
+                        .map(|m| match m {
+                            Member::Value(v) => Member::Value(id(v)),
+                            m => m.clone(),
+                        })
+                        .collect(),
+                ),
+                p => p.clone(),
+            };
+            test(t.field.clone(), pred)
+        }
+        c => c.clone(),
+    }
+}
+
+/// A rule whose condition mostly also tests `user.uid` with a range (most
+/// far from the events' uids, some around them) or one uid: range anchors.
+fn range_rule() -> impl Strategy<Value = (usize, Rule)> {
+    let uid = FieldKey::plain(Field::UserUid);
+    let (u2, u3) = (uid.clone(), uid.clone());
+    let range = prop_oneof![
+        // Mostly narrow ranges far from the events' uids (distinct keys) …
+        3 => (0u64..200_000, 0u64..6).prop_map(move |(lo, w)| {
+            test(uid.clone(), Pred::In([Member::Range(lo, lo + w)].into_iter().collect()))
+        }),
+        // … some around them, and single uids.
+        1 => (pick(EVENT_IDS), 0u64..3).prop_map(move |(id, w)| {
+            // Ids stop at 4294967294 (4294967295 is `unset`).
+            let r = Member::Range(id.saturating_sub(w), (id + w).min(4_294_967_294));
+            test(u2.clone(), Pred::In([r].into_iter().collect()))
+        }),
+        1 => pick(EVENT_IDS).prop_map(move |n| test(u3.clone(), Pred::Eq(Value::Int(n)))),
+    ];
+    (multi_rule(), proptest::option::weighted(0.9, range)).prop_map(|((file, mut rule), r)| {
+        rule.condition = ids_for_names(&runnable(&rule.condition));
+        if let Some(r) = r {
+            rule.condition = Cond::And(vec![r, rule.condition]);
+        }
+        (file, rule)
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 40, max_shrink_iters: 200, ..ProptestConfig::default() })]
 
@@ -331,6 +388,18 @@ proptest! {
     ) {
         // Cases the tables did not anchor (too few terms, or too many
         // unanchored ones) are rejected: too many rejections fail the test.
+        prop_assume!(check(&rules, &scopes, monitor, &events, split, 3)?);
+    }
+
+    /// The same with `user.uid` ranges as the likely anchor.
+    #[test]
+    fn range_anchored_tables_agree_with_the_bundle_evaluator(
+        rules in proptest::collection::vec(range_rule(), 140..200),
+        scopes in proptest::collection::vec(multi_scope(), 0..2),
+        monitor in any::<[bool; 2]>(),
+        events in proptest::collection::vec(id_event(), 1..12),
+        split in any::<bool>(),
+    ) {
         prop_assume!(check(&rules, &scopes, monitor, &events, split, 3)?);
     }
 }
