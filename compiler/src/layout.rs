@@ -97,7 +97,7 @@ pub enum LayoutError {
     #[error(
         "hook `{hook}`: {unanchored} terms do not test {anchors} with exact values, prefixes, \
          CIDR blocks or ranges only; the kernel holds at most {max} such terms (beside the ones \
-         split by {anchors})"
+         split by {anchors}){note}"
     )]
     #[diagnostic(
         code(policyc::kernel_limit),
@@ -114,6 +114,9 @@ pub enum LayoutError {
         unanchored: usize,
         /// Most the mask holds next to one window per anchor.
         max: usize,
+        /// Why more terms could not be anchored, when known: `; …` or
+        /// empty.
+        note: String,
     },
     /// One anchor key can match more terms than a group holds.
     #[error(
@@ -211,7 +214,7 @@ pub struct GroupLayout {
     pub prefixes: Vec<(String, TermSet)>,
 }
 
-/// The candidate anchors of `table`, at most [`MAX_ANCHORS`], each anchoring
+/// The candidate anchors of `table`, at most [`MAX_ANCHORS`] + 1, each anchoring
 /// terms the ones before it do not: greedily the field and kind that anchor
 /// the most terms left (an exact anchor when a prefix anchor of the same
 /// field would take no more); exact anchors only unless `prefix`. The terms
@@ -222,7 +225,8 @@ pub struct GroupLayout {
 pub fn candidates(table: &HookTable, prefix: bool, max_key: usize) -> Vec<Candidate> {
     let mut left = vec![true; table.terms.len()];
     let mut out: Vec<Candidate> = Vec::new();
-    while out.len() < MAX_ANCHORS {
+    // One past the cap, so that a plan can say that the cap left one out.
+    while out.len() <= MAX_ANCHORS {
         let mut best: Option<Candidate> = None;
         for (name, dim) in &table.dimensions {
             for kind in [AnchorKind::Exact, AnchorKind::Prefix] {
@@ -502,12 +506,18 @@ pub fn plan_parts(
     // A value too crowded for the window it got is left out of the
     // candidates, and the plan made again: each retry lowers the bound.
     let mut last = None;
+    // The first crowded value met: when leaving it out leaves no anchor at
+    // all, it is the reason to report.
+    let mut crowded = None;
     for prefix in [false, true] {
         let mut max_key = words * 64;
         loop {
             match plan_with(hook, tables, words, prefix, max_key) {
                 Ok(plan) => return Ok(plan),
-                Err(LayoutError::ValueTooManyTerms { max, .. }) if max < max_key => max_key = max,
+                Err(e @ LayoutError::ValueTooManyTerms { max, .. }) if max < max_key => {
+                    max_key = max;
+                    crowded.get_or_insert(e);
+                }
                 Err(e) => {
                     last = Some(e);
                     break;
@@ -515,7 +525,10 @@ pub fn plan_parts(
             }
         }
     }
-    Err(last.expect("an error from the last plan"))
+    match (last, crowded) {
+        (Some(LayoutError::NoAnchor { .. }), Some(c)) => Err(c),
+        (last, _) => Err(last.expect("an error from the last plan")),
+    }
 }
 
 /// [`plan_parts`] past one mask, with prefix anchors or without, leaving
@@ -534,6 +547,28 @@ fn plan_with(
         .map(|t| candidates(t, prefix, max_key))
         .collect();
     if cands.iter().all(Vec::is_empty) {
+        // Crowded values left out everything: name the most crowded.
+        let crowded = tables
+            .iter()
+            .flat_map(|t| {
+                candidates(t, prefix, usize::MAX)
+                    .into_iter()
+                    .flat_map(move |c| {
+                        keyed_terms(t, &c)
+                            .into_iter()
+                            .map(move |k| (c.dimension.clone(), k))
+                    })
+            })
+            .max_by_key(|(_, (_, _, ts))| ts.len());
+        if let Some((anchor, (value, _, ts))) = crowded {
+            return Err(LayoutError::ValueTooManyTerms {
+                hook: hook.to_string(),
+                anchor,
+                value,
+                terms: ts.len(),
+                max: max_key,
+            });
+        }
         return Err(LayoutError::NoAnchor {
             hook: hook.to_string(),
             terms: count,
@@ -588,11 +623,21 @@ fn plan_with(
                     .sum::<usize>()
             })
             .sum();
+        let left_out = cands.iter().map(Vec::len).sum::<usize>() - chosen;
+        let note = if left_out > 0 {
+            format!(
+                "; {left_out} more candidate anchors were left out: at most {MAX_ANCHORS} anchors \
+                 per hook over every bundle on a node"
+            )
+        } else {
+            String::new()
+        };
         return Err(LayoutError::TooManyUnanchored {
             hook: hook.to_string(),
             anchors: anchors.join(", "),
             unanchored,
             max: words.saturating_sub(chosen) * 64,
+            note,
         });
     }
     let per = (words - own) / chosen;
@@ -1165,6 +1210,43 @@ mod tests {
     }
 
     #[test]
+    fn a_crowded_value_is_the_reason_given_when_nothing_else_anchors() {
+        // 200 terms on one binary: no group of 64 holds them, and nothing
+        // else keys them.
+        let rules: Vec<String> = (0..200)
+            .map(|i| format!("process.binary == \"/one\" and process.name endswith \"e{i}\" audit"))
+            .collect();
+        let e = plan("exec", &table(&rules), 2).unwrap_err();
+        assert!(
+            matches!(&e, LayoutError::ValueTooManyTerms { value, terms: 200, .. } if value == "/one"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_anchor_cap_is_named_when_it_leaves_terms_out() {
+        // Five fields of 70 exact rules each in 5 words: four anchors leave
+        // 70 terms for 64 bits; a fifth anchor is not allowed.
+        let fields = [
+            "process.binary",
+            "process.name",
+            "parent.binary",
+            "process.args",
+        ];
+        let mut rules: Vec<String> = Vec::new();
+        for f in fields {
+            rules.extend((0..70).map(|i| format!("{f} == \"/v{i}\" audit")));
+        }
+        rules.extend((0..70).map(|i| format!("user.uid == {} audit", 5000 + i)));
+        let e = plan("exec", &table(&rules), 5).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("1 more candidate anchors were left out: at most 4 anchors per hook"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn terms_no_anchor_takes_are_named_in_the_error() {
         // Suffix tests key on no value: 70 of them do not fit one word.
         let mut rules: Vec<String> = (0..70)
@@ -1180,6 +1262,7 @@ mod tests {
                 anchors: "`process.binary`".into(),
                 unanchored: 70,
                 max: 64,
+                note: String::new(),
             }
         );
         assert!(

@@ -1,14 +1,18 @@
 //! Bundle updates: watching `--bundle FILE`, validating a new version, and
 //! the bundles of recent generations that events are decided by.
 //!
-//! The file is polled ([`WATCH_INTERVAL`]): its whole content is read and
-//! compared with the last content seen. Polling the content (not inotify on
-//! the file, not the mtime) follows every way of replacing a file: editors
-//! and `kubectl cp` write a temp file and rename it over the old one (a new
-//! inode, which an inotify watch on the old inode would miss), `cp` and
-//! shells rewrite in place, and two writes within one mtime tick still
-//! differ in content. A content is acted on once it has been read the same
-//! twice in a row, so a file caught half-written is not refused for that.
+//! The file is polled ([`WATCH_INTERVAL`]): its content is compared with the
+//! last content seen. Polling the content (not inotify on the file) follows
+//! every way of replacing a file: editors and `kubectl cp` write a temp file
+//! and rename it over the old one (a new inode, which an inotify watch on
+//! the old inode would miss), `cp` and shells rewrite in place. The content
+//! is read again only when the file's metadata (device, inode, size, mtime,
+//! ctime) changed, or when [`FULL_READ_EVERY`] has passed since it was
+//! last read: a rewrite of the same size within one timestamp tick is seen
+//! within that bound, and an idle policyd does not re-read a bundle of tens
+//! of megabytes four times a second ([`FileReader`]). A content is acted on
+//! once it has been read the same twice in a row, so a file caught
+//! half-written is not refused for that.
 //!
 //! The kernel side of a swap is [`crate::loader::PolicyHooks::swap`].
 
@@ -190,10 +194,80 @@ enum Seen {
     Unreadable(String),
 }
 
+/// Longest time a watched file's content is trusted from its unchanged
+/// metadata before it is read again.
+pub const FULL_READ_EVERY: Duration = Duration::from_secs(10);
+
+/// The metadata that changes when a file is replaced or rewritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(m: &std::fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// Reads watched files, reusing the bytes last read from a file whose
+/// metadata has not changed for at most [`FULL_READ_EVERY`].
+#[derive(Debug, Default)]
+pub struct FileReader {
+    cache: BTreeMap<PathBuf, (Stamp, std::time::Instant, Vec<u8>)>,
+}
+
+impl FileReader {
+    /// The content of `path`, read from disk unless its metadata is the
+    /// one of the last read and that read is recent.
+    ///
+    /// # Errors
+    /// As [`std::fs::metadata`] and [`std::fs::read`].
+    pub fn read(&mut self, path: &Path) -> std::io::Result<Vec<u8>> {
+        let stamp = match std::fs::metadata(path) {
+            Ok(m) => Stamp::of(&m),
+            Err(e) => {
+                self.cache.remove(path);
+                return Err(e);
+            }
+        };
+        if let Some((s, at, bytes)) = self.cache.get(path) {
+            if *s == stamp && at.elapsed() < FULL_READ_EVERY {
+                return Ok(bytes.clone());
+            }
+        }
+        let bytes = std::fs::read(path)?;
+        // The stamp before the read: a write during the read changes the
+        // metadata, so the next poll reads again.
+        self.cache.insert(
+            path.to_path_buf(),
+            (stamp, std::time::Instant::now(), bytes.clone()),
+        );
+        Ok(bytes)
+    }
+
+    /// Forget files not in `keep` (removed from a watched directory).
+    fn retain(&mut self, keep: &Snapshot) {
+        self.cache.retain(|p, _| keep.contains_key(p));
+    }
+}
+
 /// Watches one bundle file by polling its content.
 #[derive(Debug)]
 pub struct BundleWatch {
     path: PathBuf,
+    reader: FileReader,
     /// The content last acted on (applied or refused).
     handled: Seen,
     /// A different content read once; acted on when read again unchanged.
@@ -215,6 +289,7 @@ impl BundleWatch {
     pub fn new(path: &Path, loaded: Vec<u8>) -> BundleWatch {
         BundleWatch {
             path: path.to_path_buf(),
+            reader: FileReader::default(),
             handled: Seen::Content(loaded),
             pending: None,
         }
@@ -227,7 +302,7 @@ impl BundleWatch {
 
     /// Read the file; a change seen on two polls in a row is returned once.
     pub fn poll(&mut self) -> Option<Change> {
-        let now = match std::fs::read(&self.path) {
+        let now = match self.reader.read(&self.path) {
             Ok(bytes) => Seen::Content(bytes),
             Err(e) => Seen::Unreadable(e.to_string()),
         };
@@ -375,6 +450,14 @@ pub fn is_bundle_file(name: &str) -> bool {
 /// # Errors
 /// When `dir` cannot be listed.
 pub fn read_dir(dir: &Path) -> std::io::Result<Snapshot> {
+    read_dir_with(dir, &mut FileReader::default())
+}
+
+/// [`read_dir`] through `reader` (which skips unchanged files' reads).
+///
+/// # Errors
+/// When `dir` cannot be listed.
+pub fn read_dir_with(dir: &Path, reader: &mut FileReader) -> std::io::Result<Snapshot> {
     let mut out = Snapshot::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -393,13 +476,14 @@ pub fn read_dir(dir: &Path) -> std::io::Result<Snapshot> {
                 continue;
             }
         }
-        let seen = match std::fs::read(&path) {
+        let seen = match reader.read(&path) {
             Ok(bytes) => SeenFile::Content(bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => SeenFile::Unreadable(e.to_string()),
         };
         out.insert(path, seen);
     }
+    reader.retain(&out);
     Ok(out)
 }
 
@@ -542,6 +626,7 @@ pub fn plan(
 #[derive(Debug)]
 pub struct DirWatch {
     dir: PathBuf,
+    reader: FileReader,
     /// The snapshot last acted on (`Err`: the directory could not be listed).
     handled: Result<Snapshot, String>,
     /// A different snapshot read once; acted on when read again unchanged.
@@ -571,7 +656,8 @@ impl DirWatch {
     /// [`RunError::ReadBundle`] when `dir` cannot be listed;
     /// [`RunError::BundleDir`] when its valid bundles cannot be merged.
     pub fn start(dir: &Path) -> Result<(DirWatch, Vec<Arc<PolicyBundle>>, Merged), RunError> {
-        let snapshot = read_dir(dir).map_err(|source| RunError::ReadBundle {
+        let mut reader = FileReader::default();
+        let snapshot = read_dir_with(dir, &mut reader).map_err(|source| RunError::ReadBundle {
             path: dir.to_path_buf(),
             source,
         })?;
@@ -588,6 +674,7 @@ impl DirWatch {
         Ok((
             DirWatch {
                 dir: dir.to_path_buf(),
+                reader,
                 handled: Ok(snapshot),
                 pending: None,
                 active: plan.set,
@@ -614,7 +701,7 @@ impl DirWatch {
         versions: &mut Versions,
         metrics: &Metrics,
     ) {
-        let now = read_dir(&self.dir).map_err(|e| e.to_string());
+        let now = read_dir_with(&self.dir, &mut self.reader).map_err(|e| e.to_string());
         if now == self.handled {
             self.pending = None;
             return;
@@ -723,6 +810,35 @@ mod tests {
         assert!(w.poll().is_none());
         assert!(matches!(w.poll(), Some(Change::Refused(why)) if why.contains("cannot read")));
         assert!(w.poll().is_none());
+    }
+
+    #[test]
+    fn unchanged_files_are_not_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.yaml");
+        std::fs::write(&path, "one").unwrap();
+        let mut r = FileReader::default();
+        assert_eq!(r.read(&path).unwrap(), b"one");
+        // The bytes come from the cache while the metadata stays: mark them.
+        r.cache.get_mut(&path).unwrap().2 = b"cached".to_vec();
+        assert_eq!(r.read(&path).unwrap(), b"cached");
+        // A rewrite of the same size in a later timestamp tick (coarse
+        // clock ticks are at most 10 ms) is read; within one tick, it is
+        // seen once the read is FULL_READ_EVERY old (below).
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::fs::write(&path, "two").unwrap();
+        assert_eq!(r.read(&path).unwrap(), b"two");
+        // So is a rename over it (a new inode).
+        std::fs::write(dir.path().join("new"), "three").unwrap();
+        std::fs::rename(dir.path().join("new"), &path).unwrap();
+        assert_eq!(r.read(&path).unwrap(), b"three");
+        // A trusted read is at most FULL_READ_EVERY old.
+        r.cache.get_mut(&path).unwrap().1 -= FULL_READ_EVERY;
+        r.cache.get_mut(&path).unwrap().2 = b"stale".to_vec();
+        assert_eq!(r.read(&path).unwrap(), b"three");
+        std::fs::remove_file(&path).unwrap();
+        assert!(r.read(&path).is_err());
+        assert!(r.cache.is_empty());
     }
 
     #[test]
