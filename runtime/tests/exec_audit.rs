@@ -641,6 +641,29 @@ fn an_empty_node_name_is_refused() {
     );
 }
 
+/// Run `path`; it must be killed, and its event name `rule` with `kill`.
+fn assert_killed_by(d: &Policyd, path: &Path, rule: &str) {
+    let (pid, status) = run(&mut Command::new(path));
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "{}: {status:?}",
+        path.display()
+    );
+    let events = d.wait_events_of(pid);
+    assert_eq!(events[0]["rule"], rule, "{:#}", events[0]);
+    assert_eq!(events[0]["verdict"], "kill", "{:#}", events[0]);
+}
+
+/// Run `path`; it must succeed, and its event name `rule` with `allow`.
+fn assert_allowed_by(d: &Policyd, path: &Path, rule: &str) {
+    let (pid, status) = run(&mut Command::new(path));
+    assert!(status.success(), "{}: {status:?}", path.display());
+    let events = d.wait_events_of(pid);
+    assert_eq!(events[0]["rule"], rule, "{:#}", events[0]);
+    assert_eq!(events[0]["verdict"], "allow", "{:#}", events[0]);
+}
+
 /// Past one kernel mask (4096 terms), exact-path rules are split into
 /// groups by `process.binary`: 5,000 kill rules on distinct binaries of a
 /// temp dir, and one audit rule on the dir's prefix, still decide each exec
@@ -668,23 +691,9 @@ fn rules_past_one_mask_are_decided_through_anchored_groups() {
     let bundle = write_bundle(&dir, "anchored.policy", &text, "anchored");
     let d = Policyd::start(&bundle, &dir, "anchored");
     for (path, rule) in [(&near, "r17"), (&far, "r4321")] {
-        let (pid, status) = run(&mut Command::new(path));
-        assert_eq!(
-            status.signal(),
-            Some(libc::SIGKILL),
-            "{}: {status:?}",
-            path.display()
-        );
-        let events = d.wait_events_of(pid);
-        let e = &events[0];
-        assert_eq!(e["rule"], rule, "{e:#}");
-        assert_eq!(e["verdict"], "kill", "{e:#}");
+        assert_killed_by(&d, path, rule);
     }
-    let (pid, status) = run(&mut Command::new(&free));
-    assert!(status.success(), "{}: {status:?}", free.display());
-    let events = d.wait_events_of(pid);
-    assert_eq!(events[0]["rule"], "in_dir", "{:#}", events[0]);
-    assert_eq!(events[0]["verdict"], "allow", "{:#}", events[0]);
+    assert_allowed_by(&d, &free, "in_dir");
     d.stop();
 }
 
@@ -726,24 +735,10 @@ fn prefix_rules_past_one_mask_are_decided_through_prefix_anchors() {
     let bundle = write_bundle(&dir, "prefixed.policy", &text, "prefixed");
     let d = Policyd::start(&bundle, &dir, "prefixed");
     for (path, rule) in [(&near, "r17"), (&far, "r4321")] {
-        let (pid, status) = run(&mut Command::new(path));
-        assert_eq!(
-            status.signal(),
-            Some(libc::SIGKILL),
-            "{}: {status:?}",
-            path.display()
-        );
-        let events = d.wait_events_of(pid);
-        let e = &events[0];
-        assert_eq!(e["rule"], rule, "{e:#}");
-        assert_eq!(e["verdict"], "kill", "{e:#}");
+        assert_killed_by(&d, path, rule);
     }
     for path in [&ok, &free] {
-        let (pid, status) = run(&mut Command::new(path));
-        assert!(status.success(), "{}: {status:?}", path.display());
-        let events = d.wait_events_of(pid);
-        assert_eq!(events[0]["rule"], "in_dir", "{:#}", events[0]);
-        assert_eq!(events[0]["verdict"], "allow", "{:#}", events[0]);
+        assert_allowed_by(&d, path, "in_dir");
     }
     d.stop();
 }
