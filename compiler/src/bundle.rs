@@ -476,6 +476,14 @@ impl Dimension {
         out
     }
 
+    /// Term ids stored in the dimension's entries (exact, prefix, suffix,
+    /// ranges): what its share of a bundle's size follows.
+    pub fn stored_ids(&self) -> usize {
+        let entries = self.exact.iter().chain(&self.prefix).chain(&self.suffix);
+        entries.map(|e| e.terms.len()).sum::<usize>()
+            + self.ranges.iter().map(|r| r.terms.len()).sum::<usize>()
+    }
+
     /// Every stored set of the dimension with where it is, for checks (the
     /// place is described only when a check fails: no text per entry).
     fn stored_sets(&self) -> Vec<(SetPlace<'_>, &TermSet)> {
@@ -703,7 +711,42 @@ impl BundleSpec {
     }
 }
 
+/// Stored term ids past which one dimension is named as what makes a
+/// bundle large ([`PolicyBundle::repeated_sets_note`]).
+const REPEATED_IDS: usize = 1_000_000;
+
 impl PolicyBundle {
+    /// `; …` naming the dimension whose entries hold the most term ids when
+    /// they are more than a million and more than 16 per term of its hook
+    /// (nested prefixes repeat the terms of shorter ones: docs/bundle.md,
+    /// "Known limit: nested prefixes"); else empty.
+    pub fn repeated_sets_note(&self) -> String {
+        self.repeated_sets_note_over(REPEATED_IDS)
+    }
+
+    fn repeated_sets_note_over(&self, min_ids: usize) -> String {
+        let worst = self
+            .spec
+            .hooks
+            .iter()
+            .flat_map(|(h, t)| {
+                t.dimensions
+                    .iter()
+                    .map(move |(name, d)| (d.stored_ids(), t.terms.len(), h, name))
+            })
+            .max_by_key(|(ids, ..)| *ids);
+        match worst {
+            Some((ids, terms, hook, name)) if ids > min_ids && ids > 16 * terms => format!(
+                "; {ids} term ids ({} per term) are in the entries of `{name}` on `{}`: \
+                 entries under a prefix repeat its terms (see docs/bundle.md, \"Known limit: \
+                 nested prefixes\")",
+                ids / terms.max(1),
+                hook.as_str()
+            ),
+            _ => String::new(),
+        }
+    }
+
     /// Render the bundle as YAML. Deterministic: same bundle, same bytes.
     pub fn to_yaml(&self) -> String {
         serde_yaml::to_string(self).expect("bundle serialises to YAML")
@@ -910,6 +953,38 @@ pub fn mask_terms(words: &[u64; MASK_WORDS]) -> TermSet {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn nested_prefixes_are_named_as_what_makes_a_bundle_large() {
+        // 110 narrow prefixes under `/w/`, and 100 rules that test `/w/`:
+        // each narrow entry repeats the 100 (11,000 ids; the threshold
+        // scaled down from a million).
+        let mut text = String::from("policy p {}\n");
+        for i in 0..110 {
+            text += &format!(
+                "rule n{i} on exec {{ when process.binary startswith \"/w/n{i}/\" audit }}\n"
+            );
+        }
+        for i in 0..100 {
+            text += &format!(
+                "rule w{i} on exec {{ when process.binary startswith \"/w/\" and process.name == \"c{i}\" audit }}\n"
+            );
+        }
+        let sources = [crate::SourceFile {
+            name: "p.policy".into(),
+            text,
+        }];
+        let b = crate::compile::compile_for_evaluation(&sources, "p")
+            .unwrap()
+            .0
+            .bundle;
+        let note = b.repeated_sets_note_over(10_000);
+        assert!(
+            note.contains("in the entries of `process.binary` on `exec`") && note.contains("(5"),
+            "{note}"
+        );
+        assert_eq!(b.repeated_sets_note(), "", "under a million ids");
+    }
+
     #[test]
     fn a_hook_without_a_kernel_layout_is_invalid() {
         // 5,000 suffix rules: past one mask and nothing to anchor them on

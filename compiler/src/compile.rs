@@ -573,7 +573,10 @@ fn compile_with(
         // refused; a bundle for files is only warned about.
         let yaml = bundle.to_yaml();
         let json_len = serde_json::to_vec(&bundle).map_or(0, |j| j.len());
-        if let Err(e) = crate::k8s::check_size(&yaml, json_len) {
+        if let Err(mut e) = crate::k8s::check_size(&yaml, json_len) {
+            if let crate::k8s::K8sError::BundleTooLarge { note, .. } = &mut e {
+                *note = bundle.repeated_sets_note();
+            }
             if k8s.object {
                 diagnostics.push(Located {
                     file: None,
@@ -581,11 +584,15 @@ fn compile_with(
                 });
                 return Err(fail(diagnostics));
             }
-            if let crate::k8s::K8sError::BundleTooLarge { bytes, limit } = e {
+            if let crate::k8s::K8sError::BundleTooLarge { bytes, limit, note } = e {
                 diagnostics.push(Located {
                     file: None,
-                    diagnostic: crate::k8s::K8sError::BundleTooLargeForObject { bytes, limit }
-                        .into(),
+                    diagnostic: crate::k8s::K8sError::BundleTooLargeForObject {
+                        bytes,
+                        limit,
+                        note,
+                    }
+                    .into(),
                 });
             }
         }

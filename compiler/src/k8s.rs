@@ -48,7 +48,7 @@ pub enum K8sError {
     /// The bundle does not fit one Kubernetes API object.
     #[error(
         "the bundle is {bytes} bytes, more than the {limit} bytes one Kubernetes API object \
-         may hold here (etcd's 1.5 MiB request limit, less room for metadata and status)"
+         may hold here (etcd's 1.5 MiB request limit, less room for metadata and status){note}"
     )]
     #[diagnostic(
         code(policyc::bundle_too_large),
@@ -59,12 +59,16 @@ pub enum K8sError {
         bytes: usize,
         /// [`MAX_BUNDLE_BYTES`].
         limit: usize,
+        /// What makes it large, when one dimension does: `; …` or empty
+        /// (see [`crate::bundle::PolicyBundle::repeated_sets_note`]).
+        note: String,
     },
     /// The bundle does not fit one Kubernetes API object, and was not
     /// compiled for one (no `--labels` nor `--node-selector`): a warning, as
     /// `policyd --bundle` and `--bundle-dir` load it.
     #[error(
-        "the bundle is {bytes} bytes, more than the {limit} bytes one Kubernetes API object          may hold: `policyd --bundle`/`--bundle-dir` load it, `kubectl apply` would not"
+        "the bundle is {bytes} bytes, more than the {limit} bytes one Kubernetes API object \
+         may hold: `policyd --bundle`/`--bundle-dir` load it, `kubectl apply` would not{note}"
     )]
     #[diagnostic(
         code(policyc::bundle_too_large),
@@ -76,6 +80,8 @@ pub enum K8sError {
         bytes: usize,
         /// [`MAX_BUNDLE_BYTES`].
         limit: usize,
+        /// As for [`K8sError::BundleTooLarge`].
+        note: String,
     },
 }
 
@@ -159,6 +165,7 @@ pub fn check_size(yaml: &str, json_len: usize) -> Result<(), K8sError> {
         return Err(K8sError::BundleTooLarge {
             bytes,
             limit: MAX_BUNDLE_BYTES,
+            note: String::new(),
         });
     }
     Ok(())
