@@ -969,14 +969,7 @@ mod tests {
                 "rule w{i} on exec {{ when process.binary startswith \"/w/\" and process.name == \"c{i}\" audit }}\n"
             );
         }
-        let sources = [crate::SourceFile {
-            name: "p.policy".into(),
-            text,
-        }];
-        let b = crate::compile::compile_for_evaluation(&sources, "p")
-            .unwrap()
-            .0
-            .bundle;
+        let b = crate::compile::evaluation_bundle_of(&text).unwrap();
         let note = b.repeated_sets_note_over(10_000);
         assert!(
             note.contains("in the entries of `process.binary` on `exec`") && note.contains("(5"),
@@ -994,14 +987,7 @@ mod tests {
                 format!("rule r{i} on exec {{ when process.binary endswith \"/p{i}\" audit }}\n")
             }))
             .collect();
-        let sources = [crate::SourceFile {
-            name: "p.policy".into(),
-            text,
-        }];
-        let b = crate::compile::compile_for_evaluation(&sources, "p")
-            .unwrap()
-            .0
-            .bundle;
+        let b = crate::compile::evaluation_bundle_of(&text).unwrap();
         let err = PolicyBundle::from_yaml(&b.to_yaml()).unwrap_err();
         assert!(
             matches!(&err, BundleError::Invalid { message } if message.contains("5000 terms")

@@ -437,6 +437,20 @@ pub fn compile_for_evaluation(
     compile_with(sources, name, &K8sOptions::default(), false)
 }
 
+/// The bundle [`compile_for_evaluation`] makes, named `p`, of one in-memory
+/// file `p.policy` holding `text` (policy header included): for tests and
+/// tools that write policies as generated text.
+///
+/// # Errors
+/// As [`compile_for_evaluation`].
+pub fn evaluation_bundle_of(text: &str) -> Result<PolicyBundle, CompileFailure> {
+    let sources = [SourceFile {
+        name: "p.policy".into(),
+        text: text.into(),
+    }];
+    compile_for_evaluation(&sources, "p").map(|(c, _)| c.bundle)
+}
+
 fn compile_with(
     sources: &[SourceFile],
     name: &str,

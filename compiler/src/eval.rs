@@ -967,14 +967,7 @@ mod tests {
                 i % 7
             ));
         }
-        let sources = [crate::SourceFile {
-            name: "p.policy".into(),
-            text,
-        }];
-        crate::compile::compile_for_evaluation(&sources, "p")
-            .unwrap_or_else(|e| panic!("{e:?}"))
-            .0
-            .bundle
+        crate::compile::evaluation_bundle_of(&text).unwrap_or_else(|e| panic!("{e:?}"))
     }
 
     #[test]

@@ -614,17 +614,12 @@ mod tests {
 
     #[test]
     fn auditing_rules_that_did_not_decide_say_why_they_matched() {
-        let sources = [crate::SourceFile {
-            name: "a.policy".into(),
-            text: "policy p {}\n\
-                   rule seen on exec { when process.binary startswith \"/usr/\" and user.uid == 0 audit }\n\
-                   rule deny_x on exec { when process.binary == \"/usr/bin/x\" deny audit }\n"
-                .into(),
-        }];
-        let b = crate::compile::compile_for_evaluation(&sources, "a")
-            .unwrap()
-            .0
-            .bundle;
+        let b = crate::compile::evaluation_bundle_of(
+            "policy p {}\n\
+             rule seen on exec { when process.binary startswith \"/usr/\" and user.uid == 0 audit }\n\
+             rule deny_x on exec { when process.binary == \"/usr/bin/x\" deny audit }\n",
+        )
+        .unwrap();
         let event = |binary: &str| Event {
             hook: Hook::Exec,
             fields: [

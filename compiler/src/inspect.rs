@@ -458,12 +458,8 @@ pub fn kernel_model(bundle: &PolicyBundle) -> KernelCounts {
                         *n.entry("group_config").or_default() += 1;
                         for (key, positions) in g.values.iter().chain(&g.prefixes) {
                             // A range key is one LPM entry per aligned block.
-                            let entries = match key.split_once("..") {
-                                Some((lo, hi)) if ranges => {
-                                    let (lo, hi) =
-                                        (lo.parse().unwrap_or(0), hi.parse().unwrap_or(0));
-                                    crate::lower::range_prefixes(lo, hi.max(lo), 64).len() as u64
-                                }
+                            let entries = match crate::layout::range_blocks(key) {
+                                Some(blocks) if ranges => blocks.len() as u64,
                                 _ => 1,
                             };
                             *n.entry(map).or_default() += entries;
@@ -1038,14 +1034,8 @@ mod tests {
     }
 
     fn bundle(text: &str) -> PolicyBundle {
-        let sources = [crate::compile::SourceFile {
-            name: "p.policy".into(),
-            text: format!("policy p {{}}\n{text}\n"),
-        }];
-        crate::compile::compile_for_evaluation(&sources, "p")
+        crate::compile::evaluation_bundle_of(&format!("policy p {{}}\n{text}\n"))
             .unwrap_or_else(|e| panic!("{e:?}"))
-            .0
-            .bundle
     }
 
     #[test]

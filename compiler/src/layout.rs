@@ -326,6 +326,16 @@ struct PrefixKey<'d> {
     own: Vec<u32>,
 }
 
+/// The LPM blocks of an integer anchor's range key `lo..hi` (as a group's
+/// `prefixes` name it): `(value, prefix length in bits)` of the 64-bit
+/// value, from [`crate::lower::range_prefixes`]. `None` when `key` is not
+/// such a range.
+pub fn range_blocks(key: &str) -> Option<Vec<(u64, u32)>> {
+    let (lo, hi) = key.split_once("..")?;
+    let (lo, hi): (u64, u64) = (lo.parse().ok()?, hi.parse().ok()?);
+    (lo <= hi).then(|| crate::lower::range_prefixes(lo, hi, 64))
+}
+
 /// LPM bytes of an exact value in `anchor_prefix`.
 fn exact_key(value: &str) -> Vec<u8> {
     let mut b = value.as_bytes().to_vec();
@@ -505,19 +515,15 @@ pub fn plan_parts(
     }
     // A value too crowded for the window it got is left out of the
     // candidates, and the plan made again: each retry lowers the bound.
+    // (When leaving crowded values out leaves no anchor at all, `plan_with`
+    // names the most crowded one.)
     let mut last = None;
-    // The first crowded value met: when leaving it out leaves no anchor at
-    // all, it is the reason to report.
-    let mut crowded = None;
     for prefix in [false, true] {
         let mut max_key = words * 64;
         loop {
             match plan_with(hook, tables, words, prefix, max_key) {
                 Ok(plan) => return Ok(plan),
-                Err(e @ LayoutError::ValueTooManyTerms { max, .. }) if max < max_key => {
-                    max_key = max;
-                    crowded.get_or_insert(e);
-                }
+                Err(LayoutError::ValueTooManyTerms { max, .. }) if max < max_key => max_key = max,
                 Err(e) => {
                     last = Some(e);
                     break;
@@ -525,10 +531,7 @@ pub fn plan_parts(
             }
         }
     }
-    match (last, crowded) {
-        (Some(LayoutError::NoAnchor { .. }), Some(c)) => Err(c),
-        (last, _) => Err(last.expect("an error from the last plan")),
-    }
+    Err(last.expect("an error from the last plan"))
 }
 
 /// [`plan_parts`] past one mask, with prefix anchors or without, leaving
@@ -1072,14 +1075,7 @@ mod tests {
 
     /// The table of `hook` compiled from rule declarations `text`.
     fn hook_table(text: &str, hook: Hook) -> HookTable {
-        let sources = [crate::SourceFile {
-            name: "p.policy".into(),
-            text: format!("policy p {{}}\n{text}"),
-        }];
-        let b = crate::compile::compile_for_evaluation(&sources, "p")
-            .unwrap()
-            .0
-            .bundle;
+        let b = crate::compile::evaluation_bundle_of(&format!("policy p {{}}\n{text}")).unwrap();
         b.spec.hooks[&hook].clone()
     }
 

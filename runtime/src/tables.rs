@@ -811,20 +811,14 @@ impl Builder<'_> {
                 match kind {
                     dim_kind::ANCHOR_RANGE => {
                         // The range's aligned blocks of the 64-bit value.
-                        let bad = || TablesError::UnsupportedDimension {
-                            hook: hook.as_str(),
-                            field: dim.clone(),
-                            why: format!("anchor value `{value}` is not a range `lo..hi`"),
-                        };
-                        let (lo, hi) = value.split_once("..").ok_or_else(bad)?;
-                        let (lo, hi): (u64, u64) = (
-                            lo.parse().map_err(|_| bad())?,
-                            hi.parse().map_err(|_| bad())?,
-                        );
-                        if lo > hi {
-                            return Err(bad());
-                        }
-                        for (v, plen) in policy_compiler::lower::range_prefixes(lo, hi, 64) {
+                        let blocks = layout::range_blocks(value).ok_or_else(|| {
+                            TablesError::UnsupportedDimension {
+                                hook: hook.as_str(),
+                                field: dim.clone(),
+                                why: format!("anchor value `{value}` is not a range `lo..hi`"),
+                            }
+                        })?;
+                        for (v, plen) in blocks {
                             let mut data = [0u8; STR_LPM_LEN];
                             data[..8].copy_from_slice(&v.to_be_bytes());
                             self.out.anchor_prefix.push((
@@ -1012,14 +1006,7 @@ mod tests {
     use super::*;
 
     fn evaluation_bundle(text: &str) -> policy_compiler::bundle::PolicyBundle {
-        let sources = [policy_compiler::SourceFile {
-            name: "p.policy".into(),
-            text: format!("policy p {{}}\n{text}\n"),
-        }];
-        policy_compiler::compile::compile_for_evaluation(&sources, "p")
-            .unwrap()
-            .0
-            .bundle
+        policy_compiler::compile::evaluation_bundle_of(&format!("policy p {{}}\n{text}\n")).unwrap()
     }
 
     #[test]
@@ -1088,14 +1075,7 @@ mod anchored_tests {
                 "rule p{i} on exec {{ when process.binary startswith \"/p{i}/\" audit }}\n"
             );
         }
-        let sources = [policy_compiler::SourceFile {
-            name: "p.policy".into(),
-            text,
-        }];
-        policy_compiler::compile::compile_for_evaluation(&sources, "p")
-            .unwrap()
-            .0
-            .bundle
+        policy_compiler::compile::evaluation_bundle_of(&text).unwrap()
     }
 
     fn event(binary: &str, uid: u64) -> Event {
@@ -1164,14 +1144,7 @@ mod anchored_tests {
             );
         }
         text += "rule low on connect { when net.dport in 1..1023 audit }\n";
-        let sources = [policy_compiler::SourceFile {
-            name: "p.policy".into(),
-            text,
-        }];
-        let b = policy_compiler::compile::compile_for_evaluation(&sources, "p")
-            .unwrap()
-            .0
-            .bundle;
+        let b = policy_compiler::compile::evaluation_bundle_of(&text).unwrap();
         let table = &b.spec.hooks[&Hook::Connect];
         let t =
             KernelTables::build_in(&parts_of(&b), &SystemNames, &PodIndex::default(), 3).unwrap();
@@ -1212,14 +1185,8 @@ mod anchored_tests {
         hook: Hook,
         events: &[(Event, usize)],
     ) -> KernelTables {
-        let sources = [policy_compiler::SourceFile {
-            name: "p.policy".into(),
-            text: format!("policy p {{}}\n{text}"),
-        }];
-        let b = policy_compiler::compile::compile_for_evaluation(&sources, "p")
-            .unwrap()
-            .0
-            .bundle;
+        let b = policy_compiler::compile::evaluation_bundle_of(&format!("policy p {{}}\n{text}"))
+            .unwrap();
         let table = &b.spec.hooks[&hook];
         let t = KernelTables::build_in(&parts_of(&b), &SystemNames, &PodIndex::default(), words)
             .unwrap();
