@@ -30,7 +30,13 @@ pub const KIND: &str = "PolicyBundle";
 /// 2: every [`Dimension`] lists its `tested` terms and its entry sets hold
 /// only those (1 listed every term that does not test the field in every
 /// entry, which made bundles grow as rules × entries).
-pub const SCHEMA_VERSION: u32 = 2;
+///
+/// 3: an `exact`, `prefix` or `suffix` [`Entry`] holds how its value's set
+/// differs from the set the value would get without the entry (`add`,
+/// `remove`; see [`Entry`]) instead of the whole set (2 repeated a short
+/// prefix's terms in every longer prefix and exact value under it, which
+/// made bundles grow as entries × terms for nested prefixes).
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// A whole bundle document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -368,10 +374,15 @@ pub struct MaskEntry {
 
 /// The table of one dimension (field) of a hook.
 ///
-/// Lookup for a value `v`: if `v` equals an `exact` entry, that entry's terms;
-/// else if some `prefix` entries are prefixes of `v`, the terms of the longest;
-/// else `default`. Each entry's set is complete (already closed over every
-/// shorter prefix and every negative test), so one lookup answers.
+/// Lookup for a value `v`: if `v` equals an `exact` entry, that entry's set;
+/// else if some `prefix` entries are prefixes of `v`, the set of the longest;
+/// else `default`. An entry's set is its *base* (the set `v` would get if
+/// the entry were not there: for a prefix entry its nearest shorter prefix
+/// entry's set, or `default`) with the entry's `remove` terms taken out and
+/// its `add` terms put in (see [`Entry`], [`Dimension::bases`]): a term is
+/// written where the answer changes, not in every entry under a prefix. The
+/// kernel's tables hold each entry's resolved set (policyd resolves them,
+/// parents first), so one lookup answers there.
 ///
 /// **Stored sets hold tested terms only.** `tested` lists the hook's terms
 /// that have a literal on this dimension; every stored set (`exact[].terms`,
@@ -480,8 +491,166 @@ impl Dimension {
     /// ranges): what its share of a bundle's size follows.
     pub fn stored_ids(&self) -> usize {
         let entries = self.exact.iter().chain(&self.prefix).chain(&self.suffix);
-        entries.map(|e| e.terms.len()).sum::<usize>()
+        entries.map(|e| e.add.len() + e.remove.len()).sum::<usize>()
             + self.ranges.iter().map(|r| r.terms.len()).sum::<usize>()
+    }
+
+    /// Where each entry takes its base from (see [`Entry`]). Costs one hash
+    /// per distinct entry length per entry.
+    pub fn bases(&self) -> EntryBases {
+        let mut out = EntryBases {
+            exact: vec![(None, None); self.exact.len()],
+            ..EntryBases::default()
+        };
+        match self.kind {
+            DimensionKind::Path | DimensionKind::String => {
+                let prefixes = AffixIndex::new(&self.prefix, true);
+                let suffixes = AffixIndex::new(&self.suffix, false);
+                let shorter = |ix: &AffixIndex<'_>, e: &Entry| {
+                    let v = e.value.as_bytes();
+                    ix.longest(v, v.len().checked_sub(1)?)
+                };
+                out.prefix = self.prefix.iter().map(|e| shorter(&prefixes, e)).collect();
+                out.suffix = self.suffix.iter().map(|e| shorter(&suffixes, e)).collect();
+                out.exact = self
+                    .exact
+                    .iter()
+                    .map(|e| {
+                        let v = e.value.as_bytes();
+                        (prefixes.longest(v, v.len()), suffixes.longest(v, v.len()))
+                    })
+                    .collect();
+                out.prefix_order = by_len(&self.prefix, |e| e.value.len());
+                out.suffix_order = by_len(&self.suffix, |e| e.value.len());
+            }
+            DimensionKind::Ip => {
+                let blocks = BlockIndex::new(&self.prefix);
+                let net = |e: &Entry| e.value.parse::<ipnet::IpNet>().ok();
+                out.prefix = self
+                    .prefix
+                    .iter()
+                    .map(|e| {
+                        let n = net(e)?;
+                        blocks.longest(n.network(), n.prefix_len().checked_sub(1)?)
+                    })
+                    .collect();
+                out.prefix_order = by_len(&self.prefix, |e| {
+                    net(e).map_or(0, |n| usize::from(n.prefix_len()))
+                });
+            }
+            _ => {}
+        }
+        out
+    }
+
+    /// Every entry's resolved set in `alg`'s representation, each computed
+    /// once from its base's (parents first): `default` and `suffix_default`
+    /// are the dimension's `default` and `suffixDefault` in that
+    /// representation (`suffix_default` is read only when the dimension
+    /// tests suffixes).
+    pub fn resolve<A: SetAlgebra>(
+        &self,
+        bases: &EntryBases,
+        alg: &mut A,
+        default: &A::Set,
+        suffix_default: Option<&A::Set>,
+    ) -> ResolvedEntries<A::Set> {
+        let side = |list: &[Entry],
+                    parents: &[Option<usize>],
+                    order: &[usize],
+                    root: &A::Set,
+                    alg: &mut A| {
+            let mut sets: Vec<Option<A::Set>> = vec![None; list.len()];
+            for &i in order {
+                let base = match parents[i] {
+                    Some(p) => sets[p].as_ref().expect("parents come first"),
+                    None => root,
+                };
+                sets[i] = Some(alg.apply(base, &list[i]));
+            }
+            sets.into_iter()
+                .map(|s| s.expect("every entry is in the order"))
+                .collect::<Vec<_>>()
+        };
+        let prefix = side(
+            &self.prefix,
+            &bases.prefix,
+            &bases.prefix_order,
+            default,
+            alg,
+        );
+        let suffix_root = suffix_default.unwrap_or(default);
+        let suffix = side(
+            &self.suffix,
+            &bases.suffix,
+            &bases.suffix_order,
+            suffix_root,
+            alg,
+        );
+        let strings = matches!(self.kind, DimensionKind::Path | DimensionKind::String);
+        let exact = self
+            .exact
+            .iter()
+            .zip(&bases.exact)
+            .map(|(e, &(p, s))| {
+                if !strings {
+                    return alg.apply(default, e);
+                }
+                let p = p.map_or(default, |i| &prefix[i]);
+                let s = match (self.suffix_default.is_some(), suffix_default) {
+                    (true, Some(sd)) => Some(s.map_or(sd, |i| &suffix[i])),
+                    _ => None,
+                };
+                alg.exact(p, s, e)
+            })
+            .collect();
+        ResolvedEntries {
+            exact,
+            prefix,
+            suffix,
+        }
+    }
+
+    /// The resolved set of `prefix` entry `i` (`suffix` entry when
+    /// `!prefix`), by walking its bases from the root: for one lookup, at
+    /// the cost of the entries on the way.
+    pub fn chain_set(&self, bases: &EntryBases, prefix: bool, i: usize) -> TermSet {
+        let (list, parents, root) = if prefix {
+            (&self.prefix, &bases.prefix, &self.default)
+        } else {
+            (
+                &self.suffix,
+                &bases.suffix,
+                self.suffix_default.as_ref().unwrap_or(&self.default),
+            )
+        };
+        let mut chain = vec![i];
+        while let Some(p) = parents[*chain.last().expect("not empty")] {
+            chain.push(p);
+        }
+        let mut set = root.clone();
+        for &j in chain.iter().rev() {
+            set = list[j].apply(&set);
+        }
+        set
+    }
+
+    /// The resolved set of `exact` entry `i` (see [`Dimension::chain_set`]).
+    pub fn exact_set(&self, bases: &EntryBases, i: usize) -> TermSet {
+        let base = match (self.kind, bases.exact[i]) {
+            (DimensionKind::Path | DimensionKind::String, (p, s)) => {
+                let p = p.map_or_else(|| self.default.clone(), |p| self.chain_set(bases, true, p));
+                match &self.suffix_default {
+                    Some(sd) => {
+                        let s = s.map_or_else(|| sd.clone(), |s| self.chain_set(bases, false, s));
+                        crate::lower::intersect(&p, &s)
+                    }
+                    None => p,
+                }
+            }
+            _ => self.default.clone(),
+        };
+        self.exact[i].apply(&base)
     }
 
     /// Every stored set of the dimension with where it is, for checks (the
@@ -499,10 +668,10 @@ impl Dimension {
             ("prefix", &self.prefix),
             ("suffix", &self.suffix),
         ] {
-            out.extend(
-                list.iter()
-                    .map(|e| (SetPlace::Entry(what, &e.value), &e.terms)),
-            );
+            for e in list {
+                out.push((SetPlace::Entry(what, &e.value, "add"), &e.add));
+                out.push((SetPlace::Entry(what, &e.value, "remove"), &e.remove));
+            }
         }
         out.extend(
             self.ranges
@@ -595,22 +764,243 @@ impl Dimension {
     }
 }
 
-/// A value and the terms it satisfies.
+/// A value and how the set of terms it satisfies differs from its *base*,
+/// the set the value would get if this entry were not in the table:
+///
+/// - a `prefix` entry (a CIDR block for `ip`): the set of the nearest
+///   shorter `prefix` entry that is a prefix of it (a block containing it),
+///   else the dimension's `default`;
+/// - a `suffix` entry: the nearest shorter `suffix` entry that ends it,
+///   else `suffixDefault`;
+/// - an `exact` entry of a `path` or `string`: the value's prefix side (its
+///   longest `prefix` entry's set, or `default`) intersected, when the
+///   dimension tests suffixes, with its suffix side (longest `suffix`
+///   entry's set, or `suffixDefault`);
+/// - an `exact` entry of any other kind: `default`.
+///
+/// The entry's set is `(base − remove) ∪ add` ([`Entry::apply`]); both lists
+/// are sorted tested term ids. A term is written only at the entries where
+/// the answer changes: a rule's `startswith "/usr/"` adds its term at the
+/// `/usr/` entry, and every longer prefix or path under it inherits it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Entry {
     /// The value (for paths: absolute, at most [`MAX_PATH_LITERAL_LEN`] bytes).
     pub value: String,
-    /// Terms satisfied by this value.
-    pub terms: TermSet,
+    /// Terms this value satisfies that its base lacks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: TermSet,
+    /// Terms of its base this value does not satisfy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: TermSet,
+}
+
+impl Entry {
+    /// The entry's set given its base's (`(base − remove) ∪ add`, sorted).
+    pub fn apply(&self, base: &[u32]) -> TermSet {
+        let mut out = Vec::with_capacity(base.len() + self.add.len());
+        let (mut remove, mut add) = (self.remove.iter().peekable(), self.add.iter().peekable());
+        for &t in base {
+            while let Some(&&a) = add.peek() {
+                if a >= t {
+                    break;
+                }
+                out.push(a);
+                add.next();
+            }
+            if add.next_if(|&&a| a == t).is_some() {
+                out.push(t);
+                continue;
+            }
+            while remove.next_if(|&&r| r < t).is_some() {}
+            if remove.next_if(|&&r| r == t).is_none() {
+                out.push(t);
+            }
+        }
+        out.extend(add);
+        out
+    }
+
+    /// Whether the entry changes nothing (its set is its base's).
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// Where each entry of a [`Dimension`] takes its base from (see [`Entry`]),
+/// as indices into the dimension's lists; `None` is `default` (for a suffix
+/// entry, `suffixDefault`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryBases {
+    /// Per `prefix` entry, its nearest shorter prefix (containing block).
+    pub prefix: Vec<Option<usize>>,
+    /// Per `suffix` entry, its nearest shorter suffix.
+    pub suffix: Vec<Option<usize>>,
+    /// Per `exact` entry of a `path` or `string`, its longest prefix entry
+    /// and longest suffix entry; `(None, None)` for other kinds.
+    pub exact: Vec<(Option<usize>, Option<usize>)>,
+    /// `prefix` indices parents first (by length).
+    pub prefix_order: Vec<usize>,
+    /// `suffix` indices parents first.
+    pub suffix_order: Vec<usize>,
+}
+
+/// How a consumer represents a set while resolving entries
+/// ([`Dimension::resolve`]): sorted term lists ([`SortedSets`]), kernel
+/// masks, …
+pub trait SetAlgebra {
+    /// One resolved set.
+    type Set: Clone;
+    /// `(base − remove) ∪ add` of `entry`.
+    fn apply(&mut self, base: &Self::Set, entry: &Entry) -> Self::Set;
+    /// The intersection of two sets (an exact value's prefix and suffix sides).
+    fn meet(&mut self, a: &Self::Set, b: &Self::Set) -> Self::Set;
+    /// The set of exact entry `entry` of a `path` or `string` whose prefix
+    /// side is `prefix` and suffix side `suffix` (`None` when the dimension
+    /// tests no suffix): `entry` applied to their intersection. Override to
+    /// keep the intersection out of a store of sets (it is no entry's).
+    fn exact(
+        &mut self,
+        prefix: &Self::Set,
+        suffix: Option<&Self::Set>,
+        entry: &Entry,
+    ) -> Self::Set {
+        match suffix {
+            Some(s) => {
+                let base = self.meet(prefix, s);
+                self.apply(&base, entry)
+            }
+            None => self.apply(prefix, entry),
+        }
+    }
+}
+
+/// [`SetAlgebra`] over sorted term-id lists.
+pub struct SortedSets;
+
+impl SetAlgebra for SortedSets {
+    type Set = TermSet;
+    fn apply(&mut self, base: &TermSet, entry: &Entry) -> TermSet {
+        entry.apply(base)
+    }
+    fn meet(&mut self, a: &TermSet, b: &TermSet) -> TermSet {
+        crate::lower::intersect(a, b)
+    }
+}
+
+/// Every entry's resolved set, in the order of the dimension's lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResolvedEntries<S> {
+    /// Per `exact` entry.
+    pub exact: Vec<S>,
+    /// Per `prefix` entry.
+    pub prefix: Vec<S>,
+    /// Per `suffix` entry.
+    pub suffix: Vec<S>,
+}
+
+/// Longest-affix lookup over a list of values: by hashing each candidate
+/// length, longest first (at most one hash per distinct length).
+#[derive(Debug)]
+pub struct AffixIndex<'d> {
+    by_value: std::collections::HashMap<&'d [u8], usize>,
+    /// Distinct lengths, longest first.
+    lens: Vec<usize>,
+    prefix: bool,
+}
+
+impl<'d> AffixIndex<'d> {
+    /// Index `entries` for longest-prefix (`prefix`) or longest-suffix
+    /// lookups; of equal values the last wins.
+    pub fn new(entries: &'d [Entry], prefix: bool) -> AffixIndex<'d> {
+        let by_value = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.value.as_bytes(), i))
+            .collect();
+        let mut lens: Vec<usize> = entries.iter().map(|e| e.value.len()).collect();
+        lens.sort_unstable_by(|a, b| b.cmp(a));
+        lens.dedup();
+        AffixIndex {
+            by_value,
+            lens,
+            prefix,
+        }
+    }
+
+    /// The index of the entry whose value is the longest prefix (suffix) of
+    /// `value` of at most `max_len` bytes.
+    pub fn longest(&self, value: &[u8], max_len: usize) -> Option<usize> {
+        let limit = max_len.min(value.len());
+        self.lens.iter().skip_while(|&&l| l > limit).find_map(|&l| {
+            let key = if self.prefix {
+                &value[..l]
+            } else {
+                &value[value.len() - l..]
+            };
+            self.by_value.get(key).copied()
+        })
+    }
+}
+
+/// Longest-block lookup over an `ip` dimension's `prefix` entries.
+#[derive(Debug)]
+pub struct BlockIndex {
+    by_block: std::collections::HashMap<ipnet::IpNet, usize>,
+    /// Distinct prefix lengths per family (IPv4, IPv6), longest first.
+    lens: [Vec<u8>; 2],
+}
+
+impl BlockIndex {
+    /// Index the CIDR blocks of `entries` (values that do not parse, which
+    /// validation refuses, are left out; a block with host bits covers its
+    /// truncation; of equal blocks the last wins).
+    pub fn new(entries: &[Entry]) -> BlockIndex {
+        let mut out = BlockIndex {
+            by_block: std::collections::HashMap::new(),
+            lens: [Vec::new(), Vec::new()],
+        };
+        for (i, e) in entries.iter().enumerate() {
+            if let Ok(net) = e.value.parse::<ipnet::IpNet>() {
+                out.lens[usize::from(matches!(net, ipnet::IpNet::V6(_)))].push(net.prefix_len());
+                out.by_block.insert(net.trunc(), i);
+            }
+        }
+        for lens in &mut out.lens {
+            lens.sort_unstable_by(|a, b| b.cmp(a));
+            lens.dedup();
+        }
+        out
+    }
+
+    /// The entry of the longest block of at most `max_len` bits holding
+    /// `addr`.
+    pub fn longest(&self, addr: std::net::IpAddr, max_len: u8) -> Option<usize> {
+        self.lens[usize::from(addr.is_ipv6())]
+            .iter()
+            .skip_while(|&&l| l > max_len)
+            .find_map(|&l| {
+                let net = ipnet::IpNet::new(addr, l).ok()?.trunc();
+                self.by_block.get(&net).copied()
+            })
+    }
+}
+
+/// Entry indices of `list` ordered by `len` (stable): a base is shorter
+/// than what it is the base of, so it comes first.
+fn by_len(list: &[Entry], len: impl Fn(&Entry) -> usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..list.len()).collect();
+    order.sort_by_key(|&i| len(&list[i]));
+    order
 }
 
 /// Where a stored set of a dimension is, as a validation message names it.
 enum SetPlace<'d> {
     /// `default`, `suffixDefault`, `absent`.
     Named(&'static str),
-    /// An `exact`, `prefix` or `suffix` entry and its value.
-    Entry(&'static str, &'d str),
+    /// An `exact`, `prefix` or `suffix` entry, its value and which list
+    /// (`add`, `remove`).
+    Entry(&'static str, &'d str, &'static str),
     /// A range entry.
     Range(u64, u64),
     /// A capability mask's `held` (true) or `lacking` set.
@@ -621,7 +1011,7 @@ impl std::fmt::Display for SetPlace<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SetPlace::Named(n) => f.write_str(n),
-            SetPlace::Entry(what, value) => write!(f, "{what} entry `{value}`"),
+            SetPlace::Entry(what, value, list) => write!(f, "{what} entry `{value}` {list}"),
             SetPlace::Range(lo, hi) => write!(f, "range {lo}..{hi}"),
             SetPlace::Mask(caps, held) => write!(
                 f,
@@ -718,8 +1108,8 @@ const REPEATED_IDS: usize = 1_000_000;
 impl PolicyBundle {
     /// `; …` naming the dimension whose entries hold the most term ids when
     /// they are more than a million and more than 16 per term of its hook
-    /// (nested prefixes repeat the terms of shorter ones: docs/bundle.md,
-    /// "Known limit: nested prefixes"); else empty.
+    /// (a number range's terms are in every interval it spans:
+    /// docs/bundle.md, "Known limit: nested ranges"); else empty.
     pub fn repeated_sets_note(&self) -> String {
         self.repeated_sets_note_over(REPEATED_IDS)
     }
@@ -738,8 +1128,8 @@ impl PolicyBundle {
         match worst {
             Some((ids, terms, hook, name)) if ids > min_ids && ids > 16 * terms => format!(
                 "; {ids} term ids ({} per term) are in the entries of `{name}` on `{}`: \
-                 entries under a prefix repeat its terms (see docs/bundle.md, \"Known limit: \
-                 nested prefixes\")",
+                 a range repeats its terms in each narrower range it holds (see \
+                 docs/bundle.md, \"Known limit: nested ranges\")",
                 ids / terms.max(1),
                 hook.as_str()
             ),
@@ -953,26 +1343,82 @@ pub fn mask_terms(words: &[u64; MASK_WORDS]) -> TermSet {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn nested_prefixes_are_named_as_what_makes_a_bundle_large() {
-        // 110 narrow prefixes under `/w/`, and 100 rules that test `/w/`:
-        // each narrow entry repeats the 100 (11,000 ids; the threshold
-        // scaled down from a million).
+    /// 110 narrow prefixes under `/w/` and 100 rules that test `/w/` (and
+    /// a name each); also exact paths under them.
+    fn nested_prefix_policy(exact: bool) -> String {
         let mut text = String::from("policy p {}\n");
         for i in 0..110 {
             text += &format!(
                 "rule n{i} on exec {{ when process.binary startswith \"/w/n{i}/\" audit }}\n"
             );
+            if exact {
+                text += &format!(
+                    "rule e{i} on exec {{ when process.binary == \"/w/n{i}/bin\" audit }}\n"
+                );
+            }
         }
         for i in 0..100 {
             text += &format!(
                 "rule w{i} on exec {{ when process.binary startswith \"/w/\" and process.name == \"c{i}\" audit }}\n"
             );
         }
+        text
+    }
+
+    #[test]
+    fn nested_prefixes_store_each_term_once() {
+        // Whole sets (schema 2) repeated the 100 `/w/` terms in each of the
+        // 110 narrow prefixes and each exact path under them (22,000 ids);
+        // as changes from their bases each term is written where it starts.
+        for exact in [false, true] {
+            let b = crate::compile::evaluation_bundle_of(&nested_prefix_policy(exact)).unwrap();
+            let exec = &b.spec.hooks[&Hook::Exec];
+            let dim = &exec.dimensions["process.binary"];
+            let rules = if exact { 320 } else { 210 };
+            assert_eq!(dim.stored_ids(), rules, "exact values: {exact}");
+            let wide = dim.prefix.iter().find(|e| e.value == "/w/").unwrap();
+            assert_eq!(wide.add.len(), 100);
+            // And they resolve to the whole sets: `/w/n7/` holds its own
+            // term and the 100 of `/w/`.
+            let bases = dim.bases();
+            let i = dim.prefix.iter().position(|e| e.value == "/w/n7/").unwrap();
+            let set = dim.chain_set(&bases, true, i);
+            assert_eq!(set.len(), 101);
+            assert!(wide.add.iter().all(|t| set.binary_search(t).is_ok()));
+            if exact {
+                let j = dim
+                    .exact
+                    .iter()
+                    .position(|e| e.value == "/w/n7/bin")
+                    .unwrap();
+                assert_eq!(dim.exact[j].add.len(), 1);
+                assert_eq!(dim.exact_set(&bases, j).len(), 102);
+            }
+            assert_eq!(b.repeated_sets_note_over(100), "");
+        }
+    }
+
+    #[test]
+    fn nested_ranges_are_named_as_what_makes_a_bundle_large() {
+        // 110 single uids and 100 rules over a range holding them: each
+        // one-value interval repeats the 100 (11,000 ids; the threshold
+        // scaled down from a million).
+        let mut text = String::from("policy p {}\n");
+        for i in 0..110 {
+            text += &format!(
+                "rule n{i} on exec {{ when user.uid == {} audit }}\n",
+                1000 + i
+            );
+        }
+        for i in 0..100 {
+            text += &format!(
+                "rule w{i} on exec {{ when user.uid in 0..100000 and process.name == \"c{i}\" audit }}\n"
+            );
+        }
         let b = crate::compile::evaluation_bundle_of(&text).unwrap();
         let note = b.repeated_sets_note_over(10_000);
         assert!(
-            note.contains("in the entries of `process.binary` on `exec`") && note.contains("(5"),
+            note.contains("in the entries of `user.uid` on `exec`") && note.contains("(5"),
             "{note}"
         );
         assert_eq!(b.repeated_sets_note(), "", "under a million ids");
@@ -1046,8 +1492,11 @@ mod tests {
             assert_eq!(dim.full_set(&dim.default, 3), others, "{field}");
         }
         let binary = &b.spec.hooks[&Hook::Exec].dimensions["process.binary"];
-        assert_eq!(binary.exact[0].terms, vec![0]);
-        assert_eq!(binary.full_set(&binary.exact[0].terms, 3), vec![0, 1, 2]);
+        // The exact entry adds its term to the default (empty over `tested`).
+        assert_eq!(binary.exact[0].add, vec![0]);
+        assert!(binary.exact[0].remove.is_empty());
+        let set = binary.exact_set(&binary.bases(), 0);
+        assert_eq!(binary.full_set(&set, 3), vec![0, 1, 2]);
         let uid = &b.spec.hooks[&Hook::Exec].dimensions["user.uid"];
         assert_eq!(uid.ranges.len(), 1);
         assert_eq!(
@@ -1076,13 +1525,13 @@ mod tests {
             .dimensions
             .get_mut("process.binary")
             .unwrap();
-        dim.exact[0].terms = vec![0, 1];
+        dim.exact[0].add = vec![0, 1];
         let err = redigest(bad).validate().unwrap_err();
         let msg = err.to_string();
         assert!(
             matches!(err, BundleError::Invalid { .. })
                 && msg.contains(
-                    "dimension `process.binary` exact entry `/usr/bin/sudo` holds term 1"
+                    "dimension `process.binary` exact entry `/usr/bin/sudo` add holds term 1"
                 )
                 && msg.contains("not in `tested`"),
             "{msg}"
@@ -1104,8 +1553,8 @@ mod tests {
                 "{tested:?}: {msg}"
             );
         }
-        // A v1 bundle (no `tested`) is refused as a version.
-        let v1 = b.to_yaml().replace("schemaVersion: 2", "schemaVersion: 1");
+        // A v2 bundle (whole sets in entries) is refused as a version.
+        let v1 = b.to_yaml().replace("schemaVersion: 3", "schemaVersion: 2");
         assert!(matches!(
             PolicyBundle::from_yaml(&v1),
             Err(BundleError::UnsupportedVersion { .. })

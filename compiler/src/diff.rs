@@ -573,14 +573,10 @@ pub fn candidate_events(old: &PolicyBundle, new: &PolicyBundle, hook: Hook) -> V
                 .filter(|(_, d)| d.relation.is_some())
             {
                 let rel = dim.relation.as_ref().expect("a relation");
-                let wants_true = dim
-                    .exact
-                    .iter()
-                    .any(|e| e.value == "true" && e.terms.binary_search(&t).is_ok());
-                let wants_false = dim
-                    .exact
-                    .iter()
-                    .any(|e| e.value == "false" && e.terms.binary_search(&t).is_ok());
+                let wants = |key: &str| {
+                    crate::eval::exact(dim, key).is_some_and(|set| set.binary_search(&t).is_ok())
+                };
+                let (wants_true, wants_false) = (wants("true"), wants("false"));
                 let keys = dimension_keys("", dim);
                 if keys.len() != 2 || wants_true == wants_false {
                     continue;

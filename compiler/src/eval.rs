@@ -26,7 +26,10 @@ use std::sync::OnceLock;
 use ipnet::IpNet;
 use policy_dsl::checked::{Event, Value};
 
-use crate::bundle::{Dimension, DimensionKind, Entry, HookTable, PolicyBundle, TermSet, Verdict};
+use crate::bundle::{
+    AffixIndex, BlockIndex, Dimension, DimensionKind, Entry, EntryBases, HookTable, PolicyBundle,
+    TermSet, Verdict,
+};
 use crate::limits::MAX_PATH_LITERAL_LEN;
 use crate::lower::{Program, RuleRef, UNSET_ID};
 use policy_dsl::ast::Action;
@@ -336,56 +339,20 @@ struct DimIndex<'t> {
     tested: Vec<u64>,
     /// The hook's terms that do not test the dimension, ascending.
     untested: Vec<u32>,
-    /// `exact` entries' sets by value (the set itself, not the entry's
-    /// index: one memory access less per lookup in a large table).
-    exact: FastMap<&'t str, &'t [u32]>,
-    prefix: Affixes<'t>,
-    suffix: Affixes<'t>,
-    /// `ip`: `prefix` entries' sets by CIDR block, and the distinct prefix
-    /// lengths per family (IPv4, IPv6), longest first.
-    blocks: FastMap<IpNet, &'t [u32]>,
-    block_lens: [Vec<u8>; 2],
+    /// Where each entry takes its base from (schema 3: entries hold
+    /// changes, see [`Entry`]).
+    bases: EntryBases,
+    /// `exact` entries by value.
+    exact: FastMap<&'t str, usize>,
+    /// Longest-prefix and longest-suffix lookups of `path`/`string` entries.
+    prefix: AffixIndex<'t>,
+    suffix: AffixIndex<'t>,
+    /// `ip`: longest-block lookup of the `prefix` entries.
+    blocks: BlockIndex,
     /// The set of a value matching no entry ([`lookup_none`]).
     none: Cow<'t, [u32]>,
     /// The set of an event without the field (`absent`, else `none`).
     absent: Cow<'t, [u32]>,
-}
-
-/// Longest-prefix (or suffix) lookup by hashing: the entries' sets by
-/// value and their distinct lengths, longest first.
-#[derive(Debug, Default)]
-struct Affixes<'t> {
-    by_value: FastMap<&'t [u8], &'t [u32]>,
-    lens: Vec<usize>,
-}
-
-impl<'t> Affixes<'t> {
-    fn new(entries: &'t [Entry]) -> Affixes<'t> {
-        let by_value: FastMap<&[u8], &[u32]> = entries
-            .iter()
-            .map(|e| (e.value.as_bytes(), e.terms.as_slice()))
-            .collect();
-        let mut lens: Vec<usize> = entries.iter().map(|e| e.value.len()).collect();
-        lens.sort_unstable_by(|a, b| b.cmp(a));
-        lens.dedup();
-        Affixes { by_value, lens }
-    }
-
-    /// The set of the entry whose value is the longest prefix (`prefix`) or
-    /// suffix of `value`, as [`longest_affix`] finds it.
-    fn longest(&self, value: &[u8], prefix: bool) -> Option<&'t [u32]> {
-        self.lens
-            .iter()
-            .skip_while(|&&l| l > value.len())
-            .find_map(|&l| {
-                let key = if prefix {
-                    &value[..l]
-                } else {
-                    &value[value.len() - l..]
-                };
-                self.by_value.get(key).copied()
-            })
-    }
 }
 
 impl<'t> HookIndex<'t> {
@@ -532,26 +499,16 @@ impl<'t> DimIndex<'t> {
         let exact = dim
             .exact
             .iter()
-            .map(|e| (e.value.as_str(), e.terms.as_slice()))
+            .enumerate()
+            .map(|(i, e)| (e.value.as_str(), i))
             .collect();
-        let (mut blocks, mut block_lens) = (FastMap::default(), [Vec::new(), Vec::new()]);
         let strings = matches!(dim.kind, DimensionKind::Path | DimensionKind::String);
-        if dim.kind == DimensionKind::Ip {
-            for e in &dim.prefix {
-                if let Ok(net) = e.value.parse::<IpNet>() {
-                    let family = usize::from(matches!(net, IpNet::V6(_)));
-                    block_lens[family].push(net.prefix_len());
-                    // As `ip_lookup`, a block with host bits (which
-                    // validation refuses) covers its truncation; of equal
-                    // blocks the last entry wins.
-                    blocks.insert(net.trunc(), e.terms.as_slice());
-                }
-            }
-            for lens in &mut block_lens {
-                lens.sort_unstable_by(|a, b| b.cmp(a));
-                lens.dedup();
-            }
-        }
+        let no_entries: &'t [Entry] = &[];
+        let blocks = BlockIndex::new(if dim.kind == DimensionKind::Ip {
+            &dim.prefix
+        } else {
+            no_entries
+        });
         let none: Cow<'t, [u32]> = match (dim.kind, &dim.suffix_default) {
             (DimensionKind::Caps, _) | (_, Some(_)) => Cow::Owned(lookup_none(dim)),
             _ => Cow::Borrowed(&dim.default),
@@ -565,15 +522,11 @@ impl<'t> DimIndex<'t> {
             source,
             tested,
             untested,
+            bases: dim.bases(),
             exact,
-            prefix: if strings {
-                Affixes::new(&dim.prefix)
-            } else {
-                Affixes::default()
-            },
-            suffix: Affixes::new(&dim.suffix),
+            prefix: AffixIndex::new(if strings { &dim.prefix } else { no_entries }, true),
+            suffix: AffixIndex::new(&dim.suffix, false),
             blocks,
-            block_lens,
             none,
             absent,
         }
@@ -584,8 +537,41 @@ impl<'t> DimIndex<'t> {
         self.tested[t as usize / 64] & (1 << (t % 64)) != 0
     }
 
-    fn exact(&self, key: &str) -> Option<&'t [u32]> {
-        self.exact.get(key).copied()
+    /// The resolved set of the exact entry of `key`, if any.
+    fn exact(&self, key: &str) -> Option<Cow<'t, [u32]>> {
+        let &i = self.exact.get(key)?;
+        let dim: &'t Dimension = self.dim;
+        let e = &dim.exact[i];
+        if !matches!(dim.kind, DimensionKind::Path | DimensionKind::String) {
+            return Some(apply(Cow::Borrowed(&dim.default), e));
+        }
+        let (p, s) = self.bases.exact[i];
+        Some(apply(self.sides(p, s), e))
+    }
+
+    /// The resolved set of `prefix` (`suffix`) entry `i`, else the root.
+    fn chain(&self, prefix: bool, i: Option<usize>) -> Cow<'t, [u32]> {
+        let dim: &'t Dimension = self.dim;
+        let root: &'t [u32] = if prefix {
+            &dim.default
+        } else {
+            dim.suffix_default.as_deref().unwrap_or(&dim.default)
+        };
+        match i {
+            None => Cow::Borrowed(root),
+            Some(i) => Cow::Owned(dim.chain_set(&self.bases, prefix, i)),
+        }
+    }
+
+    /// A string's set from its longest prefix entry `p` and longest suffix
+    /// entry `s` (the suffix side only when the dimension tests suffixes).
+    fn sides(&self, p: Option<usize>, s: Option<usize>) -> Cow<'t, [u32]> {
+        let prefix = self.chain(true, p);
+        if self.dim.suffix_default.is_none() {
+            return prefix;
+        }
+        let suffix = self.chain(false, s);
+        Cow::Owned(crate::lower::intersect(&prefix, &suffix))
     }
 
     /// The dimension's tested terms the event lets through, as
@@ -602,7 +588,7 @@ impl<'t> DimIndex<'t> {
                 } else {
                     "false"
                 };
-                return Cow::Borrowed(self.exact(key).unwrap_or(&dim.default));
+                return self.exact(key).unwrap_or(Cow::Borrowed(&dim.default));
             }
             Source::Field(s) => values[s],
         };
@@ -611,20 +597,13 @@ impl<'t> DimIndex<'t> {
         let Some(value) = value else {
             return self.absent.clone();
         };
-        let or_default = |set: Option<&'t [u32]>| Cow::Borrowed(set.unwrap_or(&dim.default));
+        let or_default = |set: Option<Cow<'t, [u32]>>| set.unwrap_or(Cow::Borrowed(&dim.default));
         match (dim.kind, value) {
             (DimensionKind::Path | DimensionKind::String, Value::Str(s)) => self.string(s),
             (DimensionKind::Int, Value::Int(n)) => Cow::Borrowed(range_entry(dim, *n)),
             (DimensionKind::Int, Value::Unset) => Cow::Borrowed(range_entry(dim, UNSET_ID)),
             (DimensionKind::Int, Value::Name(n)) => or_default(self.exact(n)),
-            (DimensionKind::Ip, Value::Ip(a)) => {
-                let family = usize::from(a.is_ipv6());
-                let hit = self.block_lens[family].iter().find_map(|&len| {
-                    let net = IpNet::new(*a, len).ok()?.trunc();
-                    self.blocks.get(&net).copied()
-                });
-                or_default(hit)
-            }
+            (DimensionKind::Ip, Value::Ip(a)) => self.chain(true, self.blocks.longest(*a, 128)),
             (DimensionKind::Bool, Value::Bool(b)) => {
                 or_default(self.exact(if *b { "true" } else { "false" }))
             }
@@ -642,18 +621,14 @@ impl<'t> DimIndex<'t> {
         let dim: &'t Dimension = self.dim;
         if dim.kind != DimensionKind::Path || value.len() <= MAX_PATH_LITERAL_LEN {
             if let Some(set) = self.exact(value) {
-                return Cow::Borrowed(set);
+                return set;
             }
         }
         let bytes = value.as_bytes();
-        let prefix = self.prefix.longest(bytes, true).unwrap_or(&dim.default);
-        match &dim.suffix_default {
-            None => Cow::Borrowed(prefix),
-            Some(default) => {
-                let suffix = self.suffix.longest(bytes, false).unwrap_or(default);
-                Cow::Owned(crate::lower::intersect(prefix, suffix))
-            }
-        }
+        self.sides(
+            self.prefix.longest(bytes, bytes.len()),
+            self.suffix.longest(bytes, bytes.len()),
+        )
     }
 }
 
@@ -662,7 +637,11 @@ impl<'t> DimIndex<'t> {
 /// requires). With many entries: prefixes by
 /// a few binary searches, suffixes by one per length of `value`, instead of
 /// a scan of every entry.
-fn longest_affix<'d>(entries: &'d [Entry], value: &[u8], prefix: bool) -> Option<&'d Entry> {
+pub(crate) fn longest_affix<'d>(
+    entries: &'d [Entry],
+    value: &[u8],
+    prefix: bool,
+) -> Option<&'d Entry> {
     let affix = |e: &Entry| {
         let v = e.value.as_bytes();
         if prefix {
@@ -760,22 +739,73 @@ pub fn lookup_value(dim: &Dimension, value: &Value) -> TermSet {
         (DimensionKind::Path | DimensionKind::String, Value::Str(s)) => string_lookup(dim, s),
         (DimensionKind::Int, Value::Int(n)) => range_lookup(dim, *n),
         (DimensionKind::Int, Value::Unset) => range_lookup(dim, UNSET_ID),
-        (DimensionKind::Int, Value::Name(n)) => exact(dim, n).unwrap_or(&dim.default).clone(),
+        (DimensionKind::Int, Value::Name(n)) => exact(dim, n).unwrap_or(dim.default.clone()),
         (DimensionKind::Ip, Value::Ip(a)) => ip_lookup(dim, a),
         (DimensionKind::Bool, Value::Bool(b)) => {
-            exact(dim, &b.to_string()).unwrap_or(&dim.default).clone()
+            exact(dim, &b.to_string()).unwrap_or(dim.default.clone())
         }
-        (DimensionKind::Enum, Value::Str(s)) => exact(dim, s).unwrap_or(&dim.default).clone(),
+        (DimensionKind::Enum, Value::Str(s)) => exact(dim, s).unwrap_or(dim.default.clone()),
         (DimensionKind::Caps, Value::Caps(have)) => caps_lookup(dim, have),
         _ => lookup_none(dim),
     }
 }
 
-fn exact<'d>(dim: &'d Dimension, key: &str) -> Option<&'d TermSet> {
-    dim.exact
+/// `entry`'s set from its base's, borrowing the base when the entry
+/// changes nothing.
+fn apply<'t>(base: Cow<'t, [u32]>, entry: &Entry) -> Cow<'t, [u32]> {
+    if entry.is_empty() {
+        base
+    } else {
+        Cow::Owned(entry.apply(&base))
+    }
+}
+
+/// The resolved set of the exact entry of `key`, if any (see [`Entry`]).
+pub(crate) fn exact(dim: &Dimension, key: &str) -> Option<TermSet> {
+    let i = dim
+        .exact
         .binary_search_by(|e| e.value.as_str().cmp(key))
-        .ok()
-        .map(|i| &dim.exact[i].terms)
+        .ok()?;
+    let base = match dim.kind {
+        DimensionKind::Path | DimensionKind::String => sides(dim, key),
+        _ => dim.default.clone(),
+    };
+    Some(dim.exact[i].apply(&base))
+}
+
+/// The resolved set of the longest entry of `list` that is a prefix
+/// (`prefix`) or suffix of `value`, else `root`: the entries on the way from
+/// the root, each found by [`longest_affix`].
+pub(crate) fn affix_chain(list: &[Entry], value: &[u8], prefix: bool, root: &TermSet) -> TermSet {
+    let mut chain: Vec<&Entry> = Vec::new();
+    let mut key = value;
+    while let Some(e) = longest_affix(list, key, prefix) {
+        chain.push(e);
+        let v = e.value.as_bytes();
+        // The entry's own base: the longest entry strictly shorter.
+        if v.is_empty() {
+            break;
+        }
+        key = if prefix { &v[..v.len() - 1] } else { &v[1..] };
+    }
+    let mut set = root.clone();
+    for e in chain.iter().rev() {
+        set = e.apply(&set);
+    }
+    set
+}
+
+/// A non-exact string's set: its prefix side, AND its suffix side when the
+/// dimension tests suffixes.
+fn sides(dim: &Dimension, value: &str) -> TermSet {
+    let prefix = affix_chain(&dim.prefix, value.as_bytes(), true, &dim.default);
+    match &dim.suffix_default {
+        None => prefix,
+        Some(sd) => {
+            let suffix = affix_chain(&dim.suffix, value.as_bytes(), false, sd);
+            crate::lower::intersect(&prefix, &suffix)
+        }
+    }
 }
 
 /// Exact hash (for paths only keys of at most [`MAX_PATH_LITERAL_LEN`] bytes
@@ -785,33 +815,23 @@ fn exact<'d>(dim: &'d Dimension, key: &str) -> Option<&'d TermSet> {
 fn string_lookup(dim: &Dimension, value: &str) -> TermSet {
     if dim.kind != DimensionKind::Path || value.len() <= MAX_PATH_LITERAL_LEN {
         if let Some(set) = exact(dim, value) {
-            return set.clone();
+            return set;
         }
     }
-    let prefix = lookup(dim, value).clone();
-    match &dim.suffix_default {
-        None => prefix,
-        Some(default) => {
-            let suffix = longest_affix(&dim.suffix, value.as_bytes(), false)
-                .map(|e| &e.terms)
-                .unwrap_or(default);
-            crate::lower::intersect(&prefix, suffix)
-        }
-    }
+    sides(dim, value)
 }
 
 /// The prefix side of a path or string lookup, as in the kernel: exact hash
 /// (only keys of at most [`MAX_PATH_LITERAL_LEN`] bytes exist), then longest
-/// prefix, then default. Suffix entries are not consulted.
-pub fn lookup<'d>(dim: &'d Dimension, value: &str) -> &'d TermSet {
+/// prefix, then default. Suffix entries are not consulted (an exact entry's
+/// set is resolved as in [`lookup_value`]).
+pub fn lookup(dim: &Dimension, value: &str) -> TermSet {
     if value.len() <= MAX_PATH_LITERAL_LEN {
-        if let Ok(i) = dim.exact.binary_search_by(|e| e.value.as_str().cmp(value)) {
-            return &dim.exact[i].terms;
+        if let Some(set) = exact(dim, value) {
+            return set;
         }
     }
-    longest_affix(&dim.prefix, value.as_bytes(), true)
-        .map(|e| &e.terms)
-        .unwrap_or(&dim.default)
+    affix_chain(&dim.prefix, value.as_bytes(), true, &dim.default)
 }
 
 /// The interval holding `n` (in the kernel: one LPM lookup of the big-endian
@@ -828,20 +848,24 @@ fn range_entry(dim: &Dimension, n: u64) -> &TermSet {
     }
 }
 
-/// The longest block holding the address, else `default`.
-fn ip_lookup(dim: &Dimension, a: &IpAddr) -> TermSet {
-    dim.prefix
+/// The longest block holding the address, else `default`: resolved from
+/// the blocks containing it, outermost first.
+pub(crate) fn ip_lookup(dim: &Dimension, a: &IpAddr) -> TermSet {
+    let mut holding: Vec<(u8, &Entry)> = dim
+        .prefix
         .iter()
         .filter_map(|e| {
             e.value
                 .parse::<IpNet>()
                 .ok()
                 .filter(|n| n.contains(a))
-                .map(|n| (n.prefix_len(), &e.terms))
+                .map(|n| (n.prefix_len(), e))
         })
-        .max_by_key(|(len, _)| *len)
-        .map(|(_, t)| t.clone())
-        .unwrap_or_else(|| dim.default.clone())
+        .collect();
+    holding.sort_by_key(|(len, _)| *len);
+    holding
+        .iter()
+        .fold(dim.default.clone(), |set, (_, e)| e.apply(&set))
 }
 
 /// AND over the masks of `held` (the value has every capability of the mask)
@@ -882,8 +906,7 @@ fn relation_lookup(
             "false"
         },
     )
-    .unwrap_or(&dim.default)
-    .clone()
+    .unwrap_or_else(|| dim.default.clone())
 }
 
 /// Whether `a op b` holds: numbers compare as numbers; other values, names
@@ -927,7 +950,8 @@ mod tests {
                 .into_iter()
                 .map(|value| Entry {
                     value,
-                    terms: Vec::new(),
+                    add: Vec::new(),
+                    remove: Vec::new(),
                 })
                 .collect();
             assert!(entries.len() > 32);

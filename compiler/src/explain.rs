@@ -106,17 +106,11 @@ fn caps_steps(dim: &Dimension, have: &BTreeSet<String>) -> Vec<Step> {
         .collect()
 }
 
+/// The step of the exact entry of `key`, with its resolved set (entries
+/// hold changes from their bases: [`crate::bundle::Entry`]).
 fn exact_step(dim: &Dimension, key: &str) -> Option<Step> {
-    dim.exact
-        .binary_search_by(|e| e.value.as_str().cmp(key))
-        .ok()
-        .map(|i| {
-            step(
-                "exact",
-                Some(dim.exact[i].value.clone()),
-                &dim.exact[i].terms,
-            )
-        })
+    let set = eval::exact(dim, key)?;
+    Some(step("exact", Some(key.to_string()), &set))
 }
 
 fn exact_or_default(dim: &Dimension, key: &str) -> Vec<Step> {
@@ -137,22 +131,27 @@ fn trace_steps(dim: &Dimension, value: Option<&Value>) -> Vec<Step> {
                     return vec![st];
                 }
             }
-            let mut out = vec![dim
-                .prefix
-                .iter()
-                .filter(|e| s.as_bytes().starts_with(e.value.as_bytes()))
-                .max_by_key(|e| e.value.len())
-                .map(|e| step("prefix", Some(e.value.clone()), &e.terms))
-                .unwrap_or_else(|| step("default", None, &dim.default))];
+            let affix = |list, prefix, root: &TermSet, name, root_name| match eval::longest_affix(
+                list,
+                s.as_bytes(),
+                prefix,
+            ) {
+                Some(e) => step(
+                    name,
+                    Some(e.value.clone()),
+                    &eval::affix_chain(list, e.value.as_bytes(), prefix, root),
+                ),
+                None => step(root_name, None, root),
+            };
+            let mut out = vec![affix(&dim.prefix, true, &dim.default, "prefix", "default")];
             if let Some(default) = &dim.suffix_default {
-                out.push(
-                    dim.suffix
-                        .iter()
-                        .filter(|e| s.as_bytes().ends_with(e.value.as_bytes()))
-                        .max_by_key(|e| e.value.len())
-                        .map(|e| step("suffix", Some(e.value.clone()), &e.terms))
-                        .unwrap_or_else(|| step("suffixDefault", None, default)),
-                );
+                out.push(affix(
+                    &dim.suffix,
+                    false,
+                    default,
+                    "suffix",
+                    "suffixDefault",
+                ));
             }
             out
         }
@@ -181,7 +180,7 @@ fn trace_steps(dim: &Dimension, value: Option<&Value>) -> Vec<Step> {
                     .map(|n| (n.prefix_len(), e))
             })
             .max_by_key(|(len, _)| *len)
-            .map(|(_, e)| step("prefix", Some(e.value.clone()), &e.terms))
+            .map(|(_, e)| step("prefix", Some(e.value.clone()), &eval::ip_lookup(dim, a)))
             .unwrap_or_else(|| step("default", None, &dim.default))],
         (DimensionKind::Bool, Value::Bool(b)) => exact_or_default(dim, &b.to_string()),
         (DimensionKind::Enum, Value::Str(s)) => exact_or_default(dim, s),
@@ -348,19 +347,21 @@ fn trace_table(table: &HookTable, event: &Event) -> Traced {
 }
 
 /// Whether the dimension does not constrain term `t`: `t` does not test it
-/// (so no stored set lists it), or every table of the dimension holds it.
+/// (so no stored set lists it), or every table of the dimension holds it
+/// (the defaults do and no entry removes it: entries are changes from
+/// their bases, which start at the defaults).
 fn unconstrained(dim: &Dimension, t: u32) -> bool {
     let has = |s: &TermSet| s.binary_search(&t).is_ok();
     !has(&dim.tested)
         || (has(&dim.default)
             && dim.suffix_default.as_ref().is_none_or(has)
             && dim.absent.as_ref().is_none_or(has)
-            && dim
+            && !dim
                 .exact
                 .iter()
                 .chain(&dim.prefix)
                 .chain(&dim.suffix)
-                .all(|e| has(&e.terms))
+                .any(|e| has(&e.remove))
             && dim.ranges.iter().all(|r| has(&r.terms))
             && dim.masks.iter().all(|m| has(&m.held) && has(&m.lacking)))
 }

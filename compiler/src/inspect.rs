@@ -79,7 +79,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use policy_dsl::checked::Value;
 use serde::Serialize;
 
-use crate::bundle::{Dimension, DimensionKind, HookTable, PolicyBundle, TermSet};
+use crate::bundle::{
+    Dimension, DimensionKind, Entry, HookTable, PolicyBundle, SetAlgebra, TermSet,
+};
 use crate::layout::AnchorKind;
 use crate::limits::{MASK_WORDS, MAX_DIMS_PER_HOOK, PATH_KEY_LEN};
 
@@ -418,6 +420,35 @@ impl Masks {
     }
 }
 
+/// [`SetAlgebra`] over kernel masks as [`Masks`] keeps them (bits from
+/// `offset`), to resolve a dimension's entries parents first as policyd
+/// does: per entry its mask's words and its changes, not its whole set.
+struct MaskBits {
+    offset: u32,
+}
+
+impl SetAlgebra for MaskBits {
+    type Set = Vec<u64>;
+
+    fn apply(&mut self, base: &Vec<u64>, entry: &Entry) -> Vec<u64> {
+        let mut bits = base.clone();
+        for &t in &entry.remove {
+            let bit = t + self.offset;
+            if let Some(w) = bits.get_mut((bit / 64) as usize) {
+                *w &= !(1u64 << (bit % 64));
+            }
+        }
+        for &t in &entry.add {
+            Masks::set(&mut bits, t + self.offset);
+        }
+        bits
+    }
+
+    fn meet(&mut self, a: &Vec<u64>, b: &Vec<u64>) -> Vec<u64> {
+        a.iter().zip(b).map(|(x, y)| x & y).collect()
+    }
+}
+
 /// The entries `KernelTables::build` stores for `bundle` alone (see the
 /// module docs), with no pods known and every user/group name resolved to
 /// an id of its own.
@@ -517,28 +548,45 @@ fn hook_model(
         ndims += 1;
         let untested = masks.untested(dim, nt);
         *m += masks.add_dim(&untested, &dim.default) + masks.add_dim(&untested, &dim.absent_set());
+        // Entries hold changes from their bases: resolve their masks.
+        let with = |set: &TermSet| {
+            let mut bits = untested.clone();
+            for &t in set {
+                Masks::set(&mut bits, t + masks.offset);
+            }
+            bits
+        };
+        let (dflt, sd) = (with(&dim.default), dim.suffix_default.as_ref().map(with));
+        let resolved = dim.resolve(
+            &dim.bases(),
+            &mut MaskBits {
+                offset: masks.offset,
+            },
+            &dflt,
+            sd.as_ref(),
+        );
         if dim.relation.is_some() {
-            for e in &dim.exact {
+            for bits in resolved.exact {
                 add("num_lpm", 1);
-                *m += masks.add_dim(&untested, &e.terms);
+                *m += masks.insert(bits);
             }
             continue;
         }
         match dim.kind {
             DimensionKind::Path | DimensionKind::String => {
-                for e in &dim.exact {
+                for bits in resolved.exact {
                     add("str_exact", 1);
-                    *m += masks.add_dim(&untested, &e.terms);
+                    *m += masks.insert(bits);
                 }
-                for e in &dim.prefix {
+                for bits in resolved.prefix {
                     add("str_prefix", 1);
-                    *m += masks.add_dim(&untested, &e.terms);
+                    *m += masks.insert(bits);
                 }
-                if let Some(sd) = &dim.suffix_default {
-                    *m += masks.add_dim(&untested, sd);
-                    for e in &dim.suffix {
+                if let Some(sd) = sd {
+                    *m += masks.insert(sd);
+                    for bits in resolved.suffix {
                         add("str_suffix", 1);
-                        *m += masks.add_dim(&untested, &e.terms);
+                        *m += masks.insert(bits);
                     }
                 }
             }
@@ -551,23 +599,23 @@ fn hook_model(
                     );
                 }
                 if dim.resolve.is_some() {
-                    for e in &dim.exact {
+                    for bits in resolved.exact {
                         add("num_lpm", 1);
                         add("names", 1);
-                        *m += masks.add_dim(&untested, &e.terms);
+                        *m += masks.insert(bits);
                     }
                 }
             }
             DimensionKind::Enum | DimensionKind::Bool => {
-                for e in &dim.exact {
+                for bits in resolved.exact {
                     add("num_lpm", 1);
-                    *m += masks.add_dim(&untested, &e.terms);
+                    *m += masks.insert(bits);
                 }
             }
             DimensionKind::Ip => {
-                for e in &dim.prefix {
+                for bits in resolved.prefix {
                     add("ip_lpm", 1);
-                    *m += masks.add_dim(&untested, &e.terms);
+                    *m += masks.insert(bits);
                 }
             }
             DimensionKind::Caps => {

@@ -49,7 +49,7 @@
 //! Pure: used by `policyc compile` (a bundle that compiles has a layout) and by
 //! policyd's table builder (runtime/src/tables.rs), so both decide alike.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use ipnet::IpNet;
 
@@ -271,8 +271,10 @@ fn exact_candidate(dim: &Dimension, left: &[bool], max_key: usize) -> TermSet {
     }
     let mut other: HashSet<u32> = dim.default.iter().copied().collect();
     other.extend(dim.absent.iter().flatten());
+    // A prefix entry's set is its base's with its `add` terms: over all of
+    // them, the default's terms and every `add`.
     for e in &dim.prefix {
-        other.extend(&e.terms);
+        other.extend(&e.add);
     }
     // An integer's exact values are its one-value ranges.
     for r in dim.ranges.iter().filter(|r| r.lo != r.hi) {
@@ -291,8 +293,11 @@ fn exact_candidate(dim: &Dimension, left: &[bool], max_key: usize) -> TermSet {
     exact.into_iter().filter(|t| !crowded.contains(t)).collect()
 }
 
-/// The exact values of an anchor dimension and their sets: `exact` entries
-/// of strings, one-value ranges of integers (as decimal text), in order.
+/// The exact values of an anchor dimension and the terms they let through
+/// that no value without an exact entry does: the `add` terms of `exact`
+/// entries of strings (a base is a prefix and suffix lookup, whose terms
+/// are not exact-anchored), one-value ranges of integers (as decimal
+/// text), in order.
 fn exact_values(dim: &Dimension) -> Box<dyn Iterator<Item = (String, &TermSet)> + '_> {
     match dim.kind {
         DimensionKind::Int => Box::new(
@@ -301,7 +306,7 @@ fn exact_values(dim: &Dimension) -> Box<dyn Iterator<Item = (String, &TermSet)> 
                 .filter(|r| r.lo == r.hi)
                 .map(|r| (r.lo.to_string(), &r.terms)),
         ),
-        _ => Box::new(dim.exact.iter().map(|e| (e.value.clone(), &e.terms))),
+        _ => Box::new(dim.exact.iter().map(|e| (e.value.clone(), &e.add))),
     }
 }
 
@@ -320,9 +325,9 @@ struct PrefixKey<'d> {
     value: std::borrow::Cow<'d, str>,
     /// Whether it is a prefix (`startswith`) rather than an exact value.
     prefix: bool,
-    /// The anchored terms this key is the first to let through: those of a
-    /// prefix entry; those of an exact entry that its longest prefix entry
-    /// does not already hold.
+    /// The anchored terms this key is the first to let through: its entry's
+    /// `add` terms (an anchored term is in no default, so a value reaches it
+    /// only through the key that adds it or a longer one).
     own: Vec<u32>,
 }
 
@@ -366,7 +371,7 @@ fn ip_key_bits(value: &str) -> Option<Vec<u8>> {
 fn prefix_keys<'d>(dim: &'d Dimension, member: impl Fn(u32) -> bool) -> Vec<PrefixKey<'d>> {
     let mut keys = Vec::new();
     for p in &dim.prefix {
-        let own: Vec<u32> = p.terms.iter().copied().filter(|&t| member(t)).collect();
+        let own: Vec<u32> = p.add.iter().copied().filter(|&t| member(t)).collect();
         let bytes = match dim.kind {
             DimensionKind::Ip => ip_key_bits(&p.value),
             _ => Some(p.value.as_bytes().to_vec()),
@@ -394,18 +399,10 @@ fn prefix_keys<'d>(dim: &'d Dimension, member: impl Fn(u32) -> bool) -> Vec<Pref
             });
         }
     }
-    let index: HashMap<&[u8], &Entry> =
-        dim.prefix.iter().map(|e| (e.value.as_bytes(), e)).collect();
     // (An integer's `exact` entries are names resolved on the node: such a
     // dimension is no anchor.)
     for e in dim.exact.iter().filter(|_| dim.kind != DimensionKind::Int) {
-        let via: &[u32] = longest(&index, e.value.as_bytes()).map_or(&[], |p| &p.terms);
-        let own: Vec<u32> = e
-            .terms
-            .iter()
-            .copied()
-            .filter(|&t| member(t) && via.binary_search(&t).is_err())
-            .collect();
+        let own: Vec<u32> = e.add.iter().copied().filter(|&t| member(t)).collect();
         if !own.is_empty() {
             keys.push(PrefixKey {
                 bytes: exact_key(&e.value),
@@ -863,43 +860,17 @@ pub fn restrict(table: &HookTable, terms: &[u32], skip: Option<&str>) -> HookTab
     }
 }
 
-/// Longest entry of `entries` whose value is a prefix of `value` (by bytes).
-fn longest<'e>(index: &HashMap<&[u8], &'e Entry>, value: &[u8]) -> Option<&'e Entry> {
-    (0..=value.len())
-        .rev()
-        .find_map(|i| index.get(&value[..i]).copied())
-}
-
-/// LPM entries (`prefix` or `suffix`, given as byte keys) kept over `sub`:
-/// an entry stays when its set differs from its nearest kept ancestor's (or
-/// `root`'s). Entries must be sorted by key so ancestors come first.
-fn lpm_keep<'e>(
-    sub: &Subset<'_>,
-    entries: &mut [(Vec<u8>, &'e Entry)],
-    root: &TermSet,
-) -> Vec<(&'e Entry, TermSet)> {
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut stack: Vec<(Vec<u8>, TermSet)> = Vec::new();
-    let mut kept = Vec::new();
-    for (key, e) in entries.iter() {
-        while stack.last().is_some_and(|(k, _)| !key.starts_with(k)) {
-            stack.pop();
-        }
-        let set = sub.of(&e.terms);
-        let parent = stack.last().map_or(root, |(_, s)| s);
-        if &set != parent {
-            stack.push((key.clone(), set.clone()));
-            kept.push((*e, set));
-        }
-    }
-    kept
-}
-
-fn entry(e: &Entry, terms: TermSet) -> Entry {
-    Entry {
+/// `e` over `sub`, or `None` when it changes nothing there (a lookup that
+/// would reach it gives its base's set instead, which is the same: the
+/// entry's set over `sub` is its base's, so an entry whose base it was
+/// inherits the same set through the next one up).
+fn restrict_entry(e: &Entry, sub: &Subset<'_>) -> Option<Entry> {
+    let out = Entry {
         value: e.value.clone(),
-        terms,
-    }
+        add: sub.of(&e.add),
+        remove: sub.of(&e.remove),
+    };
+    (!out.is_empty()).then_some(out)
 }
 
 /// `dim` over `sub`, or `None` when no term of the subset tests it. Its sets
@@ -931,76 +902,20 @@ fn restrict_dimension(dim: &Dimension, sub: &Subset<'_>) -> Option<Dimension> {
         relation: dim.relation.clone(),
         ..Dimension::default()
     };
+    // Entries are changes from their bases (schema 3), and restriction
+    // commutes with both: an entry's set over the subset is its base's over
+    // the subset with its restricted changes. Entries left without a change
+    // are dropped.
+    let kept = |list: &[Entry]| -> Vec<Entry> {
+        list.iter().filter_map(|e| restrict_entry(e, sub)).collect()
+    };
     match dim.kind {
         DimensionKind::Path | DimensionKind::String => {
-            let mut prefixes: Vec<(Vec<u8>, &Entry)> = dim
-                .prefix
-                .iter()
-                .map(|e| (e.value.as_bytes().to_vec(), e))
-                .collect();
-            let kept_prefix = lpm_keep(sub, &mut prefixes, &default);
-            let sd = suffix_default.clone().unwrap_or_else(|| all.clone());
-            let mut suffixes: Vec<(Vec<u8>, &Entry)> = dim
-                .suffix
-                .iter()
-                .map(|e| (e.value.bytes().rev().collect(), e))
-                .collect();
-            let kept_suffix = lpm_keep(sub, &mut suffixes, &sd);
-            let prefix_index: HashMap<&[u8], &Entry> =
-                dim.prefix.iter().map(|e| (e.value.as_bytes(), e)).collect();
-            let suffix_index: HashMap<Vec<u8>, &Entry> = dim
-                .suffix
-                .iter()
-                .map(|e| (e.value.bytes().rev().collect(), e))
-                .collect();
-            for e in &dim.exact {
-                let set = sub.of(&e.terms);
-                let p = longest(&prefix_index, e.value.as_bytes())
-                    .map_or_else(|| default.clone(), |p| sub.of(&p.terms));
-                let fallback = if dim.suffix_default.is_some() {
-                    let rev: Vec<u8> = e.value.bytes().rev().collect();
-                    let s = (0..=rev.len())
-                        .rev()
-                        .find_map(|i| suffix_index.get(&rev[..i]))
-                        .map_or_else(|| sd.clone(), |s| sub.of(&s.terms));
-                    crate::lower::intersect(&p, &s)
-                } else {
-                    p
-                };
-                if set != fallback {
-                    out.exact.push(entry(e, set));
-                }
-            }
-            out.prefix = kept_prefix.into_iter().map(|(e, s)| entry(e, s)).collect();
-            out.suffix = kept_suffix.into_iter().map(|(e, s)| entry(e, s)).collect();
-            out.prefix.sort_by(|a, b| a.value.cmp(&b.value));
-            out.suffix.sort_by(|a, b| a.value.cmp(&b.value));
+            out.exact = kept(&dim.exact);
+            out.prefix = kept(&dim.prefix);
+            out.suffix = kept(&dim.suffix);
         }
-        DimensionKind::Ip => {
-            let nets: HashMap<IpNet, &Entry> = dim
-                .prefix
-                .iter()
-                .filter_map(|e| e.value.parse::<IpNet>().ok().map(|n| (n, e)))
-                .collect();
-            let mut order: Vec<(&IpNet, &&Entry)> = nets.iter().collect();
-            order.sort_by_key(|(n, _)| (n.prefix_len(), **n));
-            let mut kept: HashMap<IpNet, TermSet> = HashMap::new();
-            for (net, e) in order {
-                let set = sub.of(&e.terms);
-                let parent = (0..net.prefix_len())
-                    .rev()
-                    .find_map(|l| {
-                        let up = IpNet::new(net.network(), l).ok()?.trunc();
-                        kept.get(&up)
-                    })
-                    .unwrap_or(&default);
-                if &set != parent {
-                    kept.insert(*net, set.clone());
-                    out.prefix.push(entry(e, set));
-                }
-            }
-            out.prefix.sort_by(|a, b| a.value.cmp(&b.value));
-        }
+        DimensionKind::Ip => out.prefix = kept(&dim.prefix),
         DimensionKind::Int => {
             if dim.resolve.is_some() {
                 // Names resolve on the node against the ranges: keep both whole
@@ -1016,7 +931,11 @@ fn restrict_dimension(dim: &Dimension, sub: &Subset<'_>) -> Option<Dimension> {
                 out.exact = dim
                     .exact
                     .iter()
-                    .map(|e| entry(e, sub.of(&e.terms)))
+                    .map(|e| Entry {
+                        value: e.value.clone(),
+                        add: sub.of(&e.add),
+                        remove: sub.of(&e.remove),
+                    })
                     .collect();
             } else {
                 for r in &dim.ranges {
@@ -1031,12 +950,7 @@ fn restrict_dimension(dim: &Dimension, sub: &Subset<'_>) -> Option<Dimension> {
             }
         }
         DimensionKind::Enum | DimensionKind::Bool | DimensionKind::Relation => {
-            for e in &dim.exact {
-                let set = sub.of(&e.terms);
-                if set != default {
-                    out.exact.push(entry(e, set));
-                }
-            }
+            out.exact = kept(&dim.exact);
         }
         DimensionKind::Caps => {
             // With masks, a present value never reads `default`: dropping

@@ -37,7 +37,7 @@ use crate::bundle::{
     TermSet, VerdictMasks,
 };
 use crate::limits::MAX_TERMS_PER_HOOK;
-use index::{DimTerms, StringAnchors};
+use index::{DimTerms, Mentions, StringAnchors};
 use policy_dsl::ast::Action;
 
 mod index;
@@ -728,14 +728,8 @@ fn dimension_tables(d: &DimTerms<'_>) -> Dimension {
         return Dimension {
             kind: DimensionKind::Relation,
             exact: vec![
-                Entry {
-                    value: "false".into(),
-                    terms: f.clone(),
-                },
-                Entry {
-                    value: "true".into(),
-                    terms: t,
-                },
+                default_based("false".into(), &f, &f),
+                default_based("true".into(), &t, &f),
             ],
             default: f,
             relation: Some(Relation {
@@ -786,65 +780,134 @@ fn string_dimension(kind: DimensionKind, d: &DimTerms<'_>) -> Dimension {
             _ => {}
         }
     }
-    let entry = |value: &str, terms: TermSet| Entry {
-        value: value.to_string(),
-        terms,
-    };
     // Each class asks only the terms that can hold there (see `index`).
     let anchors = StringAnchors::new(d);
-    // Prefix side of a non-exact value whose longest mentioned prefix is `p`
-    // (None: no prefix): equality is false, `startswith q` holds iff q is a
-    // prefix of p (both prefix the value, p is the longest); suffixes are
-    // the other side's.
-    let prefix_side = |p: Option<&str>| {
-        d.class_among(&anchors.below_prefix(p), |pred| match pred {
-            Pred::StartsWith(q) => Some(p.is_some_and(|p| p.starts_with(q.as_str()))),
-            Pred::EndsWith(_) => None,
-            _ => Some(false),
-        })
-    };
-    let suffix_side = |s: Option<&str>| {
-        d.class_among(&anchors.above_suffix(s), |pred| match pred {
-            Pred::EndsWith(q) => Some(s.is_some_and(|s| s.ends_with(q.as_str()))),
-            _ => None,
-        })
-    };
-    let default = prefix_side(None);
-    let suffix_default = (!suffixes.is_empty()).then(|| suffix_side(None));
+    let default = d.class_among(&anchors.below_prefix(None), prefix_truth(None));
+    let suffix_default = (!suffixes.is_empty())
+        .then(|| d.class_among(&anchors.above_suffix(None), suffix_truth(None)));
     let absent = d.class_among(anchors.absent(), |_| Some(false));
     let nothing = match &suffix_default {
         Some(s) => intersect(&default, s),
         None => default.clone(),
     };
-    Dimension {
+    let bare = |value: &str| Entry {
+        value: value.to_string(),
+        add: TermSet::new(),
+        remove: TermSet::new(),
+    };
+    let mut dim = Dimension {
         kind,
-        exact: exact
-            .iter()
-            .map(|v| {
-                let value = Value::Str(v.to_string());
-                let terms = d.class_among(&anchors.at_value(v), |pred| {
-                    Some(pred.holds(&value, &|_| None))
-                });
-                // The entry keeps the value's string (one copy per entry).
-                let Value::Str(value) = value else {
-                    unreachable!("built as a string above")
-                };
-                Entry { value, terms }
-            })
-            .collect(),
-        prefix: prefixes
-            .iter()
-            .map(|p| entry(p, prefix_side(Some(p))))
-            .collect(),
-        suffix: suffixes
-            .iter()
-            .map(|s| entry(s, suffix_side(Some(s))))
-            .collect(),
+        exact: exact.iter().map(|v| bare(v)).collect(),
+        prefix: prefixes.iter().map(|p| bare(p)).collect(),
+        suffix: suffixes.iter().map(|s| bare(s)).collect(),
         default,
         suffix_default,
         absent: (absent != nothing).then_some(absent),
         ..Dimension::default()
+    };
+    // Each entry as the change from its base (schema 3): only the terms
+    // naming its key can answer differently there (`index::Mentions`).
+    let mentions = Mentions::new(d);
+    let bases = dim.bases();
+    let prefix_changes = affix_changes(d, &mentions, &dim.prefix, &bases.prefix, true);
+    let suffix_changes = affix_changes(d, &mentions, &dim.suffix, &bases.suffix, false);
+    for (e, (add, remove)) in dim.prefix.iter_mut().zip(prefix_changes) {
+        (e.add, e.remove) = (add, remove);
     }
+    for (e, (add, remove)) in dim.suffix.iter_mut().zip(suffix_changes) {
+        (e.add, e.remove) = (add, remove);
+    }
+    for e in &mut dim.exact {
+        // The base of an exact value is what its prefix and suffix sides
+        // give: every affix test answered at the value, equality false.
+        let value = Value::Str(e.value.clone());
+        let v = e.value.as_str();
+        let (add, remove) = d.delta(
+            mentions.value(v),
+            |pred| Some(pred.holds(&value, &|_| None)),
+            |pred| match pred {
+                Pred::StartsWith(q) => Some(v.starts_with(q.as_str())),
+                Pred::EndsWith(q) => Some(v.ends_with(q.as_str())),
+                _ => Some(false),
+            },
+        );
+        (e.add, e.remove) = (add, remove);
+    }
+    dim
+}
+
+/// The changes (`add`, `remove`) of each prefix (`prefix`) or suffix entry
+/// of `list` from its base entry (`parents`, `None`: the side's default):
+/// the terms that name its key, asked with the side's truth at the entry
+/// and at the base.
+fn affix_changes(
+    d: &DimTerms<'_>,
+    mentions: &Mentions<'_>,
+    list: &[Entry],
+    parents: &[Option<usize>],
+    prefix: bool,
+) -> Vec<(TermSet, TermSet)> {
+    list.iter()
+        .zip(parents)
+        .map(|(e, parent)| {
+            let (at, base) = (
+                Some(e.value.as_str()),
+                parent.map(|p| list[p].value.as_str()),
+            );
+            if prefix {
+                d.delta(
+                    mentions.prefix(&e.value),
+                    prefix_truth(at),
+                    prefix_truth(base),
+                )
+            } else {
+                d.delta(
+                    mentions.suffix(&e.value),
+                    suffix_truth(at),
+                    suffix_truth(base),
+                )
+            }
+        })
+        .collect()
+}
+
+/// Prefix side of a non-exact value whose longest mentioned prefix is `p`
+/// (None: no prefix): equality is false, `startswith q` holds iff q is a
+/// prefix of p (both prefix the value, p is the longest); suffixes are the
+/// other side's.
+fn prefix_truth(p: Option<&str>) -> impl Fn(&Pred) -> Option<bool> + '_ {
+    move |pred: &Pred| match pred {
+        Pred::StartsWith(q) => Some(p.is_some_and(|p| p.starts_with(q.as_str()))),
+        Pred::EndsWith(_) => None,
+        _ => Some(false),
+    }
+}
+
+/// Suffix side of a value whose longest mentioned suffix is `s`: only
+/// `endswith` decides.
+fn suffix_truth(s: Option<&str>) -> impl Fn(&Pred) -> Option<bool> + '_ {
+    move |pred: &Pred| match pred {
+        Pred::EndsWith(q) => Some(s.is_some_and(|s| s.ends_with(q.as_str()))),
+        _ => None,
+    }
+}
+
+/// `full` as a change from `base` (both sorted): `(add, remove)`.
+fn delta_of(full: &[u32], base: &[u32]) -> (TermSet, TermSet) {
+    let missing = |a: &[u32], b: &[u32]| -> TermSet {
+        a.iter()
+            .copied()
+            .filter(|t| b.binary_search(t).is_err())
+            .collect()
+    };
+    (missing(full, base), missing(base, full))
+}
+
+/// An exact entry of a kind whose base is `default` (enumerations,
+/// booleans, relations, user and group names).
+fn default_based(value: String, full: &[u32], default: &[u32]) -> Entry {
+    let (add, remove) = delta_of(full, default);
+    Entry { value, add, remove }
 }
 
 /// Sorted intersection of two sorted sets.
@@ -922,14 +985,13 @@ fn int_dimension(d: &DimTerms<'_>, resolve: Resolve) -> Dimension {
             _ => ranges.push(RangeEntry { lo, hi, terms: set }),
         }
     }
+    let default = d.class(|_| Some(false));
     let exact: Vec<Entry> = names
         .iter()
         .map(|n| {
             let value = Value::Name(n.to_string());
-            Entry {
-                value: n.to_string(),
-                terms: d.class(|pred| Some(pred.holds(&value, &|_| None))),
-            }
+            let full = d.class(|pred| Some(pred.holds(&value, &|_| None)));
+            default_based(n.to_string(), &full, &default)
         })
         .collect();
     Dimension {
@@ -937,7 +999,7 @@ fn int_dimension(d: &DimTerms<'_>, resolve: Resolve) -> Dimension {
         resolve: (!exact.is_empty()).then_some(resolve),
         exact,
         ranges,
-        default: d.class(|_| Some(false)),
+        default,
         ..Dimension::default()
     }
 }
@@ -973,27 +1035,45 @@ fn ip_dimension(d: &DimTerms<'_>) -> Dimension {
         }),
         _ => false,
     };
-    // Each class asks only the terms that can hold there (index.rs).
-    let anchors = index::IpAnchors::new(d);
-    let mut prefix: Vec<Entry> = blocks
-        .iter()
-        .map(|b| Entry {
-            value: b.to_string(),
-            terms: d.class_among(&anchors.at(b), |p| Some(holds(p, b))),
-        })
-        .collect();
-    prefix.sort_by(|a, b| a.value.cmp(&b.value));
-    Dimension {
+    let mut dim = Dimension {
         kind: DimensionKind::Ip,
-        prefix,
+        prefix: blocks
+            .iter()
+            .map(|b| Entry {
+                value: b.to_string(),
+                add: TermSet::new(),
+                remove: TermSet::new(),
+            })
+            .collect(),
         default: d.class(|_| Some(false)),
         ..Dimension::default()
+    };
+    dim.prefix.sort_by(|a, b| a.value.cmp(&b.value));
+    // Each block as the change from its nearest containing block (schema
+    // 3): only the terms naming the block itself can answer differently.
+    let mentions = Mentions::new(d);
+    let bases = dim.bases();
+    let nets: Vec<IpNet> = dim
+        .prefix
+        .iter()
+        .map(|e| e.value.parse().expect("written from a block above"))
+        .collect();
+    for (i, b) in nets.iter().enumerate() {
+        let parent = bases.prefix[i].map(|p| nets[p]);
+        let (add, remove) = d.delta(
+            mentions.block(b),
+            |p| Some(holds(p, b)),
+            |p| Some(parent.is_some_and(|c| holds(p, &c))),
+        );
+        (dim.prefix[i].add, dim.prefix[i].remove) = (add, remove);
     }
+    dim
 }
 
 /// Booleans and enumerations: exact entries.
 fn exact_dimension(kind: DimensionKind, d: &DimTerms<'_>) -> Dimension {
     let values = mentioned_values(d);
+    let default = d.class(|_| Some(false));
     Dimension {
         kind,
         exact: values
@@ -1004,13 +1084,13 @@ fn exact_dimension(kind: DimensionKind, d: &DimTerms<'_>) -> Dimension {
                     Value::Str(s) => s.clone(),
                     _ => return None,
                 };
-                let terms = d.class(|p| Some(p.holds(v, &|_| None)));
-                Some((key.clone(), Entry { value: key, terms }))
+                let full = d.class(|p| Some(p.holds(v, &|_| None)));
+                Some((key.clone(), default_based(key, &full, &default)))
             })
             .collect::<BTreeMap<String, Entry>>()
             .into_values()
             .collect(),
-        default: d.class(|_| Some(false)),
+        default,
         ..Dimension::default()
     }
 }

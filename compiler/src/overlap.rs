@@ -53,7 +53,9 @@ use policy_dsl::ast::Action;
 use policy_dsl::checked::{Cond, Event, FieldKey, Policy, Pred, Value};
 use policy_dsl::schema::{Field, FieldType, Hook};
 
-use crate::bundle::{Dimension, DimensionKind, HookTable, PolicyBundle, TermSet, Verdict};
+use crate::bundle::{
+    Dimension, DimensionKind, HookTable, PolicyBundle, SortedSets, TermSet, Verdict,
+};
 use crate::compile::Located;
 use crate::eval::{eval_program, lookup_value, Evaluator, Outcome};
 use crate::limits::MASK_WORDS;
@@ -639,6 +641,13 @@ fn dim_classes(dim: &Dimension, field: &FieldKey, right: Option<&FieldKey>, n_te
     let mut complete = true;
     let untested = Bits::of(&dim.full_set(&[], n_terms));
     let full = |set: &TermSet| Bits::of(set).or(untested);
+    // Entries hold changes from their bases: their sets, resolved.
+    let resolved = dim.resolve(
+        &dim.bases(),
+        &mut SortedSets,
+        &dim.default,
+        dim.suffix_default.as_ref(),
+    );
     let push_value = |classes: &mut Vec<Class>, set: &TermSet, candidates: Vec<Value>| {
         // Both stored sets (tested terms only), so comparable as they are.
         let rep = candidates
@@ -658,8 +667,8 @@ fn dim_classes(dim: &Dimension, field: &FieldKey, right: Option<&FieldKey>, n_te
                 FieldType::Str { max } => max,
                 _ => usize::MAX,
             };
-            for e in &dim.exact {
-                push_value(&mut classes, &e.terms, vec![Value::Str(e.value.clone())]);
+            for (e, set) in dim.exact.iter().zip(&resolved.exact) {
+                push_value(&mut classes, set, vec![Value::Str(e.value.clone())]);
             }
             // Prefix side: the default is unreachable when the empty prefix
             // (or, for paths, `/`) is an entry.
@@ -674,7 +683,8 @@ fn dim_classes(dim: &Dimension, field: &FieldKey, right: Option<&FieldKey>, n_te
             prefixes.extend(
                 dim.prefix
                     .iter()
-                    .map(|e| (Some(e.value.as_str()), &e.terms)),
+                    .zip(&resolved.prefix)
+                    .map(|(e, set)| (Some(e.value.as_str()), set)),
             );
             let mut suffixes: Vec<(Option<&str>, Option<&TermSet>)> = Vec::new();
             match &dim.suffix_default {
@@ -686,7 +696,8 @@ fn dim_classes(dim: &Dimension, field: &FieldKey, right: Option<&FieldKey>, n_te
                     suffixes.extend(
                         dim.suffix
                             .iter()
-                            .map(|e| (Some(e.value.as_str()), Some(&e.terms))),
+                            .zip(&resolved.suffix)
+                            .map(|(e, set)| (Some(e.value.as_str()), Some(set))),
                     );
                 }
             }
@@ -745,12 +756,12 @@ fn dim_classes(dim: &Dimension, field: &FieldKey, right: Option<&FieldKey>, n_te
                 let candidates = gaps.into_iter().filter(writable).map(int).collect();
                 push_value(&mut classes, &dim.default, candidates);
             }
-            for e in &dim.exact {
-                push_value(&mut classes, &e.terms, vec![Value::Name(e.value.clone())]);
+            for (e, set) in dim.exact.iter().zip(&resolved.exact) {
+                push_value(&mut classes, set, vec![Value::Name(e.value.clone())]);
             }
         }
         DimensionKind::Ip => {
-            for e in &dim.prefix {
+            for (e, set) in dim.prefix.iter().zip(&resolved.prefix) {
                 let candidates = e
                     .value
                     .parse::<IpNet>()
@@ -764,7 +775,7 @@ fn dim_classes(dim: &Dimension, field: &FieldKey, right: Option<&FieldKey>, n_te
                         v.into_iter().map(Value::Ip).collect()
                     })
                     .unwrap_or_default();
-                push_value(&mut classes, &e.terms, candidates);
+                push_value(&mut classes, set, candidates);
             }
             let all = |s: &str| dim.prefix.iter().any(|e| e.value == s);
             if !(all("0.0.0.0/0") && all("::/0")) {
@@ -776,13 +787,13 @@ fn dim_classes(dim: &Dimension, field: &FieldKey, right: Option<&FieldKey>, n_te
             }
         }
         DimensionKind::Enum | DimensionKind::Bool => {
-            for e in &dim.exact {
+            for (e, set) in dim.exact.iter().zip(&resolved.exact) {
                 let v = if dim.kind == DimensionKind::Bool {
                     Value::Bool(e.value == "true")
                 } else {
                     Value::Str(e.value.clone())
                 };
-                push_value(&mut classes, &e.terms, vec![v]);
+                push_value(&mut classes, set, vec![v]);
             }
             let domain: Vec<Value> = match ty {
                 FieldType::Bool => vec![Value::Bool(false), Value::Bool(true)],
@@ -818,9 +829,9 @@ fn dim_classes(dim: &Dimension, field: &FieldKey, right: Option<&FieldKey>, n_te
             }
         }
         DimensionKind::Relation => {
-            for e in &dim.exact {
+            for (e, set) in dim.exact.iter().zip(&resolved.exact) {
                 classes.push(Class {
-                    terms: full(&e.terms),
+                    terms: full(set),
                     rep: Some(Rep::Relation(e.value == "true")),
                 });
             }

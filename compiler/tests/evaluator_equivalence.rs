@@ -171,10 +171,10 @@ fn edited_bundle_is_refused() {
         ),
         "{err}"
     );
-    // A future layout, and schema 1 (entry sets listing untested terms),
-    // are both refused as versions.
-    for other in ["schemaVersion: 3", "schemaVersion: 1"] {
-        let future = yaml.replace("schemaVersion: 2", other);
+    // A future layout, schema 2 (whole sets in entries) and schema 1 (entry
+    // sets listing untested terms) are all refused as versions.
+    for other in ["schemaVersion: 4", "schemaVersion: 2", "schemaVersion: 1"] {
+        let future = yaml.replace("schemaVersion: 3", other);
         assert_ne!(future, yaml);
         let err = PolicyBundle::from_yaml(&future).unwrap_err();
         assert!(

@@ -17,7 +17,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use policy_compiler::bundle::{Dimension, DimensionKind, Hook, HookTable, Resolve, TermSet};
+use policy_compiler::bundle::{
+    Dimension, DimensionKind, Entry, Hook, HookTable, Resolve, SetAlgebra, TermSet,
+};
 use policy_compiler::lower::range_prefixes;
 use policy_dsl::schema::{Field, FieldType};
 
@@ -244,6 +246,65 @@ fn set_bit(m: &mut Mask, bit: u32) {
     m[bit as usize / 64] |= 1u64 << (bit % 64);
 }
 
+fn clear_bit(m: &mut Mask, bit: u32) {
+    m[bit as usize / 64] &= !(1u64 << (bit % 64));
+}
+
+/// [`SetAlgebra`] over interned kernel masks (a set is its mask's id): a
+/// dimension's entries are changes from their bases (bundle schema 3), so
+/// each entry's mask is its base's with the entry's bits cleared and set,
+/// parents first; per entry a mask's words and its changes, whatever the
+/// number of terms above it.
+struct MaskIds<'m> {
+    masks: &'m mut MaskTable,
+    /// The part's first bit: term `t` is bit `offset + t`.
+    offset: u32,
+}
+
+impl MaskIds<'_> {
+    fn changed(&self, mut m: Mask, entry: &Entry) -> Mask {
+        for &t in &entry.remove {
+            clear_bit(&mut m, self.offset + t);
+        }
+        for &t in &entry.add {
+            set_bit(&mut m, self.offset + t);
+        }
+        m
+    }
+}
+
+impl SetAlgebra for MaskIds<'_> {
+    type Set = u32;
+
+    fn apply(&mut self, base: &u32, entry: &Entry) -> u32 {
+        let m = self.changed(self.masks.masks[*base as usize], entry);
+        self.masks.id(m)
+    }
+
+    fn meet(&mut self, a: &u32, b: &u32) -> u32 {
+        let m = and(
+            &self.masks.masks[*a as usize],
+            &self.masks.masks[*b as usize],
+        );
+        self.masks.id(m)
+    }
+
+    /// The intersection is no entry's mask: it is not stored.
+    fn exact(&mut self, prefix: &u32, suffix: Option<&u32>, entry: &Entry) -> u32 {
+        let p = self.masks.masks[*prefix as usize];
+        let base = match suffix {
+            Some(s) => and(&p, &self.masks.masks[*s as usize]),
+            None => p,
+        };
+        let m = self.changed(base, entry);
+        self.masks.id(m)
+    }
+}
+
+fn and(a: &Mask, b: &Mask) -> Mask {
+    std::array::from_fn(|w| a[w] & b[w])
+}
+
 /// The words a part's terms occupy, `[lo, hi)`.
 fn part_words(part: &Part<'_>) -> (u32, u32) {
     let n = part.table.terms.len() as u32;
@@ -366,6 +427,16 @@ impl Builder<'_> {
             absent: mask(&dim.absent_set(), self),
             ..DimConfig::default()
         };
+        let suffix_dflt = dim.suffix_default.as_ref().map(|sd| mask(sd, self));
+        let resolved = dim.resolve(
+            &dim.bases(),
+            &mut MaskIds {
+                masks: &mut self.masks,
+                offset: part.offset,
+            },
+            &d.dflt,
+            suffix_dflt.as_ref(),
+        );
         if let Some(rel) = &dim.relation {
             let (Some(l), Some(r)) = (numeric_field(&rel.left), numeric_field(&rel.right)) else {
                 return Err(unsupported(
@@ -382,9 +453,8 @@ impl Builder<'_> {
                 other => return Err(unsupported(&format!("operator `{other}`"))),
             };
             d.ns = self.ns();
-            for e in &dim.exact {
+            for (e, &id) in dim.exact.iter().zip(&resolved.exact) {
                 let v = u64::from(e.value == "true");
-                let id = mask(&e.terms, self);
                 self.out
                     .num_lpm
                     .push((96, crate::abi::num_lpm_key(d.ns, v), id));
@@ -405,36 +475,33 @@ impl Builder<'_> {
                 } else {
                     self.str_ns(hook)?
                 };
-                for e in &dim.exact {
+                for (e, &id) in dim.exact.iter().zip(&resolved.exact) {
                     let key = StrKey {
                         ns: d.ns,
                         data: key_bytes(e.value.as_bytes(), PATH_KEY_LEN - 1)?,
                     };
-                    let id = mask(&e.terms, self);
                     self.out.str_exact.push((key, id));
                     d.tables |= table_bits::EXACT;
                 }
-                for e in &dim.prefix {
+                for (e, &id) in dim.prefix.iter().zip(&resolved.prefix) {
                     let key = StrLpmKey {
                         ns: d.ns as u8,
                         data: key_bytes(e.value.as_bytes(), STR_LPM_LEN)?,
                     };
-                    let id = mask(&e.terms, self);
                     self.out
                         .str_prefix
                         .push((8 + 8 * e.value.len() as u32, key, id));
                     d.tables |= table_bits::PREFIX;
                 }
-                if let Some(sd) = &dim.suffix_default {
-                    d.suffix_dflt = mask(sd, self);
+                if let Some(sd) = suffix_dflt {
+                    d.suffix_dflt = sd;
                     d.tables |= table_bits::SUFFIX;
-                    for e in &dim.suffix {
+                    for (e, &id) in dim.suffix.iter().zip(&resolved.suffix) {
                         let reversed: Vec<u8> = e.value.bytes().rev().collect();
                         let key = StrLpmKey {
                             ns: d.ns as u8,
                             data: key_bytes(&reversed, STR_LPM_LEN)?,
                         };
-                        let id = mask(&e.terms, self);
                         self.out
                             .str_suffix
                             .push((8 + 8 * e.value.len() as u32, key, id));
@@ -452,12 +519,12 @@ impl Builder<'_> {
                             .push((32 + plen, crate::abi::num_lpm_key(d.ns, v), id));
                     }
                 }
-                self.resolve_names(name, dim, d.ns, &mut |set, b| mask(set, b))?;
+                self.resolve_names(name, dim, d.ns, &resolved.exact)?;
             }
             DimensionKind::Enum | DimensionKind::Bool => {
                 d.kind = dim_kind::NUM;
                 d.ns = self.ns();
-                for e in &dim.exact {
+                for (e, &id) in dim.exact.iter().zip(&resolved.exact) {
                     let v = match (dim.kind, field.info().ty) {
                         (DimensionKind::Bool, _) => match e.value.as_str() {
                             "true" => 1,
@@ -471,7 +538,6 @@ impl Builder<'_> {
                             as u64,
                         _ => return Err(unsupported("an enumeration of another field type")),
                     };
-                    let id = mask(&e.terms, self);
                     self.out
                         .num_lpm
                         .push((96, crate::abi::num_lpm_key(d.ns, v), id));
@@ -480,12 +546,11 @@ impl Builder<'_> {
             DimensionKind::Ip => {
                 d.kind = dim_kind::IP;
                 d.ns = self.ns();
-                for e in &dim.prefix {
+                for (e, &id) in dim.prefix.iter().zip(&resolved.prefix) {
                     let net: IpNet = e
                         .value
                         .parse()
                         .map_err(|_| unsupported(&format!("`{}` is not a CIDR block", e.value)))?;
-                    let id = mask(&e.terms, self);
                     self.out.ip_lpm.push((
                         32 + 8 + u32::from(net.prefix_len()),
                         crate::abi::ip_lpm_key(d.ns, net.network()),
@@ -533,13 +598,13 @@ impl Builder<'_> {
         field: &str,
         dim: &Dimension,
         ns: u32,
-        mask: &mut dyn FnMut(&TermSet, &mut Self) -> u32,
+        masks: &[u32],
     ) -> Result<(), TablesError> {
         let Some(kind) = dim.resolve else {
             return Ok(());
         };
         let mut seen: BTreeMap<u32, String> = BTreeMap::new();
-        for e in &dim.exact {
+        for (e, &m) in dim.exact.iter().zip(masks) {
             let id = match kind {
                 Resolve::User => self.names.uid(&e.value),
                 Resolve::Group => self.names.gid(&e.value),
@@ -573,7 +638,6 @@ impl Builder<'_> {
                 seen.insert(id, other);
                 continue;
             }
-            let m = mask(&e.terms, self);
             self.out
                 .num_lpm
                 .push((96, crate::abi::num_lpm_key(ns, n), m));

@@ -91,6 +91,44 @@ impl<'t> DimTerms<'t> {
         set
     }
 
+    /// How the set at a class differs from the set at its *base* class
+    /// (see [`crate::bundle::Entry`]): `(add, remove)`, the terms that hold
+    /// at `at` but not at `base` and the reverse. Only `candidates` (indices
+    /// into the constrained terms, in any order) are asked: the terms with a
+    /// literal naming the entry's key, the only ones whose answer can change
+    /// between an entry and its base (the callers' [`Mentions`]). Debug
+    /// builds check that every other term answers alike at both.
+    pub(super) fn delta(
+        &self,
+        candidates: &[usize],
+        at: impl Fn(&Pred) -> Option<bool>,
+        base: impl Fn(&Pred) -> Option<bool>,
+    ) -> (TermSet, TermSet) {
+        let holds = |lits: &[&Literal], truth: &dyn Fn(&Pred) -> Option<bool>| {
+            lits.iter()
+                .all(|l| truth(&l.pred).is_none_or(|t| t == l.positive))
+        };
+        let mut candidates = candidates.to_vec();
+        candidates.sort_unstable();
+        candidates.dedup();
+        let (mut add, mut remove) = (Vec::new(), Vec::new());
+        for &i in &candidates {
+            let (id, lits) = &self.constrained[i];
+            match (holds(lits, &at), holds(lits, &base)) {
+                (true, false) => add.push(*id),
+                (false, true) => remove.push(*id),
+                _ => {}
+            }
+        }
+        debug_assert!(
+            self.constrained.iter().enumerate().all(|(i, (_, lits))| {
+                candidates.binary_search(&i).is_ok() || holds(lits, &at) == holds(lits, &base)
+            }),
+            "a term whose answer changes names no key of the entry"
+        );
+        (add, remove)
+    }
+
     fn select(
         &self,
         candidates: impl Iterator<Item = usize>,
@@ -113,17 +151,16 @@ impl<'t> DimTerms<'t> {
 
 /// Which constrained terms of a path or string dimension can hold where.
 ///
-/// Each term is filed under one *anchor*, the first of its positive literals
-/// in this order: `==`/`in` (filed under each string it names), `startswith`
-/// (under its prefix), `endswith` (under its suffix); a term with none of
-/// these is *loose* and asked everywhere. For the suffix side of the table,
-/// terms are filed separately under their first positive `endswith`.
+/// For the defaults (the entries are changes from them, asked through
+/// [`Mentions`]). Each term is filed under one *anchor*, the first of its
+/// positive literals in this order: `==`/`in` (holds at its exact values
+/// only, so at no default), `startswith` (under its prefix), `endswith`;
+/// a term with none of these is *loose* and asked everywhere. For the
+/// suffix side of the table, terms are filed separately under their first
+/// positive `endswith`.
 pub(super) struct StringAnchors<'t> {
-    by_value: HashMap<&'t [u8], Vec<usize>>,
     by_prefix: HashMap<&'t [u8], Vec<usize>>,
     prefix_lens: BTreeSet<usize>,
-    by_suffix: HashMap<&'t [u8], Vec<usize>>,
-    suffix_lens: BTreeSet<usize>,
     /// Anchored by a suffix: may hold on the prefix side of any class.
     suffix_anchored: Vec<usize>,
     loose: Vec<usize>,
@@ -138,11 +175,8 @@ impl<'t> StringAnchors<'t> {
     /// The anchors of `d`'s terms.
     pub(super) fn new(d: &DimTerms<'t>) -> Self {
         let mut a = StringAnchors {
-            by_value: HashMap::new(),
             by_prefix: HashMap::new(),
             prefix_lens: BTreeSet::new(),
-            by_suffix: HashMap::new(),
-            suffix_lens: BTreeSet::new(),
             suffix_anchored: Vec::new(),
             loose: Vec::new(),
             by_end: HashMap::new(),
@@ -153,16 +187,12 @@ impl<'t> StringAnchors<'t> {
             let positive = || lits.iter().filter(|l| l.positive).map(|l| &l.pred);
             // Only sets made entirely of strings anchor: any other member
             // kind is asked everywhere, as before.
-            let values = positive().find_map(|p| match p {
-                Pred::Eq(Value::Str(s)) => Some(vec![s.as_bytes()]),
+            let values = positive().any(|p| match p {
+                Pred::Eq(Value::Str(_)) => true,
                 Pred::In(set) => set
                     .iter()
-                    .map(|m| match m {
-                        Member::Value(Value::Str(s)) => Some(s.as_bytes()),
-                        _ => None,
-                    })
-                    .collect(),
-                _ => None,
+                    .all(|m| matches!(m, Member::Value(Value::Str(_)))),
+                _ => false,
             });
             let starts = || {
                 positive().find_map(|p| match p {
@@ -174,17 +204,12 @@ impl<'t> StringAnchors<'t> {
                 Pred::EndsWith(s) => Some(s.as_bytes()),
                 _ => None,
             });
-            if let Some(values) = values {
-                // A set names each value once, so a term is filed once per value.
-                for v in values {
-                    a.by_value.entry(v).or_default().push(i);
-                }
+            if values {
+                // Holds only where its value is (an exact entry).
             } else if let Some(p) = starts() {
                 a.prefix_lens.insert(p.len());
                 a.by_prefix.entry(p).or_default().push(i);
-            } else if let Some(s) = ends {
-                a.suffix_lens.insert(s.len());
-                a.by_suffix.entry(s).or_default().push(i);
+            } else if ends.is_some() {
                 a.suffix_anchored.push(i);
             } else {
                 a.loose.push(i);
@@ -198,18 +223,6 @@ impl<'t> StringAnchors<'t> {
             }
         }
         a
-    }
-
-    /// Candidates for the class of exactly `value`.
-    pub(super) fn at_value(&self, value: &str) -> Vec<usize> {
-        let v = value.as_bytes();
-        let mut out = self.loose.clone();
-        out.extend(self.by_value.get(v).into_iter().flatten());
-        push_under(&mut out, &self.by_prefix, &self.prefix_lens, v, true);
-        push_under(&mut out, &self.by_suffix, &self.suffix_lens, v, false);
-        out.sort_unstable();
-        out.dedup();
-        out
     }
 
     /// Candidates for the prefix side of the values whose longest mentioned
@@ -338,67 +351,80 @@ impl IntSweep {
     }
 }
 
-/// Which constrained terms of an address dimension can hold in the class of
-/// a block: a term with a positive `==`/`in` literal of addresses and CIDR
-/// blocks is filed under each block it names (an address as its host
-/// block), and can only hold in classes those blocks cover; any other term
-/// is *loose* and asked everywhere.
-pub(super) struct IpAnchors {
-    by_block: HashMap<ipnet::IpNet, Vec<usize>>,
-    /// Prefix lengths of the filed blocks.
-    lens: BTreeSet<u8>,
-    loose: Vec<usize>,
+/// The constrained terms of a dimension by the keys their literals name,
+/// whatever the literal's sign: exact strings (`==`, `in`), prefixes
+/// (`startswith`), suffixes (`endswith`), and CIDR blocks (an address as its
+/// host block). Between an entry and its base only the terms naming the
+/// entry's key can change answer (a longer prefix lets through the same
+/// shorter ones, a smaller block lies in the same larger ones), so an entry
+/// asks only those: the work and the entry's size follow the rules that
+/// name it.
+#[derive(Default)]
+pub(super) struct Mentions<'t> {
+    values: HashMap<&'t [u8], Vec<usize>>,
+    prefixes: HashMap<&'t [u8], Vec<usize>>,
+    suffixes: HashMap<&'t [u8], Vec<usize>>,
+    blocks: HashMap<ipnet::IpNet, Vec<usize>>,
 }
 
-impl IpAnchors {
-    /// Files the constrained terms of `d`.
-    pub(super) fn new(d: &DimTerms<'_>) -> IpAnchors {
-        let mut a = IpAnchors {
-            by_block: HashMap::new(),
-            lens: BTreeSet::new(),
-            loose: Vec::new(),
-        };
+impl<'t> Mentions<'t> {
+    /// Files every literal of `d`'s terms under the key it names.
+    pub(super) fn new(d: &DimTerms<'t>) -> Mentions<'t> {
+        let mut m = Mentions::default();
         for (i, (_, lits)) in d.constrained.iter().enumerate() {
-            let blocks = lits.iter().filter(|l| l.positive).find_map(|l| {
-                let member = |m: &Member| match m {
-                    Member::Value(Value::Ip(ip)) => Some(ipnet::IpNet::from(*ip)),
-                    Member::Cidr(n) => Some(n.trunc()),
-                    _ => None,
-                };
+            for l in lits {
                 match &l.pred {
-                    Pred::Eq(v) => member(&Member::Value(v.clone())).map(|b| vec![b]),
-                    Pred::In(set) => set.iter().map(member).collect::<Option<Vec<_>>>(),
-                    _ => None,
-                }
-            });
-            match blocks {
-                Some(bs) => {
-                    for b in bs {
-                        a.lens.insert(b.prefix_len());
-                        a.by_block.entry(b).or_default().push(i);
+                    Pred::Eq(v) => m.value_of(v, i),
+                    Pred::In(set) => {
+                        for member in set {
+                            match member {
+                                Member::Value(v) => m.value_of(v, i),
+                                Member::Cidr(n) => {
+                                    m.blocks.entry(n.trunc()).or_default().push(i);
+                                }
+                                Member::Range(..) => {}
+                            }
+                        }
                     }
+                    Pred::StartsWith(p) => m.prefixes.entry(p.as_bytes()).or_default().push(i),
+                    Pred::EndsWith(p) => m.suffixes.entry(p.as_bytes()).or_default().push(i),
+                    _ => {}
                 }
-                None => a.loose.push(i),
             }
         }
-        a
+        m
     }
 
-    /// The candidates of the class of block `b` (the values whose longest
-    /// mentioned block is `b`): the terms filed under a block covering it,
-    /// and the loose ones; ascending, no repeats.
-    pub(super) fn at(&self, b: &ipnet::IpNet) -> Vec<usize> {
-        let mut out = self.loose.clone();
-        for &len in self.lens.iter().take_while(|l| **l <= b.prefix_len()) {
-            let Ok(up) = ipnet::IpNet::new(b.network(), len) else {
-                continue;
-            };
-            if let Some(terms) = self.by_block.get(&up.trunc()) {
-                out.extend(terms);
-            }
+    /// Files term `i` under the string or host block of `v`.
+    fn value_of(&mut self, v: &'t Value, i: usize) {
+        match v {
+            Value::Str(s) => self.values.entry(s.as_bytes()).or_default().push(i),
+            Value::Ip(a) => self
+                .blocks
+                .entry(ipnet::IpNet::from(*a))
+                .or_default()
+                .push(i),
+            _ => {}
         }
-        out.sort_unstable();
-        out.dedup();
-        out
+    }
+
+    /// Terms naming exact string `v`.
+    pub(super) fn value(&self, v: &str) -> &[usize] {
+        self.values.get(v.as_bytes()).map_or(&[], Vec::as_slice)
+    }
+
+    /// Terms naming prefix `p`.
+    pub(super) fn prefix(&self, p: &str) -> &[usize] {
+        self.prefixes.get(p.as_bytes()).map_or(&[], Vec::as_slice)
+    }
+
+    /// Terms naming suffix `s`.
+    pub(super) fn suffix(&self, s: &str) -> &[usize] {
+        self.suffixes.get(s.as_bytes()).map_or(&[], Vec::as_slice)
+    }
+
+    /// Terms naming block `b` (truncated).
+    pub(super) fn block(&self, b: &ipnet::IpNet) -> &[usize] {
+        self.blocks.get(b).map_or(&[], Vec::as_slice)
     }
 }
