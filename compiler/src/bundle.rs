@@ -32,10 +32,11 @@ pub const KIND: &str = "PolicyBundle";
 /// entry, which made bundles grow as rules × entries).
 ///
 /// 3: an `exact`, `prefix` or `suffix` [`Entry`] holds how its value's set
-/// differs from the set the value would get without the entry (`add`,
-/// `remove`; see [`Entry`]) instead of the whole set (2 repeated a short
-/// prefix's terms in every longer prefix and exact value under it, which
-/// made bundles grow as entries × terms for nested prefixes).
+/// differs from the set the value would get without the entry, and a
+/// [`RangeEntry`] how its set differs from the previous interval's (`add`,
+/// `remove`) instead of the whole set (2 repeated a short prefix's terms in
+/// every longer prefix and exact value under it, and a wide range's in
+/// every interval inside it, which made bundles grow as entries × terms).
 pub const SCHEMA_VERSION: u32 = 3;
 
 /// A whole bundle document.
@@ -347,7 +348,12 @@ pub struct Relation {
     pub right: String,
 }
 
-/// An interval of integer values and the terms its values satisfy.
+/// An interval of integer values and how the set of terms its values
+/// satisfy differs from the previous interval's (the dimension's `default`
+/// for the first): `(set(previous) − remove) ∪ add`
+/// ([`Dimension::resolve_ranges`]). A rule over a wide range is written
+/// where its range starts and ends, not in every narrower interval inside
+/// it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RangeEntry {
@@ -355,8 +361,59 @@ pub struct RangeEntry {
     pub lo: u64,
     /// Highest value, inclusive.
     pub hi: u64,
-    /// Terms satisfied by every value in `lo..=hi`.
-    pub terms: TermSet,
+    /// Terms every value in `lo..=hi` satisfies that the previous
+    /// interval's set lacks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: TermSet,
+    /// Terms of the previous interval's set that these values do not
+    /// satisfy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: TermSet,
+}
+
+impl RangeEntry {
+    /// The interval's set given the previous one's.
+    pub fn apply(&self, previous: &[u32]) -> TermSet {
+        apply_change(previous, &self.add, &self.remove)
+    }
+}
+
+/// Resolved sets of some of a dimension's `ranges` (every
+/// [`RangeSnapshots::EVERY`]-th), so that one interval's set costs at most
+/// that many changes from the nearest snapshot instead of a walk from the
+/// first interval: for evaluators that look up many values.
+#[derive(Debug, Clone, Default)]
+pub struct RangeSnapshots {
+    snapshots: Vec<TermSet>,
+}
+
+impl RangeSnapshots {
+    /// Intervals between two snapshots.
+    pub const EVERY: usize = 32;
+
+    /// The snapshots of `dim`'s ranges (one pass over them).
+    pub fn new(dim: &Dimension) -> RangeSnapshots {
+        let mut snapshots = Vec::with_capacity(dim.ranges.len() / Self::EVERY + 1);
+        let mut set = dim.default.clone();
+        for (i, r) in dim.ranges.iter().enumerate() {
+            set = r.apply(&set);
+            if i % Self::EVERY == 0 {
+                snapshots.push(set.clone());
+            }
+        }
+        RangeSnapshots { snapshots }
+    }
+
+    /// The resolved set of interval `i` of `dim` (the dimension the
+    /// snapshots were made of).
+    pub fn set(&self, dim: &Dimension, i: usize) -> TermSet {
+        let from = i / Self::EVERY * Self::EVERY;
+        let mut set = self.snapshots[i / Self::EVERY].clone();
+        for r in &dim.ranges[from + 1..=i] {
+            set = r.apply(&set);
+        }
+        set
+    }
 }
 
 /// A required capability set and the terms a value holding it, or not,
@@ -492,7 +549,31 @@ impl Dimension {
     pub fn stored_ids(&self) -> usize {
         let entries = self.exact.iter().chain(&self.prefix).chain(&self.suffix);
         entries.map(|e| e.add.len() + e.remove.len()).sum::<usize>()
-            + self.ranges.iter().map(|r| r.terms.len()).sum::<usize>()
+            + self
+                .ranges
+                .iter()
+                .map(|r| r.add.len() + r.remove.len())
+                .sum::<usize>()
+    }
+
+    /// Every interval's resolved set in `alg`'s representation, in order
+    /// (each from the previous one's; `default` is the dimension's
+    /// `default` in that representation).
+    pub fn resolve_ranges<A: SetAlgebra>(&self, alg: &mut A, default: &A::Set) -> Vec<A::Set> {
+        let mut out: Vec<A::Set> = Vec::with_capacity(self.ranges.len());
+        for r in &self.ranges {
+            let set = alg.apply(out.last().unwrap_or(default), &r.add, &r.remove);
+            out.push(set);
+        }
+        out
+    }
+
+    /// The resolved set of interval `i` (a walk from the first interval;
+    /// [`RangeSnapshots`] for many lookups).
+    pub fn range_set(&self, i: usize) -> TermSet {
+        self.ranges[..=i]
+            .iter()
+            .fold(self.default.clone(), |set, r| r.apply(&set))
     }
 
     /// Where each entry takes its base from (see [`Entry`]). Costs one hash
@@ -566,7 +647,7 @@ impl Dimension {
                     Some(p) => sets[p].as_ref().expect("parents come first"),
                     None => root,
                 };
-                sets[i] = Some(alg.apply(base, &list[i]));
+                sets[i] = Some(alg.apply(base, &list[i].add, &list[i].remove));
             }
             sets.into_iter()
                 .map(|s| s.expect("every entry is in the order"))
@@ -594,7 +675,7 @@ impl Dimension {
             .zip(&bases.exact)
             .map(|(e, &(p, s))| {
                 if !strings {
-                    return alg.apply(default, e);
+                    return alg.apply(default, &e.add, &e.remove);
                 }
                 let p = p.map_or(default, |i| &prefix[i]);
                 let s = match (self.suffix_default.is_some(), suffix_default) {
@@ -673,11 +754,10 @@ impl Dimension {
                 out.push((SetPlace::Entry(what, &e.value, "remove"), &e.remove));
             }
         }
-        out.extend(
-            self.ranges
-                .iter()
-                .map(|r| (SetPlace::Range(r.lo, r.hi), &r.terms)),
-        );
+        for r in &self.ranges {
+            out.push((SetPlace::Range(r.lo, r.hi, "add"), &r.add));
+            out.push((SetPlace::Range(r.lo, r.hi, "remove"), &r.remove));
+        }
         for m in &self.masks {
             out.push((SetPlace::Mask(&m.caps, true), &m.held));
             out.push((SetPlace::Mask(&m.caps, false), &m.lacking));
@@ -798,33 +878,39 @@ pub struct Entry {
 impl Entry {
     /// The entry's set given its base's (`(base − remove) ∪ add`, sorted).
     pub fn apply(&self, base: &[u32]) -> TermSet {
-        let mut out = Vec::with_capacity(base.len() + self.add.len());
-        let (mut remove, mut add) = (self.remove.iter().peekable(), self.add.iter().peekable());
-        for &t in base {
-            while let Some(&&a) = add.peek() {
-                if a >= t {
-                    break;
-                }
-                out.push(a);
-                add.next();
-            }
-            if add.next_if(|&&a| a == t).is_some() {
-                out.push(t);
-                continue;
-            }
-            while remove.next_if(|&&r| r < t).is_some() {}
-            if remove.next_if(|&&r| r == t).is_none() {
-                out.push(t);
-            }
-        }
-        out.extend(add);
-        out
+        apply_change(base, &self.add, &self.remove)
     }
 
     /// Whether the entry changes nothing (its set is its base's).
     pub fn is_empty(&self) -> bool {
         self.add.is_empty() && self.remove.is_empty()
     }
+}
+
+/// `(base − remove) ∪ add` of sorted sets, sorted; of a term in both
+/// `add` and `remove` (which the compiler never writes), `add` wins.
+pub fn apply_change(base: &[u32], add: &[u32], remove: &[u32]) -> TermSet {
+    let mut out = Vec::with_capacity(base.len() + add.len());
+    let (mut remove, mut add) = (remove.iter().peekable(), add.iter().peekable());
+    for &t in base {
+        while let Some(&&a) = add.peek() {
+            if a >= t {
+                break;
+            }
+            out.push(a);
+            add.next();
+        }
+        if add.next_if(|&&a| a == t).is_some() {
+            out.push(t);
+            continue;
+        }
+        while remove.next_if(|&&r| r < t).is_some() {}
+        if remove.next_if(|&&r| r == t).is_none() {
+            out.push(t);
+        }
+    }
+    out.extend(add);
+    out
 }
 
 /// Where each entry of a [`Dimension`] takes its base from (see [`Entry`]),
@@ -851,8 +937,9 @@ pub struct EntryBases {
 pub trait SetAlgebra {
     /// One resolved set.
     type Set: Clone;
-    /// `(base − remove) ∪ add` of `entry`.
-    fn apply(&mut self, base: &Self::Set, entry: &Entry) -> Self::Set;
+    /// `(base − remove) ∪ add` (the changes of an [`Entry`] or a
+    /// [`RangeEntry`]).
+    fn apply(&mut self, base: &Self::Set, add: &[u32], remove: &[u32]) -> Self::Set;
     /// The intersection of two sets (an exact value's prefix and suffix sides).
     fn meet(&mut self, a: &Self::Set, b: &Self::Set) -> Self::Set;
     /// The set of exact entry `entry` of a `path` or `string` whose prefix
@@ -868,9 +955,9 @@ pub trait SetAlgebra {
         match suffix {
             Some(s) => {
                 let base = self.meet(prefix, s);
-                self.apply(&base, entry)
+                self.apply(&base, &entry.add, &entry.remove)
             }
-            None => self.apply(prefix, entry),
+            None => self.apply(prefix, &entry.add, &entry.remove),
         }
     }
 }
@@ -880,8 +967,8 @@ pub struct SortedSets;
 
 impl SetAlgebra for SortedSets {
     type Set = TermSet;
-    fn apply(&mut self, base: &TermSet, entry: &Entry) -> TermSet {
-        entry.apply(base)
+    fn apply(&mut self, base: &TermSet, add: &[u32], remove: &[u32]) -> TermSet {
+        apply_change(base, add, remove)
     }
     fn meet(&mut self, a: &TermSet, b: &TermSet) -> TermSet {
         crate::lower::intersect(a, b)
@@ -1001,8 +1088,8 @@ enum SetPlace<'d> {
     /// An `exact`, `prefix` or `suffix` entry, its value and which list
     /// (`add`, `remove`).
     Entry(&'static str, &'d str, &'static str),
-    /// A range entry.
-    Range(u64, u64),
+    /// A range entry and which list (`add`, `remove`).
+    Range(u64, u64, &'static str),
     /// A capability mask's `held` (true) or `lacking` set.
     Mask(&'d [String], bool),
 }
@@ -1012,7 +1099,7 @@ impl std::fmt::Display for SetPlace<'_> {
         match self {
             SetPlace::Named(n) => f.write_str(n),
             SetPlace::Entry(what, value, list) => write!(f, "{what} entry `{value}` {list}"),
-            SetPlace::Range(lo, hi) => write!(f, "range {lo}..{hi}"),
+            SetPlace::Range(lo, hi, list) => write!(f, "range {lo}..{hi} {list}"),
             SetPlace::Mask(caps, held) => write!(
                 f,
                 "mask `{}` {}",
@@ -1108,8 +1195,9 @@ const REPEATED_IDS: usize = 1_000_000;
 impl PolicyBundle {
     /// `; …` naming the dimension whose entries hold the most term ids when
     /// they are more than a million and more than 16 per term of its hook
-    /// (a number range's terms are in every interval it spans:
-    /// docs/bundle.md, "Known limit: nested ranges"); else empty.
+    /// (a large set tested by many rules lists each of their terms at each
+    /// of its values: docs/bundle.md, "Known limit: shared sets"); else
+    /// empty.
     pub fn repeated_sets_note(&self) -> String {
         self.repeated_sets_note_over(REPEATED_IDS)
     }
@@ -1128,8 +1216,8 @@ impl PolicyBundle {
         match worst {
             Some((ids, terms, hook, name)) if ids > min_ids && ids > 16 * terms => format!(
                 "; {ids} term ids ({} per term) are in the entries of `{name}` on `{}`: \
-                 a range repeats its terms in each narrower range it holds (see \
-                 docs/bundle.md, \"Known limit: nested ranges\")",
+                 each value of a set is an entry listing every term that tests the set \
+                 (see docs/bundle.md, \"Known limit: shared sets\")",
                 ids / terms.max(1),
                 hook.as_str()
             ),
@@ -1399,10 +1487,11 @@ mod tests {
     }
 
     #[test]
-    fn nested_ranges_are_named_as_what_makes_a_bundle_large() {
-        // 110 single uids and 100 rules over a range holding them: each
-        // one-value interval repeats the 100 (11,000 ids; the threshold
-        // scaled down from a million).
+    fn nested_ranges_store_each_term_once() {
+        // 110 single uids and 100 rules over a range holding them: whole
+        // sets (schema 2) repeated the 100 in each one-value interval
+        // (11,000 ids); as changes from the previous interval each term is
+        // written where its answer changes.
         let mut text = String::from("policy p {}\n");
         for i in 0..110 {
             text += &format!(
@@ -1416,9 +1505,40 @@ mod tests {
             );
         }
         let b = crate::compile::evaluation_bundle_of(&text).unwrap();
+        let uid = &b.spec.hooks[&Hook::Exec].dimensions["user.uid"];
+        // Each single uid enters and leaves once; the wide range enters.
+        assert_eq!(uid.stored_ids(), 110 * 2 + 100);
+        let at = |n: u64| {
+            let i = crate::eval::range_index(uid, n).unwrap();
+            uid.range_set(i)
+        };
+        assert_eq!(at(1007).len(), 101, "the uid's own term and the 100");
+        assert_eq!(at(500).len(), 100);
+        assert_eq!(at(5000).len(), 100);
+        let snapshots = RangeSnapshots::new(uid);
+        for i in 0..uid.ranges.len() {
+            assert_eq!(snapshots.set(uid, i), uid.range_set(i), "interval {i}");
+        }
+        assert_eq!(b.repeated_sets_note_over(100), "");
+    }
+
+    #[test]
+    fn shared_sets_are_named_as_what_makes_a_bundle_large() {
+        // A 110-path set tested by 100 rules: each path's entry lists the
+        // 100 terms (11,000 ids; the threshold scaled down from a million).
+        let paths: Vec<String> = (0..110).map(|i| format!("\"/w/p{i}\"")).collect();
+        let mut text = format!("policy p {{}}\nset big = {{ {} }}\n", paths.join(", "));
+        for i in 0..100 {
+            text += &format!(
+                "rule w{i} on exec {{ when process.binary in big and process.name == \"c{i}\" audit }}\n"
+            );
+        }
+        let b = crate::compile::evaluation_bundle_of(&text).unwrap();
         let note = b.repeated_sets_note_over(10_000);
         assert!(
-            note.contains("in the entries of `user.uid` on `exec`") && note.contains("(5"),
+            note.contains("in the entries of `process.binary` on `exec`")
+                && note.contains("(110 per term)")
+                && note.contains("Known limit: shared sets"),
             "{note}"
         );
         assert_eq!(b.repeated_sets_note(), "", "under a million ids");
@@ -1499,10 +1619,7 @@ mod tests {
         assert_eq!(binary.full_set(&set, 3), vec![0, 1, 2]);
         let uid = &b.spec.hooks[&Hook::Exec].dimensions["user.uid"];
         assert_eq!(uid.ranges.len(), 1);
-        assert_eq!(
-            (uid.ranges[0].lo, uid.ranges[0].terms.clone()),
-            (0, vec![2])
-        );
+        assert_eq!((uid.ranges[0].lo, uid.ranges[0].add.clone()), (0, vec![2]));
         assert!(b.validate().is_ok());
     }
 

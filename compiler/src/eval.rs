@@ -28,7 +28,7 @@ use policy_dsl::checked::{Event, Value};
 
 use crate::bundle::{
     AffixIndex, BlockIndex, Dimension, DimensionKind, Entry, EntryBases, HookTable, PolicyBundle,
-    TermSet, Verdict,
+    RangeSnapshots, TermSet, Verdict,
 };
 use crate::limits::MAX_PATH_LITERAL_LEN;
 use crate::lower::{Program, RuleRef, UNSET_ID};
@@ -349,6 +349,15 @@ struct DimIndex<'t> {
     suffix: AffixIndex<'t>,
     /// `ip`: longest-block lookup of the `prefix` entries.
     blocks: BlockIndex,
+    /// `int`: resolved sets of every few intervals.
+    ranges: RangeSnapshots,
+    /// Entries' resolved sets (entries hold changes from their bases),
+    /// each computed on first use and kept: an event costs a lookup, as in
+    /// the kernel, once its entries have been seen.
+    exact_sets: Vec<OnceLock<TermSet>>,
+    prefix_sets: Vec<OnceLock<TermSet>>,
+    suffix_sets: Vec<OnceLock<TermSet>>,
+    range_sets: Vec<OnceLock<TermSet>>,
     /// The set of a value matching no entry ([`lookup_none`]).
     none: Cow<'t, [u32]>,
     /// The set of an event without the field (`absent`, else `none`).
@@ -527,6 +536,11 @@ impl<'t> DimIndex<'t> {
             prefix: AffixIndex::new(if strings { &dim.prefix } else { no_entries }, true),
             suffix: AffixIndex::new(&dim.suffix, false),
             blocks,
+            ranges: RangeSnapshots::new(dim),
+            exact_sets: cells(dim.exact.len()),
+            prefix_sets: cells(dim.prefix.len()),
+            suffix_sets: cells(dim.suffix.len()),
+            range_sets: cells(dim.ranges.len()),
             none,
             absent,
         }
@@ -538,45 +552,67 @@ impl<'t> DimIndex<'t> {
     }
 
     /// The resolved set of the exact entry of `key`, if any.
-    fn exact(&self, key: &str) -> Option<Cow<'t, [u32]>> {
+    fn exact(&self, key: &str) -> Option<&[u32]> {
         let &i = self.exact.get(key)?;
-        let dim: &'t Dimension = self.dim;
-        let e = &dim.exact[i];
-        if !matches!(dim.kind, DimensionKind::Path | DimensionKind::String) {
-            return Some(apply(Cow::Borrowed(&dim.default), e));
-        }
-        let (p, s) = self.bases.exact[i];
-        Some(apply(self.sides(p, s), e))
+        Some(self.exact_set(i))
     }
 
-    /// The resolved set of `prefix` (`suffix`) entry `i`, else the root.
-    fn chain(&self, prefix: bool, i: Option<usize>) -> Cow<'t, [u32]> {
-        let dim: &'t Dimension = self.dim;
-        let root: &'t [u32] = if prefix {
-            &dim.default
+    /// The resolved set of exact entry `i`, computed on first use.
+    fn exact_set(&self, i: usize) -> &[u32] {
+        self.exact_sets[i].get_or_init(|| {
+            let dim: &'t Dimension = self.dim;
+            let e = &dim.exact[i];
+            if !matches!(dim.kind, DimensionKind::Path | DimensionKind::String) {
+                return e.apply(&dim.default);
+            }
+            let (p, s) = self.bases.exact[i];
+            e.apply(&self.sides(p, s))
+        })
+    }
+
+    /// The resolved set of prefix (`prefix`) or suffix entry `i`, computed
+    /// on first use from its base's.
+    fn affix_set(&self, prefix: bool, i: usize) -> &[u32] {
+        let (cells, list, parents) = if prefix {
+            (&self.prefix_sets, &self.dim.prefix, &self.bases.prefix)
         } else {
-            dim.suffix_default.as_deref().unwrap_or(&dim.default)
+            (&self.suffix_sets, &self.dim.suffix, &self.bases.suffix)
         };
+        cells[i].get_or_init(|| list[i].apply(self.chain(prefix, parents[i])))
+    }
+
+    /// The resolved set of the interval holding `n`, else the default.
+    fn range(&self, n: u64) -> &[u32] {
+        match range_index(self.dim, n) {
+            Some(i) => self.range_sets[i].get_or_init(|| self.ranges.set(self.dim, i)),
+            None => &self.dim.default,
+        }
+    }
+
+    /// The resolved set of prefix (`prefix`) or suffix entry `i`, else the
+    /// side's default.
+    fn chain(&self, prefix: bool, i: Option<usize>) -> &[u32] {
+        let dim: &'t Dimension = self.dim;
         match i {
-            None => Cow::Borrowed(root),
-            Some(i) => Cow::Owned(dim.chain_set(&self.bases, prefix, i)),
+            Some(i) => self.affix_set(prefix, i),
+            None if prefix => &dim.default,
+            None => dim.suffix_default.as_deref().unwrap_or(&dim.default),
         }
     }
 
     /// A string's set from its longest prefix entry `p` and longest suffix
     /// entry `s` (the suffix side only when the dimension tests suffixes).
-    fn sides(&self, p: Option<usize>, s: Option<usize>) -> Cow<'t, [u32]> {
+    fn sides(&self, p: Option<usize>, s: Option<usize>) -> Cow<'_, [u32]> {
         let prefix = self.chain(true, p);
         if self.dim.suffix_default.is_none() {
-            return prefix;
+            return Cow::Borrowed(prefix);
         }
-        let suffix = self.chain(false, s);
-        Cow::Owned(crate::lower::intersect(&prefix, &suffix))
+        Cow::Owned(crate::lower::intersect(prefix, self.chain(false, s)))
     }
 
     /// The dimension's tested terms the event lets through, as
     /// [`tested_lookup`] gives them.
-    fn lookup(&self, values: &[Option<&Value>]) -> Cow<'t, [u32]> {
+    fn lookup(&self, values: &[Option<&Value>]) -> Cow<'_, [u32]> {
         let dim: &'t Dimension = self.dim;
         let value = match self.source {
             Source::Relation(l, r) => {
@@ -588,7 +624,7 @@ impl<'t> DimIndex<'t> {
                 } else {
                     "false"
                 };
-                return self.exact(key).unwrap_or(Cow::Borrowed(&dim.default));
+                return Cow::Borrowed(self.exact(key).unwrap_or(&dim.default));
             }
             Source::Field(s) => values[s],
         };
@@ -597,17 +633,20 @@ impl<'t> DimIndex<'t> {
         let Some(value) = value else {
             return self.absent.clone();
         };
-        let or_default = |set: Option<Cow<'t, [u32]>>| set.unwrap_or(Cow::Borrowed(&dim.default));
+        let default: &[u32] = &dim.default;
         match (dim.kind, value) {
             (DimensionKind::Path | DimensionKind::String, Value::Str(s)) => self.string(s),
-            (DimensionKind::Int, Value::Int(n)) => Cow::Borrowed(range_entry(dim, *n)),
-            (DimensionKind::Int, Value::Unset) => Cow::Borrowed(range_entry(dim, UNSET_ID)),
-            (DimensionKind::Int, Value::Name(n)) => or_default(self.exact(n)),
-            (DimensionKind::Ip, Value::Ip(a)) => self.chain(true, self.blocks.longest(*a, 128)),
-            (DimensionKind::Bool, Value::Bool(b)) => {
-                or_default(self.exact(if *b { "true" } else { "false" }))
+            (DimensionKind::Int, Value::Int(n)) => Cow::Borrowed(self.range(*n)),
+            (DimensionKind::Int, Value::Unset) => Cow::Borrowed(self.range(UNSET_ID)),
+            (DimensionKind::Int, Value::Name(n)) => Cow::Borrowed(self.exact(n).unwrap_or(default)),
+            (DimensionKind::Ip, Value::Ip(a)) => {
+                Cow::Borrowed(self.chain(true, self.blocks.longest(*a, 128)))
             }
-            (DimensionKind::Enum, Value::Str(s)) => or_default(self.exact(s)),
+            (DimensionKind::Bool, Value::Bool(b)) => Cow::Borrowed(
+                self.exact(if *b { "true" } else { "false" })
+                    .unwrap_or(default),
+            ),
+            (DimensionKind::Enum, Value::Str(s)) => Cow::Borrowed(self.exact(s).unwrap_or(default)),
             (DimensionKind::Caps, Value::Caps(have)) => Cow::Owned(caps_lookup(dim, have)),
             _ => self.none.clone(),
         }
@@ -617,11 +656,11 @@ impl<'t> DimIndex<'t> {
     /// [`MAX_PATH_LITERAL_LEN`] bytes have one), else the longest prefix's
     /// set (or `default`), AND the longest suffix's (or `suffix_default`)
     /// when the dimension tests suffixes.
-    fn string(&self, value: &str) -> Cow<'t, [u32]> {
+    fn string(&self, value: &str) -> Cow<'_, [u32]> {
         let dim: &'t Dimension = self.dim;
         if dim.kind != DimensionKind::Path || value.len() <= MAX_PATH_LITERAL_LEN {
             if let Some(set) = self.exact(value) {
-                return set;
+                return Cow::Borrowed(set);
             }
         }
         let bytes = value.as_bytes();
@@ -750,14 +789,9 @@ pub fn lookup_value(dim: &Dimension, value: &Value) -> TermSet {
     }
 }
 
-/// `entry`'s set from its base's, borrowing the base when the entry
-/// changes nothing.
-fn apply<'t>(base: Cow<'t, [u32]>, entry: &Entry) -> Cow<'t, [u32]> {
-    if entry.is_empty() {
-        base
-    } else {
-        Cow::Owned(entry.apply(&base))
-    }
+/// `n` empty cells.
+fn cells(n: usize) -> Vec<OnceLock<TermSet>> {
+    (0..n).map(|_| OnceLock::new()).collect()
 }
 
 /// The resolved set of the exact entry of `key`, if any (see [`Entry`]).
@@ -837,15 +871,16 @@ pub fn lookup(dim: &Dimension, value: &str) -> TermSet {
 /// The interval holding `n` (in the kernel: one LPM lookup of the big-endian
 /// key, see [`crate::lower::range_prefixes`]), else `default`.
 fn range_lookup(dim: &Dimension, n: u64) -> TermSet {
-    range_entry(dim, n).clone()
+    match range_index(dim, n) {
+        Some(i) => dim.range_set(i),
+        None => dim.default.clone(),
+    }
 }
 
-fn range_entry(dim: &Dimension, n: u64) -> &TermSet {
+/// The index of the interval holding `n`, if any.
+pub(crate) fn range_index(dim: &Dimension, n: u64) -> Option<usize> {
     let i = dim.ranges.partition_point(|r| r.hi < n);
-    match dim.ranges.get(i) {
-        Some(r) if r.lo <= n => &r.terms,
-        _ => &dim.default,
-    }
+    dim.ranges.get(i).filter(|r| r.lo <= n).map(|_| i)
 }
 
 /// The longest block holding the address, else `default`: resolved from

@@ -160,12 +160,16 @@ fn trace_steps(dim: &Dimension, value: Option<&Value>) -> Vec<Step> {
                 Value::Int(n) => *n,
                 _ => UNSET_ID,
             };
-            let i = dim.ranges.partition_point(|r| r.hi < n);
-            vec![match dim.ranges.get(i) {
-                Some(r) if r.lo <= n => {
-                    step("range", Some(format!("{}..{}", r.lo, r.hi)), &r.terms)
+            vec![match eval::range_index(dim, n) {
+                Some(i) => {
+                    let r = &dim.ranges[i];
+                    step(
+                        "range",
+                        Some(format!("{}..{}", r.lo, r.hi)),
+                        &dim.range_set(i),
+                    )
                 }
-                _ => step("default", None, &dim.default),
+                None => step("default", None, &dim.default),
             }]
         }
         (DimensionKind::Int, Value::Name(n)) => exact_or_default(dim, n),
@@ -362,7 +366,7 @@ fn unconstrained(dim: &Dimension, t: u32) -> bool {
                 .chain(&dim.prefix)
                 .chain(&dim.suffix)
                 .any(|e| has(&e.remove))
-            && dim.ranges.iter().all(|r| has(&r.terms))
+            && !dim.ranges.iter().any(|r| has(&r.remove))
             && dim.masks.iter().all(|m| has(&m.held) && has(&m.lacking)))
 }
 

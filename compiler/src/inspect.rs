@@ -79,9 +79,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use policy_dsl::checked::Value;
 use serde::Serialize;
 
-use crate::bundle::{
-    Dimension, DimensionKind, Entry, HookTable, PolicyBundle, SetAlgebra, TermSet,
-};
+use crate::bundle::{Dimension, DimensionKind, HookTable, PolicyBundle, SetAlgebra, TermSet};
 use crate::layout::AnchorKind;
 use crate::limits::{MASK_WORDS, MAX_DIMS_PER_HOOK, PATH_KEY_LEN};
 
@@ -430,15 +428,15 @@ struct MaskBits {
 impl SetAlgebra for MaskBits {
     type Set = Vec<u64>;
 
-    fn apply(&mut self, base: &Vec<u64>, entry: &Entry) -> Vec<u64> {
+    fn apply(&mut self, base: &Vec<u64>, add: &[u32], remove: &[u32]) -> Vec<u64> {
         let mut bits = base.clone();
-        for &t in &entry.remove {
+        for &t in remove {
             let bit = t + self.offset;
             if let Some(w) = bits.get_mut((bit / 64) as usize) {
                 *w &= !(1u64 << (bit % 64));
             }
         }
-        for &t in &entry.add {
+        for &t in add {
             Masks::set(&mut bits, t + self.offset);
         }
         bits
@@ -591,8 +589,14 @@ fn hook_model(
                 }
             }
             DimensionKind::Int => {
-                for r in &dim.ranges {
-                    *m += masks.add_dim(&untested, &r.terms);
+                let sets = dim.resolve_ranges(
+                    &mut MaskBits {
+                        offset: masks.offset,
+                    },
+                    &dflt,
+                );
+                for (r, bits) in dim.ranges.iter().zip(sets) {
+                    *m += masks.insert(bits);
                     add(
                         "num_lpm",
                         crate::lower::range_prefixes(r.lo, r.hi, 64).len() as u64,

@@ -49,7 +49,7 @@
 //! Pure: used by `policyc compile` (a bundle that compiles has a layout) and by
 //! policyd's table builder (runtime/src/tables.rs), so both decide alike.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use ipnet::IpNet;
 
@@ -277,9 +277,7 @@ fn exact_candidate(dim: &Dimension, left: &[bool], max_key: usize) -> TermSet {
         other.extend(&e.add);
     }
     // An integer's exact values are its one-value ranges.
-    for r in dim.ranges.iter().filter(|r| r.lo != r.hi) {
-        other.extend(&r.terms);
-    }
+    other.extend(in_some_range(dim, |r| r.lo != r.hi));
     let ok = |t: &u32| left[*t as usize] && !other.contains(t);
     let mut exact: BTreeSet<u32> = BTreeSet::new();
     let mut crowded: HashSet<u32> = HashSet::new();
@@ -294,20 +292,80 @@ fn exact_candidate(dim: &Dimension, left: &[bool], max_key: usize) -> TermSet {
 }
 
 /// The exact values of an anchor dimension and the terms they let through
-/// that no value without an exact entry does: the `add` terms of `exact`
-/// entries of strings (a base is a prefix and suffix lookup, whose terms
-/// are not exact-anchored), one-value ranges of integers (as decimal
-/// text), in order.
-fn exact_values(dim: &Dimension) -> Box<dyn Iterator<Item = (String, &TermSet)> + '_> {
+/// that no value without an exact entry does, in order: the `add` terms of
+/// `exact` entries of strings (a base is a prefix and suffix lookup, whose
+/// terms are not exact-anchored); for integers each one-value range (as
+/// decimal text) with the terms of its set that are in no default and in
+/// no range of several values.
+fn exact_values(dim: &Dimension) -> Vec<(String, TermSet)> {
     match dim.kind {
-        DimensionKind::Int => Box::new(
+        DimensionKind::Int => {
+            let mut wide = in_some_range(dim, |r| r.lo != r.hi);
+            wide.extend(&dim.default);
+            let sets = ranges_kept(dim, |t| !wide.contains(&t));
             dim.ranges
                 .iter()
-                .filter(|r| r.lo == r.hi)
-                .map(|r| (r.lo.to_string(), &r.terms)),
-        ),
-        _ => Box::new(dim.exact.iter().map(|e| (e.value.clone(), &e.add))),
+                .zip(sets)
+                .filter(|(r, _)| r.lo == r.hi)
+                .map(|(r, set)| (r.lo.to_string(), set))
+                .collect()
+        }
+        _ => dim
+            .exact
+            .iter()
+            .map(|e| (e.value.clone(), e.add.clone()))
+            .collect(),
     }
+}
+
+/// The terms in the resolved set of some range `pick` accepts (ranges are
+/// changes from the previous one, see [`RangeEntry`]): per term the run of
+/// ranges it is in, checked against a running count of picked ranges, so
+/// the cost follows the changes, not ranges × terms.
+fn in_some_range(dim: &Dimension, pick: impl Fn(&RangeEntry) -> bool) -> HashSet<u32> {
+    // picked[i]: picked ranges before range i.
+    let mut picked = Vec::with_capacity(dim.ranges.len() + 1);
+    picked.push(0usize);
+    for r in &dim.ranges {
+        picked.push(picked.last().copied().unwrap_or(0) + usize::from(pick(r)));
+    }
+    // The range each present term entered at (the default's: the first).
+    let mut since: HashMap<u32, usize> = dim.default.iter().map(|&t| (t, 0)).collect();
+    let mut out = HashSet::new();
+    for (i, r) in dim.ranges.iter().enumerate() {
+        for t in &r.remove {
+            if since.remove(t).is_some_and(|s| picked[i] > picked[s]) {
+                out.insert(*t);
+            }
+        }
+        for &t in &r.add {
+            since.entry(t).or_insert(i);
+        }
+    }
+    let n = dim.ranges.len();
+    out.extend(
+        since
+            .into_iter()
+            .filter(|&(_, s)| picked[n] > picked[s])
+            .map(|(t, _)| t),
+    );
+    out
+}
+
+/// Per range, the terms of its resolved set that `keep` accepts,
+/// ascending: a walk over the changes keeping only those terms.
+fn ranges_kept(dim: &Dimension, keep: impl Fn(u32) -> bool) -> Vec<TermSet> {
+    let mut current: BTreeSet<u32> = dim.default.iter().copied().filter(|&t| keep(t)).collect();
+    dim.ranges
+        .iter()
+        .map(|r| {
+            for t in &r.remove {
+                current.remove(t);
+            }
+            current.extend(r.add.iter().copied().filter(|&t| keep(t)));
+            current.iter().copied().collect()
+        })
+        .collect()
 }
 
 /// One key of a prefix anchor.
@@ -385,9 +443,10 @@ fn prefix_keys<'d>(dim: &'d Dimension, member: impl Fn(u32) -> bool) -> Vec<Pref
             });
         }
     }
-    // An integer's ranges: each value is in one, whose set is complete.
-    for r in &dim.ranges {
-        let own: Vec<u32> = r.terms.iter().copied().filter(|&t| member(t)).collect();
+    // An integer's ranges: each value is in one, and no range key is a
+    // prefix of another, so each key has the anchored terms of its whole
+    // (resolved) set.
+    for (r, own) in dim.ranges.iter().zip(ranges_kept(dim, &member)) {
         if !own.is_empty() {
             let mut bytes = r.lo.to_be_bytes().to_vec();
             bytes.extend(r.hi.to_be_bytes());
@@ -701,6 +760,7 @@ fn keyed_terms(table: &HookTable, c: &Candidate) -> Vec<KeyTerms> {
     let is_anchored = |t: u32| c.terms.binary_search(&t).is_ok();
     match c.kind {
         AnchorKind::Exact => exact_values(dim)
+            .into_iter()
             .map(|(v, set)| {
                 (
                     v,
@@ -873,6 +933,78 @@ fn restrict_entry(e: &Entry, sub: &Subset<'_>) -> Option<Entry> {
     (!out.is_empty()).then_some(out)
 }
 
+/// `ranges` over `sub` (`n`: its number of terms), keeping only the intervals
+/// whose restricted set differs from the restricted `default` (a value in
+/// no interval gets the default: no table entry is needed), each written
+/// as the change from the previous kept interval, and adjacent kept
+/// intervals without a change merged. A walk over the restricted changes:
+/// whether the running set equals the default is a count of the terms
+/// where they differ, and a kept interval's change is read off the terms
+/// touched since the last one.
+fn restrict_ranges(
+    ranges: &[RangeEntry],
+    sub: &Subset<'_>,
+    default: &[u32],
+    n: usize,
+) -> Vec<RangeEntry> {
+    let mut in_default = vec![false; n];
+    for &t in default {
+        in_default[t as usize] = true;
+    }
+    let (mut current, mut kept) = (in_default.clone(), in_default.clone());
+    let mut differ = 0usize; // |current Δ default|
+    let mut touched: Vec<u32> = Vec::new();
+    let mut out: Vec<RangeEntry> = Vec::new();
+    for r in ranges {
+        let changes = sub
+            .of(&r.remove)
+            .into_iter()
+            .map(|t| (t, false))
+            .chain(sub.of(&r.add).into_iter().map(|t| (t, true)));
+        for (t, present) in changes {
+            let i = t as usize;
+            if current[i] != present {
+                current[i] = present;
+                if present == in_default[i] {
+                    differ -= 1;
+                } else {
+                    differ += 1;
+                }
+                touched.push(t);
+            }
+        }
+        if differ == 0 {
+            continue;
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        let (mut add, mut remove) = (Vec::new(), Vec::new());
+        for t in touched.drain(..) {
+            let i = t as usize;
+            if current[i] != kept[i] {
+                kept[i] = current[i];
+                if current[i] {
+                    add.push(t);
+                } else {
+                    remove.push(t);
+                }
+            }
+        }
+        match out.last_mut() {
+            Some(last) if last.hi + 1 == r.lo && add.is_empty() && remove.is_empty() => {
+                last.hi = r.hi;
+            }
+            _ => out.push(RangeEntry {
+                lo: r.lo,
+                hi: r.hi,
+                add,
+                remove,
+            }),
+        }
+    }
+    out
+}
+
 /// `dim` over `sub`, or `None` when no term of the subset tests it. Its sets
 /// hold tested terms only, as the bundle's (schema 2): a lookup means the
 /// stored set with the subset's untested terms, which both sides of every
@@ -924,7 +1056,8 @@ fn restrict_dimension(dim: &Dimension, sub: &Subset<'_>) -> Option<Dimension> {
                     .ranges
                     .iter()
                     .map(|r| RangeEntry {
-                        terms: sub.of(&r.terms),
+                        add: sub.of(&r.add),
+                        remove: sub.of(&r.remove),
                         ..r.clone()
                     })
                     .collect();
@@ -938,15 +1071,7 @@ fn restrict_dimension(dim: &Dimension, sub: &Subset<'_>) -> Option<Dimension> {
                     })
                     .collect();
             } else {
-                for r in &dim.ranges {
-                    let set = sub.of(&r.terms);
-                    if set != default {
-                        out.ranges.push(RangeEntry {
-                            terms: set,
-                            ..r.clone()
-                        });
-                    }
-                }
+                out.ranges = restrict_ranges(&dim.ranges, sub, &default, sub.terms.len());
             }
         }
         DimensionKind::Enum | DimensionKind::Bool | DimensionKind::Relation => {
@@ -1180,5 +1305,85 @@ mod tests {
                 .contains("70 terms do not test `process.binary`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_restricted_table_matches_what_the_whole_table_matches_of_its_terms() {
+        // Entries are changes from their bases: nested prefixes with an
+        // exception, exact paths under them, a suffix, nested and
+        // overlapping uid ranges, a negated range. Restriction keeps only
+        // the changes of the subset's terms and drops entries without any.
+        let rules: Vec<String> = [
+            "process.binary startswith \"/x/\" and user.uid in 1000..1999",
+            "process.binary startswith \"/x/a/\" and not process.binary startswith \"/x/a/b/\"",
+            "process.binary == \"/x/a/b/tool\"",
+            "process.binary endswith \"/sh\" and user.uid in 0..499",
+            "user.uid == 1500",
+            "user.uid in 1200..1300 and process.binary == \"/bin/ls\"",
+            "not user.uid in 1000..1999",
+            "user.uid == 0",
+            "process.binary in { \"/x/a/c\", \"/bin/ls\" }",
+            "process.binary startswith \"/x/a/b/\" and not user.uid == 1500",
+        ]
+        .iter()
+        .map(|c| format!("{c} audit"))
+        .collect();
+        let t = table(&rules);
+        let n = t.terms.len() as u32;
+        let subsets: Vec<TermSet> = vec![
+            (0..n).step_by(2).collect(),
+            (1..n).step_by(3).collect(),
+            (0..n / 2).collect(),
+            (n / 2..n).collect(),
+            vec![4],
+            vec![0, 6],
+        ];
+        let key = |f| policy_dsl::checked::FieldKey::plain(f);
+        let mut events = Vec::new();
+        for binary in [
+            "/x/a/b/tool",
+            "/x/a/c",
+            "/x/a/b/z",
+            "/x/q",
+            "/bin/ls",
+            "/bin/sh",
+            "/o",
+        ] {
+            for uid in [0, 1, 499, 500, 1000, 1250, 1500, 1999, 2000, 65534] {
+                events.push(policy_dsl::checked::Event {
+                    hook: Hook::Exec,
+                    fields: BTreeMap::from([
+                        (
+                            key(policy_dsl::schema::Field::ProcessBinary),
+                            policy_dsl::checked::Value::Str(binary.into()),
+                        ),
+                        (
+                            key(policy_dsl::schema::Field::UserUid),
+                            policy_dsl::checked::Value::Int(uid),
+                        ),
+                    ]),
+                });
+            }
+        }
+        let mut matched = 0;
+        for sub in &subsets {
+            let r = restrict(&t, sub, None);
+            for e in &events {
+                let full = crate::eval::matched_terms(&t, e);
+                let want: Vec<u32> = (0..sub.len() as u32)
+                    .filter(|&i| full.contains(&sub[i as usize]))
+                    .collect();
+                let got: Vec<u32> = crate::eval::matched_terms(&r, e).into_iter().collect();
+                assert_eq!(got, want, "subset {sub:?}, event {e:?}");
+                matched += want.len();
+            }
+        }
+        assert!(matched > 100, "the events match something: {matched}");
+        // A subset of terms that share no uid interval keeps no range entry
+        // equal to its default.
+        let r = restrict(&t, &[4], None);
+        let uid = &r.dimensions["user.uid"];
+        assert_eq!(uid.ranges.len(), 1, "{:?}", uid.ranges);
+        assert_eq!((uid.ranges[0].lo, uid.ranges[0].hi), (1500, 1500));
     }
 }

@@ -3,6 +3,7 @@
 //! ```text
 //! Cond ──globs→prefix/suffix──nnf──► literals under and/or ──dnf──► terms (one bit each)
 //! terms × dimension ──evaluate at each class of values──► entries + default
+//! entry vs its base ──ask the terms naming its key──► add / remove (schema 3)
 //! ```
 //!
 //! Every literal belongs to one *dimension*: the field it tests
@@ -13,13 +14,17 @@
 //! some `p` (and, separately, its longest mentioned suffix some `s`); for
 //! integers, the elementary intervals between mentioned bounds; for addresses,
 //! the longest mentioned block. Every value in one class satisfies the same
-//! literals, so evaluating each term once per class (at the class's
-//! *representative*) gives complete, exact tables: one lookup per dimension
-//! answers, with no closure or post-processing to get wrong. Only the terms
-//! that test a dimension are evaluated and listed in its sets (its `tested`
-//! terms); the others hold at every class and are left implicit (schema 2,
-//! see [`crate::bundle::Dimension`]), which keeps the tables linear in the
-//! rules.
+//! literals, so evaluating a term at a class's *representative* answers for
+//! the whole class. Only the terms that test a dimension are evaluated and
+//! listed in its sets (its `tested` terms); the others hold at every class
+//! and are left implicit (schema 2, see [`crate::bundle::Dimension`]). An
+//! entry is written as the change from its *base* (the class a value would
+//! fall in without it: the nearest shorter prefix, the previous interval…,
+//! see [`crate::bundle::Entry`]), and only the terms with a literal naming
+//! the entry's key (or, for intervals, a bound between the two) can answer
+//! differently there, so only those are asked (`index::Mentions`,
+//! `index::IntBounds`; debug builds check every other term answers alike).
+//! Both the tables and the work stay linear in the rules.
 //!
 //! [`runtime_unsupported`] is a separate gate: what `policyd` can load today.
 
@@ -965,8 +970,11 @@ fn int_dimension(d: &DimTerms<'_>, resolve: Resolve) -> Dimension {
     }
     let mut open = 0;
     let mut ranges: Vec<RangeEntry> = Vec::new();
-    // Each window asks only the terms that can hold there (index.rs).
-    let mut sweep = index::IntSweep::new(d, UNSET_ID);
+    // Each interval as the change from the previous one (schema 3): only
+    // the terms with a bound between the two can answer differently
+    // (`index::IntBounds`); the first against the default (all false).
+    let term_bounds = index::IntBounds::new(d, UNSET_ID);
+    let mut previous: Option<(u64, Value)> = None;
     for w in bounds.windows(2) {
         let (lo, hi) = (w[0], w[1] - 1);
         open += opens[&lo];
@@ -978,12 +986,28 @@ fn int_dimension(d: &DimTerms<'_>, resolve: Resolve) -> Dimension {
         } else {
             Value::Int(lo)
         };
-        let candidates = sweep.at(lo);
-        let set = d.class_among(&candidates, |pred| Some(pred.holds(&rep, &|_| None)));
+        let (add, remove) = match &previous {
+            None => d.delta(
+                &(0..d.len()).collect::<Vec<_>>(),
+                |pred| Some(pred.holds(&rep, &|_| None)),
+                |_| Some(false),
+            ),
+            Some((before, prev)) => d.delta(
+                &term_bounds.between(*before, lo),
+                |pred| Some(pred.holds(&rep, &|_| None)),
+                |pred| Some(pred.holds(prev, &|_| None)),
+            ),
+        };
         match ranges.last_mut() {
-            Some(last) if last.hi + 1 == lo && last.terms == set => last.hi = hi,
-            _ => ranges.push(RangeEntry { lo, hi, terms: set }),
+            Some(last) if last.hi + 1 == lo && add.is_empty() && remove.is_empty() => last.hi = hi,
+            _ => ranges.push(RangeEntry {
+                lo,
+                hi,
+                add,
+                remove,
+            }),
         }
+        previous = Some((lo, rep));
     }
     let default = d.class(|_| Some(false));
     let exact: Vec<Entry> = names

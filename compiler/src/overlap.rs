@@ -743,9 +743,13 @@ fn dim_classes(dim: &Dimension, field: &FieldKey, right: Option<&FieldKey>, n_te
             // Values an event (and `policyc explain`) can carry.
             let writable =
                 |n: &u64| *n <= ty.max_number() || (*n == UNSET_ID && ty == FieldType::LoginUid);
-            for r in &dim.ranges {
+            for (r, set) in dim
+                .ranges
+                .iter()
+                .zip(dim.resolve_ranges(&mut SortedSets, &dim.default))
+            {
                 let candidates = [r.lo, r.hi].into_iter().filter(writable).map(int).collect();
-                push_value(&mut classes, &r.terms, candidates);
+                push_value(&mut classes, &set, candidates);
             }
             let inside = |n: u64| dim.ranges.iter().any(|r| r.lo <= n && n <= r.hi);
             let gaps: Vec<u64> = std::iter::once(0)

@@ -262,11 +262,11 @@ struct MaskIds<'m> {
 }
 
 impl MaskIds<'_> {
-    fn changed(&self, mut m: Mask, entry: &Entry) -> Mask {
-        for &t in &entry.remove {
+    fn changed(&self, mut m: Mask, add: &[u32], remove: &[u32]) -> Mask {
+        for &t in remove {
             clear_bit(&mut m, self.offset + t);
         }
-        for &t in &entry.add {
+        for &t in add {
             set_bit(&mut m, self.offset + t);
         }
         m
@@ -276,8 +276,8 @@ impl MaskIds<'_> {
 impl SetAlgebra for MaskIds<'_> {
     type Set = u32;
 
-    fn apply(&mut self, base: &u32, entry: &Entry) -> u32 {
-        let m = self.changed(self.masks.masks[*base as usize], entry);
+    fn apply(&mut self, base: &u32, add: &[u32], remove: &[u32]) -> u32 {
+        let m = self.changed(self.masks.masks[*base as usize], add, remove);
         self.masks.id(m)
     }
 
@@ -296,7 +296,7 @@ impl SetAlgebra for MaskIds<'_> {
             Some(s) => and(&p, &self.masks.masks[*s as usize]),
             None => p,
         };
-        let m = self.changed(base, entry);
+        let m = self.changed(base, &entry.add, &entry.remove);
         self.masks.id(m)
     }
 }
@@ -511,8 +511,14 @@ impl Builder<'_> {
             DimensionKind::Int => {
                 d.kind = dim_kind::NUM;
                 d.ns = self.ns();
-                for r in &dim.ranges {
-                    let id = mask(&r.terms, self);
+                let ids = dim.resolve_ranges(
+                    &mut MaskIds {
+                        masks: &mut self.masks,
+                        offset: part.offset,
+                    },
+                    &d.dflt,
+                );
+                for (r, id) in dim.ranges.iter().zip(ids) {
                     for (v, plen) in range_prefixes(r.lo, r.hi, 64) {
                         self.out
                             .num_lpm

@@ -1,16 +1,17 @@
-//! One hook's terms grouped by dimension, and an index of string
-//! dimensions, so that building a table costs about its size.
+//! One hook's terms grouped by dimension, and indexes of which terms can
+//! answer where, so that building a table costs about its size.
 //!
-//! A table entry lists the terms whose literals on the dimension all hold
-//! for the entry's class of values. Asking every term for every class costs
-//! classes × terms, which is quadratic in the number of rules since classes
-//! grow with the values the rules mention (`compiler/benches/back_end/`:
-//! 76 ms for 1,000 rules, 100× per 10× rules). Here each class only asks the
-//! terms that *can* hold there ([`StringAnchors`]): a term with a positive
-//! `==`/`in` literal can only hold at the values it names, one with a
-//! positive `startswith` only below its prefix, one with a positive
-//! `endswith` only above its suffix. The answers are the same sets, computed
-//! by the same truth functions; only terms that certainly fail are skipped.
+//! Asking every term at every class of values costs classes × terms, which
+//! is quadratic in the number of rules since classes grow with the values
+//! the rules mention (`compiler/benches/back_end/`: 76 ms for 1,000 rules,
+//! 100× per 10× rules). A table entry is the change from its base
+//! (schema 3), so an entry asks only the terms whose answer can differ
+//! there: those with a literal naming its key ([`Mentions`]), or for a
+//! number interval a bound since the previous one ([`IntBounds`]). The
+//! defaults of a string dimension ask only the terms that *can* hold with
+//! no key ([`StringAnchors`]). The answers are computed by the same truth
+//! functions; only terms that certainly answer alike (or fail) are
+//! skipped, which debug builds check.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -60,6 +61,11 @@ impl<'t> DimTerms<'t> {
     /// dimension's `tested` set.
     pub(super) fn tested(&self) -> TermSet {
         self.constrained.iter().map(|(id, _)| *id).collect()
+    }
+
+    /// How many terms test the dimension.
+    pub(super) fn len(&self) -> usize {
+        self.constrained.len()
     }
 
     /// The predicates of the dimension's literals.
@@ -275,76 +281,56 @@ fn push_under(
     }
 }
 
-/// Which constrained terms of an integer dimension can hold in a window of
-/// values, for a sweep over the windows in ascending order: a term with a
-/// positive `==`/`in` literal of numbers and ranges can only hold inside the
-/// intervals it names; any other term is *loose* and asked everywhere.
-pub(super) struct IntSweep {
-    loose: Vec<usize>,
-    /// Interval starts (+1) and ends + 1 (−1) of filed terms, by value.
-    events: Vec<(u64, usize, i32)>,
-    next: usize,
-    active: BTreeMap<usize, u32>,
+/// The bounds of an integer dimension's literals, whatever their sign:
+/// for each number or range a literal names, its first value and the value
+/// after its last (`unset` is `unset`'s number). A term's answer can only
+/// change between two values if one of its bounds lies after the first and
+/// not after the second.
+pub(super) struct IntBounds {
+    /// `(bound, constrained index)`, sorted.
+    bounds: Vec<(u64, usize)>,
 }
 
-impl IntSweep {
-    /// Files the constrained terms of `d`; `unset` is the number the login
-    /// uid `unset` stands for.
-    pub(super) fn new(d: &DimTerms<'_>, unset: u64) -> IntSweep {
-        let mut loose = Vec::new();
-        let mut events = Vec::new();
+impl IntBounds {
+    /// The bounds of `d`'s terms; `unset` is the number the login uid
+    /// `unset` stands for.
+    pub(super) fn new(d: &DimTerms<'_>, unset: u64) -> IntBounds {
+        let mut bounds = Vec::new();
         for (i, (_, lits)) in d.constrained.iter().enumerate() {
-            let intervals = lits.iter().filter(|l| l.positive).find_map(|l| {
-                let member = |m: &Member| match m {
-                    Member::Value(Value::Int(n)) => Some((*n, *n)),
-                    Member::Value(Value::Unset) => Some((unset, unset)),
-                    Member::Range(lo, hi) => Some((*lo, *hi)),
-                    _ => None,
-                };
-                match &l.pred {
-                    Pred::Eq(v) => member(&Member::Value(v.clone())).map(|iv| vec![iv]),
-                    Pred::In(set) => set.iter().map(member).collect::<Option<Vec<_>>>(),
-                    _ => None,
-                }
+            let value = |v: &Value| match v {
+                Value::Int(n) => Some((*n, *n)),
+                Value::Unset => Some((unset, unset)),
+                _ => None,
+            };
+            let intervals = lits.iter().flat_map(|l| match &l.pred {
+                Pred::Eq(v) => value(v).into_iter().collect::<Vec<_>>(),
+                Pred::In(set) => set
+                    .iter()
+                    .filter_map(|m| match m {
+                        Member::Value(v) => value(v),
+                        Member::Range(lo, hi) => Some((*lo, *hi)),
+                        Member::Cidr(_) => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
             });
-            match intervals {
-                Some(ivs) => {
-                    for (lo, hi) in ivs {
-                        events.push((lo, i, 1));
-                        if let Some(end) = hi.checked_add(1) {
-                            events.push((end, i, -1));
-                        }
-                    }
+            for (lo, hi) in intervals {
+                bounds.push((lo, i));
+                if let Some(after) = hi.checked_add(1) {
+                    bounds.push((after, i));
                 }
-                None => loose.push(i),
             }
         }
-        events.sort_unstable();
-        IntSweep {
-            loose,
-            events,
-            next: 0,
-            active: BTreeMap::new(),
-        }
+        bounds.sort_unstable();
+        IntBounds { bounds }
     }
 
-    /// The candidates of the window starting at `lo` (ascending, no
-    /// repeats); windows must come in ascending order and not straddle an
-    /// interval's edge.
-    pub(super) fn at(&mut self, lo: u64) -> Vec<usize> {
-        while let Some(&(v, i, delta)) = self.events.get(self.next) {
-            if v > lo {
-                break;
-            }
-            let c = self.active.entry(i).or_default();
-            *c = c.saturating_add_signed(delta);
-            if *c == 0 {
-                self.active.remove(&i);
-            }
-            self.next += 1;
-        }
-        let mut out: Vec<usize> = self.active.keys().copied().collect();
-        out.extend(&self.loose);
+    /// Constrained terms with a bound in `after + 1 ..= upto`, ascending,
+    /// no repeats.
+    pub(super) fn between(&self, after: u64, upto: u64) -> Vec<usize> {
+        let start = self.bounds.partition_point(|&(b, _)| b <= after);
+        let end = self.bounds.partition_point(|&(b, _)| b <= upto);
+        let mut out: Vec<usize> = self.bounds[start..end].iter().map(|&(_, i)| i).collect();
         out.sort_unstable();
         out.dedup();
         out
