@@ -986,11 +986,15 @@ pub struct ResolvedEntries<S> {
     pub suffix: Vec<S>,
 }
 
+/// A hash map with a fast, non-cryptographic hash (keys come from the
+/// bundle and the events of one process; lookups are per event).
+type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Longest-affix lookup over a list of values: by hashing each candidate
 /// length, longest first (at most one hash per distinct length).
 #[derive(Debug)]
 pub struct AffixIndex<'d> {
-    by_value: std::collections::HashMap<&'d [u8], usize>,
+    by_value: FastMap<&'d [u8], usize>,
     /// Distinct lengths, longest first.
     lens: Vec<usize>,
     prefix: bool,
@@ -1033,7 +1037,7 @@ impl<'d> AffixIndex<'d> {
 /// Longest-block lookup over an `ip` dimension's `prefix` entries.
 #[derive(Debug)]
 pub struct BlockIndex {
-    by_block: std::collections::HashMap<ipnet::IpNet, usize>,
+    by_block: FastMap<ipnet::IpNet, usize>,
     /// Distinct prefix lengths per family (IPv4, IPv6), longest first.
     lens: [Vec<u8>; 2],
 }
@@ -1044,7 +1048,7 @@ impl BlockIndex {
     /// truncation; of equal blocks the last wins).
     pub fn new(entries: &[Entry]) -> BlockIndex {
         let mut out = BlockIndex {
-            by_block: std::collections::HashMap::new(),
+            by_block: FastMap::default(),
             lens: [Vec::new(), Vec::new()],
         };
         for (i, e) in entries.iter().enumerate() {
