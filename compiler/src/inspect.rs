@@ -902,8 +902,36 @@ pub fn inspect(bundle: &PolicyBundle) -> Inspection {
     }
 }
 
+/// Runs of a term set shown before the human report says how many more
+/// there are (the JSON report lists every id).
+const SHOWN_RUNS: usize = 32;
+
+/// A term set for the human report: runs of three or more consecutive ids
+/// as `a-b`, at most [`SHOWN_RUNS`] runs, then how many ids and runs were
+/// left out (a large hook's verdict sets hold thousands of ids).
 fn set(s: &TermSet) -> String {
-    let items: Vec<String> = s.iter().map(u32::to_string).collect();
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for &t in s {
+        match runs.last_mut() {
+            Some((_, hi)) if *hi + 1 == t => *hi = t,
+            _ => runs.push((t, t)),
+        }
+    }
+    let show = |&(lo, hi): &(u32, u32)| match hi - lo {
+        0 => lo.to_string(),
+        1 => format!("{lo}, {hi}"),
+        _ => format!("{lo}-{hi}"),
+    };
+    let mut items: Vec<String> = runs.iter().take(SHOWN_RUNS).map(show).collect();
+    if runs.len() > SHOWN_RUNS {
+        let rest = &runs[SHOWN_RUNS..];
+        let ids: u32 = rest.iter().map(|(lo, hi)| hi - lo + 1).sum();
+        items.push(format!(
+            "… {ids} more ids in {} more runs ({} in all; `--format json` lists them)",
+            rest.len(),
+            s.len()
+        ));
+    }
     format!("[{}]", items.join(", "))
 }
 
@@ -1143,5 +1171,22 @@ mod tests {
         assert_eq!(k.maps["cgroup_exact"], 0);
         // {} and {0}: outside pods nothing matches, as with the defaults.
         assert_eq!(k.maps["masks"], 2);
+    }
+
+    #[test]
+    fn human_term_sets_collapse_runs_and_say_what_they_leave_out() {
+        assert_eq!(set(&vec![]), "[]");
+        assert_eq!(set(&vec![0, 1, 2, 4, 6, 7]), "[0-2, 4, 6, 7]");
+        // 100 runs of one id each and a run of 1,000: 32 runs shown.
+        let mut big: TermSet = (0..100).map(|i| i * 2).collect();
+        big.extend(1000..2000);
+        let s = set(&big);
+        assert!(s.starts_with("[0, 2, 4,"), "{s}");
+        assert!(
+            s.ends_with(
+                "… 1068 more ids in 69 more runs (1100 in all; `--format json` lists them)]"
+            ),
+            "{s}"
+        );
     }
 }

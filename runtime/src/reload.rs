@@ -583,7 +583,7 @@ pub fn plan(
                     invalid.remove(path);
                     match clash(&b, &names) {
                         Some((policy, other)) => Err(Some(format!(
-                            "policy `{policy}` is already loaded from {}",
+                            "policy `{policy}` is also in {}, which is in force",
                             other.display()
                         ))),
                         None => Ok(Loaded {
@@ -924,7 +924,7 @@ mod tests {
         let p4 = plan(&s4, &p1.set, &mut invalid);
         assert_eq!(names(&p4), names(&p1));
         assert!(
-            p4.log[0].contains("policy `pa` is already loaded from /d/a.yaml"),
+            p4.log[0].contains("policy `pa` is also in /d/a.yaml, which is in force"),
             "{:?}",
             p4.log
         );
