@@ -1381,6 +1381,29 @@ impl PolicyBundle {
                         ));
                     }
                 }
+                // The compiler writes a term as added or removed, not both.
+                let both = dim
+                    .exact
+                    .iter()
+                    .chain(&dim.prefix)
+                    .chain(&dim.suffix)
+                    .map(|e| (&e.value, &e.add, &e.remove))
+                    .find(|(_, add, remove)| !crate::lower::intersect(add, remove).is_empty());
+                if let Some((value, ..)) = both {
+                    return invalid(format!(
+                        "hook `{hook}`: dimension `{field}` entry `{value}` both adds and removes a term"
+                    ));
+                }
+                if let Some(r) = dim
+                    .ranges
+                    .iter()
+                    .find(|r| !crate::lower::intersect(&r.add, &r.remove).is_empty())
+                {
+                    return invalid(format!(
+                        "hook `{hook}`: dimension `{field}` range {}..{} both adds and removes a term",
+                        r.lo, r.hi
+                    ));
+                }
                 if let Some(message) = dim.kind_problem() {
                     return invalid(format!("dimension `{field}`: {message}"));
                 }
@@ -1633,19 +1656,23 @@ mod tests {
         b
     }
 
+    /// `field`'s dimension on `exec`, to edit.
+    fn exec_dimension<'b>(b: &'b mut PolicyBundle, field: &str) -> &'b mut Dimension {
+        b.spec
+            .hooks
+            .get_mut(&Hook::Exec)
+            .unwrap()
+            .dimensions
+            .get_mut(field)
+            .unwrap()
+    }
+
     #[test]
     fn validate_refuses_a_stored_term_outside_tested() {
         let b = compiled(THREE_FIELDS);
         let mut bad = b.clone();
         // Term 1 (`process.name`) in a `process.binary` entry.
-        let dim = bad
-            .spec
-            .hooks
-            .get_mut(&Hook::Exec)
-            .unwrap()
-            .dimensions
-            .get_mut("process.binary")
-            .unwrap();
+        let dim = exec_dimension(&mut bad, "process.binary");
         dim.exact[0].add = vec![0, 1];
         let err = redigest(bad).validate().unwrap_err();
         let msg = err.to_string();
@@ -1660,20 +1687,22 @@ mod tests {
         // `tested` itself: sorted, unique, below the term count.
         for tested in [vec![0, 0], vec![3], vec![1, 0]] {
             let mut bad = b.clone();
-            bad.spec
-                .hooks
-                .get_mut(&Hook::Exec)
-                .unwrap()
-                .dimensions
-                .get_mut("user.uid")
-                .unwrap()
-                .tested = tested.clone();
+            exec_dimension(&mut bad, "user.uid").tested = tested.clone();
             let msg = redigest(bad).validate().unwrap_err().to_string();
             assert!(
                 msg.contains("dimension `user.uid` tested is not a sorted set of term ids below 3"),
                 "{tested:?}: {msg}"
             );
         }
+        // A term both added and removed by one entry.
+        let mut bad = b.clone();
+        let dim = exec_dimension(&mut bad, "process.binary");
+        dim.exact[0].remove = dim.exact[0].add.clone();
+        let msg = redigest(bad).validate().unwrap_err().to_string();
+        assert!(
+            msg.contains("entry `/usr/bin/sudo` both adds and removes a term"),
+            "{msg}"
+        );
         // A v2 bundle (whole sets in entries) is refused as a version.
         let v1 = b.to_yaml().replace("schemaVersion: 3", "schemaVersion: 2");
         assert!(matches!(

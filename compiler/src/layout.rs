@@ -352,6 +352,27 @@ fn in_some_range(dim: &Dimension, pick: impl Fn(&RangeEntry) -> bool) -> HashSet
     out
 }
 
+/// How many ranges each term is in (terms of the default from the first
+/// range on), from the changes.
+fn range_spans(dim: &Dimension) -> HashMap<u32, usize> {
+    let mut since: HashMap<u32, usize> = dim.default.iter().map(|&t| (t, 0)).collect();
+    let mut spans: HashMap<u32, usize> = HashMap::new();
+    for (i, r) in dim.ranges.iter().enumerate() {
+        for t in &r.remove {
+            if let Some(s) = since.remove(t) {
+                *spans.entry(*t).or_default() += i - s;
+            }
+        }
+        for &t in &r.add {
+            since.entry(t).or_insert(i);
+        }
+    }
+    for (t, s) in since {
+        *spans.entry(t).or_default() += dim.ranges.len() - s;
+    }
+    spans
+}
+
 /// Per range, the terms of its resolved set that `keep` accepts,
 /// ascending: a walk over the changes keeping only those terms.
 fn ranges_kept(dim: &Dimension, keep: impl Fn(u32) -> bool) -> Vec<TermSet> {
@@ -445,8 +466,13 @@ fn prefix_keys<'d>(dim: &'d Dimension, member: impl Fn(u32) -> bool) -> Vec<Pref
     }
     // An integer's ranges: each value is in one, and no range key is a
     // prefix of another, so each key has the anchored terms of its whole
-    // (resolved) set.
-    for (r, own) in dim.ranges.iter().zip(ranges_kept(dim, &member)) {
+    // (resolved) set. A term in more than [`MAX_PREFIX_FANOUT`] + 1 ranges
+    // (a wide range over narrower ones) is left out, as a broad prefix is:
+    // it would be copied into every key (ranges × terms), and stays in the
+    // hook's own words.
+    let spans = range_spans(dim);
+    let narrow = |t: u32| member(t) && spans.get(&t).is_none_or(|&n| n <= MAX_PREFIX_FANOUT + 1);
+    for (r, own) in dim.ranges.iter().zip(ranges_kept(dim, narrow)) {
         if !own.is_empty() {
             let mut bytes = r.lo.to_be_bytes().to_vec();
             bytes.extend(r.hi.to_be_bytes());

@@ -95,7 +95,7 @@ pub enum AnalysisWarning {
         /// File index of the allow rule.
         file: usize,
         /// The allow rule's name.
-        #[label("allows some events that `{other}` denies")]
+        #[label("allows some events that `{other}` would {verdict}")]
         span: SourceSpan,
         /// The deny rule's name, when in the same file.
         #[label("{verdict} rule")]
@@ -301,11 +301,16 @@ pub fn warnings(policies: &[Policy]) -> Vec<Located> {
                 }
             }
             FindingKind::Shadowed { by } => {
-                let list = by
+                let names: Vec<String> = by
                     .iter()
                     .map(|b| format!("`{}`", name(*b, r.file)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                    .collect();
+                // Several rules cover its events between them, not each all
+                // of them (the example event may match only one).
+                let list = match names.len() {
+                    1 => names[0].clone(),
+                    _ => format!("one of {}", names.join(", ")),
+                };
                 let (action, help) = match r.rule.action {
                     Some(Action::Allow) => (
                         "allow",
@@ -565,6 +570,8 @@ struct Dim {
     /// question about a few rules looks at their classes only, instead of
     /// every class of the dimension (rules × classes, quadratic in rules).
     by_term: Vec<Vec<usize>>,
+    /// The classes with a representative value, ascending.
+    with_rep: Vec<usize>,
 }
 
 impl Dim {
@@ -572,34 +579,27 @@ impl Dim {
     /// the first class giving it, or the first such class with a
     /// representative. The same map as projecting every class in order.
     fn project(&self, relevant: Bits) -> BTreeMap<Bits, usize> {
-        let mut meeting: Vec<usize> = relevant
-            .ones()
-            .flat_map(|t| self.by_term.get(t).into_iter().flatten().copied())
-            .collect();
-        meeting.sort_unstable();
-        meeting.dedup();
-        let mut seen: BTreeMap<Bits, usize> = BTreeMap::new();
-        for &j in &meeting {
-            let e = seen.entry(self.classes[j].terms.and(relevant)).or_insert(j);
-            if self.classes[*e].rep.is_none() && self.classes[j].rep.is_some() {
-                *e = j;
+        let terms: Vec<usize> = relevant.ones().collect();
+        let (mut seen, meeting) = if terms.len() <= 64 {
+            self.project_merged(&terms)
+        } else {
+            self.project_meeting(relevant)
+        };
+        // Every other class projects to nothing: the first of them with a
+        // representative, else the first of them (by merges with the
+        // ascending meeting classes, not a pass over every class).
+        let outside = |candidates: &mut dyn Iterator<Item = usize>| {
+            let mut m = meeting.iter().peekable();
+            for j in candidates {
+                while m.next_if(|&&x| x < j).is_some() {}
+                if m.peek() != Some(&&j) {
+                    return Some(j);
+                }
             }
-        }
-        // Every other class projects to nothing.
-        let mut meeting = meeting.into_iter().peekable();
-        let mut empty = None;
-        for j in 0..self.classes.len() {
-            if meeting.next_if_eq(&j).is_some() {
-                continue;
-            }
-            let has_rep = self.classes[j].rep.is_some();
-            if empty.is_none() || has_rep {
-                empty = Some(j);
-            }
-            if has_rep {
-                break;
-            }
-        }
+            None
+        };
+        let empty = outside(&mut self.with_rep.iter().copied())
+            .or_else(|| outside(&mut (0..self.classes.len())));
         if let Some(j) = empty {
             seen.insert(Bits::default(), j);
         }
@@ -609,6 +609,111 @@ impl Dim {
             "class index missed a class"
         );
         seen
+    }
+
+    /// The projections of the classes meeting `terms` (at most 64), and
+    /// those classes ascending: a merge of the terms' class lists
+    /// (`by_term`, ascending), a class's projection read off which lists
+    /// hold it. The cost follows those lists, with no mask per class: a
+    /// question about a rule whose term is in thousands of classes (a wide
+    /// prefix) used to sort them and AND a 64-word mask for each. (A heap
+    /// over the lists, for any number of terms, measured slower.)
+    fn project_merged(&self, terms: &[usize]) -> (BTreeMap<Bits, usize>, Vec<usize>) {
+        let lists: Vec<&[usize]> = terms
+            .iter()
+            .map(|&t| self.by_term.get(t).map_or(&[][..], Vec::as_slice))
+            .collect();
+        let mut pos = vec![0usize; lists.len()];
+        let mut by_key: FastMap<u64, usize> = FastMap::default();
+        let mut meeting = Vec::new();
+        while let Some(j) = lists
+            .iter()
+            .zip(&pos)
+            .filter_map(|(l, &p)| l.get(p))
+            .min()
+            .copied()
+        {
+            // Bit i of the key: `terms[i]` is in class `j`.
+            let mut key = 0u64;
+            for (i, l) in lists.iter().enumerate() {
+                if l.get(pos[i]) == Some(&j) {
+                    key |= 1 << i;
+                    pos[i] += 1;
+                }
+            }
+            meeting.push(j);
+            let e = by_key.entry(key).or_insert(j);
+            if self.classes[*e].rep.is_none() && self.classes[j].rep.is_some() {
+                *e = j;
+            }
+        }
+        let seen = by_key
+            .into_iter()
+            .map(|(key, j)| {
+                let ids: TermSet = (0..terms.len())
+                    .filter(|i| key & (1 << i) != 0)
+                    .map(|i| terms[i] as u32)
+                    .collect();
+                (Bits::of(&ids), j)
+            })
+            .collect();
+        (seen, meeting)
+    }
+
+    /// [`Dim::project_merged`] for more terms: the meeting classes sorted,
+    /// each projected by a mask.
+    fn project_meeting(&self, relevant: Bits) -> (BTreeMap<Bits, usize>, Vec<usize>) {
+        // The meeting classes as a bit set over the classes, read in order
+        // (no sort of the lists' classes, which repeat).
+        let mut marked = vec![0u64; self.classes.len().div_ceil(64)];
+        for t in relevant.ones() {
+            for &j in self.by_term.get(t).into_iter().flatten() {
+                marked[j / 64] |= 1 << (j % 64);
+            }
+        }
+        let meeting: Vec<usize> = marked
+            .iter()
+            .enumerate()
+            .flat_map(|(w, &bits)| {
+                (0..64)
+                    .filter(move |b| bits & (1 << b) != 0)
+                    .map(move |b| w * 64 + b)
+            })
+            .collect();
+        // A class's projection is keyed by the words where `relevant` has
+        // bits (a few of the 64), and becomes a mask once per distinct key.
+        let words: Vec<usize> = (0..MASK_WORDS).filter(|&w| relevant.0[w] != 0).collect();
+        let mut by_key: FastMap<Vec<u64>, usize> = FastMap::default();
+        let mut key: Vec<u64> = Vec::with_capacity(words.len());
+        for &j in &meeting {
+            key.clear();
+            key.extend(
+                words
+                    .iter()
+                    .map(|&w| self.classes[j].terms.0[w] & relevant.0[w]),
+            );
+            match by_key.get_mut(key.as_slice()) {
+                Some(e) => {
+                    if self.classes[*e].rep.is_none() && self.classes[j].rep.is_some() {
+                        *e = j;
+                    }
+                }
+                None => {
+                    by_key.insert(key.clone(), j);
+                }
+            }
+        }
+        let seen = by_key
+            .into_iter()
+            .map(|(key, j)| {
+                let mut bits = Bits::default();
+                for (&w, v) in words.iter().zip(key) {
+                    bits.0[w] = v;
+                }
+                (bits, j)
+            })
+            .collect();
+        (seen, meeting)
     }
 
     /// [`Dim::project`] by asking every class (the reference for debug builds).
@@ -623,6 +728,9 @@ impl Dim {
         seen
     }
 }
+
+/// A hash map with a fast, non-cryptographic hash (keys made here).
+type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Fields an event may lack: Kubernetes metadata outside a pod, labels.
 fn optional(field: &FieldKey) -> bool {
@@ -870,6 +978,7 @@ fn dim_classes(dim: &Dimension, field: &FieldKey, right: Option<&FieldKey>, n_te
         classes,
         complete,
         by_term: Vec::new(),
+        with_rep: Vec::new(),
     }
 }
 
@@ -945,6 +1054,9 @@ impl<'a, 'p> HookAnalysis<'a, 'p> {
                     }
                 }
                 d.by_term = by_term;
+                d.with_rep = (0..d.classes.len())
+                    .filter(|&j| d.classes[j].rep.is_some())
+                    .collect();
                 Some(d)
             })
             .collect();
