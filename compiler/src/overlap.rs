@@ -307,9 +307,17 @@ pub fn warnings(policies: &[Policy]) -> Vec<Located> {
                     .collect();
                 // Several rules cover its events between them, not each all
                 // of them (the example event may match only one).
-                let list = match names.len() {
-                    1 => names[0].clone(),
-                    _ => format!("one of {}", names.join(", ")),
+                let (list, kill_list, kill_rules) = match names.len() {
+                    1 => (
+                        names[0].clone(),
+                        format!("the kill rule {}", names[0]),
+                        "the kill rule",
+                    ),
+                    _ => (
+                        format!("one of {}", names.join(", ")),
+                        format!("one of the kill rules {}", names.join(", ")),
+                        "the kill rules",
+                    ),
                 };
                 let (action, help) = match r.rule.action {
                     Some(Action::Allow) => (
@@ -321,7 +329,7 @@ pub fn warnings(policies: &[Policy]) -> Vec<Located> {
                     _ => (
                         "deny",
                         format!(
-                            "every event it matches is also matched by the kill rule(s) {list}, so it is killed rather than denied{example}; remove the rule or narrow the kill rule(s)"
+                            "every event it matches is also matched by {kill_list}, so it is killed rather than denied{example}; remove the rule or narrow {kill_rules}"
                         ),
                     ),
                 };
@@ -572,6 +580,10 @@ struct Dim {
     by_term: Vec<Vec<usize>>,
     /// The classes with a representative value, ascending.
     with_rep: Vec<usize>,
+    /// Per term in more than half the classes (a wide rule's), the classes
+    /// lacking it, ascending: a question reads those instead of the term's
+    /// long `by_term` list.
+    lacking: Vec<Option<Vec<usize>>>,
 }
 
 impl Dim {
@@ -580,27 +592,18 @@ impl Dim {
     /// representative. The same map as projecting every class in order.
     fn project(&self, relevant: Bits) -> BTreeMap<Bits, usize> {
         let terms: Vec<usize> = relevant.ones().collect();
-        let (mut seen, meeting) = if terms.len() <= 64 {
-            self.project_merged(&terms)
-        } else {
-            self.project_meeting(relevant)
-        };
-        // Every other class projects to nothing: the first of them with a
-        // representative, else the first of them (by merges with the
-        // ascending meeting classes, not a pass over every class).
-        let outside = |candidates: &mut dyn Iterator<Item = usize>| {
-            let mut m = meeting.iter().peekable();
-            for j in candidates {
-                while m.next_if(|&&x| x < j).is_some() {}
-                if m.peek() != Some(&&j) {
-                    return Some(j);
-                }
-            }
-            None
-        };
-        let empty = outside(&mut self.with_rep.iter().copied())
-            .or_else(|| outside(&mut (0..self.classes.len())));
-        if let Some(j) = empty {
+        if terms.len() <= 64 {
+            let seen = self.project_merged(&terms);
+            debug_assert_eq!(
+                seen,
+                self.project_all(relevant),
+                "class index missed a class"
+            );
+            return seen;
+        }
+        let (mut seen, meeting) = self.project_meeting(relevant);
+        // Every other class projects to nothing.
+        if let Some(j) = self.first_outside(&meeting) {
             seen.insert(Bits::default(), j);
         }
         debug_assert_eq!(
@@ -611,21 +614,38 @@ impl Dim {
         seen
     }
 
-    /// The projections of the classes meeting `terms` (at most 64), and
-    /// those classes ascending: a merge of the terms' class lists
-    /// (`by_term`, ascending), a class's projection read off which lists
-    /// hold it. The cost follows those lists, with no mask per class: a
-    /// question about a rule whose term is in thousands of classes (a wide
-    /// prefix) used to sort them and AND a 64-word mask for each. (A heap
-    /// over the lists, for any number of terms, measured slower.)
-    fn project_merged(&self, terms: &[usize]) -> (BTreeMap<Bits, usize>, Vec<usize>) {
+    /// [`Dim::project`] for at most 64 terms, from short lists only. Bit
+    /// `i` of a class's key says it holds `terms[i]`. A merge of the
+    /// terms' sorted lists finds the *special* classes: for a term in at
+    /// most half the classes its `by_term` list (the key gets its bit), for
+    /// a wider one its `lacking` list (the key loses its bit, which every
+    /// other class has). Every class in no list has the key of the wide
+    /// terms alone, and no special class has that key, so the first of
+    /// them (with a representative, when one has) comes from the gaps
+    /// between the special classes. The cost follows the short lists: a
+    /// question about a wide rule used to visit every class.
+    fn project_merged(&self, terms: &[usize]) -> BTreeMap<Bits, usize> {
+        let mut wide = 0u64;
         let lists: Vec<&[usize]> = terms
             .iter()
-            .map(|&t| self.by_term.get(t).map_or(&[][..], Vec::as_slice))
+            .enumerate()
+            .map(|(i, &t)| match self.lacking.get(t) {
+                Some(Some(lacking)) => {
+                    wide |= 1 << i;
+                    lacking.as_slice()
+                }
+                _ => self.by_term.get(t).map_or(&[][..], Vec::as_slice),
+            })
             .collect();
         let mut pos = vec![0usize; lists.len()];
         let mut by_key: FastMap<u64, usize> = FastMap::default();
-        let mut meeting = Vec::new();
+        let mut special = Vec::new();
+        let first = |by_key: &mut FastMap<u64, usize>, key: u64, j: usize| {
+            let e = by_key.entry(key).or_insert(j);
+            if self.classes[*e].rep.is_none() && self.classes[j].rep.is_some() {
+                *e = j;
+            }
+        };
         while let Some(j) = lists
             .iter()
             .zip(&pos)
@@ -633,21 +653,21 @@ impl Dim {
             .min()
             .copied()
         {
-            // Bit i of the key: `terms[i]` is in class `j`.
-            let mut key = 0u64;
+            let mut key = wide;
             for (i, l) in lists.iter().enumerate() {
                 if l.get(pos[i]) == Some(&j) {
-                    key |= 1 << i;
+                    key ^= 1 << i; // sets a narrow term's bit, clears a wide one's
                     pos[i] += 1;
                 }
             }
-            meeting.push(j);
-            let e = by_key.entry(key).or_insert(j);
-            if self.classes[*e].rep.is_none() && self.classes[j].rep.is_some() {
-                *e = j;
-            }
+            special.push(j);
+            first(&mut by_key, key, j);
         }
-        let seen = by_key
+        // The classes in no list.
+        if let Some(j) = self.first_outside(&special) {
+            first(&mut by_key, wide, j);
+        }
+        by_key
             .into_iter()
             .map(|(key, j)| {
                 let ids: TermSet = (0..terms.len())
@@ -656,8 +676,7 @@ impl Dim {
                     .collect();
                 (Bits::of(&ids), j)
             })
-            .collect();
-        (seen, meeting)
+            .collect()
     }
 
     /// [`Dim::project_merged`] for more terms: the meeting classes sorted,
@@ -714,6 +733,24 @@ impl Dim {
             })
             .collect();
         (seen, meeting)
+    }
+
+    /// The first class not in `listed` (ascending) with a representative,
+    /// else the first not in it: by merges with `listed`, not a pass over
+    /// every class.
+    fn first_outside(&self, listed: &[usize]) -> Option<usize> {
+        let outside = |candidates: &mut dyn Iterator<Item = usize>| {
+            let mut m = listed.iter().peekable();
+            for j in candidates {
+                while m.next_if(|&&x| x < j).is_some() {}
+                if m.peek() != Some(&&j) {
+                    return Some(j);
+                }
+            }
+            None
+        };
+        outside(&mut self.with_rep.iter().copied())
+            .or_else(|| outside(&mut (0..self.classes.len())))
     }
 
     /// [`Dim::project`] by asking every class (the reference for debug builds).
@@ -856,10 +893,26 @@ fn dim_classes(dim: &Dimension, field: &FieldKey, right: Option<&FieldKey>, n_te
                 .iter()
                 .zip(dim.resolve_ranges(&mut SortedSets, &dim.default))
             {
-                let candidates = [r.lo, r.hi].into_iter().filter(writable).map(int).collect();
-                push_value(&mut classes, &set, candidates);
+                // Both ends lie in the interval, whose set `set` is: no
+                // lookup to check them (a walk over the intervals before
+                // it, per interval).
+                let rep = [r.lo, r.hi]
+                    .into_iter()
+                    .find(writable)
+                    .map(|n| Rep::Value(int(n)));
+                debug_assert!(rep.as_ref().is_none_or(|v| match v {
+                    Rep::Value(v) => lookup_value(dim, v) == set,
+                    _ => false,
+                }));
+                classes.push(Class {
+                    terms: full(&set),
+                    rep,
+                });
             }
-            let inside = |n: u64| dim.ranges.iter().any(|r| r.lo <= n && n <= r.hi);
+            let inside = |n: u64| {
+                let i = dim.ranges.partition_point(|r| r.hi < n);
+                dim.ranges.get(i).is_some_and(|r| r.lo <= n)
+            };
             let gaps: Vec<u64> = std::iter::once(0)
                 .chain(dim.ranges.iter().map(|r| r.hi.saturating_add(1)))
                 .filter(|&n| n <= max && !inside(n))
@@ -979,6 +1032,7 @@ fn dim_classes(dim: &Dimension, field: &FieldKey, right: Option<&FieldKey>, n_te
         complete,
         by_term: Vec::new(),
         with_rep: Vec::new(),
+        lacking: Vec::new(),
     }
 }
 
@@ -1053,6 +1107,16 @@ impl<'a, 'p> HookAnalysis<'a, 'p> {
                         by_term[t].push(j);
                     }
                 }
+                let n = d.classes.len();
+                d.lacking = by_term
+                    .iter()
+                    .map(|holding| {
+                        (holding.len() > n / 2).then(|| {
+                            let mut h = holding.iter().peekable();
+                            (0..n).filter(|j| h.next_if_eq(&j).is_none()).collect()
+                        })
+                    })
+                    .collect();
                 d.by_term = by_term;
                 d.with_rep = (0..d.classes.len())
                     .filter(|&j| d.classes[j].rep.is_some())
