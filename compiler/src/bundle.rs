@@ -692,48 +692,6 @@ impl Dimension {
         }
     }
 
-    /// The resolved set of `prefix` entry `i` (`suffix` entry when
-    /// `!prefix`), by walking its bases from the root: for one lookup, at
-    /// the cost of the entries on the way.
-    pub fn chain_set(&self, bases: &EntryBases, prefix: bool, i: usize) -> TermSet {
-        let (list, parents, root) = if prefix {
-            (&self.prefix, &bases.prefix, &self.default)
-        } else {
-            (
-                &self.suffix,
-                &bases.suffix,
-                self.suffix_default.as_ref().unwrap_or(&self.default),
-            )
-        };
-        let mut chain = vec![i];
-        while let Some(p) = parents[*chain.last().expect("not empty")] {
-            chain.push(p);
-        }
-        let mut set = root.clone();
-        for &j in chain.iter().rev() {
-            set = list[j].apply(&set);
-        }
-        set
-    }
-
-    /// The resolved set of `exact` entry `i` (see [`Dimension::chain_set`]).
-    pub fn exact_set(&self, bases: &EntryBases, i: usize) -> TermSet {
-        let base = match (self.kind, bases.exact[i]) {
-            (DimensionKind::Path | DimensionKind::String, (p, s)) => {
-                let p = p.map_or_else(|| self.default.clone(), |p| self.chain_set(bases, true, p));
-                match &self.suffix_default {
-                    Some(sd) => {
-                        let s = s.map_or_else(|| sd.clone(), |s| self.chain_set(bases, false, s));
-                        crate::lower::intersect(&p, &s)
-                    }
-                    None => p,
-                }
-            }
-            _ => self.default.clone(),
-        };
-        self.exact[i].apply(&base)
-    }
-
     /// Every stored set of the dimension with where it is, for checks (the
     /// place is described only when a check fails: no text per entry).
     fn stored_sets(&self) -> Vec<(SetPlace<'_>, &TermSet)> {
@@ -988,7 +946,7 @@ pub struct ResolvedEntries<S> {
 
 /// A hash map with a fast, non-cryptographic hash (keys come from the
 /// bundle and the events of one process; lookups are per event).
-type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Longest-affix lookup over a list of values: by hashing each candidate
 /// length, longest first (at most one hash per distinct length).
@@ -1495,9 +1453,14 @@ mod tests {
             assert_eq!(wide.add.len(), 100);
             // And they resolve to the whole sets: `/w/n7/` holds its own
             // term and the 100 of `/w/`.
-            let bases = dim.bases();
+            let sets = dim.resolve(
+                &dim.bases(),
+                &mut SortedSets,
+                &dim.default,
+                dim.suffix_default.as_ref(),
+            );
             let i = dim.prefix.iter().position(|e| e.value == "/w/n7/").unwrap();
-            let set = dim.chain_set(&bases, true, i);
+            let set = &sets.prefix[i];
             assert_eq!(set.len(), 101);
             assert!(wide.add.iter().all(|t| set.binary_search(t).is_ok()));
             if exact {
@@ -1507,7 +1470,7 @@ mod tests {
                     .position(|e| e.value == "/w/n7/bin")
                     .unwrap();
                 assert_eq!(dim.exact[j].add.len(), 1);
-                assert_eq!(dim.exact_set(&bases, j).len(), 102);
+                assert_eq!(sets.exact[j].len(), 102);
             }
             assert_eq!(b.repeated_sets_note_over(100), "");
         }
@@ -1642,8 +1605,8 @@ mod tests {
         // The exact entry adds its term to the default (empty over `tested`).
         assert_eq!(binary.exact[0].add, vec![0]);
         assert!(binary.exact[0].remove.is_empty());
-        let set = binary.exact_set(&binary.bases(), 0);
-        assert_eq!(binary.full_set(&set, 3), vec![0, 1, 2]);
+        let sets = binary.resolve(&binary.bases(), &mut SortedSets, &binary.default, None);
+        assert_eq!(binary.full_set(&sets.exact[0], 3), vec![0, 1, 2]);
         let uid = &b.spec.hooks[&Hook::Exec].dimensions["user.uid"];
         assert_eq!(uid.ranges.len(), 1);
         assert_eq!((uid.ranges[0].lo, uid.ranges[0].add.clone()), (0, vec![2]));

@@ -33,7 +33,7 @@ use policy_dsl::checked::{Event, FieldKey, Value};
 use policy_dsl::schema::{Field, FieldType, Hook, CAPABILITIES};
 use serde::Serialize;
 
-use crate::bundle::{Dimension, DimensionKind, PolicyBundle, RuleEntry, Verdict};
+use crate::bundle::{Dimension, DimensionKind, PolicyBundle, RuleEntry, TermSet, Verdict};
 use crate::eval::{lookup_value, Evaluator, Outcome};
 use crate::event_json::{event_to_json, event_to_line};
 use crate::lower::UNSET_ID;
@@ -530,6 +530,41 @@ pub fn candidate_events(old: &PolicyBundle, new: &PolicyBundle, hook: Hook) -> V
     let mut witnesses: Vec<Event> = Vec::new();
     for (bundle, table) in &tables {
         let _ = bundle;
+        // A dimension's lookup of a candidate value does not depend on the
+        // term: each is computed once (on first use) and kept, as is the
+        // set of an absent field and a relation's two sets.
+        let lookups: BTreeMap<&str, Vec<std::cell::OnceCell<TermSet>>> = table
+            .dimensions
+            .iter()
+            .filter_map(|(name, dim)| {
+                let k = dimension_keys(name, dim).into_iter().next()?;
+                let n = values.get(&k).map_or(0, Vec::len);
+                Some((
+                    name.as_str(),
+                    (0..n).map(|_| std::cell::OnceCell::new()).collect(),
+                ))
+            })
+            .collect();
+        let absent: BTreeMap<&str, TermSet> = table
+            .dimensions
+            .iter()
+            .map(|(name, dim)| {
+                let set = dim
+                    .absent
+                    .clone()
+                    .unwrap_or_else(|| crate::explain::traced_set(dim, None));
+                (name.as_str(), set)
+            })
+            .collect();
+        let relation_sets: BTreeMap<&str, [TermSet; 2]> = table
+            .dimensions
+            .iter()
+            .filter(|(_, d)| d.relation.is_some())
+            .map(|(name, dim)| {
+                let set = |key| crate::eval::exact(dim, key).unwrap_or_default();
+                (name.as_str(), [set("true"), set("false")])
+            })
+            .collect();
         for t in 0..table.terms.len() as u32 {
             let mut event = empty.clone();
             for (name, dim) in &table.dimensions {
@@ -542,21 +577,22 @@ pub fn candidate_events(old: &PolicyBundle, new: &PolicyBundle, hook: Hook) -> V
                 // A term that does not test the dimension holds for any
                 // value (no stored set lists it): the first candidate.
                 let untested = dim.tested.binary_search(&t).is_err();
-                let holds = |v: Option<&Value>| {
+                let candidates = values.get(&k).map(Vec::as_slice).unwrap_or(&[]);
+                let cells = &lookups[name.as_str()];
+                let holds = |i: Option<usize>| {
                     if untested {
                         return true;
                     }
-                    let set = match v {
-                        Some(v) => lookup_value(dim, v),
-                        None => dim
-                            .absent
-                            .clone()
-                            .unwrap_or_else(|| crate::explain::traced_set(dim, None)),
+                    let set = match i {
+                        Some(i) => cells[i].get_or_init(|| lookup_value(dim, &candidates[i])),
+                        None => &absent[name.as_str()],
                     };
                     set.binary_search(&t).is_ok()
                 };
-                let candidates = values.get(&k).map(Vec::as_slice).unwrap_or(&[]);
-                if let Some(v) = candidates.iter().find(|v| holds(Some(v))) {
+                if let Some(v) = (0..candidates.len())
+                    .find(|&i| holds(Some(i)))
+                    .map(|i| &candidates[i])
+                {
                     event.fields.insert(k, v.clone());
                 } else if !holds(None) {
                     // No candidate holds it: leave a value anyway (the term
@@ -567,16 +603,17 @@ pub fn candidate_events(old: &PolicyBundle, new: &PolicyBundle, hook: Hook) -> V
                 }
             }
             // Relations: try to satisfy them by copying or adjusting values.
-            for (_, dim) in table
+            for (name, dim) in table
                 .dimensions
                 .iter()
                 .filter(|(_, d)| d.relation.is_some())
             {
                 let rel = dim.relation.as_ref().expect("a relation");
-                let wants = |key: &str| {
-                    crate::eval::exact(dim, key).is_some_and(|set| set.binary_search(&t).is_ok())
-                };
-                let (wants_true, wants_false) = (wants("true"), wants("false"));
+                let [when_true, when_false] = &relation_sets[name.as_str()];
+                let (wants_true, wants_false) = (
+                    when_true.binary_search(&t).is_ok(),
+                    when_false.binary_search(&t).is_ok(),
+                );
                 let keys = dimension_keys("", dim);
                 if keys.len() != 2 || wants_true == wants_false {
                     continue;

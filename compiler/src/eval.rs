@@ -18,7 +18,7 @@
 //! monitor policy is audited ("would deny") instead of enforced.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::OnceLock;
@@ -26,6 +26,7 @@ use std::sync::OnceLock;
 use ipnet::IpNet;
 use policy_dsl::checked::{Event, Value};
 
+use crate::bundle::FastMap;
 use crate::bundle::{
     AffixIndex, BlockIndex, Dimension, DimensionKind, Entry, EntryBases, HookTable, PolicyBundle,
     RangeSnapshots, TermSet, Verdict,
@@ -299,10 +300,6 @@ const ALLOW: u8 = 4;
 const AUDIT: u8 = 8;
 const MONITOR: u8 = 16;
 const DEFAULT_DENY: u8 = 32;
-
-/// A hash map with a fast, non-cryptographic hash (the keys come from the
-/// bundle and the events of one process).
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The per-event index of one hook's table (see [`Evaluator`]).
 #[derive(Debug)]

@@ -319,23 +319,33 @@ fn exact_values(dim: &Dimension) -> Vec<(String, TermSet)> {
 }
 
 /// The terms in the resolved set of some range `pick` accepts (ranges are
-/// changes from the previous one, see [`RangeEntry`]): per term the run of
-/// ranges it is in, checked against a running count of picked ranges, so
-/// the cost follows the changes, not ranges × terms.
+/// changes from the previous one, see [`RangeEntry`]).
 fn in_some_range(dim: &Dimension, pick: impl Fn(&RangeEntry) -> bool) -> HashSet<u32> {
+    picked_ranges(dim, pick)
+        .into_iter()
+        .filter(|&(_, n)| n > 0)
+        .map(|(t, _)| t)
+        .collect()
+}
+
+/// How many of the ranges `pick` accepts each term is in (a term of the
+/// default from the first range on): per term the runs of ranges it is
+/// in, checked against a running count of picked ranges, so the cost
+/// follows the changes, not ranges × terms.
+fn picked_ranges(dim: &Dimension, pick: impl Fn(&RangeEntry) -> bool) -> HashMap<u32, usize> {
     // picked[i]: picked ranges before range i.
     let mut picked = Vec::with_capacity(dim.ranges.len() + 1);
     picked.push(0usize);
     for r in &dim.ranges {
         picked.push(picked.last().copied().unwrap_or(0) + usize::from(pick(r)));
     }
-    // The range each present term entered at (the default's: the first).
+    // The range each present term entered at.
     let mut since: HashMap<u32, usize> = dim.default.iter().map(|&t| (t, 0)).collect();
-    let mut out = HashSet::new();
+    let mut counts: HashMap<u32, usize> = HashMap::new();
     for (i, r) in dim.ranges.iter().enumerate() {
         for t in &r.remove {
-            if since.remove(t).is_some_and(|s| picked[i] > picked[s]) {
-                out.insert(*t);
+            if let Some(s) = since.remove(t) {
+                *counts.entry(*t).or_default() += picked[i] - picked[s];
             }
         }
         for &t in &r.add {
@@ -343,34 +353,10 @@ fn in_some_range(dim: &Dimension, pick: impl Fn(&RangeEntry) -> bool) -> HashSet
         }
     }
     let n = dim.ranges.len();
-    out.extend(
-        since
-            .into_iter()
-            .filter(|&(_, s)| picked[n] > picked[s])
-            .map(|(t, _)| t),
-    );
-    out
-}
-
-/// How many ranges each term is in (terms of the default from the first
-/// range on), from the changes.
-fn range_spans(dim: &Dimension) -> HashMap<u32, usize> {
-    let mut since: HashMap<u32, usize> = dim.default.iter().map(|&t| (t, 0)).collect();
-    let mut spans: HashMap<u32, usize> = HashMap::new();
-    for (i, r) in dim.ranges.iter().enumerate() {
-        for t in &r.remove {
-            if let Some(s) = since.remove(t) {
-                *spans.entry(*t).or_default() += i - s;
-            }
-        }
-        for &t in &r.add {
-            since.entry(t).or_insert(i);
-        }
-    }
     for (t, s) in since {
-        *spans.entry(t).or_default() += dim.ranges.len() - s;
+        *counts.entry(t).or_default() += picked[n] - picked[s];
     }
-    spans
+    counts
 }
 
 /// Per range, the terms of its resolved set that `keep` accepts,
@@ -470,7 +456,7 @@ fn prefix_keys<'d>(dim: &'d Dimension, member: impl Fn(u32) -> bool) -> Vec<Pref
     // (a wide range over narrower ones) is left out, as a broad prefix is:
     // it would be copied into every key (ranges × terms), and stays in the
     // hook's own words.
-    let spans = range_spans(dim);
+    let spans = picked_ranges(dim, |_| true);
     let narrow = |t: u32| member(t) && spans.get(&t).is_none_or(|&n| n <= MAX_PREFIX_FANOUT + 1);
     for (r, own) in dim.ranges.iter().zip(ranges_kept(dim, narrow)) {
         if !own.is_empty() {

@@ -53,6 +53,7 @@ use policy_dsl::ast::Action;
 use policy_dsl::checked::{Cond, Event, FieldKey, Policy, Pred, Value};
 use policy_dsl::schema::{Field, FieldType, Hook};
 
+use crate::bundle::FastMap;
 use crate::bundle::{
     Dimension, DimensionKind, HookTable, PolicyBundle, SortedSets, TermSet, Verdict,
 };
@@ -765,9 +766,6 @@ impl Dim {
         seen
     }
 }
-
-/// A hash map with a fast, non-cryptographic hash (keys made here).
-type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Fields an event may lack: Kubernetes metadata outside a pod, labels.
 fn optional(field: &FieldKey) -> bool {
